@@ -1,0 +1,37 @@
+"""Create (idempotently) the demo business, its owner login and its catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from businesses import services
+from businesses.demo import DEMO_EMAIL, DEMO_NAME, DEMO_PASSWORD, DEMO_SLUG
+from businesses.models import Business
+
+
+class Command(BaseCommand):
+    help = "Create the demo business, its owner login and its catalog (safe to run again)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        User = get_user_model()
+        with transaction.atomic():
+            user = User.objects.filter(username=DEMO_EMAIL).first()
+            if user is None:
+                user = User.objects.create_user(
+                    username=DEMO_EMAIL, email=DEMO_EMAIL, password=DEMO_PASSWORD, is_staff=False
+                )
+            business = Business.objects.filter(slug=DEMO_SLUG).first()
+            if business is None:
+                business = services.business_create(
+                    name=DEMO_NAME,
+                    slug=DEMO_SLUG,
+                    owner=user,
+                    timezone_name="Europe/Berlin",
+                    allowed_origins=[settings.PUBLIC_URL, "http://localhost:8000", "http://127.0.0.1:8000"],
+                )
+        self.stdout.write(f"demo business {business.slug!r} ready (login {DEMO_EMAIL})")

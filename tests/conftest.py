@@ -1,0 +1,29 @@
+"""Test foundation: real PostgreSQL+pgvector and Redis (embedded unless DATABASE_URL/REDIS_URL are set)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_lib
+
+from config import embedded
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    embedded.ensure_core_services()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis_lib.Redis]:
+    from django.conf import settings
+
+    client = redis_lib.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(redis_client: redis_lib.Redis) -> None:
+    # Each test starts from an empty Redis database of its own number (BIZAGENT_REDIS_DB in the test command).
+    redis_client.flushdb()
