@@ -9,6 +9,15 @@ import redis as redis_lib
 
 from config import embedded
 
+# Each area of the suite keeps its shared fixtures in its own module.
+pytest_plugins = [
+    "tests.fixtures.inference",
+    "tests.fixtures.catalogs",
+    "tests.fixtures.stack",
+    "tests.fixtures.meta",
+    "tests.fixtures.browser",
+]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     embedded.ensure_core_services()
