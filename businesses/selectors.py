@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -29,13 +28,13 @@ def get_scoped_or_404(business: Business, queryset: QuerySet[M], **lookup: objec
         raise Http404 from exc
 
 
-def businesses_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Business]:
+def businesses_for_user(user: User | AnonymousUser) -> QuerySet[Business]:
     if not user.is_authenticated:
         return Business.objects.none()
     return Business.objects.filter(memberships__user=user).order_by("name")
 
 
-def membership_for(user: AbstractBaseUser | AnonymousUser, business_slug: str) -> Membership:
+def membership_for(user: User | AnonymousUser, business_slug: str) -> Membership:
     """The user's membership of the business with that slug, or 404 (never reveals that it exists)."""
     if not user.is_authenticated:
         raise Http404

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -41,7 +41,7 @@ def unique_slug(name: str) -> str:
 def business_create(
     *,
     name: str,
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
     slug: str | None = None,
     timezone_name: str = "UTC",
     allowed_origins: list[str] | None = None,
@@ -66,7 +66,7 @@ def business_set_allowed_origins(business: Business, *, origins: list[str]) -> B
     return business
 
 
-def membership_add(business: Business, *, user: AbstractBaseUser, role: str = Membership.Role.STAFF) -> Membership:
+def membership_add(business: Business, *, user: User, role: str = Membership.Role.STAFF) -> Membership:
     membership, _ = Membership.objects.update_or_create(business=business, user=user, defaults={"role": role})
     return membership
 
@@ -80,7 +80,10 @@ class IssuedApiKey:
 def api_key_issue(business: Business, *, name: str) -> IssuedApiKey:
     raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     api_key = ApiKey.objects.create(
-        business=business, name=name, prefix=raw_key[: len(API_KEY_PREFIX) + 8], key_hash=hash_api_key(raw_key)
+        business=business,
+        name=name,
+        prefix=raw_key[: len(API_KEY_PREFIX) + 8],
+        key_hash=hash_api_key(raw_key),
     )
     return IssuedApiKey(api_key=api_key, raw_key=raw_key)
 

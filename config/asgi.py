@@ -6,7 +6,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from config import embedded  # noqa: E402
+from config import embedded
 
 embedded.ensure_core_services()
 

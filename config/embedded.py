@@ -225,13 +225,20 @@ class _RedisService(_ProcessService):
         self._spawn(
             [
                 REDIS_SERVER_PATH,
-                "--port", "0",  # no TCP at all: the unix socket only
-                "--unixsocket", str(redis_socket()),
-                "--unixsocketperm", "700",
-                "--dir", str(self.folder),
-                "--save", "",
-                "--appendonly", "no",
-                "--databases", "64",
+                "--port",
+                "0",  # no TCP at all: the unix socket only
+                "--unixsocket",
+                str(redis_socket()),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.folder),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--databases",
+                "64",
             ],
             "redis.log",
         )
@@ -252,13 +259,21 @@ class _LlamaService(_ProcessService):
         url = f"http://127.0.0.1:{port}"
         proc = self._spawn(
             [
-                sys.executable, "-m", "llama_cpp.server",
-                "--model", str(smollm2_model_path()),
-                "--model_alias", LLAMA_MODEL_NAME,
-                "--host", "127.0.0.1",
-                "--port", str(port),
-                "--n_ctx", "4096",
-                "--n_threads", str(max(1, (os.cpu_count() or 2) - 1)),
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(smollm2_model_path()),
+                "--model_alias",
+                LLAMA_MODEL_NAME,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "4096",
+                "--n_threads",
+                str(max(1, (os.cpu_count() or 2) - 1)),
             ],
             "llama.log",
         )

@@ -71,4 +71,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         results[name] = {"ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)}
     ready = all(result["ok"] for result in results.values())
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": results}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "checks": results}, status=200 if ready else 503
+    )

@@ -114,7 +114,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
 # Above the longest reply, so that an unacknowledged reply is not redelivered while it still runs.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900, minimum=60)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900, minimum=60)
+}
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -146,13 +148,16 @@ LLAMA_REPLY_TIMEOUT = env_float("LLAMA_REPLY_TIMEOUT", 120.0, minimum=0.1)
 EMBEDDINGS_BACKEND = env_choice("EMBEDDINGS_BACKEND", "local", ("local", "pool"))
 
 # --- Messaging channels -----------------------------------------------------------------------------------
-META_GRAPH_URL = env_url("META_GRAPH_URL", "https://graph.facebook.com/v23.0", schemes=("http", "https")).rstrip("/")
+META_GRAPH_URL = env_url(
+    "META_GRAPH_URL", "https://graph.facebook.com/v23.0", schemes=("http", "https")
+).rstrip("/")
 # Key for tokens and secrets at rest (Fernet, urlsafe base64 of 32 bytes); derived from SECRET_KEY if unset.
 FIELD_ENCRYPTION_KEY = env_str("FIELD_ENCRYPTION_KEY")
 
 # --- Files and static ---------------------------------------------------------------------------------------
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Production serves collected files (manage.py collectstatic); development serves them from the apps.
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles") if not DEBUG else None
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or embedded.data_dir() / "media")
 MEDIA_URL = "/media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=1024)

@@ -19,7 +19,7 @@ import httpx
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from config import embedded  # noqa: E402
+from config import embedded
 
 COLOURS = {"asgi": "\033[36m", "worker": "\033[35m", "stack": "\033[32m"}
 RESET = "\033[0m"
@@ -74,10 +74,15 @@ class Stack:
         say("stack", "stopped; nothing of ours is left running")
 
     def run(self) -> int:
-        say("stack", "starting PostgreSQL+pgvector and Redis (embedded unless DATABASE_URL/REDIS_URL are set)")
+        say(
+            "stack", "starting PostgreSQL+pgvector and Redis (embedded unless DATABASE_URL/REDIS_URL are set)"
+        )
         embedded.ensure_core_services()
         if not os.environ.get("LLAMA_POOL"):
-            say("stack", "starting the local llama.cpp server with SmolLM2-135M-Instruct (LLAMA_POOL is unset)")
+            say(
+                "stack",
+                "starting the local llama.cpp server with SmolLM2-135M-Instruct (LLAMA_POOL is unset)",
+            )
             embedded.ensure_llama()
             say("stack", f"llama.cpp server at {embedded.embedded_llama_url()}")
 
@@ -93,19 +98,38 @@ class Stack:
         self.spawn(
             "worker",
             [
-                python, "-m", "celery", "-A", "config", "worker",
-                "-Q", "replies,ingest,outbound",
-                "--concurrency", str(self.worker_concurrency),
-                "--loglevel", "INFO",
-                "--hostname", f"stack-{os.getpid()}@%h",
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "replies,ingest,outbound",
+                "--concurrency",
+                str(self.worker_concurrency),
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"stack-{os.getpid()}@%h",
             ],
         )
         self.spawn(
             "asgi",
             [
-                python, "-m", "uvicorn", "config.asgi:application",
-                "--host", self.host, "--port", str(self.port),
-                "--ws", "websockets", "--lifespan", "off", "--no-access-log",
+                python,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--ws",
+                "websockets",
+                "--lifespan",
+                "off",
+                "--no-access-log",
             ],
         )
         base = f"http://{self.host}:{self.port}"
