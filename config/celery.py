@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("bizagent")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("replies"), Queue("ingest"), Queue("outbound"))
+app.conf.task_queues = tuple(
+    Queue(name, Exchange(name), routing_key=name) for name in ("replies", "ingest", "outbound")
+)
 app.conf.task_routes = {
     "messaging.tasks.reply": {"queue": "replies"},
     "messaging.tasks.send_*": {"queue": "outbound"},

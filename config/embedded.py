@@ -164,7 +164,12 @@ class _ProcessService:
             holders = handles.live()
             if not self.is_running():
                 logger.debug("starting embedded %s in %s", self.name, self.folder)
-                self.launch()
+                try:
+                    self.launch()
+                except BaseException:
+                    # Interrupted or failed while starting: leave no half-started server behind.
+                    self.terminate()
+                    raise
             handles.write([*holders, os.getpid()])
         atexit.register(self.release)
 
@@ -196,7 +201,11 @@ class _ProcessService:
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = open(self.folder / log_name, "ab")  # noqa: SIM115 - the child owns it
         # A new session: Ctrl-C in the terminal reaches the stack, which stops services in order.
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # A minimal environment: llama.cpp's server reads HOST, PORT, MODEL... from it over its arguments.
+        env = {
+            key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if key in os.environ
+        }
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         (self.folder / "server.pid").write_text(str(proc.pid))
         return proc
 

@@ -147,19 +147,17 @@ class Stack:
             "",
         ):
             say("stack", line)
-        while not self.stopping.is_set():
+        while True:
             for name, proc in self.children.items():
-                if proc.poll() is not None and not self.stopping.is_set():
+                if proc.poll() is not None:
                     say("stack", f"{name} exited with code {proc.returncode}; stopping the stack")
-                    self.stop()
                     return 1
             time.sleep(0.5)
-        return 0
 
     def _wait_ready(self, base: str) -> None:
         deadline = time.monotonic() + 90
         last = ""
-        while time.monotonic() < deadline and not self.stopping.is_set():
+        while time.monotonic() < deadline:
             try:
                 response = httpx.get(f"{base}/readyz", timeout=3)
                 if response.status_code == 200:
@@ -180,16 +178,18 @@ def main() -> int:
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stack.stop()
+        # Unwind whatever is running (even a service still starting); `finally` stops everything.
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         return stack.run()
-    except BaseException:
-        stack.stop()
-        raise
+    except KeyboardInterrupt:
+        return 0
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 
