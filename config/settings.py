@@ -146,6 +146,8 @@ LLAMA_FIRST_TOKEN_TIMEOUT = env_float("LLAMA_FIRST_TOKEN_TIMEOUT", 20.0, minimum
 LLAMA_IDLE_TIMEOUT = env_float("LLAMA_IDLE_TIMEOUT", 15.0, minimum=0.01)
 LLAMA_REPLY_TIMEOUT = env_float("LLAMA_REPLY_TIMEOUT", 120.0, minimum=0.1)
 EMBEDDINGS_BACKEND = env_choice("EMBEDDINGS_BACKEND", "local", ("local", "pool"))
+# With EMBEDDINGS_BACKEND=pool: the model name sent to /v1/embeddings (must give 384 dimensions).
+EMBEDDINGS_MODEL = env_str("EMBEDDINGS_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
 
 # --- Messaging channels -----------------------------------------------------------------------------------
 META_GRAPH_URL = env_url(
