@@ -264,3 +264,18 @@ def get_backend() -> EmbeddingBackend:
 def embed_query(text: str) -> list[float]:
     """The vector of one search query."""
     return get_backend().embed([text])[0]
+
+
+def item_embedding_text(
+    *, title: str, brand: str = "", category: str = "", description: str = "", max_chars: int = 2000
+) -> str:
+    """The text an item's vector is computed from: "title. brand. category. description".
+
+    One definition for the importer and the search benchmark: the title leads because the model truncates
+    at 256 tokens, and brand and category give short titles the context a customer's words refer to.
+    """
+    parts = [part.strip().rstrip(".") for part in (title, brand, category) if part and part.strip()]
+    text = ". ".join(parts)
+    if description and description.strip():
+        text = f"{text}. {description.strip()}" if text else description.strip()
+    return text[:max_chars]
