@@ -1,0 +1,231 @@
+"""A business's catalog: items (typed product rows), documents split into chunks (FAQs, policies), imports.
+
+Every model has a ``business`` foreign key; every read goes through a selector that takes the business first.
+Vectors are ``EMBEDDING_DIMENSIONS`` floats; ``embedding_model`` names the backend that produced each one so
+that a model change can be detected and re-embedded.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from pgvector.django import VectorField
+
+from businesses.models import Business
+
+EMBEDDING_DIMENSIONS = 384
+
+# Attribute keys worth putting into the text that is embedded (and shown to the agent).
+SEARCH_ATTRIBUTE_KEYS = ("color", "size", "material", "gender", "age_group", "pattern", "condition")
+
+
+class Availability(models.TextChoices):
+    IN_STOCK = "in_stock", "In stock"
+    OUT_OF_STOCK = "out_of_stock", "Out of stock"
+    PREORDER = "preorder", "Preorder"
+    BACKORDER = "backorder", "Backorder"
+    DISCONTINUED = "discontinued", "Discontinued"
+
+
+class Item(models.Model):
+    """One product (or one variant group, for Shopify exports) of a business's catalog."""
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="items")
+    external_id = models.CharField(max_length=200)
+    # Variants of one product share an item_group_id (Meta/Google) or a Shopify handle.
+    item_group_id = models.CharField(max_length=200, blank=True)
+    title = models.CharField(max_length=500)
+    description = models.TextField(blank=True)  # plain text, HTML stripped on import
+    price = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    sale_price = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    availability = models.CharField(
+        max_length=20, choices=Availability.choices, default=Availability.IN_STOCK
+    )
+    brand = models.CharField(max_length=200, blank=True)
+    category = models.CharField(max_length=500, blank=True)
+    url = models.URLField(max_length=2000, blank=True)
+    image_url = models.URLField(max_length=2000, blank=True)
+    # color, size, material, gtin, mpn, condition, gender, ... (strings), as the feed gave them.
+    attributes = models.JSONField(default=dict, blank=True)
+    # Shopify: one entry per variant row of the handle ({"sku", "title", "options", "price", ...}).
+    variants = models.JSONField(default=list, blank=True)
+    # False: retired by a full sync (absent from the last full file); never retrieved.
+    is_active = models.BooleanField(default=True)
+    # SHA-256 of the normalised fields: an unchanged hash means nothing to write or re-embed.
+    content_hash = models.CharField(max_length=64, blank=True)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+    embedding_model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["business", "external_id"], name="item_unique_external_id"),
+        ]
+        indexes = [models.Index(fields=["business", "is_active"], name="item_business_active")]
+
+    def __str__(self) -> str:
+        return f"{self.external_id}: {self.title}"
+
+    @property
+    def parent_external_id(self) -> str:
+        return self.item_group_id
+
+    def search_text(self) -> str:
+        return item_search_text(
+            title=self.title,
+            brand=self.brand,
+            category=self.category,
+            description=self.description,
+            attributes=self.attributes,
+            variants=self.variants,
+        )
+
+
+def item_search_text(
+    *,
+    title: str,
+    brand: str = "",
+    category: str = "",
+    description: str = "",
+    attributes: dict[str, object] | None = None,
+    variants: list[dict[str, object]] | None = None,
+) -> str:
+    """The text that is embedded for an item: "title. brand. category. description" plus key attributes."""
+    parts = [p.strip() for p in (title, brand, category) if p and p.strip()]
+    attrs = attributes or {}
+    attr_parts = [f"{k.replace('_', ' ')}: {attrs[k]}" for k in SEARCH_ATTRIBUTE_KEYS if attrs.get(k)]
+    if variants:
+        options = sorted(
+            {
+                str(v)
+                for variant in variants
+                for v in (variant.get("options") or {}).values()  # type: ignore[union-attr]
+                if v and v != "Default Title"
+            }
+        )
+        if options:
+            attr_parts.append("options: " + ", ".join(options[:30]))
+    if attr_parts:
+        parts.append("; ".join(attr_parts))
+    if description and description.strip():
+        parts.append(description.strip()[:2000])
+    return ". ".join(parts)
+
+
+class Document(models.Model):
+    """A FAQ, policy or page that the agent may quote; its text lives in chunks."""
+
+    class Kind(models.TextChoices):
+        FAQ = "faq", "FAQ"
+        POLICY = "policy", "Policy"
+        PAGE = "page", "Page"
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=300)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.FAQ)
+    # Re-importing a file of the same name replaces the document's chunks.
+    filename = models.CharField(max_length=300)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["business", "filename"], name="document_unique_filename")
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Chunk(models.Model):
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    ordinal = models.PositiveIntegerField()
+    heading = models.CharField(max_length=500, blank=True)
+    text = models.TextField()
+    content_hash = models.CharField(max_length=64)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+    embedding_model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["document_id", "ordinal"]
+        constraints = [models.UniqueConstraint(fields=["document", "ordinal"], name="chunk_unique_ordinal")]
+
+    def __str__(self) -> str:
+        return f"{self.document_id}#{self.ordinal} {self.heading}"
+
+    def search_text(self) -> str:
+        return f"{self.heading}. {self.text}" if self.heading else self.text
+
+
+def import_upload_path(instance: Import, filename: str) -> str:
+    return f"imports/{instance.business_id}/{filename}"
+
+
+class Import(models.Model):
+    """One upload of a catalog or FAQ file and the run that applied it."""
+
+    class Mode(models.TextChoices):
+        UPSERT = "upsert", "Upsert (add and update)"
+        FULL = "full", "Full sync (also retire missing items)"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class Phase(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        READING = "reading", "Reading"
+        VALIDATING = "validating", "Validating"
+        WRITING = "writing", "Writing"
+        EMBEDDING = "embedding", "Embedding"
+        DONE = "done", "Done"
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="imports")
+    file = models.FileField(upload_to=import_upload_path, max_length=500)
+    original_filename = models.CharField(max_length=300)
+    # Detected (or given) format: meta_csv, csv, tsv, json, jsonl, xlsx, rss, atom, markdown, text, pdf, faq_csv.
+    format = models.CharField(max_length=20, blank=True)
+    requested_format = models.CharField(max_length=20, blank=True)
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.UPSERT)
+    # Explicit column mapping {source column: canonical field}, and the XLSX sheet name.
+    mapping = models.JSONField(default=dict, blank=True)
+    sheet = models.CharField(max_length=100, blank=True)
+    embed = models.BooleanField(default=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    phase = models.CharField(max_length=12, choices=Phase.choices, default=Phase.QUEUED)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    unchanged_count = models.PositiveIntegerField(default=0)
+    retired_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    embedded_count = models.PositiveIntegerField(default=0)
+    # [{"row": 12, "column": "price", "reason": "..."}], capped (see importers.MAX_ERRORS_KEPT).
+    error_report = models.JSONField(default=list, blank=True)
+    # Whole-file failure: one message, nothing changed.
+    error_message = models.TextField(blank=True)
+    # Seconds per phase: {"read_write": 3.2, "embed": 10.1, "total": 13.5}.
+    timings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Lease: a running import whose claim is older than the lease may be taken over (crashed worker).
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["business", "-created_at"], name="import_business_created")]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} ({self.original_filename}, {self.state})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.SUCCEEDED, self.State.FAILED)
