@@ -91,26 +91,27 @@ def item_search_text(
     attributes: dict[str, object] | None = None,
     variants: list[dict[str, object]] | None = None,
 ) -> str:
-    """The text that is embedded for an item: "title. brand. category. description" plus key attributes."""
-    parts = [p.strip() for p in (title, brand, category) if p and p.strip()]
+    """The text that is embedded for an item: "title. brand. category. <key attributes>. description".
+
+    Built on ``catalogs.embeddings.item_embedding_text`` (one definition shared with the search benchmark);
+    the attributes a customer names (colour, size, material...) go before the description because the
+    model truncates long inputs.
+    """
+    from catalogs.embeddings import item_embedding_text
+
     attrs = attributes or {}
     attr_parts = [f"{k.replace('_', ' ')}: {attrs[k]}" for k in SEARCH_ATTRIBUTE_KEYS if attrs.get(k)]
-    if variants:
-        options = sorted(
-            {
-                str(v)
-                for variant in variants
-                for v in (variant.get("options") or {}).values()  # type: ignore[union-attr]
-                if v and v != "Default Title"
-            }
-        )
-        if options:
-            attr_parts.append("options: " + ", ".join(options[:30]))
-    if attr_parts:
-        parts.append("; ".join(attr_parts))
+    options: set[str] = set()
+    for variant in variants or []:
+        values = variant.get("options")
+        if isinstance(values, dict):
+            options.update(str(v) for v in values.values() if v and v != "Default Title")
+    if options:
+        attr_parts.append("options: " + ", ".join(sorted(options)[:30]))
+    body = "; ".join(attr_parts)
     if description and description.strip():
-        parts.append(description.strip()[:2000])
-    return ". ".join(parts)
+        body = f"{body}. {description.strip()}" if body else description.strip()
+    return item_embedding_text(title=title, brand=brand, category=category, description=body)
 
 
 class Document(models.Model):
