@@ -7,8 +7,12 @@ that a model change can be detected and re-embedded.
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
-from pgvector.django import VectorField
+from django.db.models.functions import Concat
+from pgvector.django import HnswIndex, VectorField
 
 from businesses.models import Business
 
@@ -16,6 +20,17 @@ EMBEDDING_DIMENSIONS = 384
 
 # Attribute keys worth putting into the text that is embedded (and shown to the agent).
 SEARCH_ATTRIBUTE_KEYS = ("color", "size", "material", "gender", "age_group", "pattern", "condition")
+
+
+class Trigrams(models.Func):
+    """``catalogs_trigrams(text) -> text[]``: pg_trgm-style word trigrams (SQL function, migration 0002).
+
+    pg_trgm is not available in the embedded Postgres; this immutable function gives the same tokens, and a
+    GIN index over the array serves the search's trigram leg (catalogs/selectors.py).
+    """
+
+    function = "catalogs_trigrams"
+    output_field = ArrayField(models.TextField())
 
 
 class Availability(models.TextChoices):
@@ -55,6 +70,22 @@ class Item(models.Model):
     content_hash = models.CharField(max_length=64, blank=True)
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
     embedding_model = models.CharField(max_length=200, blank=True)
+    # Search columns (owned by catalogs/selectors.py), computed by Postgres on every write: full text with
+    # title > brand/category > description weights, and trigrams of title and SKU for typos and SKU lookups.
+    search_vector = models.GeneratedField(
+        expression=SearchVector("title", weight="A", config="english")
+        + SearchVector("brand", "category", weight="B", config="english")
+        + SearchVector("description", weight="C", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+    search_trigrams = models.GeneratedField(
+        expression=Trigrams(
+            Concat("title", models.Value(" "), "external_id", output_field=models.TextField())
+        ),
+        output_field=ArrayField(models.TextField()),
+        db_persist=True,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -62,7 +93,18 @@ class Item(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["business", "external_id"], name="item_unique_external_id"),
         ]
-        indexes = [models.Index(fields=["business", "is_active"], name="item_business_active")]
+        indexes = [
+            models.Index(fields=["business", "is_active"], name="item_business_active"),
+            GinIndex(fields=["search_vector"], name="item_search_vector"),
+            GinIndex(fields=["search_trigrams"], name="item_search_trigrams"),
+            HnswIndex(
+                name="item_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.external_id}: {self.title}"
@@ -149,12 +191,28 @@ class Chunk(models.Model):
     content_hash = models.CharField(max_length=64)
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
     embedding_model = models.CharField(max_length=200, blank=True)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("heading", weight="A", config="english")
+        + SearchVector("text", weight="C", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["document_id", "ordinal"]
         constraints = [models.UniqueConstraint(fields=["document", "ordinal"], name="chunk_unique_ordinal")]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="chunk_search_vector"),
+            HnswIndex(
+                name="chunk_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal} {self.heading}"

@@ -1,0 +1,545 @@
+"""Catalog reads. Every function takes the business first and never returns another business's rows.
+
+``search()`` is the hybrid retrieval the agent grounds its answers on (docs/retrieval.md explains it):
+three legs gather candidates inside one business's active items (and its document chunks), then every
+candidate is scored on all legs and the scores are fused.
+
+- vector: pgvector cosine distance over ``embedding``; the HNSW index with ``hnsw.iterative_scan`` on large
+  tenants, an exact scan of the tenant's rows on small ones (``EXACT_SCAN_MAX_ROWS``);
+- full text: the generated ``search_vector`` (title A, brand and category B, description C, English
+  stemming), queried with OR semantics because a chat question shares only some words with an item;
+- trigrams: the generated ``search_trigrams`` (character trigrams of title and external id, GIN-indexed), for
+  SKUs and misspellings (pg_trgm is not available in the embedded Postgres, so the trigrams are our own);
+- an exact external-id (SKU) match.
+
+Fusion is score-aware, not rank-based: the cosine similarity of every candidate (computed exactly, the
+vectors are at hand) plus bounded boosts from the lexical legs. The dense leg is the stronger one on chat
+questions, so lexical evidence re-orders close calls and brings in exact names, SKUs and typos, but a weak
+keyword hit cannot push a semantically better item out of the results.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from django.db import connection, transaction
+
+from businesses.models import Business
+from catalogs.models import Chunk, Item
+
+SearchMode = Literal["hybrid", "vector", "fulltext"]
+
+# Candidates each leg contributes before fusion.
+VECTOR_CANDIDATES = 40
+FULLTEXT_CANDIDATES = 40
+TRIGRAM_CANDIDATES = 20
+# Tenants with at most this many embedded rows are searched exactly (a sequential scan of the tenant's rows
+# through the business index); above it, the HNSW index with iterative scan (see docs/retrieval.md).
+EXACT_SCAN_MAX_ROWS = 20_000
+HNSW_EF_SEARCH = 100
+# Fusion weights: score = cosine + FULLTEXT_WEIGHT * fulltext_norm + TRIGRAM_WEIGHT * trigram + SKU_BOOST.
+FULLTEXT_WEIGHT = 0.15
+TRIGRAM_WEIGHT = 0.10
+SKU_BOOST = 1.0
+# A trigram match below this share of the query's trigrams is noise (two words sharing "ing").
+TRIGRAM_MIN_SIMILARITY = 0.3
+_TENANT_SIZE_TTL = 60.0
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Hard filters. ``None`` means "no constraint"; prices compare the effective (sale, else list) price."""
+
+    in_stock_only: bool = False
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    category: str | None = None
+
+
+@dataclass
+class SearchHit:
+    kind: Literal["item", "chunk"]
+    item_id: int | None
+    chunk_id: int | None
+    external_id: str
+    title: str
+    text: str
+    price: Decimal | None
+    sale_price: Decimal | None
+    currency: str
+    availability: str
+    url: str
+    image_url: str
+    brand: str
+    category: str
+    score: float
+    vector_score: float = 0.0
+    fulltext_score: float = 0.0
+    trigram_score: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- Filters from the customer's words ------------------------------------------------------------------
+
+_NUMBER = r"(?:[$€£]\s*)?(\d+(?:[.,]\d{1,2})?)\s*(?:eur|euro|euros|usd|dollars?|gbp|€|\$|£)?"
+_MAX_PRICE = re.compile(
+    rf"\b(?:under|below|less than|cheaper than|at most|max(?:imum)?|up to|no more than|within)\s+{_NUMBER}",
+    re.I,
+)
+_MIN_PRICE = re.compile(
+    rf"\b(?:over|above|more than|at least|min(?:imum)?|from)\s+{_NUMBER}(?!\s*(?:to|-))", re.I
+)
+_BETWEEN = re.compile(rf"\bbetween\s+{_NUMBER}\s+and\s+{_NUMBER}", re.I)
+_IN_STOCK = re.compile(r"\b(?:in stock|available (?:now|today)|in store now)\b", re.I)
+
+
+def _decimal(raw: str) -> Decimal | None:
+    try:
+        return Decimal(raw.replace(",", "."))
+    except InvalidOperation:
+        return None
+
+
+def filters_from_question(question: str) -> SearchFilters:
+    """Price bounds and "in stock" stated in a chat question ("electric bike under 2000")."""
+    min_price = max_price = None
+    if match := _BETWEEN.search(question):
+        min_price, max_price = _decimal(match.group(1)), _decimal(match.group(2))
+    else:
+        if match := _MAX_PRICE.search(question):
+            max_price = _decimal(match.group(1))
+        if match := _MIN_PRICE.search(question):
+            min_price = _decimal(match.group(1))
+    return SearchFilters(
+        in_stock_only=bool(_IN_STOCK.search(question)), min_price=min_price, max_price=max_price
+    )
+
+
+def _merge_filters(explicit: SearchFilters | None, parsed: SearchFilters) -> SearchFilters:
+    if explicit is None:
+        return parsed
+    return replace(
+        explicit,
+        in_stock_only=explicit.in_stock_only or parsed.in_stock_only,
+        min_price=explicit.min_price if explicit.min_price is not None else parsed.min_price,
+        max_price=explicit.max_price if explicit.max_price is not None else parsed.max_price,
+    )
+
+
+# --- Query text -> lexical queries ----------------------------------------------------------------------
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_SKU_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*\d[A-Za-z0-9._/-]*|\d+[A-Za-z][A-Za-z0-9._/-]*")
+# Words a chat question is full of that carry no product meaning: kept out of the trigram leg (the English
+# full-text configuration drops its own stop words).
+_TRIGRAM_STOP = frozenset(
+    [
+        "about",
+        "also",
+        "anything",
+        "can",
+        "could",
+        "does",
+        "have",
+        "just",
+        "like",
+        "looking",
+        "need",
+        "some",
+        "something",
+        "that",
+        "their",
+        "there",
+        "these",
+        "they",
+        "this",
+        "want",
+        "what",
+        "when",
+        "where",
+        "which",
+        "with",
+        "would",
+        "your",
+        "from",
+        "into",
+        "than",
+        "then",
+        "them",
+    ]
+)
+
+
+def word_trigrams(word: str) -> list[str]:
+    """pg_trgm's scheme: lower case, two spaces before and one after the word, every 3-character window.
+
+    Must match the SQL function ``catalogs_trigrams`` (migration 0002) for the tokens it keeps.
+    """
+    padded = f"  {word.lower()} "
+    return [padded[i : i + 3] for i in range(len(padded) - 2)]
+
+
+def _trigram_words(query: str) -> list[str]:
+    words: list[str] = []
+    for word in _WORD.findall(query.lower()):
+        if (len(word) >= 4 and word not in _TRIGRAM_STOP) or (
+            any(c.isdigit() for c in word) and len(word) >= 3
+        ):
+            words.append(word)
+    # A SKU typed with its separators ("vv-bk-031") is also indexed as one alphanumeric word ("vvbk031").
+    for token in _SKU_TOKEN.findall(query):
+        joined = re.sub(r"[\W_]+", "", token.lower())
+        if joined and joined not in words:
+            words.append(joined)
+    return words[:12]
+
+
+def _trigram_query(query: str) -> tuple[list[str], list[list[str]]]:
+    """All query trigrams, and the windows of 3 consecutive trigrams per word that select candidates.
+
+    A single typo changes at most 3 trigrams of a word, so in a word of 6 or more characters some window of
+    3 consecutive trigrams survives it; requiring a whole window (GIN ``@>``) keeps the candidate set small
+    where any single trigram (``&&``) would match most of a large catalog.
+    """
+    all_trigrams: list[str] = []
+    windows: list[list[str]] = []
+    for word in _trigram_words(query):
+        trigrams = word_trigrams(word)
+        all_trigrams.extend(t for t in trigrams if t not in all_trigrams)
+        if len(trigrams) <= 3:
+            windows.append(trigrams)
+        else:
+            windows.extend(trigrams[i : i + 3] for i in range(len(trigrams) - 2))
+    return all_trigrams, windows
+
+
+def _sku_candidates(query: str) -> list[str]:
+    tokens = {token.strip(".,;:!?()[]\"'") for token in query.split()}
+    out: set[str] = set()
+    for token in tokens:
+        if len(token) >= 3 and any(c.isdigit() for c in token):
+            out.update({token, token.upper(), token.lower()})
+    return sorted(out)
+
+
+# --- Tenant size (which vector plan) -------------------------------------------------------------------
+
+_sizes: dict[int, tuple[float, int]] = {}
+_sizes_lock = threading.Lock()
+
+
+def _embedded_rows(business_id: int) -> int:
+    """The tenant's embedded active item count, cached per process for a minute (it only picks a plan)."""
+    now = time.monotonic()
+    with _sizes_lock:
+        cached = _sizes.get(business_id)
+    if cached and now - cached[0] < _TENANT_SIZE_TTL:
+        return cached[1]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM {Item._meta.db_table} "
+            "WHERE business_id = %s AND is_active AND embedding IS NOT NULL",
+            [business_id],
+        )
+        count = int(cursor.fetchone()[0])
+    with _sizes_lock:
+        _sizes[business_id] = (now, count)
+    return count
+
+
+def vector_plan(business: Business) -> Literal["exact", "hnsw"]:
+    return "exact" if _embedded_rows(business.pk) <= EXACT_SCAN_MAX_ROWS else "hnsw"
+
+
+# --- Search ---------------------------------------------------------------------------------------------
+
+
+def _vector_literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+
+
+def _filter_sql(filters: SearchFilters, params: dict[str, Any], alias: str = "i") -> str:
+    clauses = []
+    if filters.in_stock_only:
+        clauses.append(f"{alias}.availability = 'in_stock'")
+    effective = f"COALESCE({alias}.sale_price, {alias}.price)"
+    if filters.min_price is not None:
+        params["min_price"] = filters.min_price
+        clauses.append(f"{effective} >= %(min_price)s")
+    if filters.max_price is not None:
+        params["max_price"] = filters.max_price
+        clauses.append(f"{effective} <= %(max_price)s")
+    if filters.category:
+        params["category"] = filters.category
+        clauses.append(f"lower({alias}.category) = lower(%(category)s)")
+    return "".join(f" AND {clause}" for clause in clauses)
+
+
+def search(
+    business: Business,
+    query: str,
+    *,
+    filters: SearchFilters | None = None,
+    limit: int = 10,
+    query_vector: list[float] | None = None,
+    mode: SearchMode = "hybrid",
+    include_chunks: bool = True,
+) -> list[SearchHit]:
+    """The best ``limit`` active items (and document chunks) of ``business`` for ``query``, best first.
+
+    ``filters`` are hard constraints; price bounds and "in stock" stated in the query itself are added to
+    them. ``query_vector`` skips embedding the query (the caller already has it). ``mode`` runs one leg
+    alone ("vector", "fulltext") for evaluation; chunks never match price or stock filters.
+    """
+    query = (query or "").strip()[:1000]
+    if not query or limit <= 0:
+        return []
+    filters = _merge_filters(filters, filters_from_question(query))
+    use_vector = mode in ("hybrid", "vector")
+    use_lexical = mode in ("hybrid", "fulltext")
+    if use_vector and query_vector is None:
+        from catalogs.embeddings import embed_query
+
+        query_vector = embed_query(query)
+    params: dict[str, Any] = {
+        "business": business.pk,
+        "query": query,
+        "qv": _vector_literal(query_vector) if query_vector is not None else None,
+    }
+    item_filters = _filter_sql(filters, params)
+    trigrams, windows = _trigram_query(query) if mode == "hybrid" else ([], [])
+    params["trigrams"] = trigrams
+    skus = _sku_candidates(query) if mode == "hybrid" else []
+    params["skus"] = skus
+    plan = vector_plan(business) if use_vector else "exact"
+    # Chunks carry no price or stock: a price/stock filter means the customer wants products.
+    with_chunks = include_chunks and not (
+        filters.in_stock_only
+        or filters.min_price is not None
+        or filters.max_price is not None
+        or filters.category
+    )
+
+    item_table = Item._meta.db_table
+    chunk_table = Chunk._meta.db_table
+    tsquery = (
+        # OR of the question's stemmed words: plainto_tsquery ANDs them, and a chat question shares only some
+        # of its words with the item it is about.
+        "(SELECT CASE WHEN numnode(q) = 0 THEN q ELSE replace(q::text, ' & ', ' | ')::tsquery END "
+        "FROM plainto_tsquery('english', %(query)s) AS q)"
+    )
+    ranking = "ts_rank('{0.1, 0.2, 0.4, 1.0}', {alias}.search_vector, %(tsq)s::tsquery, 1)"
+    legs: list[str] = []
+    base = f"i.business_id = %(business)s AND i.is_active{item_filters}"
+    # The exact plan orders by an expression the HNSW index cannot serve, so the planner scans the tenant's
+    # rows through the business index and sorts them: exact results, no starvation.
+    distance = "(i.embedding <=> %(qv)s::vector)" + (" + 0" if plan == "exact" else "")
+    if use_vector:
+        legs.append(
+            f"(SELECT i.id FROM {item_table} i WHERE {base} AND i.embedding IS NOT NULL "
+            f"ORDER BY {distance} LIMIT {VECTOR_CANDIDATES})"
+        )
+    if use_lexical:
+        legs.append(
+            f"(SELECT i.id FROM {item_table} i WHERE {base} AND i.search_vector @@ %(tsq)s::tsquery "
+            f"ORDER BY {ranking.format(alias='i')} DESC LIMIT {FULLTEXT_CANDIDATES})"
+        )
+    if windows:
+        window_sql = " OR ".join(f"i.search_trigrams @> %(w{n})s::text[]" for n in range(len(windows)))
+        for n, window in enumerate(windows):
+            params[f"w{n}"] = window
+        legs.append(
+            f"(SELECT i.id FROM {item_table} i WHERE {base} AND ({window_sql}) "
+            f"ORDER BY cardinality(ARRAY(SELECT unnest(i.search_trigrams) INTERSECT "
+            f"SELECT unnest(%(trigrams)s::text[]))) DESC LIMIT {TRIGRAM_CANDIDATES})"
+        )
+    if skus:
+        legs.append(f"(SELECT i.id FROM {item_table} i WHERE {base} AND i.external_id = ANY(%(skus)s))")
+
+    vector_score = "1 - (i.embedding <=> %(qv)s::vector)" if use_vector else "0"
+    trigram_score = (
+        "cardinality(ARRAY(SELECT unnest(i.search_trigrams) INTERSECT SELECT unnest(%(trigrams)s::text[])))"
+        "::float / %(n_trigrams)s"
+        if trigrams
+        else "0"
+    )
+    params["n_trigrams"] = max(len(trigrams), 1)
+    item_sql = (
+        f"WITH candidates AS ({' UNION '.join(legs)}) "
+        f"SELECT i.id, i.external_id, i.title, i.description, i.price, i.sale_price, i.currency, "
+        f"i.availability, i.url, i.image_url, i.brand, i.category, "
+        f"COALESCE({vector_score}, 0), "
+        f"{ranking.format(alias='i') if use_lexical else '0'}, "
+        f"{trigram_score}, "
+        f"i.external_id = ANY(%(skus)s) "
+        f"FROM {item_table} i JOIN candidates c ON c.id = i.id WHERE i.business_id = %(business)s"
+    )
+    chunk_sql = None
+    if with_chunks:
+        chunk_legs = []
+        chunk_base = "ch.business_id = %(business)s AND d.is_active"
+        if use_vector:
+            chunk_distance = "(ch.embedding <=> %(qv)s::vector)" + (" + 0" if plan == "exact" else "")
+            chunk_legs.append(
+                f"(SELECT ch.id FROM {chunk_table} ch JOIN catalogs_document d ON d.id = ch.document_id "
+                f"WHERE {chunk_base} AND ch.embedding IS NOT NULL ORDER BY {chunk_distance} LIMIT 10)"
+            )
+        if use_lexical:
+            chunk_legs.append(
+                f"(SELECT ch.id FROM {chunk_table} ch JOIN catalogs_document d ON d.id = ch.document_id "
+                f"WHERE {chunk_base} AND ch.search_vector @@ %(tsq)s::tsquery "
+                f"ORDER BY {ranking.format(alias='ch')} DESC LIMIT 10)"
+            )
+        chunk_vector = "1 - (ch.embedding <=> %(qv)s::vector)" if use_vector else "0"
+        chunk_sql = (
+            f"WITH candidates AS ({' UNION '.join(chunk_legs)}) "
+            f"SELECT ch.id, ch.document_id, d.title, ch.text, COALESCE({chunk_vector}, 0), "
+            f"{ranking.format(alias='ch') if use_lexical else '0'} "
+            f"FROM {chunk_table} ch JOIN catalogs_document d ON d.id = ch.document_id "
+            f"JOIN candidates c ON c.id = ch.id WHERE ch.business_id = %(business)s"
+        )
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        if use_vector and plan == "hnsw":
+            # SET LOCAL: scoped to this transaction, so a pooled connection does not keep it.
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
+        cursor.execute(f"SELECT {tsquery}::text", params)
+        params["tsq"] = cursor.fetchone()[0]
+        if use_lexical and not params["tsq"] and mode == "fulltext":
+            return []
+        cursor.execute(item_sql, params)
+        item_rows = cursor.fetchall()
+        chunk_rows = []
+        if chunk_sql is not None:
+            cursor.execute(chunk_sql, params)
+            chunk_rows = cursor.fetchall()
+
+    return _fuse(item_rows, chunk_rows, mode=mode, limit=limit)
+
+
+def _fuse(
+    item_rows: list[tuple[Any, ...]], chunk_rows: list[tuple[Any, ...]], *, mode: SearchMode, limit: int
+) -> list[SearchHit]:
+    # Full-text ranks have no absolute scale (they depend on the query's length): normalise them by the best
+    # one of this query, so the boost says "how close to the best keyword match".
+    best_fulltext = max([row[13] for row in item_rows] + [row[5] for row in chunk_rows] + [0.0]) or 1.0
+    hits: list[SearchHit] = []
+    for row in item_rows:
+        (
+            item_id,
+            external_id,
+            title,
+            description,
+            price,
+            sale_price,
+            currency,
+            availability,
+            url,
+            image_url,
+            brand,
+            category,
+            vector,
+            fulltext,
+            trigram,
+            sku_match,
+        ) = row
+        fulltext_norm = float(fulltext) / best_fulltext
+        trigram = float(trigram) if trigram >= TRIGRAM_MIN_SIMILARITY else 0.0
+        if mode == "vector":
+            score = float(vector)
+        elif mode == "fulltext":
+            score = fulltext_norm
+        else:
+            score = float(vector) + FULLTEXT_WEIGHT * fulltext_norm + TRIGRAM_WEIGHT * trigram
+            score += SKU_BOOST if sku_match else 0.0
+        if mode == "fulltext" and fulltext <= 0:
+            continue
+        hits.append(
+            SearchHit(
+                kind="item",
+                item_id=item_id,
+                chunk_id=None,
+                external_id=external_id,
+                title=title,
+                text=_snippet(description),
+                price=price,
+                sale_price=sale_price,
+                currency=currency,
+                availability=availability,
+                url=url,
+                image_url=image_url,
+                brand=brand,
+                category=category,
+                score=round(score, 6),
+                vector_score=round(float(vector), 6),
+                fulltext_score=round(fulltext_norm, 6),
+                trigram_score=round(trigram, 6),
+            )
+        )
+    for chunk_id, document_id, doc_title, text, vector, fulltext in chunk_rows:
+        fulltext_norm = float(fulltext) / best_fulltext
+        if mode == "vector":
+            score = float(vector)
+        elif mode == "fulltext":
+            if fulltext <= 0:
+                continue
+            score = fulltext_norm
+        else:
+            score = float(vector) + FULLTEXT_WEIGHT * fulltext_norm
+        hits.append(
+            SearchHit(
+                kind="chunk",
+                item_id=None,
+                chunk_id=chunk_id,
+                external_id="",
+                title=doc_title,
+                text=_snippet(text, 600),
+                price=None,
+                sale_price=None,
+                currency="",
+                availability="",
+                url="",
+                image_url="",
+                brand="",
+                category="",
+                score=round(score, 6),
+                vector_score=round(float(vector), 6),
+                fulltext_score=round(fulltext_norm, 6),
+                extra={"document_id": document_id},
+            )
+        )
+    hits.sort(key=lambda hit: (-hit.score, hit.kind, hit.item_id or 0, hit.chunk_id or 0))
+    return hits[:limit]
+
+
+def _snippet(text: str, size: int = 300) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= size else text[: size - 1].rsplit(" ", 1)[0] + "…"
+
+
+def items_by_ids(business: Business, ids: Iterable[int]) -> dict[int, Item]:
+    """This business's active items among ``ids`` (for citations and cards); unknown or foreign ids drop out."""
+    wanted = {int(i) for i in ids}
+    if not wanted:
+        return {}
+    return {item.pk: item for item in Item.objects.filter(business=business, is_active=True, pk__in=wanted)}
+
+
+def items_needing_embedding(business: Business, *, model_name: str, limit: int | None = None) -> list[int]:
+    """Ids of this business's active items with no vector, or one from another model than ``model_name``."""
+    from django.db.models import Q
+
+    qs = (
+        Item.objects.filter(business=business, is_active=True)
+        .filter(Q(embedding__isnull=True) | ~Q(embedding_model=model_name))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    return list(qs[:limit] if limit else qs)
