@@ -149,6 +149,17 @@ EMBEDDINGS_BACKEND = env_choice("EMBEDDINGS_BACKEND", "local", ("local", "pool")
 # With EMBEDDINGS_BACKEND=pool: the model name sent to /v1/embeddings (must give 384 dimensions).
 EMBEDDINGS_MODEL = env_str("EMBEDDINGS_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
 
+# --- Catalog import (docs/catalogs.md) ----------------------------------------------------------------------
+# A larger upload is refused as a whole (REST 413, command exit 1).
+CATALOG_MAX_UPLOAD_BYTES = env_int("CATALOG_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024, minimum=1)
+# An XLSX whose members would inflate past this is refused as a zip bomb (checked before opening it).
+CATALOG_XLSX_MAX_UNCOMPRESSED_BYTES = env_int("CATALOG_XLSX_MAX_UNCOMPRESSED_BYTES", 2 * 1024**3, minimum=1)
+# Rows per upsert statement, and texts per embedding call.
+CATALOG_IMPORT_BATCH_SIZE = env_int("CATALOG_IMPORT_BATCH_SIZE", 1000, minimum=1)
+CATALOG_EMBED_BATCH_SIZE = env_int("CATALOG_EMBED_BATCH_SIZE", 64, minimum=1)
+# A running import whose claim is older than this may be taken over (its worker died); above the task's limit.
+CATALOG_IMPORT_LEASE_SECONDS = env_int("CATALOG_IMPORT_LEASE_SECONDS", 7200, minimum=60)
+
 # --- Messaging channels -----------------------------------------------------------------------------------
 META_GRAPH_URL = env_url(
     "META_GRAPH_URL", "https://graph.facebook.com/v23.0", schemes=("http", "https")

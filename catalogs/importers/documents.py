@@ -1,0 +1,119 @@
+"""FAQs and policies: Markdown, plain text and PDF, cut into chunks by headings and then by size.
+
+A chunk is what retrieval returns and the agent quotes, so it keeps its heading path ("Returns > Refunds")
+and breaks at paragraph boundaries, never inside a sentence when a paragraph boundary is near.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from catalogs.importers.base import FileRejected, ParsedChunk, RowResult
+
+MAX_CHUNK_CHARS = 1200
+_ATX = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_SETEXT = re.compile(r"^(=+|-+)\s*$")
+
+
+def split_text(text: str, max_chars: int = MAX_CHUNK_CHARS) -> list[str]:
+    """Paragraphs packed into pieces of at most ``max_chars`` (a longer paragraph is cut at sentence ends)."""
+    pieces: list[str] = []
+    current = ""
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        parts = [paragraph]
+        if len(paragraph) > max_chars:
+            parts, part = [], ""
+            for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
+                while len(sentence) > max_chars:
+                    parts.append(sentence[:max_chars])
+                    sentence = sentence[max_chars:]
+                if part and len(part) + 1 + len(sentence) > max_chars:
+                    parts.append(part)
+                    part = ""
+                part = f"{part} {sentence}".strip()
+            if part:
+                parts.append(part)
+        for part in parts:
+            if current and len(current) + 2 + len(part) > max_chars:
+                pieces.append(current)
+                current = ""
+            current = f"{current}\n\n{part}".strip()
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def markdown_sections(lines: Iterator[str]) -> Iterator[tuple[int, str, str]]:
+    """(line number, heading path, body) per section of a Markdown document."""
+    path: list[tuple[int, str]] = []
+    body: list[str] = []
+    start = 1
+    previous: str | None = None
+
+    def flush() -> tuple[int, str, str]:
+        return start, " > ".join(title for _, title in path), "\n".join(body).strip()
+
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\n")
+        atx = _ATX.match(line)
+        setext = _SETEXT.match(line) if previous and previous.strip() and body else None
+        if atx or setext:
+            if setext:
+                title, level = body.pop().strip(), 1 if line.startswith("=") else 2
+            else:
+                assert atx is not None
+                title, level = atx.group(2).strip(), len(atx.group(1))
+            section = flush()
+            if section[2]:
+                yield section
+            path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, title)]
+            body, start = [], number
+        else:
+            body.append(line)
+        previous = line
+    section = flush()
+    if section[2]:
+        yield section
+
+
+def _chunks(sections: Iterator[tuple[int, str, str]]) -> Iterator[RowResult]:
+    for number, heading, body in sections:
+        for piece in split_text(body):
+            yield ParsedChunk(number, heading[:500], piece)
+
+
+def markdown_results(path: Path) -> Iterator[RowResult]:
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        yield from _chunks(markdown_sections(iter(f)))
+
+
+def text_results(path: Path) -> Iterator[RowResult]:
+    # Plain text often underlines headings (setext); the Markdown reader handles that and plain paragraphs.
+    yield from markdown_results(path)
+
+
+def pdf_results(path: Path) -> Iterator[RowResult]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(path)
+        if reader.is_encrypted:
+            raise FileRejected("the PDF is encrypted")
+        pages = list(reader.pages)
+    except PdfReadError as exc:
+        raise FileRejected(f"the PDF cannot be read ({exc})") from exc
+    found = False
+    for number, page in enumerate(pages, start=1):
+        text = page.extract_text() or ""
+        for _line, heading, body in markdown_sections(iter(text.splitlines())):
+            for piece in split_text(body):
+                found = True
+                yield ParsedChunk(number, (heading or f"Page {number}")[:500], piece)
+    if not found:
+        raise FileRejected("the PDF holds no extractable text (a scanned image?)")
