@@ -1,29 +1,159 @@
-"""Readiness of the inference pool, as /readyz reports it."""
+"""Health of the pool: active probes, the state the command, /readyz and /metrics show.
+
+``probe_pool()`` probes every endpoint: ``GET /health`` (vLLM: 200 empty body; llama.cpp: 200
+``{"status":"ok"}``, 503 while the model loads), falling back to ``GET /v1/models`` where there is no
+``/health``; then ``GET /v1/models`` to check that the endpoint serves the model it is configured for.
+An endpoint whose last probe failed is skipped by routing until a probe passes. Nobody has to schedule
+probes: the first request after ``LLAMA_PROBE_INTERVAL`` seconds starts one in a background thread
+(one prober at a time across all workers, by a Redis lock). A Celery beat entry or cron running
+``manage.py llama_pool probe`` can call it too.
+"""
 
 from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import httpx
 from django.conf import settings
 
-from config import embedded
+from agents.inference import state
+from agents.inference.endpoints import Endpoint, pool_endpoints
+
+PROBE_TIMEOUT = 2.0
 
 
-def configured_base_urls() -> list[str]:
-    if settings.LLAMA_POOL:
-        return [part.split(";")[0].strip().rstrip("/") for part in settings.LLAMA_POOL.split(",") if part.strip()]
-    url = embedded.embedded_llama_url()
-    return [url] if url else []
+@dataclass(frozen=True)
+class ProbeResult:
+    endpoint: str
+    ok: bool
+    reason: str
+    models: tuple[str, ...]
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    url: str
+    source: str
+    kind: str
+    weight: int
+    max_concurrency: int
+    model: str
+    healthy: bool | None  # None: never probed
+    health_reason: str
+    checked_at: float | None
+    served_models: tuple[str, ...]
+    inflight: int
+    circuit: str
+    circuit_failures: int
+    circuit_reason: str
+    open_until: float
+
+    @property
+    def routable(self) -> bool:
+        """Would routing send a request here now (a due half-open trial counts)."""
+        if self.healthy is False:
+            return False
+        return self.circuit == "closed" or time.time() >= self.open_until
+
+
+def _model_ids(response: httpx.Response) -> list[str]:
+    try:
+        return [
+            str(row["id"]) for row in response.json().get("data", []) if isinstance(row, dict) and "id" in row
+        ]
+    except (ValueError, AttributeError):
+        return []
+
+
+def probe(endpoint: Endpoint) -> ProbeResult:
+    """Probe one endpoint and store the result in Redis."""
+    started = time.perf_counter()
+    ok, reason, models = False, "", []
+    try:
+        with httpx.Client(timeout=PROBE_TIMEOUT, trust_env=False, headers=endpoint.headers()) as http:
+            health = http.get(f"{endpoint.url}/health")
+            if health.status_code == 503:
+                reason = "not ready (503 on /health: loading)"
+            elif health.status_code not in (200, 404, 405, 501):
+                reason = f"/health answered {health.status_code}"
+            else:
+                listing = http.get(f"{endpoint.url}/v1/models")
+                models = _model_ids(listing)
+                wanted = endpoint.model or settings.LLAMA_MODEL
+                if listing.status_code == 503:
+                    reason = "not ready (503 on /v1/models: loading)"
+                elif listing.status_code != 200:
+                    reason = f"/v1/models answered {listing.status_code}"
+                elif endpoint.kind != "embeddings" and wanted not in models:
+                    reason = f"model {wanted!r} is not served here (serves: {', '.join(models) or 'nothing'})"
+                else:
+                    ok, reason = True, "ok"
+    except httpx.HTTPError as exc:
+        reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    latency_ms = (time.perf_counter() - started) * 1000
+    state.write_health(endpoint.url, ok=ok, reason=reason, models=models, latency_ms=latency_ms)
+    return ProbeResult(endpoint.url, ok, reason, tuple(models), latency_ms)
+
+
+def probe_endpoints(endpoints: list[Endpoint]) -> list[ProbeResult]:
+    if not endpoints:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(endpoints)), thread_name_prefix="llama-probe") as pool:
+        return list(pool.map(probe, endpoints))
+
+
+def probe_pool() -> list[ProbeResult]:
+    """Probe every endpoint now (for a periodic task, the command and /readyz)."""
+    return probe_endpoints(pool_endpoints())
+
+
+def pool_status() -> list[EndpointStatus]:
+    """Each endpoint with its last probe, in-flight count and circuit, as stored in Redis."""
+    endpoints = pool_endpoints()
+    states = state.read_states([endpoint.url for endpoint in endpoints])
+    rows = []
+    for endpoint in endpoints:
+        current = states[endpoint.url]
+        rows.append(
+            EndpointStatus(
+                url=endpoint.url,
+                source=endpoint.source,
+                kind=endpoint.kind,
+                weight=endpoint.weight,
+                max_concurrency=endpoint.max_concurrency,
+                model=endpoint.model or settings.LLAMA_MODEL,
+                healthy=current.healthy,
+                health_reason=current.health_reason,
+                checked_at=current.checked_at,
+                served_models=current.served_models,
+                inflight=current.inflight,
+                circuit=current.circuit,
+                circuit_failures=current.failures,
+                circuit_reason=current.circuit_reason,
+                open_until=current.open_until,
+            )
+        )
+    return rows
 
 
 def pool_readiness() -> tuple[bool, str]:
-    urls = configured_base_urls()
-    if not urls:
-        return False, "no inference endpoint configured (LLAMA_POOL unset and the embedded server is not running)"
-    healthy = []
-    for url in urls:
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=1.0).status_code == 200:
-                healthy.append(url)
-        except httpx.HTTPError:
-            continue
-    return bool(healthy), f"{len(healthy)}/{len(urls)} endpoint(s) healthy"
+    """For /readyz: probe now; ready when at least one endpoint passes and its circuit lets requests in."""
+    endpoints = pool_endpoints()
+    if not endpoints:
+        return (
+            False,
+            "no inference endpoint configured (LLAMA_POOL unset and the embedded server is not running)",
+        )
+    probe_endpoints(endpoints)
+    rows = pool_status()
+    ready = [row for row in rows if row.healthy and row.routable]
+    problems = [
+        f"{row.url}: {row.health_reason if not row.healthy else 'circuit ' + row.circuit}"
+        for row in rows
+        if row not in ready
+    ]
+    detail = f"{len(ready)}/{len(rows)} endpoint(s) ready"
+    return bool(ready), detail + (f" ({'; '.join(problems)})" if problems else "")

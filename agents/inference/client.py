@@ -1,0 +1,590 @@
+"""The pool client: the only code in the project that talks to inference servers.
+
+``stream_chat`` routes a chat completion to an endpoint (routing.py), streams it over a shared httpx
+connection pool, and yields ``TextDelta`` / ``ToolCalls`` / ``Usage`` / ``StreamEnd`` (types.py).
+
+Failure semantics:
+- before the first token (connect error, timeout, HTTP 429/5xx/401/404, in-band error, a stream that ends
+  early), the request is retried on another endpoint, up to ``LLAMA_MAX_TRIES`` tries and within
+  ``LLAMA_REPLY_TIMEOUT``; when no try succeeds: ``PoolUnavailable``;
+- after the first token nothing is retried (the caller has shown the text): ``StreamCut``;
+- HTTP 400/413/422 mean the request itself is wrong: ``RequestRejected``, no retry, no circuit failure.
+
+Close the stream when you stop early, so that the upstream request is closed at once::
+
+    async with contextlib.aclosing(stream_chat(request)) as events:
+        async for event in events: ...
+
+(``async for ... break`` alone leaves the generator to the garbage collector.) Cancelling the task that
+iterates closes the upstream connection too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from agents.inference import metrics, routing, state
+from agents.inference.endpoints import Endpoint, apool_endpoints
+from agents.inference.sse import StreamParser, error_message
+from agents.inference.types import (
+    BudgetExceeded,
+    ChatRequest,
+    ChatResult,
+    InferenceError,
+    PoolUnavailable,
+    RequestRejected,
+    StreamCut,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCalls,
+    Usage,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Statuses that say the request is wrong, not the server: another endpoint would answer the same.
+_REJECTED = {400, 413, 422}
+_QUEUE_POLL_SECONDS = 0.05
+
+# --- One httpx client per event loop ---------------------------------------------------------------------
+# A Celery task runs each reply in a fresh event loop (async_to_sync); connections belong to the loop that
+# opened them, so a client is never shared across loops, and a closed loop's client is never reused. The
+# weak keys let a dead loop's client go with it.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _http() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    http = _clients.get(loop)
+    if http is None or http.is_closed:
+        http = httpx.AsyncClient(
+            # Read timeouts are ours (first token, idle, deadline); httpx only bounds connect and write.
+            timeout=httpx.Timeout(connect=settings.LLAMA_CONNECT_TIMEOUT, read=None, write=10.0, pool=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=30),
+            # Inference servers are internal: no proxy from the environment between workers and GPUs.
+            trust_env=False,
+        )
+        _clients[loop] = http
+    return http
+
+
+async def close_clients() -> None:
+    """Close this event loop's connections (call before a loop you created ends, e.g. in a task)."""
+    http = _clients.pop(asyncio.get_running_loop(), None)
+    if http is not None:
+        await http.aclose()
+
+
+# --- Accounting ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    kind: str
+    business_id: int | None
+    model: str = ""
+    endpoint: str = ""
+    outcome: str = "unavailable"
+    error: str = ""
+    tries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_ms: float | None = None
+    total_ms: float = 0.0
+
+
+def _write_call(call: _Call) -> None:
+    from agents.models import InferenceCall
+
+    InferenceCall.objects.create(
+        business_id=call.business_id or None,
+        kind=call.kind,
+        endpoint=call.endpoint,
+        model=call.model[:200],
+        outcome=call.outcome,
+        error=call.error[:2000],
+        tries=call.tries,
+        prompt_tokens=call.prompt_tokens,
+        completion_tokens=call.completion_tokens,
+        first_token_ms=call.first_token_ms,
+        total_ms=call.total_ms,
+    )
+
+
+async def _account(call: _Call) -> None:
+    """Metrics and the InferenceCall row, after the call (in a short autocommit write of its own)."""
+    try:
+        metrics.record_call(
+            kind=call.kind,
+            endpoint=call.endpoint,
+            outcome=call.outcome,
+            business_id=call.business_id,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            first_token_ms=call.first_token_ms,
+            total_ms=call.total_ms,
+        )
+        if call.business_id and settings.LLAMA_BUSINESS_TOKEN_BUDGET:
+            state.add_tokens(call.business_id, call.prompt_tokens + call.completion_tokens)
+        # Shielded: a second cancellation of the caller must not lose the record half-written.
+        await asyncio.shield(sync_to_async(_write_call, thread_sensitive=True)(call))
+    except Exception:  # accounting must never break or hide the reply's own outcome
+        logger.exception("could not record an inference call (%s via %s)", call.outcome, call.endpoint)
+
+
+# --- Per-business fairness ---------------------------------------------------------------------------------
+
+
+def _business_enter(business_id: int) -> str | None:
+    """Take one of the business's concurrency slots after checking its token budget."""
+    if not business_id:
+        return None
+    budget = settings.LLAMA_BUSINESS_TOKEN_BUDGET
+    if budget:
+        used = state.tokens_used(business_id)
+        if used >= budget:
+            window = settings.LLAMA_BUSINESS_BUDGET_WINDOW
+            resets = int(window - time.time() % window)
+            raise BudgetExceeded(
+                f"business {business_id} has used {used} of its {budget} tokens in this {window}-second "
+                f"window (LLAMA_BUSINESS_TOKEN_BUDGET); the window resets in {resets} s"
+            )
+    lease = state.new_lease()
+    cap = settings.LLAMA_BUSINESS_MAX_CONCURRENCY
+    if state.acquire(state.business_inflight_key(business_id), lease, cap) < 0:
+        raise BudgetExceeded(
+            f"business {business_id} already has {cap} inference requests in flight "
+            f"(LLAMA_BUSINESS_MAX_CONCURRENCY); try again when one finishes"
+        )
+    return lease
+
+
+def _business_leave(business_id: int, lease: str | None) -> None:
+    if lease is not None:
+        state.release(state.business_inflight_key(business_id), lease)
+
+
+# --- Health probes on use ------------------------------------------------------------------------------------
+
+
+def _maybe_probe(endpoints: list[Endpoint]) -> None:
+    """Probe the pool in a daemon thread when nobody has for ``LLAMA_PROBE_INTERVAL`` seconds."""
+    interval = settings.LLAMA_PROBE_INTERVAL
+    if interval <= 0 or not state.try_lock("probe", interval):
+        return
+    from agents.inference.health import probe_endpoints
+
+    threading.Thread(target=probe_endpoints, args=(endpoints,), name="llama-probe", daemon=True).start()
+
+
+# --- Choosing an endpoint ---------------------------------------------------------------------------------
+
+
+async def _pick(
+    endpoints: list[Endpoint],
+    *,
+    tried: set[str],
+    affinity_key: str | None,
+    give_up_at: float,
+    reasons: dict[str, str],
+) -> tuple[Endpoint, str] | None:
+    """An endpoint and a lease on one of its slots, or None (``reasons`` says why for each endpoint)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        candidates = [endpoint for endpoint in endpoints if endpoint.url not in tried]
+        if not candidates:
+            return None
+        states = state.read_states([endpoint.url for endpoint in candidates])
+        now = time.time()
+        trials: list[Endpoint] = []
+        eligible: list[Endpoint] = []
+        for endpoint in candidates:
+            current = states[endpoint.url]
+            if current.healthy is False:
+                reasons[endpoint.url] = f"unhealthy: {current.health_reason}"
+            elif current.circuit == "closed":
+                eligible.append(endpoint)
+            elif now >= current.open_until and state.claim_trial(endpoint.url):
+                # The single half-open trial: this request finds out whether the endpoint is back.
+                trials.append(endpoint)
+            else:
+                reasons[endpoint.url] = f"circuit open: {current.circuit_reason}"
+        full = False
+        order = trials + routing.preference(
+            eligible, states, affinity_key=affinity_key, load_factor=settings.LLAMA_AFFINITY_LOAD_FACTOR
+        )
+        for endpoint in order:
+            lease = state.new_lease()
+            if state.acquire(state.inflight_key(endpoint.url), lease, endpoint.max_concurrency) >= 0:
+                return endpoint, lease
+            full = True
+            reasons[endpoint.url] = f"at its cap of {endpoint.max_concurrency} requests in flight"
+        if not full or loop.time() >= give_up_at:
+            return None
+        await asyncio.sleep(_QUEUE_POLL_SECONDS)
+
+
+class _Retry(Exception):
+    """A failure before the first token: try another endpoint."""
+
+
+# --- Streaming chat -------------------------------------------------------------------------------------------
+
+
+def _body(request: ChatRequest, model: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": request.messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": request.max_tokens,
+        # Explicit: vLLM applies the model's generation_config and llama.cpp its own defaults otherwise.
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+    }
+    if request.tools:
+        body["tools"] = request.tools
+    if request.stop:
+        body["stop"] = request.stop
+    return body
+
+
+def _headers(endpoint: Endpoint, affinity_key: str | None) -> dict[str, str]:
+    headers = {"Accept": "text/event-stream", **endpoint.headers()}
+    if affinity_key:
+        # A stable session id lets routers in front of a server (vLLM router, llm-d, Envoy) keep affinity too.
+        headers["X-Session-Id"] = affinity_key
+        headers["x-session-affinity"] = affinity_key
+    return headers
+
+
+async def _error_text(response: httpx.Response, until: float) -> str:
+    try:
+        async with asyncio.timeout_at(until):
+            raw = await response.aread()
+        return error_message(json.loads(raw))
+    except (ValueError, TimeoutError, httpx.HTTPError):
+        return response.reason_phrase or "no body"
+
+
+async def _attempt(
+    endpoint: Endpoint, request: ChatRequest, call: _Call, started: float, deadline: float
+) -> AsyncGenerator[StreamEvent, None]:
+    """One try on one endpoint. Raises _Retry before the first token, StreamCut after it."""
+    loop = asyncio.get_running_loop()
+    model = request.model or endpoint.model or settings.LLAMA_MODEL
+    call.model = model
+    first_deadline = min(deadline, loop.time() + settings.LLAMA_FIRST_TOKEN_TIMEOUT)
+    http = _http()
+    outgoing = http.build_request(
+        "POST",
+        f"{endpoint.url}/v1/chat/completions",
+        json=_body(request, model),
+        headers=_headers(endpoint, request.affinity_key),
+    )
+    try:
+        async with asyncio.timeout_at(first_deadline):
+            response = await http.send(outgoing, stream=True)
+    except TimeoutError:
+        raise _Retry(f"no response within {settings.LLAMA_FIRST_TOKEN_TIMEOUT:g} s") from None
+    except httpx.HTTPError as exc:
+        raise _Retry(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+    try:
+        if response.status_code != 200:
+            message = await _error_text(response, first_deadline)
+            if response.status_code in _REJECTED:
+                raise RequestRejected(
+                    f"{endpoint.url} rejected the request (HTTP {response.status_code}): {message}",
+                    status=response.status_code,
+                    endpoint=endpoint.url,
+                )
+            raise _Retry(f"HTTP {response.status_code}: {message}")
+        parser = StreamParser()
+        parts: list[str] = []
+        chunks = response.aiter_bytes()
+        idle = settings.LLAMA_IDLE_TIMEOUT
+
+        def cut(reason: str) -> StreamCut | _Retry:
+            return (
+                StreamCut(reason, partial_text="".join(parts), endpoint=endpoint.url)
+                if parser.started
+                else _Retry(reason)
+            )
+
+        while True:
+            # The timer covers only the wait for the server, never the caller's work between our yields.
+            limit = min(deadline, loop.time() + idle) if parser.started else first_deadline
+            try:
+                async with asyncio.timeout_at(limit):
+                    chunk = await anext(chunks, None)
+            except TimeoutError:
+                if not parser.started:
+                    raise _Retry(f"no first token within {settings.LLAMA_FIRST_TOKEN_TIMEOUT:g} s") from None
+                if limit >= deadline:
+                    raise cut(
+                        f"reply not finished within LLAMA_REPLY_TIMEOUT ({settings.LLAMA_REPLY_TIMEOUT:g} s)"
+                    ) from None
+                raise cut(f"no token for {idle:g} s (LLAMA_IDLE_TIMEOUT)") from None
+            except httpx.HTTPError as exc:
+                raise cut(f"connection lost: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+            texts = parser.feed(chunk) if chunk is not None else parser.finish()
+            if parser.started and call.first_token_ms is None:
+                call.first_token_ms = (time.perf_counter() - started) * 1000
+            for text in texts:
+                parts.append(text)
+                yield TextDelta(text)
+            if parser.error is not None:
+                raise cut(f"in-band error: {parser.error}")
+            if parser.done:
+                break
+            if chunk is None:
+                raise cut("the connection closed before [DONE]")
+    finally:
+        await response.aclose()
+    call.endpoint = endpoint.url
+    calls = parser.tool_calls()
+    if calls:
+        yield ToolCalls(calls)
+    if parser.prompt_tokens is not None:
+        call.prompt_tokens = parser.prompt_tokens
+        call.completion_tokens = parser.completion_tokens or 0
+        yield Usage(prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens)
+    call.total_ms = (time.perf_counter() - started) * 1000
+    yield StreamEnd(
+        finish_reason=parser.finish_reason or "unknown",
+        endpoint=endpoint.url,
+        first_token_ms=call.first_token_ms,
+        total_ms=call.total_ms,
+    )
+
+
+async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+    """Stream one chat completion through the pool (see the module docstring for failure semantics)."""
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.LLAMA_REPLY_TIMEOUT
+    call = _Call(kind="chat", business_id=request.business_id or None)
+    business_lease = _business_enter(request.business_id)
+    try:
+        endpoints = [endpoint for endpoint in await apool_endpoints() if endpoint.serves("chat")]
+        if not endpoints:
+            raise PoolUnavailable(
+                "no inference endpoint configured (LLAMA_POOL is empty, the embedded llama.cpp server is "
+                "not running and the admin lists none)"
+            )
+        _maybe_probe(endpoints)
+        tried: set[str] = set()
+        reasons: dict[str, str] = {}
+        give_up_at = min(deadline, loop.time() + settings.LLAMA_QUEUE_TIMEOUT)
+        while call.tries < settings.LLAMA_MAX_TRIES and loop.time() < deadline:
+            picked = await _pick(
+                endpoints,
+                tried=tried,
+                affinity_key=request.affinity_key,
+                give_up_at=give_up_at,
+                reasons=reasons,
+            )
+            if picked is None:
+                break
+            endpoint, lease = picked
+            tried.add(endpoint.url)
+            call.tries += 1
+            call.endpoint = endpoint.url
+            try:
+                async with contextlib.aclosing(
+                    _attempt(endpoint, request, call, started, deadline)
+                ) as events:
+                    async for event in events:
+                        yield event
+            except _Retry as exc:
+                reasons[endpoint.url] = str(exc)
+                if state.record_failure(endpoint.url, str(exc)):
+                    logger.warning("circuit opened for %s: %s", endpoint.url, exc)
+                continue
+            except StreamCut as exc:
+                state.record_failure(endpoint.url, exc.reason)
+                raise
+            finally:
+                state.release(state.inflight_key(endpoint.url), lease)
+            state.record_success(endpoint.url)
+            call.outcome = "ok"
+            return
+        detail = "; ".join(f"{url}: {why}" for url, why in reasons.items()) or "deadline passed"
+        raise PoolUnavailable(f"no endpoint answered after {call.tries} tries ({detail})")
+    except BaseException as exc:
+        call.outcome = {
+            StreamCut: "cut",
+            RequestRejected: "rejected",
+            PoolUnavailable: "unavailable",
+        }.get(type(exc), "cancelled")
+        call.error = str(exc)
+        raise
+    finally:
+        _business_leave(request.business_id, business_lease)
+        call.total_ms = (time.perf_counter() - started) * 1000
+        await _account(call)
+
+
+async def complete_chat(request: ChatRequest) -> ChatResult:
+    """A whole reply. Streams under the hood (same routing and timeouts); as nothing was shown yet, a reply
+    cut mid-way is retried once from the start."""
+    for attempt in range(2):
+        parts: list[str] = []
+        calls: tuple[ToolCall, ...] = ()
+        usage = Usage(0, 0)
+        try:
+            async with contextlib.aclosing(stream_chat(request)) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        parts.append(event.text)
+                    elif isinstance(event, ToolCalls):
+                        calls = event.calls
+                    elif isinstance(event, Usage):
+                        usage = event
+                    elif isinstance(event, StreamEnd):
+                        return ChatResult(
+                            text="".join(parts),
+                            finish_reason=event.finish_reason,
+                            endpoint=event.endpoint,
+                            prompt_tokens=usage.prompt_tokens,
+                            completion_tokens=usage.completion_tokens,
+                            first_token_ms=event.first_token_ms,
+                            total_ms=event.total_ms,
+                            tool_calls=calls,
+                        )
+        except StreamCut:
+            if attempt == 1:
+                raise
+    raise PoolUnavailable("the stream ended without a result")  # pragma: no cover - StreamEnd always ends it
+
+
+# --- Embeddings ------------------------------------------------------------------------------------------------
+
+
+async def embed(texts: list[str], *, model: str | None = None) -> list[list[float]]:
+    """Vectors for ``texts`` from an endpoint serving embeddings, in input order."""
+    if not texts:
+        return []
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.LLAMA_REPLY_TIMEOUT
+    model = model or settings.EMBEDDINGS_MODEL
+    call = _Call(kind="embeddings", business_id=None, model=model)
+    try:
+        endpoints = [endpoint for endpoint in await apool_endpoints() if endpoint.serves("embeddings")]
+        if not endpoints:
+            raise PoolUnavailable("no inference endpoint serves embeddings")
+        tried: set[str] = set()
+        reasons: dict[str, str] = {}
+        give_up_at = min(deadline, loop.time() + settings.LLAMA_QUEUE_TIMEOUT)
+        while call.tries < settings.LLAMA_MAX_TRIES and loop.time() < deadline:
+            picked = await _pick(
+                endpoints, tried=tried, affinity_key=None, give_up_at=give_up_at, reasons=reasons
+            )
+            if picked is None:
+                break
+            endpoint, lease = picked
+            tried.add(endpoint.url)
+            call.tries += 1
+            call.endpoint = endpoint.url
+            try:
+                async with asyncio.timeout_at(deadline):
+                    response = await _http().post(
+                        f"{endpoint.url}/v1/embeddings",
+                        json={"model": model, "input": texts, "encoding_format": "float"},
+                        headers=endpoint.headers(),
+                    )
+                if response.status_code in _REJECTED:
+                    raise RequestRejected(
+                        f"{endpoint.url} rejected the embeddings request (HTTP {response.status_code}): "
+                        f"{error_message(_json(response))}",
+                        status=response.status_code,
+                        endpoint=endpoint.url,
+                    )
+                if response.status_code != 200:
+                    raise _Retry(f"HTTP {response.status_code}: {error_message(_json(response))}")
+                body = response.json()
+                rows = sorted(body["data"], key=lambda row: row["index"])
+                vectors = [[float(x) for x in row["embedding"]] for row in rows]
+                if len(vectors) != len(texts):
+                    raise _Retry(f"{len(vectors)} embeddings for {len(texts)} inputs")
+                call.prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
+            except (TimeoutError, httpx.HTTPError, ValueError, KeyError, TypeError, _Retry) as exc:
+                reason = str(exc) if isinstance(exc, _Retry) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+                reasons[endpoint.url] = reason
+                state.record_failure(endpoint.url, reason)
+                continue
+            finally:
+                state.release(state.inflight_key(endpoint.url), lease)
+            state.record_success(endpoint.url)
+            call.outcome = "ok"
+            return vectors
+        detail = "; ".join(f"{url}: {why}" for url, why in reasons.items()) or "deadline passed"
+        raise PoolUnavailable(f"no endpoint returned embeddings after {call.tries} tries ({detail})")
+    except BaseException as exc:
+        if call.outcome != "ok":
+            call.outcome = (
+                "rejected"
+                if isinstance(exc, RequestRejected)
+                else ("unavailable" if isinstance(exc, InferenceError) else "cancelled")
+            )
+            call.error = str(exc)
+        raise
+    finally:
+        call.total_ms = (time.perf_counter() - started) * 1000
+        await _account(call)
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:300]
+
+
+# --- Sync callers -----------------------------------------------------------------------------------------
+# One event loop in a daemon thread per process, so that sync callers (catalog imports) reuse connections
+# instead of opening a loop and a client per call. Recreated after a fork (Celery prefork children).
+
+_runner_lock = threading.Lock()
+_runner: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _runner_loop() -> asyncio.AbstractEventLoop:
+    import os
+
+    global _runner
+    with _runner_lock:
+        if _runner is None or _runner[0] != os.getpid() or _runner[1].is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="llama-sync", daemon=True).start()
+            _runner = (os.getpid(), loop)
+        return _runner[1]
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine of this module from sync code (not from inside a running event loop's thread)."""
+    return asyncio.run_coroutine_threadsafe(coroutine, _runner_loop()).result()
+
+
+def embed_sync(texts: list[str], *, model: str | None = None) -> list[list[float]]:
+    return run_sync(embed(texts, model=model))

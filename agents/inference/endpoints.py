@@ -1,0 +1,194 @@
+"""The pool's endpoints: ``LLAMA_POOL`` (or the embedded llama.cpp server) plus rows from the admin.
+
+``LLAMA_POOL`` is a comma-separated list of base URLs, each optionally followed by ``;key=value`` options::
+
+    LLAMA_POOL=http://gpu1:8000;weight=2;model=meta-llama/Llama-3.1-8B-Instruct,http://gpu2:8000;key=sk-abc;max=16
+
+Options: ``weight`` (relative share of traffic, default 1), ``key`` (bearer API key, default
+``LLAMA_API_KEY``), ``model`` (served model name, default ``LLAMA_MODEL``), ``max`` (requests in flight
+on this endpoint across all workers, default ``LLAMA_ENDPOINT_MAX_CONCURRENCY``) and ``kind`` (``chat``,
+``embeddings`` or ``any``, default ``any``). An endpoint's id is its base URL without the trailing slash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
+
+from config import embedded
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("any", "chat", "embeddings")
+# How long a process trusts its copy of the endpoint list before reading the admin rows again.
+REFRESH_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    weight: int = 1
+    api_key: str = ""
+    model: str = ""
+    max_concurrency: int = 0
+    kind: str = "any"
+    source: str = "settings"
+
+    @property
+    def name(self) -> str:
+        return self.url
+
+    def serves(self, kind: str) -> bool:
+        return self.kind in ("any", kind)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+def parse_pool(
+    value: str, *, default_key: str = "", default_model: str = "", default_max: int = 64
+) -> list[Endpoint]:
+    """Parse ``LLAMA_POOL``; raises ImproperlyConfigured naming the bad entry."""
+    endpoints: list[Endpoint] = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        url, *options = (piece.strip() for piece in entry.split(";"))
+        if not url.startswith(("http://", "https://")):
+            raise ImproperlyConfigured(
+                f"LLAMA_POOL entry {entry!r}: the URL must start with http:// or https://"
+            )
+        fields: dict[str, str] = {}
+        for option in options:
+            key, sep, raw = option.partition("=")
+            if not sep or key not in ("weight", "key", "model", "max", "kind"):
+                raise ImproperlyConfigured(
+                    f"LLAMA_POOL entry {entry!r}: unknown option {option!r} (weight, key, model, max, kind)"
+                )
+            fields[key] = raw.strip()
+        try:
+            weight = int(fields.get("weight", "1"))
+            max_concurrency = int(fields.get("max", str(default_max)))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"LLAMA_POOL entry {entry!r}: weight and max are integers") from exc
+        kind = fields.get("kind", "any")
+        if weight < 1 or max_concurrency < 1 or kind not in KINDS:
+            raise ImproperlyConfigured(
+                f"LLAMA_POOL entry {entry!r}: weight and max must be >= 1, kind one of {', '.join(KINDS)}"
+            )
+        endpoints.append(
+            Endpoint(
+                url=url.rstrip("/"),
+                weight=weight,
+                api_key=fields.get("key", default_key),
+                model=fields.get("model", default_model),
+                max_concurrency=max_concurrency,
+                kind=kind,
+            )
+        )
+    return endpoints
+
+
+def _configured() -> list[Endpoint]:
+    if settings.LLAMA_POOL:
+        return parse_pool(
+            settings.LLAMA_POOL,
+            default_key=settings.LLAMA_API_KEY,
+            default_model=settings.LLAMA_MODEL,
+            default_max=settings.LLAMA_ENDPOINT_MAX_CONCURRENCY,
+        )
+    url = embedded.embedded_llama_url()
+    if not url:
+        return []
+    return [
+        Endpoint(
+            url=url.rstrip("/"),
+            model=embedded.LLAMA_MODEL_NAME,
+            max_concurrency=settings.LLAMA_ENDPOINT_MAX_CONCURRENCY,
+            source="embedded",
+        )
+    ]
+
+
+def _admin_rows() -> list[Endpoint]:
+    from agents.models import InferenceEndpoint
+
+    try:
+        rows = list(InferenceEndpoint.objects.filter(enabled=True).order_by("pk"))
+    except (DatabaseError, RuntimeError) as exc:
+        # RuntimeError: pytest-django refuses database access in a test that did not ask for it.
+        logger.debug("inference endpoints from the admin are not readable: %s", exc)
+        return []
+    return [
+        Endpoint(
+            url=row.base_url.rstrip("/"),
+            weight=row.weight,
+            api_key=row.api_key or settings.LLAMA_API_KEY,
+            model=row.model or settings.LLAMA_MODEL,
+            max_concurrency=row.max_concurrency or settings.LLAMA_ENDPOINT_MAX_CONCURRENCY,
+            kind=row.kind,
+            source="admin",
+        )
+        for row in rows
+    ]
+
+
+def _merge(configured: list[Endpoint], rows: list[Endpoint]) -> list[Endpoint]:
+    seen = {endpoint.url for endpoint in configured}
+    return configured + [row for row in rows if row.url not in seen]
+
+
+_cache: tuple[tuple[object, ...], float, list[Endpoint]] | None = None
+
+
+def _signature() -> tuple[object, ...]:
+    return (
+        settings.LLAMA_POOL,
+        settings.LLAMA_API_KEY,
+        settings.LLAMA_MODEL,
+        settings.LLAMA_ENDPOINT_MAX_CONCURRENCY,
+        "" if settings.LLAMA_POOL else embedded.embedded_llama_url(),
+    )
+
+
+def _cached(signature: tuple[object, ...]) -> list[Endpoint] | None:
+    if _cache is not None and _cache[0] == signature and time.monotonic() - _cache[1] < REFRESH_SECONDS:
+        return _cache[2]
+    return None
+
+
+def _store(signature: tuple[object, ...], endpoints: list[Endpoint]) -> list[Endpoint]:
+    global _cache
+    _cache = (signature, time.monotonic(), endpoints)
+    return endpoints
+
+
+def pool_endpoints() -> list[Endpoint]:
+    """Every endpoint (sync callers: the command, probes, /readyz)."""
+    signature = _signature()
+    cached = _cached(signature)
+    if cached is not None:
+        return cached
+    return _store(signature, _merge(_configured(), _admin_rows()))
+
+
+async def apool_endpoints() -> list[Endpoint]:
+    """Every endpoint (async callers); the admin rows are read off the event loop, at most every 10 s."""
+    signature = _signature()
+    cached = _cached(signature)
+    if cached is not None:
+        return cached
+    rows = await sync_to_async(_admin_rows, thread_sensitive=True)()
+    return _store(signature, _merge(_configured(), rows))
+
+
+def reset_endpoint_cache() -> None:
+    """Forget the cached list (tests; the admin after saving an endpoint)."""
+    global _cache
+    _cache = None

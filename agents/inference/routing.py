@@ -1,0 +1,98 @@
+"""Which endpoint serves a request.
+
+- Without an affinity key: power of two choices (Ray Serve's default, vLLM router's ``power-of-two``): two
+  endpoints drawn at random by weight, the one with fewer requests in flight per unit of weight wins.
+  With a shared, fresh count in Redis this is close to least-outstanding, but two workers that choose at
+  the same instant do not both pile onto the same idlest endpoint.
+- With an affinity key (the conversation): consistent hashing with bounded load. The key's point on a
+  ring of virtual nodes (64 per unit of weight) names the preferred endpoint, so that the conversation's
+  prompt prefix stays in that server's cache; an endpoint carrying more than ``LLAMA_AFFINITY_LOAD_FACTOR``
+  times its weighted share of the pool's requests is passed over for the next one on the ring.
+
+The remaining endpoints follow, least loaded first: the client falls through them when a lease cannot be
+taken (the endpoint is at its cap) or when a try fails before the first token.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import random
+from functools import cache
+
+from agents.inference.endpoints import Endpoint
+from agents.inference.state import EndpointState
+
+VNODES_PER_WEIGHT = 64
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+@cache
+def _ring(members: tuple[tuple[str, int], ...]) -> tuple[list[int], list[str]]:
+    points = sorted(
+        (_hash(f"{url}#{i}"), url) for url, weight in members for i in range(VNODES_PER_WEIGHT * weight)
+    )
+    return [point for point, _ in points], [url for _, url in points]
+
+
+def ring_order(endpoints: list[Endpoint], key: str) -> list[str]:
+    """The endpoints in the order the key's walk along the ring meets them (each once)."""
+    hashes, urls = _ring(tuple(sorted((endpoint.url, endpoint.weight) for endpoint in endpoints)))
+    if not hashes:
+        return []
+    start = bisect.bisect(hashes, _hash(key)) % len(hashes)
+    order: list[str] = []
+    seen: set[str] = set()
+    for i in range(len(hashes)):
+        url = urls[(start + i) % len(hashes)]
+        if url not in seen:
+            seen.add(url)
+            order.append(url)
+            if len(order) == len({e.url for e in endpoints}):
+                break
+    return order
+
+
+def _load(endpoint: Endpoint, states: dict[str, EndpointState]) -> float:
+    return states[endpoint.url].inflight / endpoint.weight
+
+
+def _power_of_two(endpoints: list[Endpoint], states: dict[str, EndpointState]) -> Endpoint:
+    if len(endpoints) == 1:
+        return endpoints[0]
+    first = random.choices(endpoints, weights=[e.weight for e in endpoints])[0]
+    rest = [e for e in endpoints if e is not first]
+    second = random.choices(rest, weights=[e.weight for e in rest])[0]
+    return min((first, second), key=lambda e: (_load(e, states), random.random()))
+
+
+def preference(
+    endpoints: list[Endpoint],
+    states: dict[str, EndpointState],
+    *,
+    affinity_key: str | None,
+    load_factor: float,
+) -> list[Endpoint]:
+    """``endpoints`` (all eligible) in the order to try them."""
+    if not endpoints:
+        return []
+    first: Endpoint | None = None
+    if affinity_key:
+        total = sum(states[e.url].inflight for e in endpoints)
+        weights = sum(e.weight for e in endpoints)
+        by_url = {e.url: e for e in endpoints}
+        for url in ring_order(endpoints, affinity_key):
+            endpoint = by_url[url]
+            # +1: the request being placed; ceil: a bound of at least one on an idle pool.
+            bound = math.ceil(load_factor * (total + 1) * endpoint.weight / weights)
+            if states[url].inflight + 1 <= bound:
+                first = endpoint
+                break
+    if first is None:
+        first = _power_of_two(endpoints, states)
+    rest = sorted((e for e in endpoints if e is not first), key=lambda e: (_load(e, states), random.random()))
+    return [first, *rest]

@@ -1,0 +1,249 @@
+"""Routing state shared in Redis by every worker process on every machine (keys under ``bizagent:pool:``).
+
+- ``inflight:<endpoint>`` and ``business:<id>:inflight``: sorted sets of leases scored by their expiry. A
+  lease is taken atomically under a cap and dropped when the call ends; one whose worker crashed expires
+  on its own after the longest possible reply, so a dead process cannot leak a slot for ever.
+- ``circuit:<endpoint>``: a hash (state, consecutive failures, open_until, reason); ``circuit:<endpoint>:trial``
+  is the single half-open trial, claimed with SET NX.
+- ``health:<endpoint>``: the last active probe (ok, reason, served models, checked_at).
+- ``business:<id>:tokens:<window>``: prompt+completion tokens used in a fixed window.
+
+The sync redis client is used from async code on purpose: each call is one round trip of well under a
+millisecond on the local socket, and a worker's event loop serves one reply, so there is nothing to gain
+from an async client bound to each short-lived loop (and cleanup in ``finally`` needs no await).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from functools import cache
+
+import redis
+from django.conf import settings
+
+PREFIX = "bizagent:pool:"
+
+# Takes a lease in a sorted set if fewer than ARGV[4] live leases are there; returns the new count or -1.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+if tonumber(ARGV[4]) > 0 and n >= tonumber(ARGV[4]) then return -1 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(ARGV[2]) * 1000) + 1000)
+return n + 1
+"""
+
+# One failure: count it; open the circuit at the threshold, or at once when it was a half-open trial.
+_FAIL = """
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+redis.call('HSET', KEYS[1], 'last_error', ARGV[4], 'last_error_at', ARGV[1])
+if state == 'half_open' or (state == 'closed' and failures >= tonumber(ARGV[2])) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', tonumber(ARGV[1]) + tonumber(ARGV[3]),
+             'reason', ARGV[4], 'opened_at', ARGV[1])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"""
+
+# A success closes the circuit (writes only when there is something to reset).
+_SUCCEED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+local failures = redis.call('HGET', KEYS[1], 'failures')
+if (state and state ~= 'closed') or (failures and failures ~= '0') then
+  redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'reason', '')
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"""
+
+# Claim the single half-open trial of an open circuit whose cooldown has passed.
+_TRIAL = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'open' and state ~= 'half_open' then return 0 end
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if tonumber(ARGV[1]) < open_until then return 0 end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'state', 'half_open')
+  return 1
+end
+return 0
+"""
+
+
+@cache
+def _client(url: str) -> redis.Redis:
+    # redis-py's pool notices a fork and reconnects in the child, so one client per process is safe.
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+
+
+def client() -> redis.Redis:
+    return _client(settings.REDIS_URL)
+
+
+@cache
+def _script(url: str, source: str) -> redis.commands.core.Script:
+    return _client(url).register_script(source)
+
+
+def _run(source: str, keys: list[str], args: list[str | int | float]) -> int:
+    return int(_script(settings.REDIS_URL, source)(keys=keys, args=args))
+
+
+def inflight_key(endpoint: str) -> str:
+    return f"{PREFIX}inflight:{endpoint}"
+
+
+def circuit_key(endpoint: str) -> str:
+    return f"{PREFIX}circuit:{endpoint}"
+
+
+def health_key(endpoint: str) -> str:
+    return f"{PREFIX}health:{endpoint}"
+
+
+def business_inflight_key(business_id: int) -> str:
+    return f"{PREFIX}business:{business_id}:inflight"
+
+
+def business_tokens_key(business_id: int, now: float | None = None) -> str:
+    window = settings.LLAMA_BUSINESS_BUDGET_WINDOW
+    return f"{PREFIX}business:{business_id}:tokens:{int((now or time.time()) // window)}"
+
+
+def lease_seconds() -> float:
+    # No single call outlives the reply deadline, so a lease older than that belongs to a dead worker.
+    return settings.LLAMA_REPLY_TIMEOUT + settings.LLAMA_QUEUE_TIMEOUT + 30.0
+
+
+def new_lease() -> str:
+    return uuid.uuid4().hex
+
+
+def acquire(key: str, lease: str, cap: int) -> int:
+    """Take ``lease`` in ``key`` if fewer than ``cap`` are held; the new count, or -1 when full."""
+    now = time.time()
+    return _run(_ACQUIRE, [key], [now, now + lease_seconds(), lease, cap])
+
+
+def release(key: str, lease: str) -> None:
+    client().zrem(key, lease)
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    inflight: int
+    circuit: str  # closed | open | half_open
+    open_until: float
+    failures: int
+    circuit_reason: str
+    healthy: bool | None  # None: never probed
+    health_reason: str
+    served_models: tuple[str, ...]
+    checked_at: float | None
+
+
+def _text(raw: dict[bytes, bytes], field: str, default: str = "") -> str:
+    value = raw.get(field.encode())
+    return value.decode() if value is not None else default
+
+
+def read_states(endpoints: list[str]) -> dict[str, EndpointState]:
+    """In-flight count, circuit and health of each endpoint, in one round trip."""
+    now = time.time()
+    pipe = client().pipeline(transaction=False)
+    for name in endpoints:
+        pipe.zcount(inflight_key(name), now, "+inf")
+        pipe.hgetall(circuit_key(name))
+        pipe.hgetall(health_key(name))
+    replies = pipe.execute()
+    states: dict[str, EndpointState] = {}
+    for i, name in enumerate(endpoints):
+        count, circuit, health = replies[3 * i : 3 * i + 3]
+        ok = _text(health, "ok")
+        checked = _text(health, "checked_at")
+        models = _text(health, "models")
+        states[name] = EndpointState(
+            inflight=int(count),
+            circuit=_text(circuit, "state", "closed"),
+            open_until=float(_text(circuit, "open_until", "0")),
+            failures=int(_text(circuit, "failures", "0")),
+            circuit_reason=_text(circuit, "reason") or _text(circuit, "last_error"),
+            healthy=None if not ok else ok == "1",
+            health_reason=_text(health, "reason"),
+            served_models=tuple(filter(None, models.split("\n"))),
+            checked_at=float(checked) if checked else None,
+        )
+    return states
+
+
+def record_failure(endpoint: str, reason: str) -> bool:
+    """Count a failure; True when this one opened the circuit."""
+    return bool(
+        _run(
+            _FAIL,
+            [circuit_key(endpoint), circuit_key(endpoint) + ":trial"],
+            [time.time(), settings.LLAMA_CIRCUIT_FAILURES, settings.LLAMA_CIRCUIT_COOLDOWN, reason[:300]],
+        )
+    )
+
+
+def record_success(endpoint: str) -> None:
+    _run(_SUCCEED, [circuit_key(endpoint), circuit_key(endpoint) + ":trial"], [])
+
+
+def claim_trial(endpoint: str) -> bool:
+    """Take the one half-open trial of an open circuit whose cooldown is over."""
+    # The claim lasts as long as a first token may take, so a trial whose worker died is retaken later.
+    ttl_ms = int((settings.LLAMA_CONNECT_TIMEOUT + settings.LLAMA_FIRST_TOKEN_TIMEOUT) * 1000)
+    return bool(
+        _run(
+            _TRIAL,
+            [circuit_key(endpoint), circuit_key(endpoint) + ":trial"],
+            [time.time(), new_lease(), ttl_ms],
+        )
+    )
+
+
+def write_health(endpoint: str, *, ok: bool, reason: str, models: list[str], latency_ms: float) -> None:
+    client().hset(
+        health_key(endpoint),
+        mapping={
+            "ok": "1" if ok else "0",
+            "reason": reason[:300],
+            "models": "\n".join(models),
+            "checked_at": time.time(),
+            "latency_ms": round(latency_ms, 1),
+        },
+    )
+
+
+def tokens_used(business_id: int) -> int:
+    raw = client().get(business_tokens_key(business_id))
+    return int(raw) if raw else 0
+
+
+def add_tokens(business_id: int, tokens: int) -> None:
+    if tokens <= 0:
+        return
+    key = business_tokens_key(business_id)
+    pipe = client().pipeline(transaction=False)
+    pipe.incrby(key, tokens)
+    pipe.expire(key, settings.LLAMA_BUSINESS_BUDGET_WINDOW * 2)
+    pipe.execute()
+
+
+def try_lock(name: str, seconds: float) -> bool:
+    """A lock that expires on its own (lazy probes: one prober per interval across all workers)."""
+    return bool(client().set(f"{PREFIX}lock:{name}", "1", nx=True, px=max(1, int(seconds * 1000))))
+
+
+def reset() -> None:
+    """Delete every key of the pool's state (tests, and ``llama_pool reset``)."""
+    keys = list(client().scan_iter(match=f"{PREFIX}*", count=500))
+    if keys:
+        client().delete(*keys)
