@@ -1,0 +1,21 @@
+"""Celery tasks of the catalog (queue ``ingest``, routed in config/celery.py)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from catalogs import services
+
+# An import of a large file with embeddings runs far longer than a reply: its own limits, below the lease
+# (CATALOG_IMPORT_LEASE_SECONDS) so that a live run is never taken over.
+IMPORT_SOFT_TIME_LIMIT = 3600
+IMPORT_TIME_LIMIT = 3700
+
+
+@shared_task(
+    acks_late=True, soft_time_limit=IMPORT_SOFT_TIME_LIMIT, time_limit=IMPORT_TIME_LIMIT, ignore_result=True
+)
+def run_import(import_id: int) -> None:
+    """Run one import. Safe to deliver twice: a finished or running import is not run again (the claim is a
+    conditional update), and a deleted one is ignored."""
+    services.import_run(import_id=import_id)
