@@ -20,6 +20,7 @@ keyword hit cannot push a semantically better item out of the results.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -31,24 +32,35 @@ from typing import Any, Literal
 from django.db import connection, transaction
 
 from businesses.models import Business
-from catalogs.models import Chunk, Item
+from catalogs.models import Chunk, Document, Item
 
 SearchMode = Literal["hybrid", "vector", "fulltext"]
 
 # Candidates each leg contributes before fusion.
 VECTOR_CANDIDATES = 40
 FULLTEXT_CANDIDATES = 40
-TRIGRAM_CANDIDATES = 20
-# Tenants with at most this many embedded rows are searched exactly (a sequential scan of the tenant's rows
-# through the business index); above it, the HNSW index with iterative scan (see docs/retrieval.md).
+TRIGRAM_CANDIDATES = 40
+CHUNK_CANDIDATES = 10
+# Tenants with at most this many active items are searched exactly (their rows read through the business
+# index and sorted); above it, the HNSW index with iterative scan. See docs/retrieval.md for the measurements.
 EXACT_SCAN_MAX_ROWS = 20_000
 HNSW_EF_SEARCH = 100
-# Fusion weights: score = cosine + FULLTEXT_WEIGHT * fulltext_norm + TRIGRAM_WEIGHT * trigram + SKU_BOOST.
-FULLTEXT_WEIGHT = 0.15
-TRIGRAM_WEIGHT = 0.10
+# Document frequencies are counted up to this many rows per query word.
+DF_CAP = 5_000
+# Full-text field weights (search_vector: A title, B brand/category, C description; D unused).
+FIELD_WEIGHTS = {"A": 1.0, "B": 0.6, "C": 0.4, "D": 0.2}
+# Fusion: score = cosine + LEXICAL_WEIGHT * lexical + TRIGRAM_WEIGHT * trigram (+ SKU_BOOST on an exact SKU).
+LEXICAL_WEIGHT = 0.15
+TRIGRAM_WEIGHT = 0.05
 SKU_BOOST = 1.0
-# A trigram match below this share of the query's trigrams is noise (two words sharing "ing").
-TRIGRAM_MIN_SIMILARITY = 0.3
+# An item outside a price range stated in the question, or one that cannot be bought now, is demoted.
+BUDGET_PENALTY = 0.05
+UNAVAILABLE_PENALTY = 0.02
+UNAVAILABLE = frozenset({"out_of_stock", "discontinued"})
+# Below this share of a word's trigrams, two words only share a suffix ("-ing").
+TRIGRAM_MIN_SIMILARITY = 0.5
+# Queries of at most this many words get typo matching on every word (longer ones on SKU-like tokens only).
+SHORT_QUERY_WORDS = 4
 _TENANT_SIZE_TTL = 60.0
 
 
@@ -185,12 +197,12 @@ def word_trigrams(word: str) -> list[str]:
     return [padded[i : i + 3] for i in range(len(padded) - 2)]
 
 
-def _trigram_words(query: str) -> list[str]:
+def _trigram_words(query: str, *, typos: bool) -> list[str]:
+    """The query words that get trigram matching: SKU-like tokens always, other words when ``typos``."""
     words: list[str] = []
     for word in _WORD.findall(query.lower()):
-        if (len(word) >= 4 and word not in _TRIGRAM_STOP) or (
-            any(c.isdigit() for c in word) and len(word) >= 3
-        ):
+        has_digit = any(c.isdigit() for c in word)
+        if (has_digit and len(word) >= 3) or (typos and len(word) >= 4 and word not in _TRIGRAM_STOP):
             words.append(word)
     # A SKU typed with its separators ("vv-bk-031") is also indexed as one alphanumeric word ("vvbk031").
     for token in _SKU_TOKEN.findall(query):
@@ -200,23 +212,21 @@ def _trigram_words(query: str) -> list[str]:
     return words[:12]
 
 
-def _trigram_query(query: str) -> tuple[list[str], list[list[str]]]:
-    """All query trigrams, and the windows of 3 consecutive trigrams per word that select candidates.
+def _trigram_windows(words: list[str]) -> list[list[str]]:
+    """Windows of 3 consecutive trigrams per word: the GIN conditions that select trigram candidates.
 
-    A single typo changes at most 3 trigrams of a word, so in a word of 6 or more characters some window of
-    3 consecutive trigrams survives it; requiring a whole window (GIN ``@>``) keeps the candidate set small
-    where any single trigram (``&&``) would match most of a large catalog.
+    A single typo changes at most 3 trigrams of a word, so in a word of 5 or more characters some window of
+    3 consecutive trigrams survives it; requiring a whole window (``@>``) keeps the candidate set small where
+    any single trigram (``&&``) would match most of a large catalog.
     """
-    all_trigrams: list[str] = []
     windows: list[list[str]] = []
-    for word in _trigram_words(query):
+    for word in words:
         trigrams = word_trigrams(word)
-        all_trigrams.extend(t for t in trigrams if t not in all_trigrams)
         if len(trigrams) <= 3:
             windows.append(trigrams)
         else:
             windows.extend(trigrams[i : i + 3] for i in range(len(trigrams) - 2))
-    return all_trigrams, windows
+    return windows
 
 
 def _sku_candidates(query: str) -> list[str]:
@@ -234,27 +244,22 @@ _sizes: dict[int, tuple[float, int]] = {}
 _sizes_lock = threading.Lock()
 
 
-def _embedded_rows(business_id: int) -> int:
-    """The tenant's embedded active item count, cached per process for a minute (it only picks a plan)."""
+def _active_rows(business_id: int) -> int:
+    """The tenant's active item count, cached per process for a minute (it picks a plan and scales idf)."""
     now = time.monotonic()
     with _sizes_lock:
         cached = _sizes.get(business_id)
     if cached and now - cached[0] < _TENANT_SIZE_TTL:
         return cached[1]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT count(*) FROM {Item._meta.db_table} "
-            "WHERE business_id = %s AND is_active AND embedding IS NOT NULL",
-            [business_id],
-        )
-        count = int(cursor.fetchone()[0])
+    count = Item.objects.filter(business_id=business_id, is_active=True).count()
     with _sizes_lock:
         _sizes[business_id] = (now, count)
     return count
 
 
 def vector_plan(business: Business) -> Literal["exact", "hnsw"]:
-    return "exact" if _embedded_rows(business.pk) <= EXACT_SCAN_MAX_ROWS else "hnsw"
+    """Which vector plan ``search`` uses for this business (exact scan on small tenants)."""
+    return "exact" if _active_rows(business.pk) <= EXACT_SCAN_MAX_ROWS else "hnsw"
 
 
 # --- Search ---------------------------------------------------------------------------------------------
@@ -293,14 +298,24 @@ def search(
 ) -> list[SearchHit]:
     """The best ``limit`` active items (and document chunks) of ``business`` for ``query``, best first.
 
-    ``filters`` are hard constraints; price bounds and "in stock" stated in the query itself are added to
-    them. ``query_vector`` skips embedding the query (the caller already has it). ``mode`` runs one leg
-    alone ("vector", "fulltext") for evaluation; chunks never match price or stock filters.
+    ``filters`` are hard constraints; in the hybrid mode, price bounds and "in stock" stated in the query
+    itself are added to them. ``query_vector`` skips embedding the query (the caller already has it).
+    ``mode`` runs one leg alone ("vector", "fulltext": no trigrams, no filters from the question) for
+    evaluation. Chunks have no price or stock, so any price/stock/category filter leaves them out.
     """
     query = (query or "").strip()[:1000]
     if not query or limit <= 0:
         return []
-    filters = _merge_filters(filters, filters_from_question(query))
+    hybrid = mode == "hybrid"
+    # Stated in the question: "in stock" is a hard filter; a price bound is a preference (an item slightly
+    # over budget is demoted, not hidden, because customers stretch budgets and the agent can say so).
+    # Explicit ``filters`` are always hard.
+    asked = filters_from_question(query) if hybrid else SearchFilters()
+    filters = _merge_filters(filters, SearchFilters(in_stock_only=asked.in_stock_only))
+    budget = (
+        asked.min_price if filters.min_price is None else None,
+        asked.max_price if filters.max_price is None else None,
+    )
     use_vector = mode in ("hybrid", "vector")
     use_lexical = mode in ("hybrid", "fulltext")
     if use_vector and query_vector is None:
@@ -313,12 +328,15 @@ def search(
         "qv": _vector_literal(query_vector) if query_vector is not None else None,
     }
     item_filters = _filter_sql(filters, params)
-    trigrams, windows = _trigram_query(query) if mode == "hybrid" else ([], [])
-    params["trigrams"] = trigrams
-    skus = _sku_candidates(query) if mode == "hybrid" else []
+    # Typo matching on every word of a long chat sentence mostly finds look-alike words ("electric" ~
+    # "Electra"); it earns its place on short queries, and SKU-like tokens always get it.
+    short = len(_WORD.findall(query)) <= SHORT_QUERY_WORDS
+    trigram_words = _trigram_words(query, typos=short) if hybrid else []
+    windows = _trigram_windows(trigram_words)
+    skus = _sku_candidates(query) if hybrid else []
     params["skus"] = skus
-    plan = vector_plan(business) if use_vector else "exact"
-    # Chunks carry no price or stock: a price/stock filter means the customer wants products.
+    tenant_rows = _active_rows(business.pk)
+    plan: Literal["exact", "hnsw"] = "exact" if tenant_rows <= EXACT_SCAN_MAX_ROWS else "hnsw"
     with_chunks = include_chunks and not (
         filters.in_stock_only
         or filters.min_price is not None
@@ -328,17 +346,21 @@ def search(
 
     item_table = Item._meta.db_table
     chunk_table = Chunk._meta.db_table
-    tsquery = (
-        # OR of the question's stemmed words: plainto_tsquery ANDs them, and a chat question shares only some
-        # of its words with the item it is about.
-        "(SELECT CASE WHEN numnode(q) = 0 THEN q ELSE replace(q::text, ' & ', ' | ')::tsquery END "
-        "FROM plainto_tsquery('english', %(query)s) AS q)"
-    )
-    ranking = "ts_rank('{0.1, 0.2, 0.4, 1.0}', {alias}.search_vector, %(tsq)s::tsquery, 1)"
-    legs: list[str] = []
+    document_table = Document._meta.db_table
     base = f"i.business_id = %(business)s AND i.is_active{item_filters}"
-    # The exact plan orders by an expression the HNSW index cannot serve, so the planner scans the tenant's
-    # rows through the business index and sorts them: exact results, no starvation.
+    # The query's distinct English lexemes, with their document frequency in this business (capped: past
+    # the cap a word is common whatever the exact count, and the cap bounds the cost on large tenants).
+    lexeme_sql = (
+        "SELECT lex, (SELECT count(*) FROM (SELECT 1 FROM "
+        f"{item_table} i WHERE i.business_id = %(business)s AND i.is_active "
+        f"AND i.search_vector @@ quote_literal(lex)::tsquery LIMIT {DF_CAP}) AS s) "
+        "FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lex"
+    )
+    ranking = "ts_rank({alias}.search_vector, %(tsq)s::tsquery)"
+    legs: list[str] = []
+    # The exact plan orders by an expression the HNSW index cannot serve, so the planner reads the tenant's
+    # rows through the business index and sorts them: exact results, no starvation. The HNSW plan relies
+    # on iterative scan (set below) to keep walking the graph until enough of this tenant's rows pass.
     distance = "(i.embedding <=> %(qv)s::vector)" + (" + 0" if plan == "exact" else "")
     if use_vector:
         legs.append(
@@ -351,58 +373,46 @@ def search(
             f"ORDER BY {ranking.format(alias='i')} DESC LIMIT {FULLTEXT_CANDIDATES})"
         )
     if windows:
-        window_sql = " OR ".join(f"i.search_trigrams @> %(w{n})s::text[]" for n in range(len(windows)))
         for n, window in enumerate(windows):
             params[f"w{n}"] = window
+        window_sql = " OR ".join(f"i.search_trigrams @> %(w{n})s::text[]" for n in range(len(windows)))
         legs.append(
-            f"(SELECT i.id FROM {item_table} i WHERE {base} AND ({window_sql}) "
-            f"ORDER BY cardinality(ARRAY(SELECT unnest(i.search_trigrams) INTERSECT "
-            f"SELECT unnest(%(trigrams)s::text[]))) DESC LIMIT {TRIGRAM_CANDIDATES})"
+            f"(SELECT i.id FROM {item_table} i WHERE {base} AND ({window_sql}) LIMIT {TRIGRAM_CANDIDATES})"
         )
     if skus:
         legs.append(f"(SELECT i.id FROM {item_table} i WHERE {base} AND i.external_id = ANY(%(skus)s))")
 
     vector_score = "1 - (i.embedding <=> %(qv)s::vector)" if use_vector else "0"
-    trigram_score = (
-        "cardinality(ARRAY(SELECT unnest(i.search_trigrams) INTERSECT SELECT unnest(%(trigrams)s::text[])))"
-        "::float / %(n_trigrams)s"
-        if trigrams
-        else "0"
-    )
-    params["n_trigrams"] = max(len(trigrams), 1)
     item_sql = (
         f"WITH candidates AS ({' UNION '.join(legs)}) "
-        f"SELECT i.id, i.external_id, i.title, i.description, i.price, i.sale_price, i.currency, "
-        f"i.availability, i.url, i.image_url, i.brand, i.category, "
-        f"COALESCE({vector_score}, 0), "
-        f"{ranking.format(alias='i') if use_lexical else '0'}, "
-        f"{trigram_score}, "
-        f"i.external_id = ANY(%(skus)s) "
+        "SELECT i.id, i.external_id, i.title, i.description, i.price, i.sale_price, i.currency, "
+        "i.availability, i.url, i.image_url, i.brand, i.category, "
+        f"COALESCE({vector_score}, 0), i.search_vector::text, "
+        f"{'i.search_trigrams' if trigram_words else 'NULL'}, "
+        f"{ranking.format(alias='i') if use_lexical else '0'} "
         f"FROM {item_table} i JOIN candidates c ON c.id = i.id WHERE i.business_id = %(business)s"
     )
     chunk_sql = None
     if with_chunks:
         chunk_legs = []
-        chunk_base = "ch.business_id = %(business)s AND d.is_active"
+        chunk_base = "ch.business_id = %(business)s AND d.business_id = %(business)s AND d.is_active"
+        join = f"{chunk_table} ch JOIN {document_table} d ON d.id = ch.document_id"
         if use_vector:
-            chunk_distance = "(ch.embedding <=> %(qv)s::vector)" + (" + 0" if plan == "exact" else "")
             chunk_legs.append(
-                f"(SELECT ch.id FROM {chunk_table} ch JOIN catalogs_document d ON d.id = ch.document_id "
-                f"WHERE {chunk_base} AND ch.embedding IS NOT NULL ORDER BY {chunk_distance} LIMIT 10)"
+                f"(SELECT ch.id FROM {join} WHERE {chunk_base} AND ch.embedding IS NOT NULL "
+                f"ORDER BY (ch.embedding <=> %(qv)s::vector) + 0 LIMIT {CHUNK_CANDIDATES})"
             )
         if use_lexical:
             chunk_legs.append(
-                f"(SELECT ch.id FROM {chunk_table} ch JOIN catalogs_document d ON d.id = ch.document_id "
-                f"WHERE {chunk_base} AND ch.search_vector @@ %(tsq)s::tsquery "
-                f"ORDER BY {ranking.format(alias='ch')} DESC LIMIT 10)"
+                f"(SELECT ch.id FROM {join} WHERE {chunk_base} AND ch.search_vector @@ %(tsq)s::tsquery "
+                f"ORDER BY {ranking.format(alias='ch')} DESC LIMIT {CHUNK_CANDIDATES})"
             )
         chunk_vector = "1 - (ch.embedding <=> %(qv)s::vector)" if use_vector else "0"
         chunk_sql = (
             f"WITH candidates AS ({' UNION '.join(chunk_legs)}) "
-            f"SELECT ch.id, ch.document_id, d.title, ch.text, COALESCE({chunk_vector}, 0), "
-            f"{ranking.format(alias='ch') if use_lexical else '0'} "
-            f"FROM {chunk_table} ch JOIN catalogs_document d ON d.id = ch.document_id "
-            f"JOIN candidates c ON c.id = ch.id WHERE ch.business_id = %(business)s"
+            f"SELECT ch.id, ch.document_id, d.title, ch.heading, ch.text, COALESCE({chunk_vector}, 0), "
+            f"ch.search_vector::text, {ranking.format(alias='ch') if use_lexical else '0'} "
+            f"FROM {join} JOIN candidates c ON c.id = ch.id WHERE {chunk_base}"
         )
 
     with transaction.atomic(), connection.cursor() as cursor:
@@ -410,57 +420,107 @@ def search(
             # SET LOCAL: scoped to this transaction, so a pooled connection does not keep it.
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
-        cursor.execute(f"SELECT {tsquery}::text", params)
-        params["tsq"] = cursor.fetchone()[0]
-        if use_lexical and not params["tsq"] and mode == "fulltext":
+        idf: dict[str, float] = {}
+        if use_lexical:
+            cursor.execute(lexeme_sql, params)
+            total = max(tenant_rows, 1)
+            for lexeme, df in cursor.fetchall():
+                # BM25's idf: a word every item has ("bike" in a bike shop) says almost nothing.
+                idf[lexeme] = math.log(1 + (total - df + 0.5) / (df + 0.5)) if df else 0.0
+            idf = {lexeme: value for lexeme, value in idf.items() if value > 0}
+        # OR of the question's words: a chat question shares only some of its words with the item.
+        params["tsq"] = " | ".join(_quote_lexeme(lexeme) for lexeme in idf) or ""
+        if mode == "fulltext" and not idf:
             return []
         cursor.execute(item_sql, params)
         item_rows = cursor.fetchall()
-        chunk_rows = []
+        chunk_rows: list[tuple[Any, ...]] = []
         if chunk_sql is not None:
             cursor.execute(chunk_sql, params)
             chunk_rows = cursor.fetchall()
 
-    return _fuse(item_rows, chunk_rows, mode=mode, limit=limit)
+    return _fuse(
+        item_rows,
+        chunk_rows,
+        mode=mode,
+        limit=limit,
+        idf=idf,
+        trigram_words=trigram_words,
+        skus=skus,
+        budget=budget,
+    )
+
+
+def _quote_lexeme(lexeme: str) -> str:
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+_TSVECTOR_ENTRY = re.compile(r"'((?:[^']|'')+)'(?::([0-9A-D,]+))?")
+
+
+def _lexical_score(tsvector_text: str, idf: dict[str, float]) -> float:
+    """Share of the query's idf mass the row holds, each word weighted by its best field (title > ...)."""
+    if not idf:
+        return 0.0
+    got = 0.0
+    for match in _TSVECTOR_ENTRY.finditer(tsvector_text or ""):
+        lexeme = match.group(1).replace("''", "'")
+        if lexeme in idf:
+            positions = (match.group(2) or "").split(",")
+            # A position without a letter is weight D.
+            best = max(FIELD_WEIGHTS.get(p[-1] if p and p[-1] in "ABC" else "D", 0.0) for p in positions)
+            got += idf[lexeme] * best
+    return got / sum(idf.values())
+
+
+def _trigram_score(row_trigrams: Sequence[str] | None, trigram_words: list[str]) -> float:
+    """The best share of one query word's trigrams found in the row (a typo keeps most of them)."""
+    if not row_trigrams or not trigram_words:
+        return 0.0
+    present = set(row_trigrams)
+    best = 0.0
+    for word in trigram_words:
+        trigrams = set(word_trigrams(word))
+        best = max(best, len(trigrams & present) / len(trigrams))
+    return best if best >= TRIGRAM_MIN_SIMILARITY else 0.0
 
 
 def _fuse(
-    item_rows: list[tuple[Any, ...]], chunk_rows: list[tuple[Any, ...]], *, mode: SearchMode, limit: int
+    item_rows: list[tuple[Any, ...]],
+    chunk_rows: list[tuple[Any, ...]],
+    *,
+    mode: SearchMode,
+    limit: int,
+    idf: dict[str, float],
+    trigram_words: list[str],
+    skus: list[str],
+    budget: tuple[Decimal | None, Decimal | None],
 ) -> list[SearchHit]:
-    # Full-text ranks have no absolute scale (they depend on the query's length): normalise them by the best
-    # one of this query, so the boost says "how close to the best keyword match".
-    best_fulltext = max([row[13] for row in item_rows] + [row[5] for row in chunk_rows] + [0.0]) or 1.0
+    sku_set = set(skus)
+    low, high = budget
     hits: list[SearchHit] = []
     for row in item_rows:
-        (
-            item_id,
-            external_id,
-            title,
-            description,
-            price,
-            sale_price,
-            currency,
-            availability,
-            url,
-            image_url,
-            brand,
-            category,
-            vector,
-            fulltext,
-            trigram,
-            sku_match,
-        ) = row
-        fulltext_norm = float(fulltext) / best_fulltext
-        trigram = float(trigram) if trigram >= TRIGRAM_MIN_SIMILARITY else 0.0
+        (item_id, external_id, title, description, price, sale_price, currency, availability, url, image_url,
+         brand, category, vector, tsvector_text, row_trigrams, rank) = row  # fmt: skip
+        lexical = _lexical_score(tsvector_text, idf)
+        trigram = _trigram_score(row_trigrams, trigram_words)
         if mode == "vector":
             score = float(vector)
         elif mode == "fulltext":
-            score = fulltext_norm
+            if lexical <= 0:
+                continue
+            # ts_rank only breaks ties between rows holding the same words.
+            score = lexical + 1e-3 * float(rank)
         else:
-            score = float(vector) + FULLTEXT_WEIGHT * fulltext_norm + TRIGRAM_WEIGHT * trigram
-            score += SKU_BOOST if sku_match else 0.0
-        if mode == "fulltext" and fulltext <= 0:
-            continue
+            score = float(vector) + LEXICAL_WEIGHT * lexical + TRIGRAM_WEIGHT * trigram
+            score += SKU_BOOST if external_id in sku_set else 0.0
+            effective = sale_price if sale_price is not None else price
+            if effective is not None and (
+                (low is not None and effective < low) or (high is not None and effective > high)
+            ):
+                score -= BUDGET_PENALTY
+            if availability in UNAVAILABLE:
+                score -= UNAVAILABLE_PENALTY
         hits.append(
             SearchHit(
                 kind="item",
@@ -479,27 +539,27 @@ def _fuse(
                 category=category,
                 score=round(score, 6),
                 vector_score=round(float(vector), 6),
-                fulltext_score=round(fulltext_norm, 6),
+                fulltext_score=round(lexical, 6),
                 trigram_score=round(trigram, 6),
             )
         )
-    for chunk_id, document_id, doc_title, text, vector, fulltext in chunk_rows:
-        fulltext_norm = float(fulltext) / best_fulltext
+    for chunk_id, document_id, doc_title, heading, text, vector, tsvector_text, rank in chunk_rows:
+        lexical = _lexical_score(tsvector_text, idf)
         if mode == "vector":
             score = float(vector)
         elif mode == "fulltext":
-            if fulltext <= 0:
+            if lexical <= 0:
                 continue
-            score = fulltext_norm
+            score = lexical + 1e-3 * float(rank)
         else:
-            score = float(vector) + FULLTEXT_WEIGHT * fulltext_norm
+            score = float(vector) + LEXICAL_WEIGHT * lexical
         hits.append(
             SearchHit(
                 kind="chunk",
                 item_id=None,
                 chunk_id=chunk_id,
                 external_id="",
-                title=doc_title,
+                title=f"{doc_title}: {heading}" if heading else doc_title,
                 text=_snippet(text, 600),
                 price=None,
                 sale_price=None,
@@ -511,7 +571,7 @@ def _fuse(
                 category="",
                 score=round(score, 6),
                 vector_score=round(float(vector), 6),
-                fulltext_score=round(fulltext_norm, 6),
+                fulltext_score=round(lexical, 6),
                 extra={"document_id": document_id},
             )
         )

@@ -1,0 +1,60 @@
+"""A scratch PostgreSQL database for a benchmark: created, migrated, and dropped afterwards.
+
+Benchmarks never touch the development database's rows: each runs in a database of its own name on the same
+server (the embedded one unless DATABASE_URL is set).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    if not os.environ.get("DATABASE_URL"):
+        from config import embedded
+
+        embedded.ensure_postgres()
+    if not os.environ.get("REDIS_URL"):
+        from config import embedded
+
+        # The import service publishes progress to Redis.
+        embedded.ensure_redis()
+    import django
+
+    django.setup()
+
+
+@contextmanager
+def scratch_database(name: str, *, keep: bool = False) -> Iterator[None]:
+    """Point Django's default connection at a fresh database ``name`` (migrated) for the block's duration."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    def admin(sql: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+
+    original = connection.settings_dict["NAME"]
+    connection.ensure_connection()
+    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin(f'CREATE DATABASE "{name}"')
+    connection.close()
+    connection.settings_dict["NAME"] = name
+    try:
+        call_command("migrate", verbosity=0, interactive=False)
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["NAME"] = original
+        if not keep:
+            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.close()
