@@ -66,3 +66,91 @@ class InferenceCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.outcome} via {self.endpoint or '-'}"
+
+
+def default_business_hours() -> dict[str, list[list[str]]]:
+    """Every weekday open all day: an empty list of ranges for a day means closed."""
+    return {day: [["00:00", "24:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+class Agent(models.Model):
+    """A business's agent: who it is, how it answers, when it hands over, how the widget looks.
+
+    One per business, created with defaults on first use (``agents.selectors.agent_for``).
+    """
+
+    class Grounding(models.TextChoices):
+        CORRECT = "correct", "Correct wrong prices from the catalog"
+        WITHHOLD = "withhold", "Withhold a reply with wrong facts (show cards instead)"
+        FLAG = "flag", "Only flag (record) wrong facts"
+
+    class DarkMode(models.TextChoices):
+        AUTO = "auto", "Follow the visitor's system"
+        LIGHT = "light", "Light"
+        DARK = "dark", "Dark"
+
+    class Position(models.TextChoices):
+        RIGHT = "right", "Bottom right"
+        LEFT = "left", "Bottom left"
+
+    business = models.OneToOneField("businesses.Business", on_delete=models.CASCADE, related_name="agent")
+    name = models.CharField(max_length=100, default="Assistant")
+    instructions = models.TextField(
+        blank=True, help_text="Persona and instructions: who the agent is and how it should behave."
+    )
+    business_facts = models.TextField(
+        blank=True, help_text="Facts to always know: shipping, returns, opening hours, address."
+    )
+    greeting = models.CharField(max_length=500, default="Hi! How can I help you today?")
+    # Empty: answer in whatever language the customer writes.
+    languages = models.JSONField(default=list, blank=True, help_text='e.g. ["en", "de"]; empty = any')
+    answer_in_customer_language = models.BooleanField(default=True)
+    tone = models.CharField(max_length=100, default="friendly and concise")
+    model = models.CharField(max_length=200, blank=True, help_text="Blank = LLAMA_MODEL")
+    temperature = models.FloatField(default=0.3)
+    top_p = models.FloatField(default=0.9)
+    max_reply_tokens = models.PositiveIntegerField(default=400)
+    # {"mon": [["09:00", "18:00"]], ...} in the business's time zone; a missing or empty day is closed.
+    business_hours = models.JSONField(default=default_business_hours, blank=True)
+    out_of_hours_message = models.TextField(
+        blank=True, help_text="Added to replies outside business hours (e.g. when staff will answer)."
+    )
+    forbidden_topics = models.JSONField(default=list, blank=True, help_text="Topics the agent must not handle")
+    no_results_message = models.TextField(
+        default="I couldn't find that in our catalog. Could you tell me a bit more about what you need?"
+    )
+    handoff_keywords = models.JSONField(
+        default=list, blank=True, help_text="Extra phrases that ask for a person (built-in ones always apply)"
+    )
+    handoff_after_failures = models.PositiveSmallIntegerField(
+        default=3, help_text="Hand over after this many replies in a row fail or find nothing; 0 = never"
+    )
+    handoff_topics = models.JSONField(
+        default=list, blank=True, help_text="Topics that always go to a person (e.g. refunds, complaints)"
+    )
+    handoff_message = models.CharField(
+        max_length=500, default="I'm connecting you with a member of our team. They'll reply here shortly."
+    )
+    grounding_mode = models.CharField(max_length=10, choices=Grounding.choices, default=Grounding.CORRECT)
+    withheld_message = models.CharField(
+        max_length=500, default="Here is what I found in our catalog:"
+    )
+    # Widget theme.
+    theme_color = models.CharField(max_length=7, default="#2563eb")
+    theme_position = models.CharField(max_length=5, choices=Position.choices, default=Position.RIGHT)
+    theme_title = models.CharField(max_length=100, blank=True, help_text="Blank = the agent's name")
+    theme_avatar_url = models.URLField(max_length=1000, blank=True)
+    theme_dark_mode = models.CharField(max_length=5, choices=DarkMode.choices, default=DarkMode.AUTO)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.business_id})"
+
+    def theme(self) -> dict[str, str]:
+        return {
+            "color": self.theme_color,
+            "position": self.theme_position,
+            "title": self.theme_title or self.name,
+            "avatar_url": self.theme_avatar_url,
+            "dark_mode": self.theme_dark_mode,
+        }
