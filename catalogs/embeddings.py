@@ -20,7 +20,7 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from django.conf import settings
@@ -279,3 +279,37 @@ def item_embedding_text(
     if description and description.strip():
         text = f"{text}. {description.strip()}" if text else description.strip()
     return text[:max_chars]
+
+
+def reembed_stale(*, business_id: int, batch_size: int = 64) -> int:
+    """Embed this business's active items and chunks whose vector is missing or came from another model.
+
+    What a model change (``EMBEDDINGS_BACKEND``/``EMBEDDINGS_MODEL``) needs, run in the background (Celery
+    ``ingest`` queue). Idempotent and restartable: each batch commits on its own, and rows already carrying
+    the current model's vector are skipped. No transaction is open while the model runs. Returns how many
+    rows were embedded.
+    """
+    from django.db.models import Q
+
+    from catalogs.models import Chunk, Item
+
+    backend = get_backend()
+    stale = Q(embedding__isnull=True) | ~Q(embedding_model=backend.name)
+    done = 0
+    models: tuple[Any, ...] = (Item, Chunk)
+    for model in models:
+        rows = model.objects.filter(stale, business_id=business_id)
+        if model is Item:
+            rows = rows.filter(is_active=True)
+        last_pk = 0
+        while True:
+            batch = list(rows.filter(pk__gt=last_pk).order_by("pk")[:batch_size])
+            if not batch:
+                break
+            last_pk = batch[-1].pk
+            vectors = backend.embed([row.search_text() for row in batch])
+            for row, vector in zip(batch, vectors, strict=True):
+                row.embedding, row.embedding_model = vector, backend.name
+            model.objects.bulk_update(batch, ["embedding", "embedding_model"])
+            done += len(batch)
+    return done
