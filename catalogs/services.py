@@ -85,7 +85,7 @@ def progress_key(import_id: int) -> str:
 
 
 @cache
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
@@ -212,7 +212,7 @@ class _Progress:
         if self.callback is not None:
             self.callback(phase, done, total)
         try:
-            client = _redis()
+            client = redis_client()
             client.set(progress_key(self.imp.pk), json.dumps(event), ex=PROGRESS_TTL)
             layer = get_channel_layer()
             if layer is not None:

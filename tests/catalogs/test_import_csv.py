@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from catalogs.models import Import, Item
+from catalogs.models import Item
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 

@@ -1,0 +1,67 @@
+"""Django admin for superusers: look into items, documents and imports (owners use the dashboard)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from catalogs.models import Chunk, Document, Import, Item
+
+
+@admin.register(Item)
+class ItemAdmin(admin.ModelAdmin):
+    list_display = (
+        "external_id",
+        "title",
+        "business",
+        "price",
+        "currency",
+        "availability",
+        "is_active",
+        "updated_at",
+    )
+    list_filter = ("availability", "is_active", "business")
+    search_fields = ("external_id", "title", "brand")
+    raw_id_fields = ("business",)
+    exclude = ("embedding",)
+    readonly_fields = ("content_hash", "embedding_model", "created_at", "updated_at")
+
+
+class ChunkInline(admin.TabularInline):
+    model = Chunk
+    fields = ("ordinal", "heading", "text", "embedding_model")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Document)
+class DocumentAdmin(admin.ModelAdmin):
+    list_display = ("title", "kind", "filename", "business", "is_active", "updated_at")
+    list_filter = ("kind", "business")
+    search_fields = ("title", "filename")
+    raw_id_fields = ("business",)
+    inlines = [ChunkInline]
+
+
+@admin.register(Import)
+class ImportAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "business",
+        "original_filename",
+        "format",
+        "mode",
+        "state",
+        "phase",
+        "created_count",
+        "updated_count",
+        "retired_count",
+        "failed_count",
+        "created_at",
+    )
+    list_filter = ("state", "mode", "format")
+    raw_id_fields = ("business",)
+    readonly_fields = [f.name for f in Import._meta.fields]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False  # imports start through the dashboard, the API or the command (the services)
