@@ -9,5 +9,6 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("django-admin/", admin.site.urls),
+    path("", include("messaging.urls")),
     path("", include("catalogs.urls")),
 ]

@@ -1,0 +1,1016 @@
+/*! bizagent chat widget. Embed with one tag:
+ *  <script src="https://HOST/widget.js" data-agent="PUBLIC_WIDGET_KEY" async></script>
+ * Plain JavaScript, no build step. Rendered in a shadow root so that the page's CSS and ours never mix.
+ * Security rule for this file: text from the model, the catalog, staff or the customer reaches the DOM only
+ * through textContent / text nodes, and URLs only after an http(s) check. No HTML string is ever parsed here.
+ * Docs: docs/widget.md (attributes, JS API, --bizagent-* CSS variables), docs/websocket-protocol.md.
+ */
+(() => {
+  "use strict";
+  if (window.BizAgent && window.BizAgent.version) return; // loaded twice: the first copy stays in charge
+
+  const VERSION = "1";
+  const script =
+    document.currentScript || document.querySelector('script[data-agent][src*="widget.js"]');
+  if (!script || !script.dataset.agent) {
+    console.warn("bizagent: add data-agent=\"YOUR_WIDGET_KEY\" to the widget's <script> tag");
+    return;
+  }
+  const KEY = script.dataset.agent;
+  const opt = script.dataset;
+  const BASE = (opt.host || new URL(script.src, location.href).origin).replace(/\/+$/, "");
+  const WS_URL = BASE.replace(/^http/, "ws") + "/ws/chat/" + encodeURIComponent(KEY) + "/";
+  const STORE_KEY = "bizagent:" + KEY;
+  const OPEN_KEY = "bizagent-open:" + KEY;
+
+  // ---- small helpers --------------------------------------------------------------------------------
+  const h = (tag, cls, text) => {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text != null) node.textContent = text;
+    return node;
+  };
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const icon = (d) => {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    const path = document.createElementNS(SVG_NS, "path");
+    path.setAttribute("d", d);
+    svg.append(path);
+    return svg;
+  };
+  const ICONS = {
+    chat: "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z",
+    close: "M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12l5.6 5.6-1.4 1.4-5.6-5.6L6.4 19 5 17.6 10.6 12 5 6.4z",
+    send: "M3 20.5 21.5 12 3 3.5v6.6L15 12 3 13.9z",
+    stop: "M7 7h10v10H7z",
+  };
+  /** An absolute http(s) URL, or null: no javascript:, data:, relative or malformed URLs. */
+  const safeUrl = (raw) => {
+    if (typeof raw !== "string" || !raw) return null;
+    try {
+      const url = new URL(raw);
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch (_) {
+      return null;
+    }
+  };
+  const str = (v) => (v == null ? "" : String(v));
+  const randomId = () => {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  };
+  // localStorage can throw (blocked storage, sandboxed frames): the widget then works for this page view only.
+  const storage = {
+    get(area, key) {
+      try {
+        return JSON.parse(window[area].getItem(key) || "null");
+      } catch (_) {
+        return null;
+      }
+    },
+    set(area, key, value) {
+      try {
+        window[area].setItem(key, JSON.stringify(value));
+      } catch (_) {
+        /* private mode or quota: keep going without persistence */
+      }
+    },
+  };
+
+  // ---- Markdown subset: paragraphs, lists, bold, links, inline code, headings as bold lines -------------
+  const INLINE =
+    /\*\*([^*\n]+?)\*\*|__([^_\n]+?)__|\[([^\]\n]+)\]\(([^()\s]+)\)|`([^`\n]+)`|(https?:\/\/[^\s<>()[\]"']*[^\s<>()[\]"'.,;:!?])/g;
+
+  const link = (href, text) => {
+    const url = safeUrl(href);
+    if (!url) return document.createTextNode(text);
+    const a = h("a", null, text);
+    a.href = url;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer nofollow ugc";
+    return a;
+  };
+
+  function inline(text, parent) {
+    const re = new RegExp(INLINE.source, "g");
+    let last = 0;
+    let m;
+    while ((m = re.exec(text))) {
+      if (m.index > last) parent.append(text.slice(last, m.index));
+      if (m[1] != null || m[2] != null) parent.append(h("strong", null, m[1] ?? m[2]));
+      else if (m[3] != null) parent.append(link(m[4], m[3]));
+      else if (m[5] != null) parent.append(h("code", null, m[5]));
+      else parent.append(link(m[6], m[6]));
+      last = re.lastIndex;
+    }
+    if (last < text.length) parent.append(text.slice(last));
+  }
+
+  function markdown(text, box) {
+    box.replaceChildren();
+    let para = null;
+    let list = null;
+    for (const raw of str(text).replace(/\r\n?/g, "\n").split("\n")) {
+      const line = raw.trimEnd();
+      if (!line.trim()) {
+        para = list = null;
+        continue;
+      }
+      const item = /^\s*(?:([-*+•])|(\d{1,3})[.)])\s+(.*)$/.exec(line);
+      if (item) {
+        const tag = item[2] ? "OL" : "UL";
+        if (!list || list.tagName !== tag) {
+          list = h(tag.toLowerCase());
+          if (item[2] && item[2] !== "1") list.start = Number(item[2]);
+          box.append(list);
+        }
+        const li = h("li");
+        inline(item[3], li);
+        list.append(li);
+        para = null;
+        continue;
+      }
+      if (list && /^\s{2,}\S/.test(raw)) {
+        list.lastChild.append(" ");
+        inline(line.trim(), list.lastChild);
+        continue;
+      }
+      list = null;
+      const heading = /^#{1,6}\s+(.*)$/.exec(line);
+      if (heading) {
+        para = null;
+        box.append(h("p", "heading", heading[1].replace(/\*\*/g, "")));
+        continue;
+      }
+      if (para) para.append(h("br"));
+      else box.append((para = h("p")));
+      inline(line, para);
+    }
+  }
+
+  // ---- colours ------------------------------------------------------------------------------------------
+  const HEX = /^#?([0-9a-f]{3}|[0-9a-f]{6})$/i;
+  function luminance(hex) {
+    let v = hex.replace("#", "");
+    if (v.length === 3) v = v.replace(/./g, "$&$&");
+    const ch = [0, 2, 4].map((i) => {
+      const c = parseInt(v.slice(i, i + 2), 16) / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2];
+  }
+  /** White or near-black text on the accent colour, whichever has the higher WCAG contrast ratio. */
+  const onColour = (hex) => {
+    const l = luminance(hex);
+    return 1.05 / (l + 0.05) >= (l + 0.05) / 0.0611 ? "#ffffff" : "#111418";
+  };
+
+  // ---- styles (all scoped to the shadow root) -------------------------------------------------------------
+  const CSS = `
+:host{all:initial!important;display:block!important;position:static!important;width:0!important;height:0!important;margin:0!important;padding:0!important;border:0!important;transform:none!important;filter:none!important;contain:none!important;visibility:visible!important;opacity:1!important}
+:host([hidden]){display:none!important}
+.root{--a:var(--bizagent-accent,var(--ba-accent,#2563eb));--ac:var(--bizagent-accent-contrast,var(--ba-accent-contrast,#fff));--bg:var(--bizagent-background,#fff);--fg:var(--bizagent-text,#1a1d21);--mu:var(--bizagent-muted,#596170);--ag:var(--bizagent-agent-bubble,#f0f2f5);--bd:var(--bizagent-border,#dde1e6);--er:var(--bizagent-error,#b42318);--r:var(--bizagent-radius,16px);--z:var(--bizagent-z-index,2147483000);--ox:var(--bizagent-offset-x,20px);--oy:var(--bizagent-offset-y,20px);--sh:var(--bizagent-shadow,0 12px 40px rgba(16,24,40,.22));
+font-family:var(--bizagent-font-family,system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif);font-size:var(--bizagent-font-size,15px);line-height:1.45;color:var(--fg);-webkit-font-smoothing:antialiased;text-align:start;direction:ltr}
+.root.dark{--bg:var(--bizagent-background,#1c1f24);--fg:var(--bizagent-text,#eceef1);--mu:var(--bizagent-muted,#a3aab5);--ag:var(--bizagent-agent-bubble,#2a2e35);--bd:var(--bizagent-border,#3a3f48);--er:var(--bizagent-error,#ff8a80);--sh:var(--bizagent-shadow,0 12px 40px rgba(0,0,0,.55))}
+*,*::before,*::after{box-sizing:border-box}
+button,textarea{font:inherit;color:inherit}
+button{cursor:pointer}
+:focus-visible{outline:2px solid var(--a);outline-offset:2px}
+.sr{position:absolute!important;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap;margin:-1px}
+.launcher{position:fixed;z-index:var(--z);bottom:var(--oy);right:var(--ox);width:60px;height:60px;border-radius:50%;border:0;padding:0;background:var(--a);color:var(--ac);box-shadow:var(--sh);display:flex;align-items:center;justify-content:center;transition:transform .15s}
+.left .launcher,.left .panel{right:auto;left:var(--ox)}
+.launcher:hover{transform:scale(1.06)}
+.launcher svg{width:28px;height:28px;fill:currentColor}
+.launcher img{width:100%;height:100%;border-radius:50%;object-fit:cover}
+.badge{position:absolute;top:-2px;right:-2px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:var(--er);color:#fff;font-size:12px;font-weight:700;line-height:20px;text-align:center}
+.badge:empty{display:none}
+.panel{position:fixed;z-index:var(--z);bottom:calc(var(--oy) + 72px);right:var(--ox);width:var(--bizagent-panel-width,380px);height:var(--bizagent-panel-height,min(620px,calc(100vh - 120px)));max-width:calc(100vw - 2 * var(--ox));background:var(--bg);color:var(--fg);border:1px solid var(--bd);border-radius:var(--r);box-shadow:var(--sh);display:flex;flex-direction:column;overflow:hidden}
+.panel[hidden]{display:none}
+header{display:flex;align-items:center;gap:10px;padding:12px 12px 12px 16px;background:var(--a);color:var(--ac)}
+header .avatar{width:34px;height:34px;border-radius:50%;object-fit:cover;flex:none;background:rgba(255,255,255,.2)}
+header .t{flex:1;min-width:0}
+header h2{margin:0;font-size:16px;font-weight:650;line-height:1.25;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+header .st{font-size:12.5px;opacity:.92}
+.icon{width:38px;height:38px;border:0;border-radius:10px;background:transparent;display:flex;align-items:center;justify-content:center;padding:0;flex:none}
+.icon svg{width:22px;height:22px;fill:currentColor}
+header .icon:hover{background:rgba(127,127,127,.22)}
+.banner{padding:8px 14px;font-size:13.5px;background:var(--ag);border-bottom:1px solid var(--bd);display:flex;gap:10px;align-items:center}
+.banner[hidden]{display:none}
+.log{flex:1;overflow-y:auto;padding:14px;display:flex;flex-direction:column;gap:10px;overscroll-behavior:contain}
+.msg{display:flex;flex-direction:column;align-items:flex-start;max-width:88%}
+.msg.customer{align-self:flex-end;align-items:flex-end}
+.msg.note{align-self:center;max-width:100%;color:var(--mu);font-size:13px;text-align:center}
+.bubble{padding:9px 13px;border-radius:var(--r);background:var(--ag);overflow-wrap:anywhere;white-space:normal;text-align:start;unicode-bidi:plaintext}
+.customer .bubble{background:var(--a);color:var(--ac);white-space:pre-wrap}
+.bubble p{margin:0 0 8px}.bubble p:last-child{margin:0}
+.bubble ul,.bubble ol{margin:4px 0 8px;padding-inline-start:22px}
+.bubble li{margin:2px 0}
+.bubble a{color:inherit;text-decoration:underline}
+.bubble code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;background:rgba(127,127,127,.18);padding:1px 4px;border-radius:4px}
+.bubble .heading{font-weight:700}
+.streaming .bubble::after{content:"";display:inline-block;width:7px;height:1em;margin-inline-start:2px;vertical-align:text-bottom;background:currentColor;opacity:.5;animation:blink 1s steps(2) infinite}
+.meta{font-size:12.5px;color:var(--mu);margin-top:3px;display:flex;gap:8px;align-items:center}
+.meta.err{color:var(--er)}
+.link-btn{border:0;background:none;padding:0;color:var(--a);text-decoration:underline;font-size:12.5px;font-weight:600}
+.dark .link-btn{color:inherit}
+.cards{display:flex;gap:8px;overflow-x:auto;max-width:100%;margin-top:8px;padding-bottom:4px}
+.card{flex:none;width:168px;border:1px solid var(--bd);border-radius:12px;overflow:hidden;background:var(--bg);color:var(--fg);text-decoration:none;display:flex;flex-direction:column}
+.card img{width:100%;height:112px;object-fit:cover;background:var(--ag);display:block}
+.card .ci{padding:8px 10px;display:flex;flex-direction:column;gap:2px}
+.card .ct{font-weight:600;font-size:14px;line-height:1.3;overflow-wrap:anywhere}
+.card .cp{font-size:14px}
+.card .ca{font-size:12.5px;color:var(--mu)}
+.card .ca.in{color:#0f7b3f}.dark .card .ca.in{color:#6ad49b}
+a.card:hover .ct{text-decoration:underline}
+.typing{align-self:flex-start;display:flex;gap:4px;padding:12px 14px;border-radius:var(--r);background:var(--ag)}
+.typing[hidden]{display:none}
+.typing i{width:7px;height:7px;border-radius:50%;background:var(--mu);animation:dot 1.2s infinite ease-in-out}
+.typing i:nth-child(2){animation-delay:.15s}.typing i:nth-child(3){animation-delay:.3s}
+form{display:flex;gap:8px;align-items:flex-end;padding:10px;border-top:1px solid var(--bd);margin:0}
+textarea{flex:1;resize:none;border:1px solid var(--bd);border-radius:12px;padding:9px 12px;background:var(--bg);min-height:42px;max-height:130px;line-height:1.4;font-size:max(16px,1em)}
+textarea:focus-visible{outline-offset:0}
+textarea::placeholder{color:var(--mu);opacity:1}
+.send{background:var(--a);color:var(--ac);border-radius:12px;width:42px;height:42px}
+.send:disabled{opacity:.45;cursor:default}
+.foot{font-size:11.5px;color:var(--mu);text-align:center;padding:0 0 6px}
+@keyframes dot{0%,80%,100%{transform:translateY(0);opacity:.5}40%{transform:translateY(-4px);opacity:1}}
+@keyframes blink{50%{opacity:0}}
+@media (max-width:480px){.panel{inset:0!important;width:100%!important;max-width:none;height:100%!important;border-radius:0;border:0}.open .launcher{display:none}}
+@media (prefers-reduced-motion:reduce){*{animation:none!important;transition:none!important}}
+`;
+
+  // ---- plain words for the server's error codes -----------------------------------------------------------
+  const ERRORS = {
+    rate_limited: "You're sending messages quickly. Please wait a moment, then try again.",
+    too_long: "That message is too long. Please shorten it and try again.",
+    too_large: "That message is too long. Please shorten it and try again.",
+    empty: "Please type a message first.",
+    busy: "The assistant is still answering. Please wait for the reply, or press stop.",
+    closed: "This conversation has ended. Reload the page to start a new one.",
+    unavailable: "The assistant can't answer right now. Please try again in a moment.",
+  };
+  const plainError = (code, detail) =>
+    ERRORS[code] || (detail ? str(detail) : "Something went wrong. Please try again.");
+
+  // ---- the element --------------------------------------------------------------------------------------
+  class Widget extends HTMLElement {
+    constructor() {
+      super();
+      this.state = {
+        open: false,
+        agent: { name: "", greeting: "", theme: {} },
+        messages: new Map(), // id -> {id, role, text, status, seq, cards, el, ahead:Map}
+        pending: new Map(), // client_id -> {text, el}
+        awaiting: false, // a reply is expected and no text of it has arrived
+        streamingId: null,
+        unread: 0,
+        ready: false,
+        originAllowed: true,
+      };
+      const saved = storage.get("localStorage", STORE_KEY) || {};
+      this.visitorToken = saved.visitor_token || null;
+      this.conversationId = saved.conversation_id || null;
+      this.contact = saved.contact || null;
+      this.listeners = {};
+      this.ws = null;
+      this.attempt = 0;
+      this.retryTimer = null;
+      this.build();
+    }
+
+    // -- DOM ---------------------------------------------------------------------------------------------
+    build() {
+      const root = this.attachShadow({ mode: "open" });
+      const style = h("style", null, CSS);
+      const box = (this.box = h("div", "root"));
+      const launcher = (this.launcher = h("button", "launcher"));
+      launcher.type = "button";
+      launcher.setAttribute("aria-haspopup", "dialog");
+      launcher.setAttribute("aria-expanded", "false");
+      launcher.setAttribute("aria-controls", "bizagent-panel");
+      launcher.setAttribute("aria-label", "Open chat");
+      this.launcherIcon = icon(ICONS.chat);
+      this.badge = h("span", "badge");
+      this.badge.setAttribute("aria-hidden", "true");
+      launcher.append(this.launcherIcon, this.badge);
+      launcher.addEventListener("click", () => this.toggle());
+
+      const panel = (this.panel = h("div", "panel"));
+      panel.id = "bizagent-panel";
+      panel.hidden = true;
+      panel.setAttribute("role", "dialog");
+      panel.setAttribute("aria-modal", "false");
+
+      const header = h("header");
+      this.avatar = h("img", "avatar");
+      this.avatar.alt = "";
+      this.avatar.hidden = true;
+      const titles = h("div", "t");
+      this.title = h("h2", null, opt.title || "Chat");
+      this.title.id = "bizagent-title";
+      this.status = h("div", "st", "");
+      titles.append(this.title, this.status);
+      panel.setAttribute("aria-labelledby", "bizagent-title");
+      const close = h("button", "icon");
+      close.type = "button";
+      close.setAttribute("aria-label", "Close chat");
+      close.append(icon(ICONS.close));
+      close.addEventListener("click", () => this.close());
+      header.append(this.avatar, titles, close);
+
+      this.banner = h("div", "banner");
+      this.banner.hidden = true;
+      this.banner.setAttribute("role", "alert");
+
+      const log = (this.log = h("div", "log"));
+      log.setAttribute("role", "log");
+      log.setAttribute("aria-label", "Conversation");
+      // Streaming text would be read out token by token: the log itself is silent and finished messages
+      // are announced once through the live region below.
+      log.setAttribute("aria-live", "off");
+      log.tabIndex = 0;
+      this.greeting = h("div", "msg agent greeting");
+      this.greeting.hidden = true;
+      this.typing = h("div", "typing");
+      this.typing.hidden = true;
+      this.typing.setAttribute("role", "status");
+      this.typing.setAttribute("aria-label", "The assistant is typing");
+      this.typing.append(h("i"), h("i"), h("i"));
+      log.append(this.greeting, this.typing);
+
+      this.live = h("div", "sr");
+      this.live.setAttribute("aria-live", "polite");
+      this.live.setAttribute("aria-atomic", "true");
+
+      const form = (this.form = h("form"));
+      form.noValidate = true;
+      const label = h("label", "sr", "Your message");
+      label.htmlFor = "bizagent-input";
+      const input = (this.input = h("textarea"));
+      input.id = "bizagent-input";
+      input.rows = 1;
+      input.maxLength = 4000;
+      input.dir = "auto";
+      input.placeholder = opt.placeholder || "Type your message…";
+      input.setAttribute("enterkeyhint", "send");
+      input.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+          e.preventDefault();
+          this.submit();
+        }
+      });
+      input.addEventListener("input", () => this.resizeInput());
+      const send = (this.sendBtn = h("button", "icon send"));
+      send.type = "submit";
+      send.setAttribute("aria-label", "Send");
+      send.append(icon(ICONS.send));
+      form.addEventListener("submit", (e) => {
+        e.preventDefault();
+        if (this.state.streamingId != null) this.stop();
+        else this.submit();
+      });
+      form.append(label, input, send);
+
+      panel.append(header, this.banner, log, form, this.live);
+      panel.addEventListener("keydown", (e) => {
+        if (e.key === "Escape") {
+          e.stopPropagation();
+          this.close();
+        }
+      });
+      box.append(launcher, panel);
+      root.append(style, box);
+      this.applyTheme({});
+    }
+
+    resizeInput() {
+      const input = this.input;
+      input.style.height = "auto";
+      input.style.height = Math.min(input.scrollHeight + 2, 130) + "px";
+    }
+
+    applyTheme(theme) {
+      const t = theme || {};
+      const colour = str(opt.color || t.color || t.colour || t.primary_color);
+      const box = this.box;
+      if (HEX.test(colour)) {
+        const hex = colour.startsWith("#") ? colour : "#" + colour;
+        box.style.setProperty("--ba-accent", hex);
+        box.style.setProperty("--ba-accent-contrast", onColour(hex));
+      }
+      const position = str(opt.position || t.position);
+      box.classList.toggle("left", /left/.test(position));
+      const mode = str(opt.theme || t.dark_mode || t.mode || t.scheme || "auto");
+      this.scheme = mode === "dark" || mode === "light" ? mode : "auto";
+      this.applyScheme();
+      const title = opt.title || t.title || this.state.agent.name;
+      if (title) this.title.textContent = title;
+      const avatar = safeUrl(str(opt.avatar || t.avatar_url || t.avatar || t.launcher_icon_url));
+      if (avatar) {
+        this.avatar.src = avatar;
+        this.avatar.hidden = false;
+        if (!this.launcherImg) {
+          this.launcherImg = h("img");
+          this.launcherImg.alt = "";
+          this.launcherIcon.replaceWith(this.launcherImg);
+        }
+        this.launcherImg.src = avatar;
+      }
+    }
+
+    applyScheme() {
+      if (!this.mq) {
+        this.mq = window.matchMedia ? matchMedia("(prefers-color-scheme: dark)") : null;
+        if (this.mq && this.mq.addEventListener) this.mq.addEventListener("change", () => this.applyScheme());
+      }
+      const dark = this.scheme === "dark" || (this.scheme === "auto" && !!(this.mq && this.mq.matches));
+      this.box.classList.toggle("dark", dark);
+      this.dataset.scheme = dark ? "dark" : "light";
+    }
+
+    setAgent(agent) {
+      if (!agent) return;
+      const a = this.state.agent;
+      a.name = str(agent.name) || a.name;
+      a.greeting = agent.greeting != null ? str(agent.greeting) : a.greeting;
+      a.theme = agent.theme || a.theme;
+      this.applyTheme(a.theme);
+      this.launcher.setAttribute("aria-label", "Open chat" + (a.name ? " with " + a.name : ""));
+      this.greeting.hidden = !a.greeting;
+      if (a.greeting) {
+        const bubble = h("div", "bubble");
+        bubble.dir = "auto";
+        markdown(a.greeting, bubble);
+        this.greeting.replaceChildren(bubble);
+      }
+    }
+
+    setStatus(text) {
+      this.status.textContent = text;
+      this.dataset.connection = this.connection || "idle";
+    }
+
+    showBanner(text, action, onAction) {
+      if (!text) {
+        this.banner.hidden = true;
+        this.banner.replaceChildren();
+        return;
+      }
+      const words = h("span", null, text);
+      this.banner.replaceChildren(words);
+      if (action) {
+        const btn = h("button", "link-btn", action);
+        btn.type = "button";
+        btn.addEventListener("click", onAction);
+        this.banner.append(btn);
+      }
+      this.banner.hidden = false;
+    }
+
+    announce(text) {
+      // Clearing first makes screen readers announce the same words twice in a row too.
+      this.live.textContent = "";
+      setTimeout(() => (this.live.textContent = text), 30);
+    }
+
+    nearBottom() {
+      const log = this.log;
+      return log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+    }
+
+    scrollDown(force) {
+      if (force || this.stick) this.log.scrollTop = this.log.scrollHeight;
+    }
+
+    // -- messages ------------------------------------------------------------------------------------------
+    /** The DOM node of one message: a bubble (dir=auto for RTL text), then cards and status lines. */
+    messageNode(role) {
+      const node = h("div", "msg " + (role === "customer" ? "customer" : "agent"));
+      node.dataset.role = role;
+      const bubble = h("div", "bubble");
+      bubble.dir = "auto";
+      const who = h("span", "sr", role === "customer" ? "You said: " : role === "staff" ? "Staff: " : "Assistant: ");
+      node.append(who, bubble);
+      return node;
+    }
+
+    insert(node) {
+      this.stick = this.nearBottom();
+      this.log.insertBefore(node, this.typing);
+      this.scrollDown();
+    }
+
+    upsert(m) {
+      const id = m.id;
+      let msg = this.state.messages.get(id);
+      const fresh = !msg;
+      if (fresh) {
+        // A message we sent ourselves comes back with our client_id: adopt the optimistic node.
+        const mine = m.client_id && this.state.pending.get(m.client_id);
+        msg = { id, role: m.role, text: "", status: "", seq: 0, cards: [], ahead: new Map() };
+        msg.el = mine ? mine.el : this.messageNode(m.role);
+        if (mine) {
+          this.state.pending.delete(m.client_id);
+          msg.el.querySelector(".meta")?.remove();
+        }
+        msg.el.dataset.id = id;
+        this.state.messages.set(id, msg);
+        if (!mine) this.insert(msg.el);
+      }
+      msg.role = m.role || msg.role;
+      if (m.status) msg.status = m.status;
+      if (typeof m.seq === "number" && m.seq > msg.seq) msg.seq = m.seq;
+      if (m.text != null && (fresh || msg.status !== "streaming" || str(m.text).length >= msg.text.length)) {
+        msg.text = str(m.text);
+      }
+      if (Array.isArray(m.cards)) msg.cards = m.cards;
+      this.render(msg);
+      return msg;
+    }
+
+    render(msg) {
+      const el = msg.el;
+      const bubble = el.querySelector(".bubble");
+      if (msg.role === "customer") bubble.textContent = msg.text;
+      else markdown(msg.text, bubble);
+      bubble.hidden = !msg.text && msg.status === "streaming";
+      el.classList.toggle("streaming", msg.status === "streaming" && !!msg.text);
+      el.querySelector(".cards")?.remove();
+      el.querySelectorAll(".meta").forEach((n) => n.remove());
+      if (msg.cards.length) el.append(this.cardsNode(msg.cards));
+      if (msg.status === "cut") el.append(h("div", "meta", "The reply was stopped before it finished."));
+      if (msg.status === "failed") {
+        if (!msg.text) bubble.hidden = true;
+        const meta = h("div", "meta err", "Sorry, the assistant couldn't finish this reply.");
+        const q = this.questionFor(msg);
+        if (q) meta.append(this.retryButton(() => this.send(q)));
+        el.append(meta);
+      }
+    }
+
+    questionFor(msg) {
+      // The customer message just before this reply, to ask again.
+      let node = msg.el.previousElementSibling;
+      while (node && node.dataset.role !== "customer") node = node.previousElementSibling;
+      return node ? node.querySelector(".bubble").textContent : null;
+    }
+
+    retryButton(fn) {
+      const btn = h("button", "link-btn", "Try again");
+      btn.type = "button";
+      btn.addEventListener("click", fn);
+      return btn;
+    }
+
+    cardsNode(cards) {
+      const row = h("div", "cards");
+      row.setAttribute("role", "list");
+      row.setAttribute("aria-label", "Products");
+      for (const c of cards.slice(0, 10)) {
+        if (!c || typeof c !== "object") continue;
+        const href = safeUrl(c.url || c.link);
+        const card = h(href ? "a" : "div", "card");
+        card.setAttribute("role", "listitem");
+        if (href) {
+          card.href = href;
+          card.target = "_blank";
+          card.rel = "noopener noreferrer";
+        }
+        const img = safeUrl(c.image_url || c.image);
+        if (img) {
+          const pic = h("img");
+          pic.src = img;
+          pic.alt = "";
+          pic.loading = "lazy";
+          pic.referrerPolicy = "no-referrer";
+          card.append(pic);
+        }
+        const info = h("div", "ci");
+        info.append(h("span", "ct", str(c.title || c.name)));
+        const price = this.price(c);
+        if (price) info.append(h("span", "cp", price));
+        const avail = str(c.availability_label || c.availability).replace(/_/g, " ");
+        if (avail) {
+          const a = h("span", "ca", avail.charAt(0).toUpperCase() + avail.slice(1));
+          if (/^in[ _]stock$/i.test(str(c.availability))) a.classList.add("in");
+          info.append(a);
+        }
+        card.append(info);
+        row.append(card);
+      }
+      return row;
+    }
+
+    price(c) {
+      if (c.price_display) return str(c.price_display);
+      const value = c.sale_price != null && c.sale_price !== "" ? c.sale_price : c.price;
+      if (value == null || value === "") return "";
+      const n = Number(value);
+      if (Number.isFinite(n) && /^[A-Z]{3}$/.test(str(c.currency))) {
+        try {
+          return new Intl.NumberFormat(document.documentElement.lang || undefined, {
+            style: "currency",
+            currency: c.currency,
+          }).format(n);
+        } catch (_) {
+          /* unknown currency code: fall through */
+        }
+      }
+      return (str(value) + " " + str(c.currency)).trim();
+    }
+
+    note(text) {
+      const node = h("div", "msg note", text);
+      node.setAttribute("role", "note");
+      this.insert(node);
+      this.announce(text);
+    }
+
+    setAwaiting(on) {
+      this.state.awaiting = on;
+      this.typing.hidden = !on;
+      if (on) this.scrollDown(true);
+      this.updateSend();
+    }
+
+    setStreaming(id) {
+      this.state.streamingId = id;
+      this.updateSend();
+    }
+
+    updateSend() {
+      const streaming = this.state.streamingId != null || this.state.awaiting;
+      const btn = this.sendBtn;
+      btn.classList.toggle("stop", streaming);
+      btn.setAttribute("aria-label", streaming ? "Stop the reply" : "Send");
+      btn.replaceChildren(icon(streaming ? ICONS.stop : ICONS.send));
+    }
+
+    // -- sending ---------------------------------------------------------------------------------------------
+    submit() {
+      if (this.state.streamingId != null || this.state.awaiting) return;
+      const text = this.input.value.trim();
+      if (!text) return;
+      this.input.value = "";
+      this.resizeInput();
+      this.send(text);
+    }
+
+    send(text, clientId) {
+      const id = clientId || randomId();
+      let entry = this.state.pending.get(id);
+      if (!entry) {
+        const el = this.messageNode("customer");
+        el.querySelector(".bubble").textContent = text;
+        entry = { text, el };
+        this.state.pending.set(id, entry);
+        this.stick = true;
+        this.insert(el);
+      }
+      entry.el.querySelectorAll(".meta").forEach((n) => n.remove());
+      this.setAwaiting(true);
+      this.emit("message", { role: "customer", text });
+      this.frame({ type: "message", client_id: id, text });
+      if (!this.isOpen()) this.connect();
+    }
+
+    stop() {
+      const id = this.state.streamingId;
+      this.frame(id != null ? { type: "stop", message_id: id } : { type: "stop" });
+    }
+
+    isOpen() {
+      return !!this.ws && this.ws.readyState === 1 && this.state.ready;
+    }
+
+    frame(data) {
+      // Messages typed while offline wait in `pending` and are sent again after the next `ready`.
+      if (this.isOpen()) this.ws.send(JSON.stringify(data));
+    }
+
+    // -- connection ------------------------------------------------------------------------------------------
+    connect() {
+      if (this.ws && this.ws.readyState <= 1) return;
+      if (!this.state.originAllowed) return;
+      clearTimeout(this.retryTimer);
+      this.connection = "connecting";
+      this.setStatus(this.attempt ? "Reconnecting…" : "Connecting…");
+      let ws;
+      try {
+        ws = new WebSocket(WS_URL);
+      } catch (_) {
+        return this.retry();
+      }
+      this.ws = ws;
+      this.state.ready = false;
+      ws.onopen = () => {
+        const lastSeq = {};
+        for (const m of this.state.messages.values()) if (m.status === "streaming") lastSeq[m.id] = m.seq;
+        ws.send(
+          JSON.stringify({
+            type: "hello",
+            visitor_token: this.visitorToken,
+            conversation_id: this.conversationId,
+            last_seq: Object.keys(lastSeq).length ? lastSeq : null,
+            contact: this.contact,
+          })
+        );
+      };
+      ws.onmessage = (e) => {
+        let data;
+        try {
+          data = JSON.parse(e.data);
+        } catch (_) {
+          return;
+        }
+        if (data && typeof data.type === "string") this.handle(data);
+      };
+      ws.onclose = (e) => {
+        if (this.ws !== ws) return;
+        this.ws = null;
+        const wasReady = this.state.ready;
+        this.state.ready = false;
+        this.connection = "closed";
+        if (e.code === 4003 || (!wasReady && this.originRefused())) return;
+        this.retry();
+      };
+    }
+
+    originRefused() {
+      // A refused handshake looks like any network failure to a page (code 1006). The public config says
+      // whether this page's origin is on the business's list; if not, retrying cannot help.
+      if (this.state.originAllowed) return false;
+      this.setStatus("");
+      this.setAwaiting(false);
+      this.showBanner("This chat isn't available on this website.");
+      this.dataset.connection = "refused";
+      return true;
+    }
+
+    retry() {
+      this.attempt += 1;
+      // Exponential back-off with jitter, capped at 30 s: a server that restarts is not stampeded.
+      const delay = Math.min(30000, 500 * 2 ** Math.min(this.attempt - 1, 6)) * (0.6 + Math.random() * 0.4);
+      this.setStatus("Reconnecting…");
+      if (this.attempt >= 3) {
+        this.showBanner("Connection lost. Trying again…", "Retry now", () => this.reconnectNow());
+      }
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.connect(), delay);
+    }
+
+    reconnectNow() {
+      clearTimeout(this.retryTimer);
+      this.connect();
+    }
+
+    persist() {
+      storage.set("localStorage", STORE_KEY, {
+        visitor_token: this.visitorToken,
+        conversation_id: this.conversationId,
+        contact: this.contact,
+      });
+    }
+
+    // -- server frames: one handler per type -------------------------------------------------------------------
+    handle(f) {
+      const fn = this["on_" + f.type.replace(/\./g, "_")];
+      if (fn) fn.call(this, f);
+    }
+
+    on_ready(f) {
+      this.state.ready = true;
+      this.attempt = 0;
+      this.connection = "open";
+      this.setStatus(this.state.agent.name && opt.title ? this.state.agent.name : "");
+      this.showBanner("");
+      if (f.visitor_token) this.visitorToken = f.visitor_token;
+      if (f.conversation_id != null) this.conversationId = f.conversation_id;
+      this.persist();
+      this.setAgent(f.agent);
+      let streaming = null;
+      let awaiting = false;
+      for (const m of f.history || []) {
+        const msg = this.upsert(m);
+        if (msg.status === "streaming") streaming = msg.id;
+        // Only a customer message still waiting for its answer at the end of the history means "typing…".
+        awaiting = m.role === "customer" && (m.status === "received" || m.status === "pending");
+      }
+      this.setStreaming(streaming);
+      // Messages typed while disconnected: send them now (the client_id makes a repeat harmless).
+      for (const [id, p] of this.state.pending) this.ws.send(JSON.stringify({ type: "message", client_id: id, text: p.text }));
+      this.setAwaiting(
+        this.state.pending.size > 0 || (streaming != null && !this.state.messages.get(streaming).text) || awaiting
+      );
+      this.stick = true;
+      this.scrollDown(true);
+      this.emit("ready", { conversation_id: this.conversationId });
+    }
+
+    on_message_created(f) {
+      const m = f.message || {};
+      if (m.id == null) return;
+      const known = this.state.messages.has(m.id);
+      const msg = this.upsert(m);
+      if (msg.role === "customer") {
+        // The server stored our message; if a reply is coming the indicator is already on.
+        return;
+      }
+      if (msg.status === "streaming") {
+        this.setStreaming(msg.id);
+        this.setAwaiting(!msg.text);
+      } else if (!known && msg.role === "staff") {
+        this.arrived(msg);
+      }
+    }
+
+    on_delta(f) {
+      const msg = this.state.messages.get(f.message_id) || this.upsert({ id: f.message_id, role: "agent", status: "streaming" });
+      if (msg.status !== "streaming" || typeof f.seq !== "number" || f.seq <= msg.seq) return; // a repeat
+      msg.ahead.set(f.seq, str(f.text));
+      // Deltas can arrive out of order (channels_redis#89): apply them strictly in seq order.
+      while (msg.ahead.has(msg.seq + 1)) {
+        msg.seq += 1;
+        msg.text += msg.ahead.get(msg.seq);
+        msg.ahead.delete(msg.seq);
+      }
+      if (msg.ahead.size && !msg.gapTimer) {
+        // A gap that stays open means a dropped event: reconnect, and `hello.last_seq` fetches the rest.
+        msg.gapTimer = setTimeout(() => {
+          msg.gapTimer = null;
+          if (msg.ahead.size && this.ws) this.ws.close();
+        }, 1500);
+      }
+      this.setStreaming(msg.id);
+      if (this.state.awaiting) this.setAwaiting(false);
+      this.stick = this.nearBottom();
+      this.scheduleRender(msg);
+    }
+
+    scheduleRender(msg) {
+      // Re-render at most once a frame however fast the deltas come.
+      if (msg.frame) return;
+      msg.frame = requestAnimationFrame(() => {
+        msg.frame = 0;
+        this.render(msg);
+        this.scrollDown();
+      });
+    }
+
+    on_message_done(f) {
+      const msg = this.upsert({
+        id: f.message_id,
+        role: f.role || "agent",
+        status: f.status || "done",
+        text: f.text,
+        cards: f.cards || [],
+      });
+      if (msg.frame) cancelAnimationFrame(msg.frame), (msg.frame = 0);
+      msg.ahead.clear();
+      msg.text = str(f.text);
+      this.render(msg);
+      if (this.state.streamingId === msg.id) this.setStreaming(null);
+      this.setAwaiting(false);
+      this.arrived(msg);
+    }
+
+    arrived(msg) {
+      this.stick = this.nearBottom() || this.stick;
+      this.scrollDown();
+      if (msg.text) this.announce((msg.role === "staff" ? "Staff: " : "Assistant: ") + msg.text);
+      if (!this.state.open && msg.text) {
+        this.state.unread += 1;
+        this.badge.textContent = String(this.state.unread);
+      }
+      this.emit("message", { id: msg.id, role: msg.role, text: msg.text, status: msg.status, cards: msg.cards });
+    }
+
+    on_error(f) {
+      const words = plainError(f.code, f.detail);
+      const p = f.client_id && this.state.pending.get(f.client_id);
+      this.setAwaiting(false);
+      if (p) {
+        // Nothing was stored: offer to send the same words again.
+        p.el.querySelectorAll(".meta").forEach((n) => n.remove());
+        const meta = h("div", "meta err", words);
+        meta.append(this.retryButton(() => this.send(p.text, f.client_id)));
+        p.el.append(meta);
+        this.announce(words);
+      } else {
+        this.note(words);
+      }
+      this.emit("error", { code: f.code, detail: words });
+    }
+
+    on_handoff(f) {
+      this.note(
+        f.state === "human"
+          ? "A member of our team has joined the conversation."
+          : "You're chatting with the assistant again."
+      );
+    }
+
+    // -- public behaviour ----------------------------------------------------------------------------------
+    open() {
+      if (this.state.open) return;
+      this.state.open = true;
+      this.panel.hidden = false;
+      this.box.classList.add("open");
+      this.launcher.setAttribute("aria-expanded", "true");
+      this.launcher.setAttribute("aria-label", "Close chat");
+      this.state.unread = 0;
+      this.badge.textContent = "";
+      storage.set("sessionStorage", OPEN_KEY, true);
+      this.connect();
+      this.stick = true;
+      this.scrollDown(true);
+      this.input.focus({ preventScroll: true });
+      this.emit("open", {});
+    }
+
+    close() {
+      if (!this.state.open) return;
+      const inside = this.shadowRoot.activeElement != null;
+      this.state.open = false;
+      this.panel.hidden = true;
+      this.box.classList.remove("open");
+      this.launcher.setAttribute("aria-expanded", "false");
+      this.launcher.setAttribute("aria-label", "Open chat" + (this.state.agent.name ? " with " + this.state.agent.name : ""));
+      storage.set("sessionStorage", OPEN_KEY, false);
+      if (inside) this.launcher.focus(); // focus returns where the dialog was opened from
+      this.emit("close", {});
+    }
+
+    toggle() {
+      if (this.state.open) this.close();
+      else this.open();
+    }
+
+    emit(name, detail) {
+      for (const fn of this.listeners[name] || []) {
+        try {
+          fn(detail);
+        } catch (err) {
+          console.error("bizagent: a listener for", name, "failed", err);
+        }
+      }
+    }
+  }
+
+  const TAG = "bizagent-widget";
+  if (!customElements.get(TAG)) customElements.define(TAG, Widget);
+  const widget = document.createElement(TAG);
+
+  window.BizAgent = {
+    version: VERSION,
+    open: () => widget.open(),
+    close: () => widget.close(),
+    toggle: () => widget.toggle(),
+    /** Name the visitor for the business's inbox: identify({name, email}). Sent with the next hello. */
+    identify(info) {
+      const c = {};
+      for (const k of ["name", "email", "phone", "external_id"]) if (info && info[k] != null) c[k] = str(info[k]).slice(0, 200);
+      widget.contact = c;
+      widget.persist();
+      if (widget.isOpen()) widget.ws.send(JSON.stringify({ type: "identify", contact: c }));
+    },
+    /** Subscribe: "message" (each finished message), "open", "close", "ready", "error". Returns an unsubscribe function. */
+    on(name, fn) {
+      (widget.listeners[name] = widget.listeners[name] || []).push(fn);
+      return () => {
+        widget.listeners[name] = (widget.listeners[name] || []).filter((f) => f !== fn);
+      };
+    },
+  };
+
+  function mount() {
+    document.body.append(widget);
+    if (opt.launcher === "false") widget.launcher.hidden = true;
+    // The public config themes the launcher before any websocket is opened, and tells whether this page's
+    // origin may connect at all.
+    fetch(BASE + "/api/widget/" + encodeURIComponent(KEY) + "/config", { credentials: "omit", mode: "cors" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((cfg) => {
+        if (!cfg) return;
+        widget.state.originAllowed = cfg.origin_allowed !== false;
+        widget.setAgent(cfg.agent);
+      })
+      .catch(() => {})
+      .finally(() => {
+        const saved = storage.get("sessionStorage", OPEN_KEY);
+        if (saved || (saved == null && opt.open === "true")) widget.open();
+        else if (widget.conversationId != null) widget.connect(); // returning visitor: history and staff replies
+      });
+    window.addEventListener("online", () => {
+      if (!widget.ws) widget.reconnectNow();
+    });
+    window.dispatchEvent(new CustomEvent("bizagent:ready"));
+  }
+  if (document.body) mount();
+  else document.addEventListener("DOMContentLoaded", mount, { once: true });
+})();

@@ -1,0 +1,13 @@
+"""HTTP routes of the messaging app (the widget's public endpoints and demo page; webhooks)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from messaging import widget_views
+
+urlpatterns = [
+    path("widget.js", widget_views.widget_js, name="widget-js"),
+    path("api/widget/<str:widget_key>/config", widget_views.widget_config, name="widget-config"),
+    path("demo/<slug:slug>/", widget_views.demo_shop, name="demo-shop"),
+]
