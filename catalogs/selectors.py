@@ -51,7 +51,7 @@ DF_CAP = 5_000
 FIELD_WEIGHTS = {"A": 1.0, "B": 0.6, "C": 0.4, "D": 0.2}
 # Fusion: score = cosine + LEXICAL_WEIGHT * lexical + TRIGRAM_WEIGHT * trigram (+ SKU_BOOST on an exact SKU).
 LEXICAL_WEIGHT = 0.15
-TRIGRAM_WEIGHT = 0.05
+TRIGRAM_WEIGHT = 0.5
 SKU_BOOST = 1.0
 # An item outside a price range stated in the question, or one that cannot be bought now, is demoted.
 BUDGET_PENALTY = 0.05
@@ -60,7 +60,8 @@ UNAVAILABLE = frozenset({"out_of_stock", "discontinued"})
 # Below this share of a word's trigrams, two words only share a suffix ("-ing").
 TRIGRAM_MIN_SIMILARITY = 0.5
 # Queries of at most this many words get typo matching on every word (longer ones on SKU-like tokens only).
-SHORT_QUERY_WORDS = 4
+SHORT_QUERY_WORDS = 3
+MAX_QUERY_WORDS = 32
 _TENANT_SIZE_TTL = 60.0
 
 
@@ -197,12 +198,13 @@ def word_trigrams(word: str) -> list[str]:
     return [padded[i : i + 3] for i in range(len(padded) - 2)]
 
 
-def _trigram_words(query: str, *, typos: bool) -> list[str]:
-    """The query words that get trigram matching: SKU-like tokens always, other words when ``typos``."""
+def _trigram_words(query: str, *, typo_words: set[str]) -> list[str]:
+    """The query words that get trigram matching: SKU-like tokens always, and ``typo_words``."""
     words: list[str] = []
     for word in _WORD.findall(query.lower()):
         has_digit = any(c.isdigit() for c in word)
-        if (has_digit and len(word) >= 3) or (typos and len(word) >= 4 and word not in _TRIGRAM_STOP):
+        typo = word in typo_words and len(word) >= 4 and word not in _TRIGRAM_STOP
+        if ((has_digit and len(word) >= 3) or typo) and word not in words:
             words.append(word)
     # A SKU typed with its separators ("vv-bk-031") is also indexed as one alphanumeric word ("vvbk031").
     for token in _SKU_TOKEN.findall(query):
@@ -330,12 +332,20 @@ def search(
     item_filters = _filter_sql(filters, params)
     # Typo matching on every word of a long chat sentence mostly finds look-alike words ("electric" ~
     # "Electra"); it earns its place on short queries, and SKU-like tokens always get it.
-    short = len(_WORD.findall(query)) <= SHORT_QUERY_WORDS
-    trigram_words = _trigram_words(query, typos=short) if hybrid else []
+    tenant_rows = _active_rows(business.pk)
+    words = list(dict.fromkeys(_WORD.findall(query.lower())))[:MAX_QUERY_WORDS]
+    idf: dict[str, float] = {}
+    unknown: set[str] = set()
+    if use_lexical:
+        idf, unknown = _word_statistics(business.pk, words, tenant_rows)
+    # Typo matching on every word of a long chat sentence mostly finds look-alike words ("electric" ~
+    # "Electra"): it runs on short queries, and only on the words the catalog does not contain (a typo is
+    # unknown by definition). SKU-like tokens always get it.
+    short = len(words) <= SHORT_QUERY_WORDS
+    trigram_words = _trigram_words(query, typo_words=unknown if short else set()) if hybrid else []
     windows = _trigram_windows(trigram_words)
     skus = _sku_candidates(query) if hybrid else []
     params["skus"] = skus
-    tenant_rows = _active_rows(business.pk)
     plan: Literal["exact", "hnsw"] = "exact" if tenant_rows <= EXACT_SCAN_MAX_ROWS else "hnsw"
     with_chunks = include_chunks and not (
         filters.in_stock_only
@@ -348,14 +358,6 @@ def search(
     chunk_table = Chunk._meta.db_table
     document_table = Document._meta.db_table
     base = f"i.business_id = %(business)s AND i.is_active{item_filters}"
-    # The query's distinct English lexemes, with their document frequency in this business (capped: past
-    # the cap a word is common whatever the exact count, and the cap bounds the cost on large tenants).
-    lexeme_sql = (
-        "SELECT lex, (SELECT count(*) FROM (SELECT 1 FROM "
-        f"{item_table} i WHERE i.business_id = %(business)s AND i.is_active "
-        f"AND i.search_vector @@ quote_literal(lex)::tsquery LIMIT {DF_CAP}) AS s) "
-        "FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lex"
-    )
     ranking = "ts_rank({alias}.search_vector, %(tsq)s::tsquery)"
     legs: list[str] = []
     # The exact plan orders by an expression the HNSW index cannot serve, so the planner reads the tenant's
@@ -420,14 +422,6 @@ def search(
             # SET LOCAL: scoped to this transaction, so a pooled connection does not keep it.
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
-        idf: dict[str, float] = {}
-        if use_lexical:
-            cursor.execute(lexeme_sql, params)
-            total = max(tenant_rows, 1)
-            for lexeme, df in cursor.fetchall():
-                # BM25's idf: a word every item has ("bike" in a bike shop) says almost nothing.
-                idf[lexeme] = math.log(1 + (total - df + 0.5) / (df + 0.5)) if df else 0.0
-            idf = {lexeme: value for lexeme, value in idf.items() if value > 0}
         # OR of the question's words: a chat question shares only some of its words with the item.
         params["tsq"] = " | ".join(_quote_lexeme(lexeme) for lexeme in idf) or ""
         if mode == "fulltext" and not idf:
@@ -449,6 +443,37 @@ def search(
         skus=skus,
         budget=budget,
     )
+
+
+def _word_statistics(
+    business_id: int, words: list[str], tenant_rows: int
+) -> tuple[dict[str, float], set[str]]:
+    """The idf of each English lexeme of the query's words in this business, and the words it lacks.
+
+    Document frequencies are counted inside the tenant and capped (past the cap a word is common whatever
+    the exact count, and the cap bounds the cost on large tenants). Stop words have no lexeme.
+    """
+    if not words:
+        return {}, set()
+    sql = (
+        "SELECT w, lex, (SELECT count(*) FROM (SELECT 1 FROM "
+        f"{Item._meta.db_table} i WHERE i.business_id = %s AND i.is_active "
+        f"AND i.search_vector @@ quote_literal(lex)::tsquery LIMIT {DF_CAP}) AS s) "
+        "FROM unnest(%s::text[]) AS w, LATERAL unnest(tsvector_to_array(to_tsvector('english', w))) AS lex"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [business_id, words])
+        rows = cursor.fetchall()
+    total = max(tenant_rows, 1)
+    idf: dict[str, float] = {}
+    unknown: set[str] = set()
+    for word, lexeme, df in rows:
+        if df:
+            # BM25's idf: a word every item has ("bike" in a bike shop) says almost nothing.
+            idf[lexeme] = math.log(1 + (total - df + 0.5) / (df + 0.5))
+        else:
+            unknown.add(word)
+    return idf, unknown
 
 
 def _quote_lexeme(lexeme: str) -> str:
@@ -512,7 +537,9 @@ def _fuse(
             # ts_rank only breaks ties between rows holding the same words.
             score = lexical + 1e-3 * float(rank)
         else:
-            score = float(vector) + LEXICAL_WEIGHT * lexical + TRIGRAM_WEIGHT * trigram
+            # Squared: a near-complete trigram match (a typo, a SKU without its dashes) counts, a half
+            # match (a look-alike word) barely does.
+            score = float(vector) + LEXICAL_WEIGHT * lexical + TRIGRAM_WEIGHT * trigram**2
             score += SKU_BOOST if external_id in sku_set else 0.0
             effective = sale_price if sale_price is not None else price
             if effective is not None and (
