@@ -12,5 +12,6 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("django-admin/", admin.site.urls),
     path("", include("messaging.urls")),
+    path("", include("dashboard.urls")),
     path("", include("catalogs.urls")),
 ]

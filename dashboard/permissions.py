@@ -1,0 +1,86 @@
+"""Who may open which page of the admin.
+
+Every view under ``/app/<slug>/`` is wrapped in :func:`member_view`. The decorator resolves the business
+through ``membership_for`` (404 for anyone who is not a member, so that a business's existence never
+leaks), and refuses staff on owner-only pages with 403. It also records the rule on the view function,
+so that the permission tests can walk the URL resolver and check every route against its declared rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Literal
+
+from django.apps import apps
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+
+from businesses.models import Business, Membership
+from businesses.selectors import membership_for
+
+Role = Literal["owner", "member"]
+
+# The kinds of row a URL may name ("app_label.Model"); each has a ``business`` foreign key.
+OBJECT_KINDS: dict[str, str] = {
+    "api_key": "businesses.ApiKey",
+    "import": "catalogs.Import",
+    "item": "catalogs.Item",
+    "conversation": "messaging.Conversation",
+}
+
+
+@dataclass(frozen=True)
+class Access:
+    role: Role  # "owner": owners only; "member": owners and staff
+    # URL keyword arguments that name a row of the business (kwarg -> kind), used by the generated tests.
+    objects: dict[str, str]
+
+
+class BusinessRequest(HttpRequest):
+    """An ``HttpRequest`` that went through :func:`member_view`."""
+
+    membership: Membership
+    business: Business
+
+
+View = Callable[..., HttpResponse]
+
+
+def member_view(role: Role = "member", **objects: str) -> Callable[[View], View]:
+    """Wrap a view of ``/app/<slug>/...``; ``objects`` maps URL kwargs to kinds of ``OBJECT_KINDS``.
+
+    Every named row must belong to the member's business, or the answer is 404 before the view (or its
+    method check) runs: another business's row is indistinguishable from a missing one.
+    """
+    unknown = set(objects.values()) - OBJECT_KINDS.keys()
+    if unknown:
+        raise ValueError(f"unknown object kinds: {sorted(unknown)}")
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, slug: str, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            membership = membership_for(request.user, slug)
+            if role == "owner" and membership.role != Membership.Role.OWNER:
+                raise PermissionDenied("Only the business owner can open this page.")
+            for kwarg, kind in objects.items():
+                model = apps.get_model(OBJECT_KINDS[kind])
+                if not model._default_manager.filter(business=membership.business, pk=kwargs[kwarg]).exists():
+                    raise Http404
+            request.membership = membership  # type: ignore[attr-defined]
+            request.business = membership.business  # type: ignore[attr-defined]
+            return view(request, **kwargs)
+
+        wrapper.dashboard_access = Access(role=role, objects=dict(objects))  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def is_owner(request: HttpRequest) -> bool:
+    membership: Membership | None = getattr(request, "membership", None)
+    return membership is not None and membership.role == Membership.Role.OWNER

@@ -1,0 +1,434 @@
+"""Reads for the admin pages. Every function takes the business first and reads only its rows."""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from django.apps import apps
+from django.db import connection
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncDate
+from django.urls import reverse
+from django.utils import timezone
+
+from businesses.models import ApiKey, Business
+from businesses.selectors import get_scoped_or_404
+from catalogs.models import Import, Item
+from messaging.models import Conversation, Message
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    title: str
+    help: str
+    done: bool
+    url: str
+
+
+def onboarding_steps(business: Business) -> list[Step]:
+    """The checklist on the overview page. Each step ticks itself from real data, never from a click."""
+    slug = business.slug
+    return [
+        Step(
+            "catalog",
+            "Upload your catalog",
+            "A product feed or spreadsheet (CSV, XLSX, JSON) and your FAQs.",
+            _has_catalog(business),
+            reverse("dashboard:catalog", kwargs={"slug": slug}),
+        ),
+        Step(
+            "agent",
+            "Configure your agent",
+            "Give it a name, a greeting and instructions.",
+            _agent_configured(business),
+            reverse("dashboard:agent", kwargs={"slug": slug}),
+        ),
+        Step(
+            "try",
+            "Try it in the playground",
+            "Ask a question the way a customer would.",
+            Message.objects.filter(business=business, role=Message.Role.AGENT).exists(),
+            reverse("dashboard:agent", kwargs={"slug": slug}),
+        ),
+        Step(
+            "install",
+            "Install the widget on your site",
+            "Copy one line into your pages and allow your site's address.",
+            bool(business.allowed_origins),
+            reverse("dashboard:install", kwargs={"slug": slug}),
+        ),
+        Step(
+            "whatsapp",
+            "Connect WhatsApp",
+            "Answer customers where they already write to you.",
+            _whatsapp_connected(business),
+            reverse("dashboard:channels", kwargs={"slug": slug}),
+        ),
+    ]
+
+
+def _has_catalog(business: Business) -> bool:
+    return Item.objects.filter(business=business).exists()
+
+
+def _agent_configured(business: Business) -> bool:
+    try:
+        agent_model = apps.get_model("agents", "Agent")
+    except LookupError:
+        return False
+    return agent_model.objects.filter(business=business).exists()
+
+
+def _whatsapp_connected(business: Business) -> bool:
+    try:
+        account_model = apps.get_model("messaging", "ChannelAccount")
+    except LookupError:
+        return False
+    return account_model.objects.filter(business=business, channel="whatsapp").exists()
+
+
+@dataclass(frozen=True)
+class OverviewStats:
+    conversations: int
+    needs_human: int
+    messages: int
+
+
+def overview_stats(business: Business) -> OverviewStats:
+    conversations = Conversation.objects.filter(business=business)
+    return OverviewStats(
+        conversations=conversations.count(),
+        needs_human=conversations.filter(state=Conversation.State.HUMAN).count(),
+        messages=Message.objects.filter(business=business).count(),
+    )
+
+
+def api_key_or_404(business: Business, api_key_id: int) -> ApiKey:
+    return get_scoped_or_404(business, ApiKey.objects.all(), pk=api_key_id)
+
+
+# --- Catalog ------------------------------------------------------------------------------------------------
+
+
+def imports_recent(business: Business, limit: int = 20) -> list[Import]:
+    return list(Import.objects.filter(business=business).order_by("-created_at")[:limit])
+
+
+def import_or_404(business: Business, import_id: int) -> Import:
+    return get_scoped_or_404(business, Import.objects.all(), pk=import_id)
+
+
+def item_or_404(business: Business, item_id: int) -> Item:
+    return get_scoped_or_404(business, Item.objects.all(), pk=item_id)
+
+
+@dataclass(frozen=True)
+class CatalogCounts:
+    items: int
+    in_stock: int
+    retired: int
+    documents: int
+
+
+def catalog_counts(business: Business) -> CatalogCounts:
+    from catalogs.models import Document
+
+    counts = Item.objects.filter(business=business).aggregate(
+        items=Count("pk", filter=Q(is_active=True)),
+        in_stock=Count("pk", filter=Q(is_active=True, availability="in_stock")),
+        retired=Count("pk", filter=Q(is_active=False)),
+    )
+    return CatalogCounts(
+        documents=Document.objects.filter(business=business, is_active=True).count(), **counts
+    )
+
+
+def item_categories(business: Business, limit: int = 200) -> list[str]:
+    return list(
+        Item.objects.filter(business=business, is_active=True)
+        .exclude(category="")
+        .order_by("category")
+        .values_list("category", flat=True)
+        .distinct()[:limit]
+    )
+
+
+def items_browse(
+    business: Business,
+    *,
+    query: str = "",
+    availability: str = "",
+    category: str = "",
+    include_retired: bool = False,
+) -> QuerySet[Item]:
+    items = Item.objects.filter(business=business)
+    if not include_retired:
+        items = items.filter(is_active=True)
+    if query:
+        items = items.filter(
+            Q(title__icontains=query) | Q(external_id__icontains=query) | Q(brand__icontains=query)
+        )
+    if availability:
+        items = items.filter(availability=availability)
+    if category:
+        items = items.filter(category=category)
+    return items.order_by("title", "pk").defer("embedding", "description")
+
+
+def import_status(imp: Import) -> dict[str, object]:
+    """What the progress bar shows: rows done, phase, rate and time left (JSON-serialisable)."""
+    percent = 100 if imp.is_finished else (int(imp.rows_done * 100 / imp.rows_total) if imp.rows_total else 0)
+    rate: float | None = None
+    eta: float | None = None
+    if imp.started_at and imp.rows_done:
+        end = imp.finished_at or timezone.now()
+        elapsed = max((end - imp.started_at).total_seconds(), 0.001)
+        rate = imp.rows_done / elapsed
+        if not imp.is_finished and imp.rows_total > imp.rows_done:
+            eta = (imp.rows_total - imp.rows_done) / rate
+    return {
+        "id": imp.pk,
+        "filename": imp.original_filename,
+        "state": imp.state,
+        "phase": imp.phase,
+        "phase_label": Import.Phase(imp.phase).label if imp.phase in Import.Phase.values else imp.phase,
+        "rows_done": imp.rows_done,
+        "rows_total": imp.rows_total,
+        "percent": min(percent, 100),
+        "rate": round(rate, 1) if rate is not None else None,
+        "eta_seconds": round(eta, 1) if eta is not None else None,
+        "created": imp.created_count,
+        "updated": imp.updated_count,
+        "unchanged": imp.unchanged_count,
+        "retired": imp.retired_count,
+        "failed": imp.failed_count,
+        "embedded": imp.embedded_count,
+        "error_message": imp.error_message,
+        "finished": imp.is_finished,
+        "errors_url": reverse(
+            "dashboard:catalog_import_errors", kwargs={"slug": imp.business.slug, "import_id": imp.pk}
+        )
+        if (imp.failed_count or imp.error_message)
+        else None,
+    }
+
+
+# --- Inbox --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    conversation: Conversation
+    last_text: str
+    last_role: str
+    last_at: datetime | None
+    needs_human: bool
+
+
+def conversations_list(
+    business: Business, *, channel: str = "", state: str = "", needs_human: bool = False, limit: int = 100
+) -> list[ConversationRow]:
+    """The inbox list, most recently active first, with each conversation's last message (one query)."""
+    last = Message.objects.filter(conversation=OuterRef("pk")).order_by("-created_at", "-pk")
+    conversations = (
+        Conversation.objects.filter(business=business)
+        .select_related("contact")
+        .annotate(
+            last_text=Subquery(last.values("text")[:1]),
+            last_role=Subquery(last.values("role")[:1]),
+            last_at=Subquery(last.values("created_at")[:1]),
+        )
+    )
+    if channel:
+        conversations = conversations.filter(channel=channel)
+    if state:
+        conversations = conversations.filter(state=state)
+    if needs_human:
+        # Staff has the conversation and the customer spoke last: somebody should answer.
+        conversations = conversations.filter(state=Conversation.State.HUMAN, last_role=Message.Role.CUSTOMER)
+    rows = []
+    for conv in conversations.order_by("-updated_at", "-pk")[:limit]:
+        rows.append(
+            ConversationRow(
+                conversation=conv,
+                last_text=conv.last_text or "",  # type: ignore[attr-defined]
+                last_role=conv.last_role or "",  # type: ignore[attr-defined]
+                last_at=conv.last_at,  # type: ignore[attr-defined]
+                needs_human=conv.state == Conversation.State.HUMAN
+                and conv.last_role == Message.Role.CUSTOMER,  # type: ignore[attr-defined]
+            )
+        )
+    return rows
+
+
+def conversation_or_404(business: Business, conversation_id: int) -> Conversation:
+    return get_scoped_or_404(business, Conversation.objects.select_related("contact"), pk=conversation_id)
+
+
+@dataclass(frozen=True)
+class ThreadMessage:
+    message: Message
+    cited_items: list[Item]
+    grounding_flags: list[str]
+
+
+def conversation_thread(
+    business: Business, conversation: Conversation, *, after_id: int = 0
+) -> list[ThreadMessage]:
+    """The conversation's messages (after ``after_id``), each with the catalog items it cited."""
+    messages = list(
+        Message.objects.filter(business=business, conversation=conversation, pk__gt=after_id).order_by(
+            "created_at", "pk"
+        )
+    )
+    item_ids = {i for m in messages for i in citation_item_ids(m.citations)}
+    items = {i.pk: i for i in Item.objects.filter(business=business, pk__in=item_ids).defer("embedding")}
+    return [
+        ThreadMessage(
+            message=m,
+            cited_items=[items[i] for i in citation_item_ids(m.citations) if i in items],
+            grounding_flags=grounding_flags(m.grounding),
+        )
+        for m in messages
+    ]
+
+
+def citation_item_ids(citations: object) -> list[int]:
+    """Item ids from a message's ``citations`` (a list of ids, or of objects with an ``item_id``/``id``)."""
+    ids: list[int] = []
+    if not isinstance(citations, list):
+        return ids
+    for c in citations:
+        raw = c.get("item_id", c.get("id")) if isinstance(c, dict) else c
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw not in ids:
+            ids.append(raw)
+        elif isinstance(raw, str) and raw.isdigit() and int(raw) not in ids:
+            ids.append(int(raw))
+    return ids
+
+
+def grounding_flags(grounding: object) -> list[str]:
+    """Readable grounding problems from a message's ``grounding`` result (empty when it passed)."""
+    if not isinstance(grounding, dict):
+        return []
+    flags = grounding.get("flags") or grounding.get("issues") or []
+    out = []
+    for flag in flags if isinstance(flags, list) else []:
+        if isinstance(flag, dict):
+            kind = str(flag.get("kind") or flag.get("type") or "flag")
+            detail = str(flag.get("detail") or flag.get("message") or flag.get("claim") or "")
+            out.append(f"{kind}: {detail}" if detail else kind)
+        else:
+            out.append(str(flag))
+    return out
+
+
+# --- Analytics ----------------------------------------------------------------------------------------------
+
+# The key of Message.timings that holds the time to first token, in milliseconds (set by the reply task).
+TTFT_KEY = "first_token_ms"
+
+
+@dataclass(frozen=True)
+class Analytics:
+    days: list[date]
+    conversations_per_day: list[int]
+    messages_per_day: list[int]
+    conversations: int
+    answered_without_human: float | None  # share of conversations the agent handled alone
+    handoffs: int
+    handoff_reasons: list[tuple[str, int]]
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    replies_measured: int
+    grounding_flagged: int
+    grounding_flags: list[tuple[str, int]]
+    unanswered: list[tuple[str, datetime]]  # customer questions whose reply cited no item
+    top_products: list[tuple[Item, int]]
+
+
+def analytics(business: Business, *, days: int = 30, now: datetime | None = None) -> Analytics:
+    """The analytics page's figures over the last ``days`` days (in the business's time zone)."""
+    tz = zoneinfo.ZoneInfo(business.timezone)
+    now = now or timezone.now()
+    first_day = now.astimezone(tz).date() - timedelta(days=days - 1)
+    since = datetime.combine(first_day, time.min, tzinfo=tz)
+    day_list = [first_day + timedelta(days=i) for i in range(days)]
+
+    conversations = Conversation.objects.filter(business=business, created_at__gte=since)
+    msgs = Message.objects.filter(business=business, created_at__gte=since)
+    conv_days = dict(
+        conversations.annotate(day=TruncDate("created_at", tzinfo=tz))
+        .values_list("day")
+        .annotate(n=Count("pk"))
+    )
+    msg_days = dict(
+        msgs.annotate(day=TruncDate("created_at", tzinfo=tz)).values_list("day").annotate(n=Count("pk"))
+    )
+
+    # Conversations in which a customer spoke: answered alone = no handoff and no staff message.
+    spoken = conversations.filter(messages__role=Message.Role.CUSTOMER).distinct()
+    total = spoken.count()
+    helped = spoken.filter(
+        Q(state=Conversation.State.HUMAN) | ~Q(handoff_reason="") | Q(messages__role=Message.Role.STAFF)
+    ).distinct()
+    alone = total - helped.count()
+    handed = conversations.filter(Q(state=Conversation.State.HUMAN) | ~Q(handoff_reason=""))
+    reasons = [
+        (reason or "staff took over", n)
+        for reason, n in handed.values_list("handoff_reason").annotate(n=Count("pk")).order_by("-n")[:10]
+    ]
+
+    agent_msgs = msgs.filter(role=Message.Role.AGENT)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v), percentile_cont(0.95) WITHIN GROUP (ORDER BY v),"
+            " count(v) FROM (SELECT (timings->>%s)::float AS v FROM messaging_message"
+            " WHERE business_id = %s AND role = 'agent' AND created_at >= %s"
+            " AND jsonb_typeof(timings->%s) = 'number') t",
+            [TTFT_KEY, business.pk, since, TTFT_KEY],
+        )
+        p50, p95, measured = cursor.fetchone()
+
+    flag_counts: dict[str, int] = {}
+    flagged = 0
+    for grounding in agent_msgs.exclude(grounding={}).values_list("grounding", flat=True):
+        flags = grounding_flags(grounding)
+        if flags:
+            flagged += 1
+        for flag in flags:
+            kind = flag.split(":", 1)[0]
+            flag_counts[kind] = flag_counts.get(kind, 0) + 1
+
+    unanswered = list(
+        msgs.filter(role=Message.Role.CUSTOMER, reply__citations=[], reply__role=Message.Role.AGENT)
+        .order_by("-created_at")
+        .values_list("text", "created_at")[:20]
+    )
+
+    cited: dict[int, int] = {}
+    for citations in agent_msgs.exclude(citations=[]).values_list("citations", flat=True):
+        for item_id in citation_item_ids(citations):
+            cited[item_id] = cited.get(item_id, 0) + 1
+    top_ids = sorted(cited, key=lambda i: (-cited[i], i))[:10]
+    items = {i.pk: i for i in Item.objects.filter(business=business, pk__in=top_ids).defer("embedding")}
+
+    return Analytics(
+        days=day_list,
+        conversations_per_day=[conv_days.get(d, 0) for d in day_list],
+        messages_per_day=[msg_days.get(d, 0) for d in day_list],
+        conversations=total,
+        answered_without_human=(alone / total) if total else None,
+        handoffs=handed.count(),
+        handoff_reasons=reasons,
+        ttft_p50_ms=round(p50, 1) if p50 is not None else None,
+        ttft_p95_ms=round(p95, 1) if p95 is not None else None,
+        replies_measured=measured,
+        grounding_flagged=flagged,
+        grounding_flags=sorted(flag_counts.items(), key=lambda kv: (-kv[1], kv[0])),
+        unanswered=unanswered,
+        top_products=[(items[i], cited[i]) for i in top_ids if i in items],
+    )

@@ -1,0 +1,61 @@
+"""Routes of the business web admin: ``/accounts/...`` and ``/app/<business slug>/...``."""
+
+from __future__ import annotations
+
+from django.urls import path
+from django.views.generic import RedirectView
+
+from dashboard.views import accounts, agent, analytics, catalog, channels, core, inbox
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/app/", permanent=False), name="root"),
+    path("accounts/login/", accounts.login_view, name="login"),
+    path("accounts/logout/", accounts.logout_view, name="logout"),
+    path("accounts/signup/", accounts.signup, name="signup"),
+    path("app/", core.home, name="home"),
+    path("app/new/", accounts.business_new, name="business_new"),
+    path("app/<slug:slug>/", core.overview, name="overview"),
+    path("app/<slug:slug>/install/", core.install, name="install"),
+    path("app/<slug:slug>/install/origins/", core.install_origins, name="install_origins"),
+    path("app/<slug:slug>/api-keys/", core.api_keys, name="api_keys"),
+    path("app/<slug:slug>/api-keys/<int:api_key_id>/revoke/", core.api_key_revoke, name="api_key_revoke"),
+    # Catalog (owners and staff)
+    path("app/<slug:slug>/catalog/", catalog.catalog, name="catalog"),
+    path("app/<slug:slug>/catalog/upload/", catalog.catalog_upload, name="catalog_upload"),
+    path("app/<slug:slug>/catalog/imports/<int:import_id>/", catalog.catalog_import, name="catalog_import"),
+    path(
+        "app/<slug:slug>/catalog/imports/<int:import_id>/status/",
+        catalog.catalog_import_status,
+        name="catalog_import_status",
+    ),
+    path(
+        "app/<slug:slug>/catalog/imports/<int:import_id>/errors.csv",
+        catalog.catalog_import_errors,
+        name="catalog_import_errors",
+    ),
+    path("app/<slug:slug>/catalog/items/", catalog.catalog_items, name="catalog_items"),
+    path("app/<slug:slug>/catalog/items/<int:item_id>/", catalog.catalog_item, name="catalog_item"),
+    path("app/<slug:slug>/catalog/search/", catalog.catalog_search, name="catalog_search"),
+    # Inbox (owners and staff)
+    path("app/<slug:slug>/inbox/", inbox.inbox, name="inbox"),
+    path("app/<slug:slug>/inbox/list/", inbox.inbox_list, name="inbox_list"),
+    path("app/<slug:slug>/inbox/<int:conversation_id>/", inbox.inbox_conversation, name="inbox_conversation"),
+    path(
+        "app/<slug:slug>/inbox/<int:conversation_id>/messages/", inbox.inbox_messages, name="inbox_messages"
+    ),
+    path(
+        "app/<slug:slug>/inbox/<int:conversation_id>/take-over/", inbox.inbox_takeover, name="inbox_takeover"
+    ),
+    path(
+        "app/<slug:slug>/inbox/<int:conversation_id>/hand-back/",
+        inbox.inbox_hand_back,
+        name="inbox_hand_back",
+    ),
+    path("app/<slug:slug>/inbox/<int:conversation_id>/reply/", inbox.inbox_reply, name="inbox_reply"),
+    # Owners only
+    path("app/<slug:slug>/agent/", agent.agent, name="agent"),
+    path("app/<slug:slug>/channels/", channels.channels, name="channels"),
+    path("app/<slug:slug>/analytics/", analytics.analytics, name="analytics"),
+]

@@ -1,0 +1,138 @@
+"""Catalog: upload with live progress, import history and error reports, items browser, search preview."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from catalogs.models import Availability
+from dashboard import selectors
+from dashboard.forms import ItemFilterForm, SearchPreviewForm, UploadForm
+from dashboard.permissions import member_view
+
+
+def _catalog_context(request: HttpRequest, **extra: object) -> dict[str, object]:
+    business = request.business  # type: ignore[attr-defined]
+    return {
+        "upload_form": UploadForm(),
+        "imports": selectors.imports_recent(business),
+        "counts": selectors.catalog_counts(business),
+        "search_form": SearchPreviewForm(),
+        **extra,
+    }
+
+
+@member_view()
+@require_GET
+def catalog(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/catalog.html", _catalog_context(request))
+
+
+@member_view()
+@require_POST
+def catalog_upload(request: HttpRequest) -> HttpResponse:
+    """Start an import. Answers JSON to the drag-and-drop script, a redirect to a plain form post."""
+    business = request.business  # type: ignore[attr-defined]
+    form = UploadForm(request.POST, request.FILES)
+    wants_json = request.headers.get("Accept", "").startswith("application/json")
+    if not form.is_valid():
+        if wants_json:
+            return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+        return render(
+            request, "dashboard/catalog.html", _catalog_context(request, upload_form=form), status=400
+        )
+    from catalogs.services import import_start
+
+    imp = import_start(business=business, upload=form.cleaned_data["file"], mode=form.cleaned_data["mode"])
+    if wants_json:
+        return JsonResponse(selectors.import_status(imp), status=201)
+    return redirect("dashboard:catalog_import", slug=business.slug, import_id=imp.pk)
+
+
+@member_view(import_id="import")
+@require_GET
+def catalog_import(request: HttpRequest, import_id: int) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    imp = selectors.import_or_404(business, import_id)
+    return render(
+        request,
+        "dashboard/catalog_import.html",
+        {"imp": imp, "status": selectors.import_status(imp), "errors_preview": imp.error_report[:20]},
+    )
+
+
+@member_view(import_id="import")
+@require_GET
+def catalog_import_status(request: HttpRequest, import_id: int) -> JsonResponse:
+    """Polled by the progress bar when the websocket is not available (and once on page load)."""
+    business = request.business  # type: ignore[attr-defined]
+    return JsonResponse(selectors.import_status(selectors.import_or_404(business, import_id)))
+
+
+@member_view(import_id="import")
+@require_GET
+def catalog_import_errors(request: HttpRequest, import_id: int) -> HttpResponse:
+    """The import's bad rows as CSV: row, column, reason (and the whole-file error, if any)."""
+    business = request.business  # type: ignore[attr-defined]
+    imp = selectors.import_or_404(business, import_id)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["row", "column", "reason"])
+    if imp.error_message:
+        writer.writerow(["", "", imp.error_message])
+    for error in imp.error_report:
+        writer.writerow([error.get("row", ""), error.get("column", ""), error.get("reason", "")])
+    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="import-{imp.pk}-errors.csv"'
+    return response
+
+
+@member_view()
+@require_GET
+def catalog_items(request: HttpRequest) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    form = ItemFilterForm(request.GET or None, categories=selectors.item_categories(business))
+    filters = form.cleaned_data if form.is_valid() else {}
+    items = selectors.items_browse(
+        business,
+        query=filters.get("q") or "",
+        availability=filters.get("availability") or "",
+        category=filters.get("category") or "",
+        include_retired=bool(filters.get("retired")),
+    )
+    page = Paginator(items, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "dashboard/catalog_items.html",
+        {"form": form, "page": page, "query": query.urlencode(), "availability": Availability},
+    )
+
+
+@member_view(item_id="item")
+@require_GET
+def catalog_item(request: HttpRequest, item_id: int) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    return render(request, "dashboard/catalog_item.html", {"item": selectors.item_or_404(business, item_id)})
+
+
+@member_view()
+@require_GET
+def catalog_search(request: HttpRequest) -> HttpResponse:
+    """ "What would the agent find?": the real retrieval for a question, with each hit's score parts."""
+    business = request.business  # type: ignore[attr-defined]
+    form = SearchPreviewForm(request.GET or None)
+    hits = None
+    if form.is_valid():
+        from catalogs.selectors import search
+
+        hits = search(business, form.cleaned_data["q"], limit=form.cleaned_data.get("limit") or 10)
+    if request.headers.get("HX-Request") or request.GET.get("partial"):
+        return render(request, "dashboard/_search_hits.html", {"hits": hits, "form": form})
+    return render(request, "dashboard/catalog_search.html", {"hits": hits, "search_form": form})

@@ -1,0 +1,148 @@
+"""Inbox: conversations with live updates, the thread with citations and grounding, takeover and replies."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard import selectors
+from dashboard.forms import InboxFilterForm, StaffReplyForm
+from dashboard.permissions import member_view
+from messaging.models import Conversation
+
+
+def _filters(request: HttpRequest) -> tuple[InboxFilterForm, dict[str, object]]:
+    form = InboxFilterForm(request.GET or None)
+    data = form.cleaned_data if form.is_valid() else {}
+    return form, {
+        "channel": data.get("channel") or "",
+        "state": data.get("state") or "",
+        "needs_human": bool(data.get("needs_human")),
+    }
+
+
+def _inbox(
+    request: HttpRequest,
+    conversation: Conversation | None,
+    *,
+    reply_form: StaffReplyForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    form, filters = _filters(request)
+    thread = selectors.conversation_thread(business, conversation) if conversation else []
+    return render(
+        request,
+        "dashboard/inbox.html",
+        {
+            "filter_form": form,
+            "rows": selectors.conversations_list(business, **filters),  # type: ignore[arg-type]
+            "current": conversation,
+            "thread": thread,
+            "last_id": thread[-1].message.pk if thread else 0,
+            "reply_form": reply_form or StaffReplyForm(),
+            "query": request.GET.urlencode(),
+        },
+        status=status,
+    )
+
+
+@member_view()
+@require_GET
+def inbox(request: HttpRequest) -> HttpResponse:
+    return _inbox(request, None)
+
+
+@member_view()
+@require_GET
+def inbox_list(request: HttpRequest) -> HttpResponse:
+    """The conversation list alone, polled by the page every few seconds."""
+    business = request.business  # type: ignore[attr-defined]
+    _, filters = _filters(request)
+    current = request.GET.get("current", "")
+    return render(
+        request,
+        "dashboard/_conversation_list.html",
+        {
+            "rows": selectors.conversations_list(business, **filters),  # type: ignore[arg-type]
+            "current_id": int(current) if current.isdigit() else 0,
+            "query": request.GET.urlencode(),
+        },
+    )
+
+
+@member_view(conversation_id="conversation")
+@require_GET
+def inbox_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    return _inbox(request, selectors.conversation_or_404(business, conversation_id))
+
+
+@member_view(conversation_id="conversation")
+@require_GET
+def inbox_messages(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    """New messages after ``after`` (a message id) as rendered HTML, plus the state, for live updates.
+
+    Messages still streaming are re-sent on every poll until they are done, so the page shows them growing.
+    """
+    business = request.business  # type: ignore[attr-defined]
+    conversation = selectors.conversation_or_404(business, conversation_id)
+    after = request.GET.get("after", "0")
+    thread = selectors.conversation_thread(
+        business, conversation, after_id=int(after) if after.isdigit() else 0
+    )
+    return JsonResponse(
+        {
+            "state": conversation.state,
+            "state_label": conversation.get_state_display(),
+            "messages": [
+                {
+                    "id": t.message.pk,
+                    "final": t.message.status != t.message.Status.STREAMING,
+                    "html": render_to_string("dashboard/_message.html", {"t": t}, request=request),
+                }
+                for t in thread
+            ],
+        }
+    )
+
+
+@member_view(conversation_id="conversation")
+@require_POST
+def inbox_takeover(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    conversation = selectors.conversation_or_404(business, conversation_id)
+    from messaging.services import conversation_handoff
+
+    conversation_handoff(business, conversation=conversation, reason="taken over by staff", by=request.user)
+    messages.success(request, "You have the conversation. The agent stays silent until you hand it back.")
+    return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=conversation.pk)
+
+
+@member_view(conversation_id="conversation")
+@require_POST
+def inbox_hand_back(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    conversation = selectors.conversation_or_404(business, conversation_id)
+    from messaging.services import conversation_hand_back
+
+    conversation_hand_back(business, conversation=conversation)
+    messages.success(request, "Handed back: the agent answers again.")
+    return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=conversation.pk)
+
+
+@member_view(conversation_id="conversation")
+@require_POST
+def inbox_reply(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    conversation = selectors.conversation_or_404(business, conversation_id)
+    form = StaffReplyForm(request.POST)
+    if not form.is_valid():
+        return _inbox(request, conversation, reply_form=form, status=400)
+    from messaging.services import staff_reply_send
+
+    staff_reply_send(business, conversation=conversation, text=form.cleaned_data["text"], by=request.user)
+    return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=conversation.pk)

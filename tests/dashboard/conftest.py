@@ -1,0 +1,102 @@
+"""Fixtures of the admin tests: two businesses with one row of every kind the admin's URLs name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from businesses.models import Business, Membership
+from businesses.services import api_key_issue
+from catalogs.models import Import, Item
+from messaging.models import Channel, Contact, Conversation, Message
+from tests.factories import BusinessFactory, MembershipFactory, UserFactory
+
+
+def make_conversation(
+    business: Business, *, state: str = Conversation.State.BOT, text: str = "hello"
+) -> Conversation:
+    contact = Contact.objects.create(
+        business=business, channel=Channel.WIDGET, external_id=f"v-{Contact.objects.count()}"
+    )
+    conversation = Conversation.objects.create(
+        business=business, contact=contact, channel=Channel.WIDGET, state=state
+    )
+    Message.objects.create(
+        business=business,
+        conversation=conversation,
+        channel=Channel.WIDGET,
+        role=Message.Role.CUSTOMER,
+        text=text,
+        status=Message.Status.RECEIVED,
+    )
+    return conversation
+
+
+def make_item(business: Business, *, external_id: str = "SKU-1", title: str = "Trail boot") -> Item:
+    return Item.objects.create(
+        business=business, external_id=external_id, title=title, price="89.00", currency="EUR"
+    )
+
+
+def make_import(business: Business) -> Import:
+    return Import.objects.create(
+        business=business,
+        file=SimpleUploadedFile("feed.csv", b"id,title\n1,x\n"),
+        original_filename="feed.csv",
+        state=Import.State.SUCCEEDED,
+        phase=Import.Phase.DONE,
+        rows_total=2,
+        rows_done=2,
+        created_count=1,
+        failed_count=1,
+        error_report=[{"row": 3, "column": "price", "reason": "not a price: 'abc'"}],
+    )
+
+
+# Kind of row named by a URL keyword argument (see dashboard.permissions.member_view) -> how to make one.
+OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
+    "api_key": lambda b: api_key_issue(b, name="ci").api_key.pk,
+    "import": lambda b: make_import(b).pk,
+    "item": lambda b: make_item(b).pk,
+    "conversation": lambda b: make_conversation(b).pk,
+}
+
+
+@dataclass
+class Tenant:
+    business: Business
+    owner: User
+    staff: User
+    objects: dict[str, int]
+
+
+def _tenant() -> Tenant:
+    owner_membership = MembershipFactory(role=Membership.Role.OWNER)
+    business = owner_membership.business
+    staff = UserFactory()
+    MembershipFactory(business=business, user=staff, role=Membership.Role.STAFF)
+    return Tenant(
+        business=business,
+        owner=owner_membership.user,
+        staff=staff,
+        objects={kind: make(business) for kind, make in OBJECT_MAKERS.items()},
+    )
+
+
+@pytest.fixture
+def tenant_a(db: None) -> Tenant:
+    return _tenant()
+
+
+@pytest.fixture
+def tenant_b(db: None) -> Tenant:
+    return _tenant()
+
+
+@pytest.fixture
+def business() -> Business:
+    return BusinessFactory()
