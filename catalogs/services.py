@@ -253,7 +253,12 @@ def _estimate_rows(path: Path, fmt: str) -> int:
             tail = chunk[-len(needle) :]
     if fmt == "xml" and count == 0:
         count = path.read_bytes().count(b"<entry") if path.stat().st_size < 64 << 20 else 0
-    return max(count - (1 if fmt in ("csv", "tsv") else 0), 0) + (1 if fmt == "json" else 0)
+    if fmt in ("csv", "tsv"):
+        with path.open("rb") as f:
+            head = f.read(64 * 1024).lstrip(b"\xef\xbb\xbf").splitlines()
+        # The header and the template's leading "# Required | ..." rows are not items.
+        count -= 1 + sum(1 for line in head[:20] if line.lstrip(b'"').startswith(b"#"))
+    return max(count, 0) + (1 if fmt == "json" else 0)
 
 
 def _flush_items(business: Business, batch: list[ParsedRow], counts: _Counts) -> None:
