@@ -121,7 +121,7 @@
         para = list = null;
         continue;
       }
-      const item = /^\s*(?:([-*+•])|(\d{1,3})[.)])\s+(.*)$/.exec(line);
+      const item = /^\s*(?:([-*+\u2022])|(\d{1,3})[.)])\s+(.*)$/.exec(line);
       if (item) {
         const tag = item[2] ? "OL" : "UL";
         if (!list || list.tagName !== tag) {
@@ -204,6 +204,7 @@ header .icon:hover{background:rgba(127,127,127,.22)}
 .log{flex:1;overflow-y:auto;padding:14px;display:flex;flex-direction:column;gap:10px;overscroll-behavior:contain}
 .msg{display:flex;flex-direction:column;align-items:flex-start;max-width:88%}
 .msg.customer{align-self:flex-end;align-items:flex-end}
+.msg.has-cards{max-width:100%}
 .msg.note{align-self:center;max-width:100%;color:var(--mu);font-size:13px;text-align:center}
 .bubble{padding:9px 13px;border-radius:var(--r);background:var(--ag);overflow-wrap:anywhere;white-space:normal;text-align:start;unicode-bidi:plaintext}
 .customer .bubble{background:var(--a);color:var(--ac);white-space:pre-wrap}
@@ -311,10 +312,10 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.avatar.alt = "";
       this.avatar.hidden = true;
       const titles = h("div", "t");
-      this.title = h("h2", null, opt.title || "Chat");
-      this.title.id = "bizagent-title";
+      this.heading = h("h2", null, opt.title || "Chat");
+      this.heading.id = "bizagent-title";
       this.status = h("div", "st", "");
-      titles.append(this.title, this.status);
+      titles.append(this.heading, this.status);
       panel.setAttribute("aria-labelledby", "bizagent-title");
       const close = h("button", "icon");
       close.type = "button";
@@ -356,7 +357,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       input.rows = 1;
       input.maxLength = 4000;
       input.dir = "auto";
-      input.placeholder = opt.placeholder || "Type your message…";
+      input.placeholder = opt.placeholder || "Type your message\u2026";
       input.setAttribute("enterkeyhint", "send");
       input.addEventListener("keydown", (e) => {
         if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
@@ -388,6 +389,11 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.applyTheme({});
     }
 
+    connectedCallback() {
+      this.applyScheme();
+      this.dataset.connection = this.connection || "idle";
+    }
+
     resizeInput() {
       const input = this.input;
       input.style.height = "auto";
@@ -409,7 +415,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.scheme = mode === "dark" || mode === "light" ? mode : "auto";
       this.applyScheme();
       const title = opt.title || t.title || this.state.agent.name;
-      if (title) this.title.textContent = title;
+      if (title) this.heading.textContent = title;
       const avatar = safeUrl(str(opt.avatar || t.avatar_url || t.avatar || t.launcher_icon_url));
       if (avatar) {
         this.avatar.src = avatar;
@@ -430,7 +436,8 @@ textarea::placeholder{color:var(--mu);opacity:1}
       }
       const dark = this.scheme === "dark" || (this.scheme === "auto" && !!(this.mq && this.mq.matches));
       this.box.classList.toggle("dark", dark);
-      this.dataset.scheme = dark ? "dark" : "light";
+      // Host attributes (for tests and page CSS) only once in the document: a constructor may not set them.
+      if (this.isConnected) this.dataset.scheme = dark ? "dark" : "light";
     }
 
     setAgent(agent) {
@@ -452,7 +459,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
 
     setStatus(text) {
       this.status.textContent = text;
-      this.dataset.connection = this.connection || "idle";
+      if (this.isConnected) this.dataset.connection = this.connection || "idle";
     }
 
     showBanner(text, action, onAction) {
@@ -542,6 +549,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       el.classList.toggle("streaming", msg.status === "streaming" && !!msg.text);
       el.querySelector(".cards")?.remove();
       el.querySelectorAll(".meta").forEach((n) => n.remove());
+      el.classList.toggle("has-cards", msg.cards.length > 0);
       if (msg.cards.length) el.append(this.cardsNode(msg.cards));
       if (msg.status === "cut") el.append(h("div", "meta", "The reply was stopped before it finished."));
       if (msg.status === "failed") {
@@ -672,6 +680,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
         this.stick = true;
         this.insert(el);
       }
+      entry.failed = false;
       entry.el.querySelectorAll(".meta").forEach((n) => n.remove());
       this.setAwaiting(true);
       this.emit("message", { role: "customer", text });
@@ -699,7 +708,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       if (!this.state.originAllowed) return;
       clearTimeout(this.retryTimer);
       this.connection = "connecting";
-      this.setStatus(this.attempt ? "Reconnecting…" : "Connecting…");
+      this.setStatus(this.attempt ? "Reconnecting\u2026" : "Connecting\u2026");
       let ws;
       try {
         ws = new WebSocket(WS_URL);
@@ -756,9 +765,9 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.attempt += 1;
       // Exponential back-off with jitter, capped at 30 s: a server that restarts is not stampeded.
       const delay = Math.min(30000, 500 * 2 ** Math.min(this.attempt - 1, 6)) * (0.6 + Math.random() * 0.4);
-      this.setStatus("Reconnecting…");
+      this.setStatus("Reconnecting\u2026");
       if (this.attempt >= 3) {
-        this.showBanner("Connection lost. Trying again…", "Retry now", () => this.reconnectNow());
+        this.showBanner("Connection lost. Trying again\u2026", "Retry now", () => this.reconnectNow());
       }
       clearTimeout(this.retryTimer);
       this.retryTimer = setTimeout(() => this.connect(), delay);
@@ -798,14 +807,16 @@ textarea::placeholder{color:var(--mu);opacity:1}
       for (const m of f.history || []) {
         const msg = this.upsert(m);
         if (msg.status === "streaming") streaming = msg.id;
-        // Only a customer message still waiting for its answer at the end of the history means "typing…".
+        // Only a customer message still waiting for its answer at the end of the history means "typing".
         awaiting = m.role === "customer" && (m.status === "received" || m.status === "pending");
       }
       this.setStreaming(streaming);
       // Messages typed while disconnected: send them now (the client_id makes a repeat harmless).
-      for (const [id, p] of this.state.pending) this.ws.send(JSON.stringify({ type: "message", client_id: id, text: p.text }));
+      for (const [id, p] of this.state.pending) {
+        if (!p.failed) this.ws.send(JSON.stringify({ type: "message", client_id: id, text: p.text }));
+      }
       this.setAwaiting(
-        this.state.pending.size > 0 || (streaming != null && !this.state.messages.get(streaming).text) || awaiting
+        [...this.state.pending.values()].some((p) => !p.failed) || (streaming != null && !this.state.messages.get(streaming).text) || awaiting
       );
       this.stick = true;
       this.scrollDown(true);
@@ -895,7 +906,8 @@ textarea::placeholder{color:var(--mu);opacity:1}
       const p = f.client_id && this.state.pending.get(f.client_id);
       this.setAwaiting(false);
       if (p) {
-        // Nothing was stored: offer to send the same words again.
+        // Nothing was stored: offer to send the same words again (not automatically on reconnect).
+        p.failed = true;
         p.el.querySelectorAll(".meta").forEach((n) => n.remove());
         const meta = h("div", "meta err", words);
         meta.append(this.retryButton(() => this.send(p.text, f.client_id)));
