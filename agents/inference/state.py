@@ -117,7 +117,8 @@ def business_tokens_key(business_id: int, now: float | None = None) -> str:
 
 def lease_seconds() -> float:
     # No single call outlives the reply deadline, so a lease older than that belongs to a dead worker.
-    return settings.LLAMA_REPLY_TIMEOUT + settings.LLAMA_QUEUE_TIMEOUT + 30.0
+    # The margin covers clock skew between machines (leases are scored by each worker's wall clock).
+    return settings.LLAMA_REPLY_TIMEOUT + settings.LLAMA_QUEUE_TIMEOUT + 5.0
 
 
 def new_lease() -> str:
