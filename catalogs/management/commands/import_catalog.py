@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,7 @@ class Command(BaseCommand):
                 )
         # SIGTERM ends the run like Ctrl-C: the import transaction rolls back, the catalog stays as it was.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        bar = _ProgressBar(sys.stderr) if not options["json"] else None
+        bar = _ProgressBar(self.stderr._out) if not options["json"] else None
         try:
             imp = import_file(
                 business=business,
