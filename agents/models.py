@@ -115,7 +115,9 @@ class Agent(models.Model):
     out_of_hours_message = models.TextField(
         blank=True, help_text="Added to replies outside business hours (e.g. when staff will answer)."
     )
-    forbidden_topics = models.JSONField(default=list, blank=True, help_text="Topics the agent must not handle")
+    forbidden_topics = models.JSONField(
+        default=list, blank=True, help_text="Topics the agent must not handle"
+    )
     no_results_message = models.TextField(
         default="I couldn't find that in our catalog. Could you tell me a bit more about what you need?"
     )

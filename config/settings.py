@@ -87,6 +87,10 @@ else:
         "HOST": str(embedded.postgres_socket_dir()),
         "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60, minimum=0),
     }
+# A process started for the test suite (the stack fixtures' Celery worker and ASGI server) works in the
+# suite's test database: BIZAGENT_DB_NAME names it.
+if env_str("BIZAGENT_DB_NAME"):
+    _database["NAME"] = env_str("BIZAGENT_DB_NAME")
 _database["CONN_HEALTH_CHECKS"] = True
 # Several test runs can share one server: each names its own test database.
 _database["TEST"] = {"NAME": env_str("BIZAGENT_TEST_DB", "test_bizagent")}
@@ -171,6 +175,22 @@ CATALOG_IMPORT_BATCH_SIZE = env_int("CATALOG_IMPORT_BATCH_SIZE", 1000, minimum=1
 CATALOG_EMBED_BATCH_SIZE = env_int("CATALOG_EMBED_BATCH_SIZE", 64, minimum=1)
 # A running import whose claim is older than this may be taken over (its worker died); above the task's limit.
 CATALOG_IMPORT_LEASE_SECONDS = env_int("CATALOG_IMPORT_LEASE_SECONDS", 7200, minimum=60)
+
+# --- Agent replies and the chat websocket (docs/agent.md, docs/websocket-protocol.md) ----------------------
+# Tokens for the prompt and the reply together (the reply's share is the agent's max reply tokens).
+AGENT_PROMPT_TOKEN_BUDGET = env_int("AGENT_PROMPT_TOKEN_BUDGET", 3072, minimum=512)
+# How long a reply waits for more customer messages, so that a burst gets one answer (messaging apps; the
+# widget answers at once by default).
+REPLY_BURST_WAIT_SECONDS = env_float("REPLY_BURST_WAIT_SECONDS", 3.0, minimum=0.0)
+WIDGET_BURST_WAIT_SECONDS = env_float("WIDGET_BURST_WAIT_SECONDS", 0.0, minimum=0.0)
+# A reply's claim is renewed while it runs; one not renewed for this long belongs to a dead worker.
+REPLY_LEASE_SECONDS = env_int("REPLY_LEASE_SECONDS", 20, minimum=2)
+# Streamed deltas are coalesced into one channel-layer send per this many milliseconds.
+REPLY_COALESCE_MS = env_int("REPLY_COALESCE_MS", 30, minimum=0)
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1)
+CHAT_VISITOR_MESSAGES_PER_MINUTE = env_int("CHAT_VISITOR_MESSAGES_PER_MINUTE", 20, minimum=1)
+CHAT_BUSINESS_MESSAGES_PER_MINUTE = env_int("CHAT_BUSINESS_MESSAGES_PER_MINUTE", 600, minimum=1)
+CHAT_VISITOR_MAX_CONNECTIONS = env_int("CHAT_VISITOR_MAX_CONNECTIONS", 5, minimum=1)
 
 # --- Messaging channels -----------------------------------------------------------------------------------
 META_GRAPH_URL = env_url(

@@ -1,0 +1,382 @@
+"""Grounding: check the facts a reply states against the catalog rows it was given, then fix or withhold.
+
+Pure functions (no database, no I/O) over ``GroundItem`` snapshots of the cited items:
+
+- ``find_prices``: every price the text states (``€12.50``, ``12,50 EUR``, ``$9.99``, ``9.99 USD``,
+  ``1.299,00 €``, ``£5``, ``12.50 euros``);
+- ``find_stock_claims``: "in stock", "available", "sold out", "out of stock", "unavailable", ...;
+- ``mentioned_items``: which cited products a sentence names (title, or most of the title's words, or SKU);
+- ``check``: puts them together. A price must equal the list or sale price of the product named in its
+  sentence (or, when the sentence names none, of some cited product); a stock claim must match the named
+  product's availability. A price that belongs to no cited product is an invented product or price;
+- ``apply``: what the customer gets, per the agent's grounding mode: ``correct`` replaces each wrong price
+  with the catalog's (and withholds when something cannot be corrected), ``withhold`` replaces the whole
+  reply with a safe message plus cards, ``flag`` only records;
+- ``cards_for``: product cards built from catalog rows, never from the model's text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+SYMBOLS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY", "₹": "INR"}
+CODES = {
+    "eur": "EUR",
+    "euro": "EUR",
+    "euros": "EUR",
+    "usd": "USD",
+    "dollar": "USD",
+    "dollars": "USD",
+    "gbp": "GBP",
+    "pounds": "GBP",
+    "chf": "CHF",
+    "sek": "SEK",
+    "nok": "NOK",
+    "dkk": "DKK",
+    "pln": "PLN",
+    "cad": "CAD",
+    "aud": "AUD",
+    "jpy": "JPY",
+    "inr": "INR",
+}
+_SYMBOL = r"[€$£¥₹]"
+_CODE = r"(?:" + "|".join(sorted(CODES, key=len, reverse=True)) + r")\b"
+# 1,299.00 | 1.299,00 | 1299 | 12.5 | 12,50 (a thousands group needs three digits after it).
+_AMOUNT = r"\d{1,3}(?:[.,\s]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?"
+_PRICE = re.compile(
+    rf"(?P<pre>{_SYMBOL}|\b(?:EUR|USD|GBP|CHF|CAD|AUD)\b)\s?(?P<a1>{_AMOUNT})(?![\d])"
+    rf"|(?<![\w.,])(?P<a2>{_AMOUNT})\s?(?P<post>{_SYMBOL}|{_CODE})",
+    re.IGNORECASE,
+)
+_NEGATIVE_STOCK = (
+    r"out of stock|sold out|not available|unavailable|not in stock|currently unavailable|no longer available"
+)
+_POSITIVE_STOCK = r"in stock|available|ready to ship|in store"
+_STOCK = re.compile(rf"\b(?P<neg>{_NEGATIVE_STOCK})\b|\b(?P<pos>{_POSITIVE_STOCK})\b", re.IGNORECASE)
+# A sentence ends at . ! ? followed by white space (never inside "12.50"), or at a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(["a", "an", "and", "the", "of", "for", "with", "in", "on", "to", "by", "at", "or", "x", "pack", "set", "new", "size"])
+# Availability values (catalogs.models.Availability) a customer can buy now / cannot.
+BUYABLE = frozenset({"in_stock", "preorder", "backorder"})
+
+Mode = Literal["correct", "withhold", "flag"]
+
+
+@dataclass(frozen=True)
+class GroundItem:
+    """What grounding needs of one catalog row (a snapshot: the check runs without the database)."""
+
+    item_id: int
+    external_id: str
+    title: str
+    price: Decimal | None
+    sale_price: Decimal | None
+    currency: str
+    availability: str
+    url: str = ""
+    image_url: str = ""
+
+    @property
+    def effective_price(self) -> Decimal | None:
+        return self.sale_price if self.sale_price is not None else self.price
+
+
+@dataclass(frozen=True)
+class PriceMention:
+    start: int
+    end: int
+    raw: str
+    amount: Decimal
+    currency: str | None  # None: the text gave no currency
+    symbol_first: bool
+    comma_decimal: bool
+
+
+@dataclass(frozen=True)
+class StockClaim:
+    start: int
+    end: int
+    raw: str
+    in_stock: bool
+
+
+@dataclass
+class Issue:
+    kind: Literal["wrong_price", "unknown_price", "wrong_stock"]
+    text: str
+    start: int
+    end: int
+    item_id: int | None = None
+    expected: str = ""
+
+
+@dataclass
+class GroundingResult:
+    mode: str
+    ok: bool
+    action: Literal["none", "corrected", "withheld", "flagged"]
+    issues: list[Issue] = field(default_factory=list)
+    prices_checked: int = 0
+    stock_checked: int = 0
+    products_mentioned: list[int] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for issue in data["issues"]:
+            issue.pop("start")
+            issue.pop("end")
+        return data
+
+
+def parse_amount(raw: str) -> tuple[Decimal, bool] | None:
+    """``"1.299,00"`` -> (1299.00, comma decimal). The last separator followed by 1-2 digits is the decimal."""
+    raw = raw.replace(" ", "").replace("\u00a0", "")
+    match = re.search(r"[.,](\d{1,2})$", raw)
+    comma_decimal = False
+    if match:
+        comma_decimal = raw[match.start()] == ","
+        whole = re.sub(r"[.,]", "", raw[: match.start()])
+        number = f"{whole}.{match.group(1)}"
+    else:
+        number = re.sub(r"[.,]", "", raw)
+    try:
+        return Decimal(number), comma_decimal
+    except InvalidOperation:
+        return None
+
+
+def find_prices(text: str) -> list[PriceMention]:
+    mentions = []
+    for match in _PRICE.finditer(text):
+        amount_raw = match.group("a1") or match.group("a2")
+        parsed = parse_amount(amount_raw)
+        if parsed is None:
+            continue
+        marker = match.group("pre") or match.group("post") or ""
+        currency = SYMBOLS.get(marker) or CODES.get(marker.lower()) or marker.upper() or None
+        mentions.append(
+            PriceMention(
+                start=match.start(),
+                end=match.end(),
+                raw=match.group(0),
+                amount=parsed[0],
+                currency=currency,
+                symbol_first=bool(match.group("pre")),
+                comma_decimal=parsed[1],
+            )
+        )
+    return mentions
+
+
+def find_stock_claims(text: str) -> list[StockClaim]:
+    claims = []
+    for match in _STOCK.finditer(text):
+        before = text[max(0, match.start() - 12) : match.start()].lower()
+        negated = bool(re.search(r"\b(?:not|isn't|aren't|no longer)\s*$", before))
+        positive = bool(match.group("pos"))
+        claims.append(StockClaim(match.start(), match.end(), match.group(0), in_stock=positive != negated))
+    return claims
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _words(text) if w not in _STOPWORDS and len(w) > 1}
+
+
+def mention_score(sentence: str, item: GroundItem) -> float:
+    """How surely ``sentence`` names ``item``: 1 for the full title or the SKU, else the share of the
+    title's content words present (counted only from two words up: one shared word names nothing)."""
+    lowered = " ".join(_words(sentence))
+    title = " ".join(_words(item.title))
+    if title and f" {title} " in f" {lowered} ":
+        return 1.0
+    if item.external_id and re.search(rf"(?<![\w-]){re.escape(item.external_id)}(?![\w-])", sentence, re.I):
+        return 1.0
+    wanted = _content_words(item.title)
+    if not wanted:
+        return 0.0
+    present = wanted & set(_words(sentence))
+    if len(present) < min(2, len(wanted)):
+        return 0.0
+    share = len(present) / len(wanted)
+    return share if share >= 0.6 else 0.0
+
+
+def mentioned_items(sentence: str, items: list[GroundItem]) -> list[GroundItem]:
+    """The cited items the sentence names, best first."""
+    scored = [(mention_score(sentence, item), item) for item in items]
+    return [item for score, item in sorted(scored, key=lambda pair: -pair[0]) if score > 0]
+
+
+def _position(sentence: str, item: GroundItem) -> int:
+    """Where in ``sentence`` the item is named (its SKU, or the first of its title's words)."""
+    lowered = sentence.lower()
+    spots = [lowered.find(item.external_id.lower())] if item.external_id else []
+    spots += [
+        m.start()
+        for w in _content_words(item.title)
+        for m in [re.search(rf"\b{re.escape(w)}\b", lowered)]
+        if m
+    ]
+    found = [spot for spot in spots if spot >= 0]
+    return min(found) if found else 0
+
+
+def _subject(sentence: str, offset: int, named: list[GroundItem]) -> GroundItem:
+    """Of the items a sentence names, the one named last before ``offset`` (else the first named)."""
+    before = [(pos, item) for item in named if (pos := _position(sentence, item)) <= offset]
+    return max(before, key=lambda pair: pair[0])[1] if before else named[0]
+
+
+def _sentences(text: str) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if text[start : match.start()].strip():
+            spans.append((start, match.start()))
+        start = match.end()
+    if text[start:].strip():
+        spans.append((start, len(text)))
+    return spans
+
+
+def _price_matches(mention: PriceMention, item: GroundItem) -> bool:
+    if mention.currency and item.currency and mention.currency != item.currency.upper():
+        return False
+    return any(p is not None and p == mention.amount for p in (item.price, item.sale_price))
+
+
+def format_price(amount: Decimal, currency: str, like: PriceMention | None = None) -> str:
+    """The catalog's price, written the way the reply wrote the wrong one (symbol first, comma decimal)."""
+    number = f"{amount:.2f}"
+    if like is not None and like.comma_decimal:
+        number = number.replace(".", ",")
+    symbol = {code: sym for sym, code in SYMBOLS.items()}.get(currency.upper())
+    if like is not None and like.symbol_first and symbol:
+        return f"{symbol}{number}"
+    if like is not None and like.symbol_first:
+        return f"{currency} {number}".strip()
+    if like is not None and like.raw.rstrip()[-1:] in SYMBOLS and symbol:
+        return f"{number} {symbol}" if " " in like.raw else f"{number}{symbol}"
+    return f"{number} {currency}".strip()
+
+
+def check(text: str, items: list[GroundItem], *, mode: str = "correct") -> GroundingResult:
+    """Every price and stock claim of ``text`` against the cited ``items`` (see the module docstring)."""
+    result = GroundingResult(mode=mode, ok=True, action="none")
+    mentioned: list[int] = []
+    prices = find_prices(text)
+    claims = find_stock_claims(text)
+    for start, end in _sentences(text):
+        sentence = text[start:end]
+        named = mentioned_items(sentence, items)
+        for item in named:
+            if item.item_id not in mentioned:
+                mentioned.append(item.item_id)
+        for mention in (p for p in prices if start <= p.start < end):
+            result.prices_checked += 1
+            if named:
+                if any(_price_matches(mention, item) for item in named):
+                    continue
+                item = _subject(sentence, mention.start - start, named)
+                expected = (
+                    format_price(item.effective_price, item.currency, mention)
+                    if item.effective_price is not None
+                    else ""
+                )
+                result.issues.append(
+                    Issue("wrong_price", mention.raw, mention.start, mention.end, item.item_id, expected)
+                )
+            elif not any(_price_matches(mention, item) for item in items):
+                # No cited product carries this price, and the sentence names none: invented.
+                only = items[0] if len(items) == 1 and items[0].effective_price is not None else None
+                if only is not None and only.effective_price is not None:
+                    result.issues.append(
+                        Issue(
+                            "wrong_price",
+                            mention.raw,
+                            mention.start,
+                            mention.end,
+                            only.item_id,
+                            format_price(only.effective_price, only.currency, mention),
+                        )
+                    )
+                else:
+                    result.issues.append(Issue("unknown_price", mention.raw, mention.start, mention.end))
+        for claim in (c for c in claims if start <= c.start < end):
+            subject = (
+                _subject(sentence, claim.start - start, named)
+                if named
+                else (items[0] if len(items) == 1 else None)
+            )
+            if subject is None:
+                continue
+            result.stock_checked += 1
+            if claim.in_stock != (subject.availability in BUYABLE):
+                result.issues.append(
+                    Issue(
+                        "wrong_stock",
+                        claim.raw,
+                        claim.start,
+                        claim.end,
+                        subject.item_id,
+                        "in stock" if subject.availability in BUYABLE else "out of stock",
+                    )
+                )
+    result.products_mentioned = mentioned
+    result.ok = not result.issues
+    return result
+
+
+def apply(text: str, result: GroundingResult, *, withheld_message: str) -> tuple[str, GroundingResult]:
+    """The text the customer gets, and the result with its ``action`` set.
+
+    ``correct`` rewrites wrong prices and stock words in place; an ``unknown_price`` (a product or price
+    that no cited row supports) cannot be corrected, so such a reply is withheld. ``withhold`` replaces
+    any reply with an issue by ``withheld_message`` (cards carry the catalog facts). ``flag`` keeps the text.
+    """
+    if result.ok:
+        result.action = "none"
+        return text, result
+    if result.mode == "flag":
+        result.action = "flagged"
+        return text, result
+    correctable = all(issue.expected for issue in result.issues)
+    if result.mode == "withhold" or not correctable:
+        result.action = "withheld"
+        return withheld_message, result
+    out = text
+    for issue in sorted(result.issues, key=lambda i: -i.start):
+        out = out[: issue.start] + issue.expected + out[issue.end :]
+    result.action = "corrected"
+    return out, result
+
+
+def card_for(item: GroundItem) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "external_id": item.external_id,
+        "title": item.title,
+        "price": f"{item.price:.2f}" if item.price is not None else None,
+        "sale_price": f"{item.sale_price:.2f}" if item.sale_price is not None else None,
+        "currency": item.currency,
+        "availability": item.availability,
+        "image_url": item.image_url,
+        "url": item.url,
+    }
+
+
+def cards_for(result: GroundingResult, items: list[GroundItem], *, fallback: int = 3) -> list[dict[str, Any]]:
+    """Cards for the products the reply names (in the reply's order); a withheld reply shows the top
+    ``fallback`` cited products instead, so that the customer still gets the catalog's facts."""
+    by_id = {item.item_id: item for item in items}
+    chosen = [by_id[i] for i in result.products_mentioned if i in by_id]
+    if not chosen and result.action == "withheld":
+        chosen = items[:fallback]
+    return [card_for(item) for item in chosen]

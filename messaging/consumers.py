@@ -1,0 +1,291 @@
+"""The chat websocket (``/ws/chat/<widget key>/``), protocol in docs/websocket-protocol.md.
+
+The consumer never calls the inference pool: it stores messages through services (which queue the reply
+task) and relays the conversation group's events. ORM work sits in ``database_sync_to_async`` helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from agents.selectors import agent_for
+from businesses.models import Business
+from businesses.selectors import business_for_widget_key, origin_allowed
+from messaging import ratelimits, selectors, services, streams
+from messaging.models import Channel, Conversation, Message
+from messaging.visitors import visitor_from_token, visitor_token_issue
+
+logger = logging.getLogger(__name__)
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY = 4429
+
+
+@database_sync_to_async
+def _business(widget_key: str) -> Business | None:
+    return business_for_widget_key(widget_key)
+
+
+@database_sync_to_async
+def _ready_state(
+    business: Business, visitor_id: str, conversation_id: int | None
+) -> tuple[dict[str, Any], Conversation | None, list[dict[str, Any]], list[int]]:
+    agent = agent_for(business)
+    agent_info = {"name": agent.name, "greeting": agent.greeting, "theme": agent.theme()}
+    conversation = selectors.visitor_conversation(business, visitor_id, conversation_id)
+    if conversation is None:
+        return agent_info, None, [], []
+    streaming = [m.pk for m in selectors.streaming_replies(business, conversation.pk)]
+    history = []
+    for message in selectors.conversation_history(business, conversation.pk, visitor_id):
+        payload = selectors.message_payload(message)
+        if message.pk in streaming:
+            payload["text"] = ""  # a reply still streaming: its text follows as deltas (from the log)
+        history.append(payload)
+    return agent_info, conversation, history, streaming
+
+
+@database_sync_to_async
+def _open_conversation(business: Business, visitor_id: str) -> Conversation:
+    return services.conversation_open(
+        business=business, channel=Channel.WIDGET, contact_external_id=visitor_id
+    )
+
+
+@database_sync_to_async
+def _receive(business: Business, visitor_id: str, text: str, client_id: str) -> Message | None:
+    return services.message_receive(
+        business=business,
+        channel=Channel.WIDGET,
+        contact_external_id=visitor_id,
+        text=text,
+        client_message_id=client_id,
+    )
+
+
+@database_sync_to_async
+def _stored(business: Business, conversation_id: int, client_id: str) -> Message | None:
+    return Message.objects.filter(
+        business=business, conversation_id=conversation_id, client_message_id=client_id
+    ).first()
+
+
+@database_sync_to_async
+def _streaming_reply(business: Business, conversation_id: int, message_id: int | None) -> int | None:
+    replies = selectors.streaming_replies(business, conversation_id)
+    if message_id is not None:
+        replies = [m for m in replies if m.pk == message_id]
+    return replies[-1].pk if replies else None
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    business: Business | None = None
+    visitor_id: str | None = None
+    conversation_id: int | None = None
+    group: str | None = None
+
+    async def connect(self) -> None:
+        self.sent_seq: dict[int, int] = {}
+        self.registered = False
+        key = self.scope["url_route"]["kwargs"]["widget_key"]
+        self.business = await _business(key)
+        await self.accept()
+        if self.business is None:
+            await self.error("unknown_widget", "No business has this widget key.")
+            await self.close(CLOSE_NOT_FOUND)
+            return
+        headers = dict(self.scope.get("headers") or [])
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        # The business's own list, whatever ALLOWED_HOSTS says: any page could open a websocket otherwise.
+        if not origin_allowed(self.business, origin):
+            self.business = None
+            await self.error("origin_not_allowed", f"Origin {origin or '(none)'} may not open this chat.")
+            await self.close(CLOSE_FORBIDDEN)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.registered and self.business is not None and self.visitor_id:
+            await ratelimits.connection_close(self.business.pk, self.visitor_id, self.channel_name)
+
+    async def error(self, code: str, detail: str, **extra: Any) -> None:
+        await self.send_json({"type": "error", "code": code, "detail": detail, **extra})
+
+    # --- client frames ----------------------------------------------------------------------------------
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if self.business is None:
+            return
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "hello":
+            await self.on_hello(content)
+        elif self.visitor_id is None:
+            await self.error("hello_required", "Send hello first.")
+        elif kind == "message":
+            await self.on_message(content)
+        elif kind == "stop":
+            await self.on_stop(content)
+        elif kind == "ping":
+            await self.send_json({"type": "pong"})
+        else:
+            await self.error("bad_frame", f"Unknown frame type {kind!r}.")
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        limit = settings.CHAT_MAX_MESSAGE_CHARS * 4 + 1024
+        if text_data is None or len(text_data) > limit:
+            await self.error("too_large", f"Frames are JSON text of at most {limit} characters.")
+            return
+        try:
+            await super().receive(text_data=text_data, bytes_data=bytes_data, **kwargs)
+        except ValueError:
+            await self.error("bad_frame", "Frames are JSON objects.")
+
+    async def on_hello(self, content: dict[str, Any]) -> None:
+        assert self.business is not None
+        if self.visitor_id is not None:
+            await self.error("bad_frame", "hello was already sent.")
+            return
+        token = content.get("visitor_token")
+        visitor_id = visitor_from_token(self.business.pk, token if isinstance(token, str) else None)
+        if visitor_id is None:
+            token, visitor_id = visitor_token_issue(self.business.pk)
+        if not await ratelimits.connection_open(self.business.pk, visitor_id, self.channel_name):
+            await self.error("too_many_connections", "This visitor has too many chat windows open.")
+            await self.close(CLOSE_TOO_MANY)
+            return
+        self.registered = True
+        self.visitor_id = visitor_id
+        wanted = content.get("conversation_id")
+        wanted_id = wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
+        agent_info, conversation, history, streaming = await _ready_state(
+            self.business, visitor_id, wanted_id
+        )
+        if wanted_id is not None and conversation is None:
+            # Not this visitor's (or gone): say so, and fall back to the visitor's own latest conversation.
+            await self.error("conversation_not_found", "That conversation does not exist for this visitor.")
+            agent_info, conversation, history, streaming = await _ready_state(self.business, visitor_id, None)
+        if conversation is not None:
+            await self.join(conversation.pk)
+        last_seq = content.get("last_seq") if isinstance(content.get("last_seq"), dict) else {}
+        await self.send_json(
+            {
+                "type": "ready",
+                "visitor_token": token,
+                "conversation_id": conversation.pk if conversation else None,
+                "state": conversation.state if conversation else Conversation.State.BOT,
+                "agent": agent_info,
+                "history": history,
+            }
+        )
+        # Resume: joined the group first, so live deltas queue behind this; the log fills the gap before
+        # them and ``sent_seq`` drops the ones the log already gave.
+        for message_id in streaming:
+            seen = last_seq.get(str(message_id), 0) if last_seq else 0
+            seen = seen if isinstance(seen, int) else 0
+            self.sent_seq[message_id] = seen
+            for entry in await streams.log_read(message_id, seen):
+                await self.send_delta(message_id, entry)
+
+    async def join(self, conversation_id: int) -> None:
+        if self.conversation_id == conversation_id:
+            return
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        self.conversation_id = conversation_id
+        self.group = f"conv.{conversation_id}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def on_message(self, content: dict[str, Any]) -> None:
+        assert self.business is not None and self.visitor_id is not None
+        client_id = content.get("client_id")
+        text = content.get("text")
+        if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
+            await self.error("bad_frame", "client_id must be a string of 1 to 64 characters.")
+            return
+        if not isinstance(text, str) or not text.strip():
+            await self.error("empty_message", "The message has no text.", client_id=client_id)
+            return
+        if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+            await self.error(
+                "too_long",
+                f"Messages are at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
+                client_id=client_id,
+            )
+            return
+        refused = await ratelimits.message_allowed(self.business.pk, self.visitor_id)
+        if refused:
+            await self.error(
+                refused,
+                "Too many messages; wait a minute."
+                if refused == "rate_limited"
+                else "This chat is busy; try again in a minute.",
+                client_id=client_id,
+            )
+            return
+        started = time.perf_counter()
+        if self.conversation_id is None:
+            conversation = await _open_conversation(self.business, self.visitor_id)
+            await self.join(conversation.pk)
+        message = await _receive(self.business, self.visitor_id, text.strip(), client_id)
+        if message is None:
+            # A resend (the socket dropped before the ack): answer with the stored one, store nothing.
+            assert self.conversation_id is not None
+            stored = await _stored(self.business, self.conversation_id, client_id)
+            if stored is not None:
+                await self.send_json(
+                    {"type": "message.created", "message": selectors.message_payload(stored)}
+                )
+            return
+        if message.conversation_id != self.conversation_id:
+            await self.join(message.conversation_id)
+        payload = selectors.message_payload(message)
+        payload["stored_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        # To the group: the visitor's other tabs see it too (this socket gets it from the group as well).
+        await self.channel_layer.group_send(self.group, {"type": "message.created", "message": payload})
+
+    async def on_stop(self, content: dict[str, Any]) -> None:
+        assert self.business is not None
+        if self.conversation_id is None:
+            return
+        wanted = content.get("message_id")
+        message_id = await _streaming_reply(
+            self.business, self.conversation_id, wanted if isinstance(wanted, int) else None
+        )
+        if message_id is not None:
+            await streams.cancel_request(message_id)
+
+    # --- group events ------------------------------------------------------------------------------------
+
+    async def send_delta(self, message_id: int, entry: dict[str, Any]) -> None:
+        seq = int(entry["seq"])
+        if seq <= self.sent_seq.get(message_id, 0):
+            return  # already sent (from the log, or a duplicate): never repeat
+        self.sent_seq[message_id] = seq
+        frame: dict[str, Any] = {"type": "delta", "message_id": message_id, "seq": seq, "text": entry["text"]}
+        if entry.get("reset"):
+            frame["reset"] = True
+        if "sent_at" in entry and seq == 1:
+            frame["sent_at"] = entry["sent_at"]
+        await self.send_json(frame)
+
+    async def reply_delta(self, event: dict[str, Any]) -> None:
+        await self.send_delta(int(event["message_id"]), event)
+
+    async def message_created(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "message.created", "message": event["message"]})
+
+    async def message_done(self, event: dict[str, Any]) -> None:
+        frame = {k: v for k, v in event.items() if k != "type"}
+        await self.send_json({"type": "message.done", **frame})
+
+    async def conversation_handoff(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "handoff", "state": event["state"], "reason": event.get("reason", "")})

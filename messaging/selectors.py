@@ -1,0 +1,100 @@
+"""Reads for conversations and messages. Every function takes the business first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from businesses.models import Business
+from messaging.models import Channel, Contact, Conversation, Message
+
+HISTORY_LIMIT = 50
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    """A message as the websocket protocol sends it (docs/websocket-protocol.md)."""
+    return {
+        "id": message.pk,
+        "conversation_id": message.conversation_id,
+        "role": message.role,
+        "text": message.text,
+        "status": message.status,
+        "client_id": message.client_message_id,
+        "cards": message.cards,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def visitor_contact(business: Business, visitor_id: str) -> Contact | None:
+    return Contact.objects.filter(business=business, channel=Channel.WIDGET, external_id=visitor_id).first()
+
+
+def visitor_conversation(
+    business: Business, visitor_id: str, conversation_id: int | None = None
+) -> Conversation | None:
+    """The visitor's conversation with that id, or its latest open one; never another visitor's."""
+    qs = Conversation.objects.filter(
+        business=business, channel=Channel.WIDGET, contact__external_id=visitor_id
+    ).select_related("contact")
+    if conversation_id is not None:
+        return qs.filter(pk=conversation_id).first()
+    return qs.exclude(state=Conversation.State.CLOSED).order_by("-created_at").first()
+
+
+def conversation_history(
+    business: Business, conversation_id: int, visitor: str | None = None, *, limit: int = HISTORY_LIMIT
+) -> list[Message]:
+    """The last ``limit`` messages of a conversation, oldest first. With ``visitor`` (a widget visitor id),
+    only when the conversation is that visitor's: otherwise an empty list."""
+    qs = Message.objects.filter(business=business, conversation_id=conversation_id)
+    if visitor is not None:
+        qs = qs.filter(conversation__channel=Channel.WIDGET, conversation__contact__external_id=visitor)
+    # Failed replies with nothing said are invisible to the customer.
+    qs = qs.exclude(role=Message.Role.AGENT, status=Message.Status.FAILED, text="")
+    return list(reversed(qs.order_by("-created_at", "-pk")[:limit]))
+
+
+def conversations_list(business: Business, *, state: str | None = None) -> QuerySet[Conversation]:
+    """The business's conversations, most recently active first (the admin inbox)."""
+    qs = Conversation.objects.filter(business=business).select_related("contact").order_by("-updated_at")
+    return qs.filter(state=state) if state else qs
+
+
+def streaming_replies(business: Business, conversation_id: int) -> list[Message]:
+    """Agent replies of the conversation still being streamed (a reconnecting client resumes them)."""
+    return list(
+        Message.objects.filter(
+            business=business,
+            conversation_id=conversation_id,
+            role=Message.Role.AGENT,
+            status=Message.Status.STREAMING,
+        ).order_by("pk")
+    )
+
+
+def recent_turns(conversation: Conversation, *, before_id: int, limit: int = 12) -> list[Message]:
+    """The messages before ``before_id`` that a reply reads as context, oldest first."""
+    qs = (
+        Message.objects.filter(conversation=conversation, pk__lt=before_id)
+        .exclude(text="")
+        .exclude(status=Message.Status.FAILED)
+        .order_by("-pk")[:limit]
+    )
+    return list(reversed(qs))
+
+
+def consecutive_failures(conversation: Conversation) -> int:
+    """How many of the agent's latest replies in a row failed, were cut or found nothing."""
+    count = 0
+    for message in Message.objects.filter(conversation=conversation, role__in=["agent", "staff"]).order_by(
+        "-pk"
+    )[:10]:
+        failed = message.role == Message.Role.AGENT and (
+            message.status in (Message.Status.FAILED, Message.Status.CUT)
+            or bool(message.grounding.get("no_results"))
+        )
+        if not failed:
+            break
+        count += 1
+    return count

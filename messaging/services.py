@@ -1,0 +1,414 @@
+"""Writes for conversations and messages. Every function takes the business first.
+
+Side effects (the reply task, channel-layer broadcasts, outbound sends) run on commit, never before the
+rows they name exist for other processes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from businesses.models import Business
+from messaging.models import Channel, Contact, Conversation, Message
+from messaging.selectors import message_payload
+
+logger = logging.getLogger(__name__)
+
+
+def group_send(group: str, event: dict[str, Any]) -> None:
+    """Broadcast to a conversation's group from sync code (a service's on-commit hook)."""
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(group, event)
+
+
+def _enqueue_reply(message_id: int, channel: str) -> None:
+    from messaging.tasks import reply
+
+    wait = (
+        settings.WIDGET_BURST_WAIT_SECONDS if channel == Channel.WIDGET else settings.REPLY_BURST_WAIT_SECONDS
+    )
+    # queued_at: when the task may start, so that the reply's queue_wait timing excludes the burst wait.
+    if wait > 0:
+        reply.apply_async((message_id, time.time() + wait), countdown=wait)
+    else:
+        reply.apply_async((message_id, time.time()))
+
+
+def _enqueue_outbound(message_id: int) -> None:
+    try:
+        from messaging.meta.tasks import send_message  # type: ignore[import-not-found]
+    except ImportError:  # the channels app is not installed in this deployment
+        logger.error("no outbound sender for message %s (messaging.meta is missing)", message_id)
+        return
+    send_message.delay(message_id)
+
+
+def _contact(business: Business, channel: str, external_id: str, name: str) -> Contact:
+    contact, created = Contact.objects.get_or_create(
+        business=business, channel=channel, external_id=external_id, defaults={"name": name[:200]}
+    )
+    if not created and name and contact.name != name[:200]:
+        contact.name = name[:200]
+        contact.save(update_fields=["name"])
+    return contact
+
+
+def conversation_open(
+    *, business: Business, channel: str, contact_external_id: str, contact_name: str = ""
+) -> Conversation:
+    """The contact's open conversation on this channel, created (with the contact) when there is none."""
+    with transaction.atomic():
+        contact = _contact(business, channel, contact_external_id, contact_name)
+        # The contact row serialises two first messages racing to open a conversation.
+        Contact.objects.select_for_update().filter(pk=contact.pk).first()
+        conversation = (
+            Conversation.objects.filter(business=business, contact=contact, channel=channel)
+            .exclude(state=Conversation.State.CLOSED)
+            .order_by("-created_at")
+            .first()
+        )
+        if conversation is None:
+            conversation = Conversation.objects.create(business=business, contact=contact, channel=channel)
+    return conversation
+
+
+def message_receive(
+    *,
+    business: Business,
+    channel: str,
+    contact_external_id: str,
+    text: str,
+    channel_message_id: str = "",
+    client_message_id: str = "",
+    contact_name: str = "",
+    received_at: dt.datetime | None = None,
+) -> Message | None:
+    """Store a customer's message and, when the agent has the conversation, queue its reply on commit.
+
+    Idempotent: a message whose ``channel_message_id`` (per channel) or ``client_message_id`` (per
+    conversation) is already stored returns None and queues nothing. In ``human`` state the message is
+    stored as ``skipped``: staff answer it.
+    """
+    received_at = received_at or timezone.now()
+    with transaction.atomic(durable=True):
+        conversation = conversation_open(
+            business=business,
+            channel=channel,
+            contact_external_id=contact_external_id,
+            contact_name=contact_name,
+        )
+        bot = conversation.state == Conversation.State.BOT
+        try:
+            with transaction.atomic():
+                message = Message.objects.create(
+                    business=business,
+                    conversation=conversation,
+                    channel=channel,
+                    role=Message.Role.CUSTOMER,
+                    text=text,
+                    status=Message.Status.RECEIVED if bot else Message.Status.SKIPPED,
+                    channel_message_id=channel_message_id,
+                    client_message_id=client_message_id,
+                )
+        except IntegrityError:
+            return None
+        Conversation.objects.filter(pk=conversation.pk).filter(
+            Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
+        ).update(last_customer_message_at=received_at, updated_at=timezone.now())
+        if bot:
+            transaction.on_commit(lambda: _enqueue_reply(message.pk, channel))
+    return message
+
+
+def _broadcast_created(message: Message) -> None:
+    group_send(
+        f"conv.{message.conversation_id}", {"type": "message.created", "message": message_payload(message)}
+    )
+
+
+def conversation_handoff(*, business: Business, conversation_id: int, reason: str) -> Conversation | None:
+    """A person takes over: the agent stays silent until ``conversation_hand_back``."""
+    with transaction.atomic(durable=True):
+        updated = (
+            Conversation.objects.filter(business=business, pk=conversation_id)
+            .exclude(state=Conversation.State.HUMAN)
+            .update(state=Conversation.State.HUMAN, handoff_reason=reason[:200], updated_at=timezone.now())
+        )
+        if updated:
+            transaction.on_commit(
+                lambda: group_send(
+                    f"conv.{conversation_id}",
+                    {"type": "conversation.handoff", "state": "human", "reason": reason},
+                )
+            )
+    return Conversation.objects.filter(business=business, pk=conversation_id).first()
+
+
+def conversation_hand_back(*, business: Business, conversation_id: int) -> Conversation | None:
+    """The agent answers again (explicit: staff decide when)."""
+    with transaction.atomic(durable=True):
+        updated = Conversation.objects.filter(
+            business=business, pk=conversation_id, state=Conversation.State.HUMAN
+        ).update(state=Conversation.State.BOT, handoff_reason="", updated_at=timezone.now())
+        if updated:
+            transaction.on_commit(
+                lambda: group_send(
+                    f"conv.{conversation_id}", {"type": "conversation.handoff", "state": "bot", "reason": ""}
+                )
+            )
+    return Conversation.objects.filter(business=business, pk=conversation_id).first()
+
+
+def staff_reply_send(
+    *, business: Business, conversation_id: int, user: AbstractBaseUser | AnonymousUser | None, text: str
+) -> Message | None:
+    """A staff member answers; it reaches the customer on the conversation's channel. The conversation
+    moves to ``human`` (the agent must not talk over a person). None when the conversation is not this
+    business's."""
+    with transaction.atomic(durable=True):
+        conversation = (
+            Conversation.objects.select_for_update().filter(business=business, pk=conversation_id).first()
+        )
+        if conversation is None:
+            return None
+        message = Message.objects.create(
+            business=business,
+            conversation=conversation,
+            channel=conversation.channel,
+            role=Message.Role.STAFF,
+            text=text,
+            status=Message.Status.DONE,
+            delivery=Message.Delivery.NONE
+            if conversation.channel == Channel.WIDGET
+            else Message.Delivery.QUEUED,
+        )
+        if conversation.state == Conversation.State.BOT:
+            conversation.state = Conversation.State.HUMAN
+            conversation.handoff_reason = "staff replied"
+        conversation.save(update_fields=["state", "handoff_reason", "updated_at"])
+        if conversation.channel == Channel.WIDGET:
+            transaction.on_commit(lambda: _broadcast_created(message))
+        else:
+            transaction.on_commit(lambda: _enqueue_outbound(message.pk))
+    return message
+
+
+# --- The reply task's writes -----------------------------------------------------------------------------------
+
+
+def worker_id() -> str:
+    import os
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_is_stale(claimed_at: dt.datetime | None, claimed_by: str, now: dt.datetime) -> bool:
+    """A claim whose lease ran out, or whose process on this host is gone (a SIGKILLed worker)."""
+    if claimed_at is None:
+        return True
+    if now - claimed_at > dt.timedelta(seconds=settings.REPLY_LEASE_SECONDS):
+        return True
+    host, _, rest = claimed_by.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host == socket.gethostname() and pid.isdigit():
+        import os
+
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+@dataclass
+class ReplyClaim:
+    customer: Message
+    conversation: Conversation
+    reply: Message
+    questions: list[Message]  # the unanswered customer messages this reply answers (a burst), oldest first
+    taken_over: bool  # a dead worker had started this reply
+
+
+def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
+    """Claim the reply to a customer message, exactly once. Returns the claim, or why not:
+    ``gone``, ``answered`` (already done, or superseded by a newer message of a burst), ``human``,
+    ``busy`` (another live worker holds it: retry later)."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        customer = (
+            Message.objects.select_related("conversation", "business")
+            .filter(pk=message_id, role=Message.Role.CUSTOMER)
+            .first()
+        )
+        if customer is None:
+            return "gone"
+        if customer.status != Message.Status.RECEIVED:
+            return "answered"
+        conversation = customer.conversation
+        if conversation.state != Conversation.State.BOT:
+            Message.objects.filter(pk=message_id, status=Message.Status.RECEIVED).update(
+                status=Message.Status.SKIPPED
+            )
+            return "human"
+        newer = Message.objects.filter(
+            conversation=conversation,
+            role=Message.Role.CUSTOMER,
+            status=Message.Status.RECEIVED,
+            pk__gt=message_id,
+        ).exists()
+        if newer:
+            # A burst: the newest message's task answers them all.
+            return "answered"
+        if not claim_is_stale(customer.claimed_at, customer.claimed_by, now):
+            return "busy"
+        # The conditional update is the claim: of two workers reading the same stale lease, one wins.
+        won = (
+            Message.objects.filter(
+                pk=message_id, status=Message.Status.RECEIVED, claimed_at=customer.claimed_at
+            ).update(claimed_at=now, claimed_by=worker[:100])
+            == 1
+        )
+        if not won:
+            return "busy"
+        taken_over = customer.claimed_at is not None
+        customer.claimed_at, customer.claimed_by = now, worker[:100]
+        reply, _ = Message.objects.get_or_create(
+            reply_to=customer,
+            defaults={
+                "business_id": customer.business_id,
+                "conversation": conversation,
+                "channel": customer.channel,
+                "role": Message.Role.AGENT,
+                "status": Message.Status.STREAMING,
+                "text": "",
+            },
+        )
+        if reply.status != Message.Status.STREAMING:
+            reply.status = Message.Status.STREAMING
+            reply.text = ""
+            reply.save(update_fields=["status", "text", "updated_at"])
+        last_answered = (
+            Message.objects.filter(conversation=conversation, pk__lt=message_id)
+            .exclude(role=Message.Role.CUSTOMER)
+            .order_by("-pk")
+            .values_list("pk", flat=True)
+            .first()
+        ) or 0
+        questions = list(
+            Message.objects.filter(
+                conversation=conversation,
+                role=Message.Role.CUSTOMER,
+                status=Message.Status.RECEIVED,
+                pk__gt=last_answered,
+                pk__lte=message_id,
+            ).order_by("pk")
+        )
+    return ReplyClaim(customer, conversation, reply, questions, taken_over)
+
+
+def reply_renew(*, customer_id: int, worker: str) -> bool:
+    """Renew the lease; False when another worker has taken the reply over (this one must stop)."""
+    return (
+        Message.objects.filter(
+            pk=customer_id, claimed_by=worker[:100], status=Message.Status.RECEIVED
+        ).update(claimed_at=timezone.now())
+        == 1
+    )
+
+
+def reply_save_partial(*, reply_id: int, text: str) -> None:
+    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
+        text=text, updated_at=timezone.now()
+    )
+
+
+def reply_finish(
+    *,
+    claim: ReplyClaim,
+    worker: str,
+    status: str,
+    text: str,
+    citations: list[dict[str, Any]],
+    cards: list[dict[str, Any]],
+    grounding: dict[str, Any],
+    usage: dict[str, Any],
+    timings: dict[str, Any],
+    error: str = "",
+) -> bool:
+    """Save the final reply and mark the customer messages answered, if this worker still holds the claim.
+    Queues the outbound send for messaging channels on commit."""
+    with transaction.atomic(durable=True):
+        held = (
+            Message.objects.filter(
+                pk=claim.customer.pk, claimed_by=worker[:100], status=Message.Status.RECEIVED
+            ).update(status=Message.Status.ANSWERED)
+            == 1
+        )
+        if not held:
+            return False
+        Message.objects.filter(pk__in=[m.pk for m in claim.questions], status=Message.Status.RECEIVED).update(
+            status=Message.Status.ANSWERED
+        )
+        reply = claim.reply
+        reply.status = status
+        reply.text = text
+        reply.citations = citations
+        reply.cards = cards
+        reply.grounding = grounding
+        reply.usage = usage
+        reply.timings = timings
+        reply.error = error[:2000]
+        fields = [
+            "status",
+            "text",
+            "citations",
+            "cards",
+            "grounding",
+            "usage",
+            "timings",
+            "error",
+            "updated_at",
+        ]
+        if claim.conversation.channel != Channel.WIDGET and text:
+            reply.delivery = Message.Delivery.QUEUED
+            fields.append("delivery")
+            transaction.on_commit(lambda: _enqueue_outbound(reply.pk))
+        reply.save(update_fields=fields)
+        Conversation.objects.filter(pk=claim.conversation.pk).update(updated_at=timezone.now())
+    return True
+
+
+def reply_handoff(*, claim: ReplyClaim, worker: str, reason: str, text: str) -> bool:
+    """The conversation goes to a person instead of an answer: the reply says so, state becomes human."""
+    done = reply_finish(
+        claim=claim,
+        worker=worker,
+        status=Message.Status.DONE,
+        text=text,
+        citations=[],
+        cards=[],
+        grounding={"handoff": reason},
+        usage={},
+        timings={},
+    )
+    if done:
+        conversation_handoff(
+            business=claim.customer.business, conversation_id=claim.conversation.pk, reason=reason
+        )
+    return done

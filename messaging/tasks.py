@@ -1,0 +1,423 @@
+"""The reply task: one customer message (or a burst of them) -> one streamed, stored agent reply.
+
+``reply(message_id)`` runs on the ``replies`` queue (acks_late and reject-on-worker-lost are global). The
+whole reply runs in ONE event loop (one ``async_to_sync`` of ``run_reply``): the channel layer's and the
+pool client's connections are per loop, so a loop per delta would open and close connections per token.
+
+Exactly once:
+- a per-conversation Redis lock keeps replies of one conversation in order;
+- the customer message is claimed by a conditional update with a lease (``claimed_at``/``claimed_by``),
+  renewed while the reply runs. A redelivered or duplicate task finds the claim held (retries later), or
+  the message answered (returns). A claim whose worker process is gone (SIGKILL) or whose lease ran out is
+  taken over, and the takeover restarts the same reply message (its first delta carries ``reset``);
+- the final save is conditional on still holding the claim.
+
+Streaming: deltas are coalesced (one send per ``REPLY_COALESCE_MS``), numbered per message (``seq``),
+appended to the Redis log (``messaging.streams``) before each group send (resume), and the partial text is
+saved about every 0.5 s. ``stop`` sets a cancel key and publishes on it; the worker listens and cancels the
+stream, which closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from celery import shared_task
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from agents import respond as agent
+from agents.prompts import Turn, handoff_reason
+from messaging import streams
+from messaging.models import Message
+from messaging.ratelimits import _clients as _redis_clients
+from messaging.ratelimits import redis
+from messaging.selectors import consecutive_failures, message_payload, recent_turns
+from messaging.services import (
+    ReplyClaim,
+    reply_claim,
+    reply_finish,
+    reply_handoff,
+    reply_renew,
+    reply_save_partial,
+    worker_id,
+)
+
+logger = logging.getLogger(__name__)
+
+PARTIAL_SAVE_SECONDS = 0.5
+MAX_ATTEMPTS = 3  # before the first token only: nothing has been shown, so a retry is invisible
+FAILED_TEXT = "Sorry, I can't answer right now. Please try again in a moment."
+STOPPED = "stopped by the customer"
+
+
+def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
+
+
+@shared_task(name="messaging.tasks.reply", bind=True, acks_late=True, max_retries=None)
+def reply(self: Any, message_id: int, queued_at: float | None = None) -> str:
+    outcome = async_to_sync(run_reply)(message_id, queued_at)
+    if outcome == "busy":
+        # Another live worker holds the conversation or this message: come back when it may be done.
+        raise self.retry(countdown=0.25, max_retries=int(settings.REPLY_LEASE_SECONDS * 8))
+    return outcome
+
+
+def _lock_key(conversation_id: int) -> str:
+    return f"reply-lock:{conversation_id}"
+
+
+async def _lock(conversation_id: int, worker: str) -> bool:
+    from messaging.services import claim_is_stale
+
+    client = redis()
+    ttl = settings.REPLY_LEASE_SECONDS
+    if await client.set(_lock_key(conversation_id), worker, nx=True, ex=ttl):
+        return True
+    holder = (await client.get(_lock_key(conversation_id)) or b"").decode()
+    from django.utils import timezone
+
+    if holder and claim_is_stale(timezone.now(), holder, timezone.now()):
+        # The holder's process is gone (same host): take the lock over.
+        return bool(await client.set(_lock_key(conversation_id), worker, xx=True, ex=ttl))
+    return False
+
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+async def _unlock(conversation_id: int, worker: str) -> None:
+    await redis().eval(_RELEASE, 1, _lock_key(conversation_id), worker)
+
+
+class _Stream:
+    """Coalesced, numbered, logged group sends of one reply's text."""
+
+    def __init__(self, group: str, message_id: int, seq: int, reset: bool) -> None:
+        self.layer = get_channel_layer()
+        self.group = group
+        self.message_id = message_id
+        self.seq = seq
+        self.reset = reset
+        self.interval = settings.REPLY_COALESCE_MS / 1000
+        self.buffer: list[str] = []
+        self.parts: list[str] = []
+        self.last_send = 0.0
+        self.last_save = time.monotonic()
+        self.timer: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+        self.sends = 0
+        self.announced = False
+
+    async def announce(self, reply: Message) -> None:
+        self.announced = True
+        await self.layer.group_send(
+            self.group, {"type": "message.created", "message": message_payload(reply)}
+        )
+        self.sends += 1
+
+    async def add(self, text: str) -> None:
+        self.buffer.append(text)
+        self.parts.append(text)
+        now = time.monotonic()
+        if now - self.last_send >= self.interval:
+            await self.flush()
+        elif self.timer is None:
+            self.timer = asyncio.create_task(self._later(self.last_send + self.interval - now))
+        if time.monotonic() - self.last_save >= PARTIAL_SAVE_SECONDS:
+            self.last_save = time.monotonic()
+            await db(reply_save_partial, reply_id=self.message_id, text="".join(self.parts))
+
+    async def _later(self, delay: float) -> None:
+        await asyncio.sleep(max(0.0, delay))
+        self.timer = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            if not self.buffer:
+                return
+            self.seq += 1
+            entry = {"seq": self.seq, "text": "".join(self.buffer), "reset": self.reset}
+            self.buffer.clear()
+            self.reset = False
+            # Logged before it is sent: a client resuming from the log never misses what the group had.
+            await streams.log_append(self.message_id, entry)
+            await self.layer.group_send(
+                self.group,
+                {"type": "reply.delta", "message_id": self.message_id, "sent_at": time.time(), **entry},
+            )
+            self.sends += 1
+            self.last_send = time.monotonic()
+
+    async def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.timer
+            self.timer = None
+        await self.flush()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _load(claim: ReplyClaim) -> tuple[Any, list[Turn]]:
+    from agents.selectors import agent_for
+
+    settings_row = agent_for(claim.customer.business)
+    first_question = claim.questions[0].pk if claim.questions else claim.customer.pk
+    turns = [
+        Turn(role=m.role, text=m.text)
+        for m in recent_turns(claim.conversation, before_id=first_question)
+        if m.pk != claim.reply.pk
+    ]
+    return settings_row, turns
+
+
+async def run_reply(message_id: int, queued_at: float | None = None) -> str:
+    """The whole reply, in the caller's event loop. Returns what happened: ``done``, ``cut``, ``failed``,
+    ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``."""
+    try:
+        return await _run_reply(message_id, queued_at)
+    finally:
+        from agents.inference.client import close_clients
+
+        await close_clients()
+        client = _redis_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+
+async def _run_reply(message_id: int, queued_at: float | None) -> str:
+    started = time.perf_counter()
+    wall_start = time.time()
+    worker = f"{worker_id()}:{uuid.uuid4().hex[:8]}"
+    conversation_id = await db(
+        lambda: Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).first()
+    )
+    if conversation_id is None:
+        return "gone"
+    if not await _lock(conversation_id, worker):
+        return "busy"
+    heartbeat: asyncio.Task[None] | None = None
+    try:
+        claim = await db(reply_claim, message_id=message_id, worker=worker)
+        if isinstance(claim, str):
+            return claim
+        timings: dict[str, Any] = {"claim": round((time.perf_counter() - started) * 1000, 2)}
+        if queued_at is not None:
+            timings["queue_wait"] = round(max(0.0, wall_start - queued_at) * 1000, 2)
+        agent_row, turns = await db(_load, claim)
+        question = "\n".join(m.text for m in claim.questions) or claim.customer.text
+        group = claim.conversation.group_name
+        layer = get_channel_layer()
+
+        reason = handoff_reason(
+            agent_row, question, consecutive_failures=await db(consecutive_failures, claim.conversation)
+        )
+        if reason:
+            text = agent_row.handoff_message
+            if await db(reply_handoff, claim=claim, worker=worker, reason=reason, text=text):
+                claim.reply.text, claim.reply.status = text, Message.Status.DONE
+                await layer.group_send(
+                    group, {"type": "message.created", "message": message_payload(claim.reply)}
+                )
+                await layer.group_send(group, _done_event(claim.reply.pk, text, "done", [], {}, {}))
+                return "handoff"
+            return "lost"
+
+        seq = await streams.log_last_seq(claim.reply.pk)
+        stream = _Stream(group, claim.reply.pk, seq, reset=seq > 0)
+        current = asyncio.current_task()
+        assert current is not None
+        lost = asyncio.Event()
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(max(0.5, settings.REPLY_LEASE_SECONDS / 4))
+                held = await db(reply_renew, customer_id=claim.customer.pk, worker=worker)
+                await redis().set(
+                    _lock_key(conversation_id), worker, xx=True, ex=settings.REPLY_LEASE_SECONDS
+                )
+                if not held:
+                    lost.set()
+                    current.cancel()
+                    return
+
+        heartbeat = asyncio.create_task(beat())
+        outcome = await _stream_reply(claim, agent_row, turns, question, stream, timings, started)
+        if lost.is_set():
+            return "lost"
+        return outcome
+    except asyncio.CancelledError:
+        if heartbeat is not None and heartbeat.done():
+            return "lost"
+        raise
+    finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        await _unlock(conversation_id, worker)
+
+
+def _done_event(
+    message_id: int,
+    text: str,
+    status: str,
+    cards: list[Any],
+    grounding: dict[str, Any],
+    timings: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "type": "message.done",
+        "message_id": message_id,
+        "text": text,
+        "status": status,
+        "cards": cards,
+        "grounding": grounding,
+        "timings": timings,
+    }
+
+
+async def _stream_reply(
+    claim: ReplyClaim,
+    agent_row: Any,
+    turns: list[Turn],
+    question: str,
+    stream: _Stream,
+    timings: dict[str, Any],
+    started: float,
+) -> str:
+    reply_id = claim.reply.pk
+    pubsub = redis().pubsub()
+    await pubsub.subscribe(streams.cancel_key(reply_id))
+    stopped = await streams.cancel_requested(reply_id)
+    final: agent.Done | agent.Cut | agent.Failed | None = None
+    citations: list[dict[str, Any]] = []
+    usage: dict[str, Any] = {}
+
+    async def consume() -> None:
+        nonlocal final, citations, usage
+        for attempt in range(MAX_ATTEMPTS):
+            events = agent.respond(
+                business=claim.customer.business,
+                agent=agent_row,
+                turns=turns,
+                question=question,
+                affinity_key=f"conv-{claim.conversation.pk}",
+            )
+            async with contextlib.aclosing(events) as iterator:
+                async for event in iterator:
+                    if isinstance(event, agent.TextDelta):
+                        if "first_token" not in timings:
+                            timings["first_token"] = round((time.perf_counter() - started) * 1000, 2)
+                        if not stream.announced:
+                            await stream.announce(claim.reply)
+                        await stream.add(event.text)
+                    elif isinstance(event, agent.Citations):
+                        citations = [asdict(c) for c in event.items]
+                    elif isinstance(event, agent.Usage):
+                        usage = {
+                            "prompt_tokens": event.prompt_tokens,
+                            "completion_tokens": event.completion_tokens,
+                        }
+                    else:
+                        final = event
+            if isinstance(final, agent.Failed) and not stream.parts and attempt + 1 < MAX_ATTEMPTS:
+                logger.warning(
+                    "reply %s: attempt %s failed before any text: %s", reply_id, attempt + 1, final.reason
+                )
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            return
+
+    async def watch() -> None:
+        async for message in pubsub.listen():
+            if message.get("type") == "message":
+                return
+
+    if not stopped:
+        consumer = asyncio.create_task(consume())
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.wait({consumer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (consumer, watcher):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(consumer, watcher, return_exceptions=True)
+        stopped = watcher.done() and not watcher.cancelled() and watcher.exception() is None
+        if consumer.done() and not consumer.cancelled() and consumer.exception() is not None:
+            raise consumer.exception()  # type: ignore[misc]
+    with contextlib.suppress(Exception):
+        await pubsub.unsubscribe()
+        await pubsub.aclose()
+    await stream.close()
+
+    if isinstance(final, agent.Done) and not stopped:
+        timings.update({k: v for k, v in final.timings.items() if k != "first_token"})
+        status, text, cards, grounding, error = (
+            Message.Status.DONE,
+            final.text,
+            final.cards,
+            final.grounding,
+            "",
+        )
+        if final.no_results:
+            grounding = {**grounding, "no_results": True}
+    elif stopped:
+        status, text, cards, grounding, error = Message.Status.CUT, stream.text, [], {}, STOPPED
+    elif isinstance(final, agent.Cut):
+        timings.update({k: v for k, v in final.timings.items() if k != "first_token"})
+        status, text, cards, grounding, error = (
+            Message.Status.CUT,
+            final.text or stream.text,
+            [],
+            {},
+            final.reason,
+        )
+    else:
+        reason = final.reason if isinstance(final, agent.Failed) else "no reply"
+        status, text, cards, grounding, error = Message.Status.FAILED, FAILED_TEXT, [], {}, reason
+    timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+    timings["group_sends"] = stream.sends + 1
+    saved = await db(
+        reply_finish,
+        claim=claim,
+        worker=stream_worker(claim),
+        status=status,
+        text=text,
+        citations=citations,
+        cards=cards,
+        grounding=grounding,
+        usage=usage,
+        timings=timings,
+        error=error,
+    )
+    if not saved:
+        return "lost"
+    if not stream.announced:
+        claim.reply.text, claim.reply.status = text, status
+        await stream.announce(claim.reply)
+    await stream.layer.group_send(
+        stream.group, _done_event(reply_id, text, status, cards, grounding, timings)
+    )
+    if stopped:
+        return "stopped"
+    return {Message.Status.DONE: "done", Message.Status.CUT: "cut"}.get(status, "failed")
+
+
+def stream_worker(claim: ReplyClaim) -> str:
+    """The worker id the claim was made with (kept on the customer message)."""
+    return claim.customer.claimed_by or ""
