@@ -224,7 +224,7 @@ header .icon:hover{background:rgba(127,127,127,.22)}
 .card img{width:100%;height:112px;object-fit:cover;background:var(--ag);display:block}
 .card .ci{padding:8px 10px;display:flex;flex-direction:column;gap:2px}
 .card .ct{font-weight:600;font-size:14px;line-height:1.3;overflow-wrap:anywhere}
-.card .cp{font-size:14px}
+.card .cp{font-size:14px}.card s{color:var(--mu);font-size:12.5px}
 .card .ca{font-size:12.5px;color:var(--mu)}
 .card .ca.in{color:#0f7b3f}.dark .card .ca.in{color:#6ad49b}
 a.card:hover .ct{text-decoration:underline}
@@ -553,8 +553,8 @@ textarea::placeholder{color:var(--mu);opacity:1}
       if (msg.cards.length) el.append(this.cardsNode(msg.cards));
       if (msg.status === "cut") el.append(h("div", "meta", "The reply was stopped before it finished."));
       if (msg.status === "failed") {
-        if (!msg.text) bubble.hidden = true;
-        const meta = h("div", "meta err", "Sorry, the assistant couldn't finish this reply.");
+        // The server's failed text already apologises; without one, say it here.
+        const meta = h("div", "meta err", msg.text ? "" : "Sorry, the assistant couldn't finish this reply.");
         const q = this.questionFor(msg);
         if (q) meta.append(this.retryButton(() => this.send(q)));
         el.append(meta);
@@ -600,8 +600,13 @@ textarea::placeholder{color:var(--mu);opacity:1}
         }
         const info = h("div", "ci");
         info.append(h("span", "ct", str(c.title || c.name)));
-        const price = this.price(c);
-        if (price) info.append(h("span", "cp", price));
+        const price = this.money(c.sale_price != null && c.sale_price !== "" ? c.sale_price : c.price, c.currency);
+        if (price) {
+          const p = h("span", "cp", price);
+          const was = c.sale_price != null && c.sale_price !== "" ? this.money(c.price, c.currency) : "";
+          if (was && was !== price) p.append(" ", h("s", null, was));
+          info.append(p);
+        }
         const avail = str(c.availability_label || c.availability).replace(/_/g, " ");
         if (avail) {
           const a = h("span", "ca", avail.charAt(0).toUpperCase() + avail.slice(1));
@@ -614,22 +619,20 @@ textarea::placeholder{color:var(--mu);opacity:1}
       return row;
     }
 
-    price(c) {
-      if (c.price_display) return str(c.price_display);
-      const value = c.sale_price != null && c.sale_price !== "" ? c.sale_price : c.price;
+    money(value, currency) {
       if (value == null || value === "") return "";
       const n = Number(value);
-      if (Number.isFinite(n) && /^[A-Z]{3}$/.test(str(c.currency))) {
+      if (Number.isFinite(n) && /^[A-Z]{3}$/.test(str(currency))) {
         try {
           return new Intl.NumberFormat(document.documentElement.lang || undefined, {
             style: "currency",
-            currency: c.currency,
+            currency,
           }).format(n);
         } catch (_) {
           /* unknown currency code: fall through */
         }
       }
-      return (str(value) + " " + str(c.currency)).trim();
+      return (str(value) + " " + str(currency)).trim();
     }
 
     note(text) {
@@ -843,12 +846,14 @@ textarea::placeholder{color:var(--mu);opacity:1}
     on_delta(f) {
       const msg = this.state.messages.get(f.message_id) || this.upsert({ id: f.message_id, role: "agent", status: "streaming" });
       if (msg.status !== "streaming" || typeof f.seq !== "number" || f.seq <= msg.seq) return; // a repeat
-      msg.ahead.set(f.seq, str(f.text));
-      // Deltas can arrive out of order (channels_redis#89): apply them strictly in seq order.
+      msg.ahead.set(f.seq, f);
+      // Deltas can arrive out of order (channels_redis#89): apply them strictly in seq order. Seq 1 and a
+      // `reset` delta start the text over (a reply retried on another endpoint restarts).
       while (msg.ahead.has(msg.seq + 1)) {
         msg.seq += 1;
-        msg.text += msg.ahead.get(msg.seq);
+        const d = msg.ahead.get(msg.seq);
         msg.ahead.delete(msg.seq);
+        msg.text = (msg.seq === 1 || d.reset ? "" : msg.text) + str(d.text);
       }
       if (msg.ahead.size && !msg.gapTimer) {
         // A gap that stays open means a dropped event: reconnect, and `hello.last_seq` fetches the rest.
@@ -989,7 +994,6 @@ textarea::placeholder{color:var(--mu);opacity:1}
       for (const k of ["name", "email", "phone", "external_id"]) if (info && info[k] != null) c[k] = str(info[k]).slice(0, 200);
       widget.contact = c;
       widget.persist();
-      if (widget.isOpen()) widget.ws.send(JSON.stringify({ type: "identify", contact: c }));
     },
     /** Subscribe: "message" (each finished message), "open", "close", "ready", "error". Returns an unsubscribe function. */
     on(name, fn) {
