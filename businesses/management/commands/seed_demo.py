@@ -35,3 +35,20 @@ class Command(BaseCommand):
                     allowed_origins=[settings.PUBLIC_URL, "http://localhost:8000", "http://127.0.0.1:8000"],
                 )
         self.stdout.write(f"demo business {business.slug!r} ready (login {DEMO_EMAIL})")
+        self._import_demo_catalog(business)
+
+    def _import_demo_catalog(self, business: Business) -> None:
+        # Through the import service like any upload. Safe to repeat: an unchanged file changes no row and
+        # embeds nothing (content hashes), so re-seeding costs a parse of ~300 rows.
+        from catalogs.demo import DEMO_CATALOG, DEMO_FAQ
+        from catalogs.services import import_file
+
+        for path, mode in ((DEMO_CATALOG, "full"), (DEMO_FAQ, "upsert")):
+            imp = import_file(business=business, path=path, mode=mode)
+            if imp.state != "succeeded":
+                self.stderr.write(f"{path.name}: import failed: {imp.error_message}")
+                continue
+            self.stdout.write(
+                f"{path.name}: {imp.created_count} created, {imp.updated_count} updated, "
+                f"{imp.unchanged_count} unchanged, {imp.retired_count} retired, {imp.embedded_count} embedded"
+            )
