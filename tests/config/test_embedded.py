@@ -132,3 +132,14 @@ def test_postgres_with_pgvector_starts_in_its_data_folder_and_stops_after(data_d
     distance, postmaster = result.stdout.split()
     assert float(distance) == pytest.approx(0.0)
     assert wait_dead(int(postmaster)), "the last holder's exit must stop PostgreSQL"
+
+
+def test_a_killed_postgres_holder_does_not_keep_postgres_alive(data_dir: Path) -> None:
+    crashed = start_holder(data_dir, "ensure_postgres")
+    postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0])
+    crashed.send_signal(signal.SIGKILL)
+    crashed.wait()
+    survivor = start_holder(data_dir, "ensure_postgres")
+    assert int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0]) == postmaster
+    release(survivor)
+    assert wait_dead(postmaster)
