@@ -16,12 +16,13 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_application = get_asgi_application()
 
+from dashboard.routing import websocket_urlpatterns as dashboard_websocket_urlpatterns  # noqa: E402
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 
 # Origins are checked per business by the consumers (each business has its own allowlist), not here.
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns + dashboard_websocket_urlpatterns)),
     }
 )

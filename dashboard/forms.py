@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 
+from agents.models import Agent
 from businesses.services import normalize_origin
 from catalogs.models import Availability
 from messaging.models import Channel, Conversation
@@ -136,3 +138,159 @@ class StaffReplyForm(forms.Form):
         if not text:
             raise ValidationError("Write something to send.")
         return text
+
+
+DAYS = (
+    ("mon", "Monday"),
+    ("tue", "Tuesday"),
+    ("wed", "Wednesday"),
+    ("thu", "Thursday"),
+    ("fri", "Friday"),
+    ("sat", "Saturday"),
+    ("sun", "Sunday"),
+)
+_HOURS = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)\s*-\s*([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def _lines(raw: str) -> list[str]:
+    """One entry per line or comma, blanks dropped, duplicates removed in order."""
+    out: list[str] = []
+    for part in re.split(r"[\n,]", raw):
+        part = part.strip()
+        if part and part not in out:
+            out.append(part)
+    return out
+
+
+class AgentForm(forms.Form):
+    """The agent's settings as a person edits them (lists as lines, opening hours per day)."""
+
+    name = forms.CharField(max_length=100)
+    greeting = forms.CharField(max_length=500)
+    instructions = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        max_length=8000,
+        label="Persona and instructions",
+    )
+    business_facts = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=8000,
+        help_text="Shipping, returns, opening hours, address: facts the agent always knows.",
+    )
+    tone = forms.CharField(max_length=100)
+    languages = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="Language codes, comma-separated (e.g. en, de); empty = any.",
+    )
+    answer_in_customer_language = forms.BooleanField(required=False)
+    temperature = forms.FloatField(min_value=0.0, max_value=2.0)
+    max_reply_tokens = forms.IntegerField(min_value=16, max_value=4000, label="Max reply length (tokens)")
+    no_results_message = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), max_length=1000, label="When nothing relevant is found"
+    )
+    forbidden_topics = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Topics the agent must not handle, one per line.",
+    )
+    handoff_keywords = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Extra phrases that ask for a person, one per line.",
+    )
+    handoff_topics = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Topics that always go to a person, one per line.",
+    )
+    handoff_after_failures = forms.IntegerField(
+        min_value=0, max_value=20, help_text="Hand over after this many failed replies in a row; 0 = never."
+    )
+    handoff_message = forms.CharField(max_length=500)
+    grounding_mode = forms.ChoiceField(
+        choices=Agent.Grounding.choices, label="When a reply states a wrong price or product"
+    )
+    out_of_hours_message = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=1000
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for day, label in DAYS:
+            self.fields[f"hours_{day}"] = forms.CharField(
+                required=False,
+                max_length=100,
+                label=label,
+                help_text="e.g. 09:00-12:00, 13:00-18:00; empty = closed",
+            )
+
+    @classmethod
+    def initial_from(cls, agent: Agent) -> dict[str, Any]:
+        initial: dict[str, Any] = {name: getattr(agent, name) for name in cls.base_fields}
+        for name in ("forbidden_topics", "handoff_keywords", "handoff_topics"):
+            initial[name] = "\n".join(getattr(agent, name))
+        initial["languages"] = ", ".join(agent.languages)
+        for day, _ in DAYS:
+            initial[f"hours_{day}"] = ", ".join(f"{a}-{b}" for a, b in agent.business_hours.get(day, []))
+        return initial
+
+    def clean_languages(self) -> list[str]:
+        codes = [c.lower() for c in _lines(self.cleaned_data["languages"])]
+        bad = [c for c in codes if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})?", c)]
+        if bad:
+            raise ValidationError("Not a language code: " + ", ".join(bad))
+        return codes
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        for name in ("forbidden_topics", "handoff_keywords", "handoff_topics"):
+            if name in data:
+                data[name] = [line[:200] for line in _lines(data[name])][:50]
+        hours: dict[str, list[list[str]]] = {}
+        for day, label in DAYS:
+            ranges = []
+            for part in _lines(data.pop(f"hours_{day}", "") or ""):
+                match = _HOURS.match(part)
+                if (
+                    not match
+                    or f"{match[1]}:{match[2]}" >= f"{match[3]}:{match[4]}"
+                    or (match[3] == "24" and match[4] != "00")
+                ):
+                    self.add_error(f"hours_{day}", f"{label}: write ranges like 09:00-18:00 (not {part!r}).")
+                    continue
+                ranges.append([f"{match[1]}:{match[2]}", f"{match[3]}:{match[4]}"])
+            hours[day] = ranges
+        data["business_hours"] = hours
+        return data
+
+
+HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+class ThemeForm(forms.Form):
+    theme_color = forms.CharField(
+        max_length=7, label="Colour", widget=forms.TextInput(attrs={"type": "color"})
+    )
+    theme_position = forms.ChoiceField(choices=Agent.Position.choices, label="Position")
+    theme_title = forms.CharField(
+        required=False, max_length=100, label="Title", help_text="Blank = the agent's name."
+    )
+    theme_avatar_url = forms.URLField(
+        required=False, max_length=1000, label="Avatar image URL", assume_scheme="https"
+    )
+    theme_dark_mode = forms.ChoiceField(choices=Agent.DarkMode.choices, label="Light or dark")
+
+    def clean_theme_color(self) -> str:
+        colour = self.cleaned_data["theme_color"]
+        if not HEX_COLOUR.match(colour):
+            raise ValidationError("A colour like #2563eb.")
+        return colour.lower()
+
+    def clean_theme_avatar_url(self) -> str:
+        url = self.cleaned_data["theme_avatar_url"]
+        if url and not url.startswith("https://"):
+            raise ValidationError("Use an https:// address, so that the image loads on secure shops.")
+        return url

@@ -6,17 +6,18 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from django.apps import apps
 from django.db import connection
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils import timezone
 
+from agents.models import Agent
 from businesses.models import ApiKey, Business
 from businesses.selectors import get_scoped_or_404
+from catalogs.import_selectors import import_live_progress
 from catalogs.models import Import, Item
-from messaging.models import Conversation, Message
+from messaging.models import ChannelAccount, Conversation, Message
 
 
 @dataclass(frozen=True)
@@ -75,19 +76,15 @@ def _has_catalog(business: Business) -> bool:
 
 
 def _agent_configured(business: Business) -> bool:
-    try:
-        agent_model = apps.get_model("agents", "Agent")
-    except LookupError:
-        return False
-    return agent_model.objects.filter(business=business).exists()
+    # The settings row is created with defaults on first read (the widget's config does that), so its
+    # existence says nothing; written instructions or business facts do.
+    return Agent.objects.filter(business=business).exclude(instructions="", business_facts="").exists()
 
 
 def _whatsapp_connected(business: Business) -> bool:
-    try:
-        account_model = apps.get_model("messaging", "ChannelAccount")
-    except LookupError:
-        return False
-    return account_model.objects.filter(business=business, channel="whatsapp").exists()
+    return ChannelAccount.objects.filter(
+        business=business, kind=ChannelAccount.Kind.WHATSAPP, active=True
+    ).exists()
 
 
 @dataclass(frozen=True)
@@ -118,7 +115,7 @@ def imports_recent(business: Business, limit: int = 20) -> list[Import]:
 
 
 def import_or_404(business: Business, import_id: int) -> Import:
-    return get_scoped_or_404(business, Import.objects.all(), pk=import_id)
+    return get_scoped_or_404(business, Import.objects.select_related("business"), pk=import_id)
 
 
 def item_or_404(business: Business, item_id: int) -> Item:
@@ -179,27 +176,35 @@ def items_browse(
 
 
 def import_status(imp: Import) -> dict[str, object]:
-    """What the progress bar shows: rows done, phase, rate and time left (JSON-serialisable)."""
-    percent = 100 if imp.is_finished else (int(imp.rows_done * 100 / imp.rows_total) if imp.rows_total else 0)
+    """What the progress bar shows: rows done, phase, rate and time left (JSON-serialisable).
+
+    While the import's write transaction is open its row still reads 0 rows done; the live figures are the
+    last progress event, kept in Redis by the import (``catalogs.import_selectors.import_live_progress``).
+    """
+    phase, rows_done, rows_total = imp.phase, imp.rows_done, imp.rows_total
     rate: float | None = None
     eta: float | None = None
-    if imp.started_at and imp.rows_done:
-        end = imp.finished_at or timezone.now()
-        elapsed = max((end - imp.started_at).total_seconds(), 0.001)
-        rate = imp.rows_done / elapsed
-        if not imp.is_finished and imp.rows_total > imp.rows_done:
-            eta = (imp.rows_total - imp.rows_done) / rate
+    live = import_live_progress(imp)
+    if live:
+        phase, rows_done, rows_total = live["phase"], live["rows_done"], live["rows_total"]
+        rate, eta = live.get("rate"), live.get("eta")
+    elif imp.started_at and imp.finished_at and rows_done:
+        rate = round(rows_done / max((imp.finished_at - imp.started_at).total_seconds(), 0.001), 1)
+    if imp.is_finished:
+        percent, eta = 100, 0.0
+    else:
+        percent = min(int(rows_done * 100 / rows_total), 99) if rows_total else 0
     return {
         "id": imp.pk,
         "filename": imp.original_filename,
         "state": imp.state,
-        "phase": imp.phase,
-        "phase_label": Import.Phase(imp.phase).label if imp.phase in Import.Phase.values else imp.phase,
-        "rows_done": imp.rows_done,
-        "rows_total": imp.rows_total,
-        "percent": min(percent, 100),
-        "rate": round(rate, 1) if rate is not None else None,
-        "eta_seconds": round(eta, 1) if eta is not None else None,
+        "phase": phase,
+        "phase_label": Import.Phase(phase).label if phase in Import.Phase.values else phase,
+        "rows_done": rows_done,
+        "rows_total": rows_total,
+        "percent": percent,
+        "rate": rate,
+        "eta_seconds": eta,
         "created": imp.created_count,
         "updated": imp.updated_count,
         "unchanged": imp.unchanged_count,
@@ -211,7 +216,7 @@ def import_status(imp: Import) -> dict[str, object]:
         "errors_url": reverse(
             "dashboard:catalog_import_errors", kwargs={"slug": imp.business.slug, "import_id": imp.pk}
         )
-        if (imp.failed_count or imp.error_message)
+        if imp.is_finished and (imp.failed_count or imp.error_message)
         else None,
     }
 
@@ -310,26 +315,34 @@ def citation_item_ids(citations: object) -> list[int]:
     return ids
 
 
+ISSUE_LABELS = {
+    "wrong_price": "wrong price",
+    "unknown_price": "price not in catalog",
+    "wrong_stock": "wrong stock",
+}
+
+
 def grounding_flags(grounding: object) -> list[str]:
-    """Readable grounding problems from a message's ``grounding`` result (empty when it passed)."""
+    """Readable grounding problems of an agent reply (``agents.grounding.GroundingResult.as_json``)."""
     if not isinstance(grounding, dict):
         return []
-    flags = grounding.get("flags") or grounding.get("issues") or []
+    issues = grounding.get("issues")
     out = []
-    for flag in flags if isinstance(flags, list) else []:
-        if isinstance(flag, dict):
-            kind = str(flag.get("kind") or flag.get("type") or "flag")
-            detail = str(flag.get("detail") or flag.get("message") or flag.get("claim") or "")
-            out.append(f"{kind}: {detail}" if detail else kind)
-        else:
-            out.append(str(flag))
+    for issue in issues if isinstance(issues, list) else []:
+        if not isinstance(issue, dict):
+            continue
+        kind = ISSUE_LABELS.get(str(issue.get("kind")), str(issue.get("kind") or "flag"))
+        detail = f'"{issue.get("text", "")}"'
+        if issue.get("expected"):
+            detail += f" (catalog: {issue['expected']})"
+        out.append(f"{kind}: {detail}")
     return out
 
 
 # --- Analytics ----------------------------------------------------------------------------------------------
 
 # The key of Message.timings that holds the time to first token, in milliseconds (set by the reply task).
-TTFT_KEY = "first_token_ms"
+TTFT_KEY = "first_token"
 
 
 @dataclass(frozen=True)
@@ -373,14 +386,27 @@ def analytics(business: Business, *, days: int = 30, now: datetime | None = None
     spoken = conversations.filter(messages__role=Message.Role.CUSTOMER).distinct()
     total = spoken.count()
     helped = spoken.filter(
-        Q(state=Conversation.State.HUMAN) | ~Q(handoff_reason="") | Q(messages__role=Message.Role.STAFF)
+        Q(state=Conversation.State.HUMAN)
+        | Q(messages__role=Message.Role.STAFF)
+        | Q(messages__role=Message.Role.AGENT, messages__grounding__has_key="handoff")
     ).distinct()
     alone = total - helped.count()
-    handed = conversations.filter(Q(state=Conversation.State.HUMAN) | ~Q(handoff_reason=""))
-    reasons = [
-        (reason or "staff took over", n)
-        for reason, n in handed.values_list("handoff_reason").annotate(n=Count("pk")).order_by("-n")[:10]
-    ]
+    # Handoffs decided by the agent are recorded on its reply (grounding["handoff"]) and survive a hand
+    # back; a takeover by staff only lives on the conversation while it is in "human" state.
+    reason_counts: dict[str, int] = {}
+    agent_handoff_conversations: set[int] = set()
+    for conversation_id, reason in msgs.filter(
+        role=Message.Role.AGENT, grounding__has_key="handoff"
+    ).values_list("conversation_id", "grounding__handoff"):
+        reason_counts[str(reason) or "handoff"] = reason_counts.get(str(reason) or "handoff", 0) + 1
+        agent_handoff_conversations.add(conversation_id)
+    for reason in (
+        conversations.filter(state=Conversation.State.HUMAN)
+        .exclude(pk__in=agent_handoff_conversations)
+        .values_list("handoff_reason", flat=True)
+    ):
+        reason_counts[reason or "staff took over"] = reason_counts.get(reason or "staff took over", 0) + 1
+    reasons = sorted(reason_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
 
     agent_msgs = msgs.filter(role=Message.Role.AGENT)
     with connection.cursor() as cursor:
@@ -405,6 +431,7 @@ def analytics(business: Business, *, days: int = 30, now: datetime | None = None
 
     unanswered = list(
         msgs.filter(role=Message.Role.CUSTOMER, reply__citations=[], reply__role=Message.Role.AGENT)
+        .exclude(reply__grounding__has_key="handoff")
         .order_by("-created_at")
         .values_list("text", "created_at")[:20]
     )
@@ -422,7 +449,7 @@ def analytics(business: Business, *, days: int = 30, now: datetime | None = None
         messages_per_day=[msg_days.get(d, 0) for d in day_list],
         conversations=total,
         answered_without_human=(alone / total) if total else None,
-        handoffs=handed.count(),
+        handoffs=sum(reason_counts.values()),
         handoff_reasons=reasons,
         ttft_p50_ms=round(p50, 1) if p50 is not None else None,
         ttft_p95_ms=round(p95, 1) if p95 is not None else None,

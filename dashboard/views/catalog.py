@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from catalogs.import_selectors import import_error_report_csv
 from catalogs.models import Availability
+from catalogs.services import ImportRejected, import_start
 from dashboard import selectors
 from dashboard.forms import ItemFilterForm, SearchPreviewForm, UploadForm
 from dashboard.permissions import member_view
@@ -46,9 +45,17 @@ def catalog_upload(request: HttpRequest) -> HttpResponse:
         return render(
             request, "dashboard/catalog.html", _catalog_context(request, upload_form=form), status=400
         )
-    from catalogs.services import import_start
-
-    imp = import_start(business=business, upload=form.cleaned_data["file"], mode=form.cleaned_data["mode"])
+    try:
+        imp = import_start(
+            business=business, upload=form.cleaned_data["file"], mode=form.cleaned_data["mode"]
+        )
+    except ImportRejected as exc:
+        form.add_error("file", str(exc))
+        if wants_json:
+            return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+        return render(
+            request, "dashboard/catalog.html", _catalog_context(request, upload_form=form), status=400
+        )
     if wants_json:
         return JsonResponse(selectors.import_status(imp), status=201)
     return redirect("dashboard:catalog_import", slug=business.slug, import_id=imp.pk)
@@ -80,14 +87,7 @@ def catalog_import_errors(request: HttpRequest, import_id: int) -> HttpResponse:
     """The import's bad rows as CSV: row, column, reason (and the whole-file error, if any)."""
     business = request.business  # type: ignore[attr-defined]
     imp = selectors.import_or_404(business, import_id)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["row", "column", "reason"])
-    if imp.error_message:
-        writer.writerow(["", "", imp.error_message])
-    for error in imp.error_report:
-        writer.writerow([error.get("row", ""), error.get("column", ""), error.get("reason", "")])
-    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response = HttpResponse(import_error_report_csv(imp), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="import-{imp.pk}-errors.csv"'
     return response
 

@@ -7,13 +7,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from agents.selectors import agent_for
+from agents.services import agent_update
 from businesses import services as business_services
 from businesses.models import ApiKey
 from businesses.selectors import businesses_for_user
 from dashboard import selectors
-from dashboard.forms import ApiKeyForm, OriginsForm
+from dashboard.forms import ApiKeyForm, OriginsForm, ThemeForm
 from dashboard.permissions import member_view
 
 
@@ -47,19 +49,46 @@ def widget_snippet(widget_key: str) -> str:
     return f'<script src="{settings.PUBLIC_URL}/widget.js" data-agent="{widget_key}" async></script>'
 
 
-@member_view("owner")
-def install(request: HttpRequest) -> HttpResponse:
+def _install(
+    request: HttpRequest,
+    *,
+    origins_form: OriginsForm | None = None,
+    theme_form: ThemeForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
     business = request.business  # type: ignore[attr-defined]
-    form = OriginsForm(initial={"origins": "\n".join(business.allowed_origins)})
+    agent = agent_for(business)
     return render(
         request,
         "dashboard/install.html",
         {
             "snippet": widget_snippet(business.widget_key),
-            "origins_form": form,
-            "public_url": settings.PUBLIC_URL,
+            "origins_form": origins_form
+            or OriginsForm(initial={"origins": "\n".join(business.allowed_origins)}),
+            "theme_form": theme_form
+            or ThemeForm(initial={k: getattr(agent, k) for k in ThemeForm.base_fields}),
+            "agent": agent,
         },
+        status=status,
     )
+
+
+@member_view("owner")
+@require_GET
+def install(request: HttpRequest) -> HttpResponse:
+    return _install(request)
+
+
+@member_view("owner")
+@require_POST
+def install_theme(request: HttpRequest) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    form = ThemeForm(request.POST)
+    if not form.is_valid():
+        return _install(request, theme_form=form, status=400)
+    agent_update(business, **form.cleaned_data)
+    messages.success(request, "Theme saved. Your site's widget picks it up within a minute.")
+    return redirect("dashboard:install", slug=business.slug)
 
 
 @member_view("owner")
@@ -68,16 +97,7 @@ def install_origins(request: HttpRequest) -> HttpResponse:
     business = request.business  # type: ignore[attr-defined]
     form = OriginsForm(request.POST)
     if not form.is_valid():
-        return render(
-            request,
-            "dashboard/install.html",
-            {
-                "snippet": widget_snippet(business.widget_key),
-                "origins_form": form,
-                "public_url": settings.PUBLIC_URL,
-            },
-            status=400,
-        )
+        return _install(request, origins_form=form, status=400)
     business_services.business_set_allowed_origins(business, origins=form.cleaned_data["origins"])
     messages.success(request, "Allowed origins saved.")
     return redirect("dashboard:install", slug=business.slug)

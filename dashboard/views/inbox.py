@@ -12,6 +12,10 @@ from dashboard import selectors
 from dashboard.forms import InboxFilterForm, StaffReplyForm
 from dashboard.permissions import member_view
 from messaging.models import Conversation
+from messaging.services import conversation_hand_back, conversation_handoff, staff_reply_send
+
+# Recorded as the conversation's handoff reason (analytics groups handoffs by reason).
+TAKEOVER_REASON = "staff took over from the inbox"
 
 
 def _filters(request: HttpRequest) -> tuple[InboxFilterForm, dict[str, object]]:
@@ -115,9 +119,7 @@ def inbox_messages(request: HttpRequest, conversation_id: int) -> JsonResponse:
 def inbox_takeover(request: HttpRequest, conversation_id: int) -> HttpResponse:
     business = request.business  # type: ignore[attr-defined]
     conversation = selectors.conversation_or_404(business, conversation_id)
-    from messaging.services import conversation_handoff
-
-    conversation_handoff(business, conversation=conversation, reason="taken over by staff", by=request.user)
+    conversation_handoff(business=business, conversation_id=conversation.pk, reason=TAKEOVER_REASON)
     messages.success(request, "You have the conversation. The agent stays silent until you hand it back.")
     return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=conversation.pk)
 
@@ -127,9 +129,7 @@ def inbox_takeover(request: HttpRequest, conversation_id: int) -> HttpResponse:
 def inbox_hand_back(request: HttpRequest, conversation_id: int) -> HttpResponse:
     business = request.business  # type: ignore[attr-defined]
     conversation = selectors.conversation_or_404(business, conversation_id)
-    from messaging.services import conversation_hand_back
-
-    conversation_hand_back(business, conversation=conversation)
+    conversation_hand_back(business=business, conversation_id=conversation.pk)
     messages.success(request, "Handed back: the agent answers again.")
     return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=conversation.pk)
 
@@ -142,7 +142,7 @@ def inbox_reply(request: HttpRequest, conversation_id: int) -> HttpResponse:
     form = StaffReplyForm(request.POST)
     if not form.is_valid():
         return _inbox(request, conversation, reply_form=form, status=400)
-    from messaging.services import staff_reply_send
-
-    staff_reply_send(business, conversation=conversation, text=form.cleaned_data["text"], by=request.user)
+    staff_reply_send(
+        business=business, conversation_id=conversation.pk, user=request.user, text=form.cleaned_data["text"]
+    )
     return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=conversation.pk)

@@ -41,12 +41,14 @@
       if (st.finished && !finished) {
         finished = true;
         if (timer) clearInterval(timer);
+        if (slow) clearInterval(slow);
         if (socket) socket.close();
         onDone?.(st);
       }
     };
     const poll = () => { if (!timer && !finished) timer = setInterval(fetchStatus, 500); };
     let socket = null;
+    let slow = null;
     try {
       const proto = location.protocol === "https:" ? "wss:" : "ws:";
       socket = new WebSocket(`${proto}//${location.host}${wsPath}`);
@@ -54,6 +56,8 @@
         const data = JSON.parse(e.data);
         if (data.type === "import.status") handle(data.status);
       };
+      // The final state is also pushed, but a slow poll covers an event lost while reconnecting.
+      socket.onopen = () => { slow = setInterval(fetchStatus, 2000); };
       socket.onerror = poll;
       socket.onclose = () => { if (!finished) poll(); };
     } catch (_) { poll(); }

@@ -1,0 +1,294 @@
+"""Each form of the admin: bad input is refused with a message and changes nothing; good input does the write."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from agents.models import Agent
+from agents.selectors import agent_for
+from businesses.models import ApiKey, Business, Membership
+from catalogs.models import Import
+from tests.dashboard.conftest import Tenant
+
+pytestmark = pytest.mark.django_db
+
+GOOD_SIGNUP = {
+    "email": "ana@shop.example",
+    "password": "a-long-unusual-passphrase-42",
+    "business_name": "Ana's Bikes",
+    "timezone": "Europe/Lisbon",
+}
+
+
+def _owner_client(tenant: Tenant) -> Client:
+    client = Client()
+    client.force_login(tenant.owner)
+    return client
+
+
+def test_signup_creates_account_and_business_and_signs_in() -> None:
+    client = Client()
+    response = client.post("/accounts/signup/", GOOD_SIGNUP)
+    assert response.status_code == 302
+    assert response["Location"] == "/app/anas-bikes/"
+    user = User.objects.get(username="ana@shop.example")
+    business = Business.objects.get(slug="anas-bikes")
+    assert (business.name, business.timezone) == ("Ana's Bikes", "Europe/Lisbon")
+    assert Membership.objects.get(business=business).user == user
+    assert Membership.objects.get(business=business).role == "owner"
+    assert client.get("/app/anas-bikes/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"email": "not-an-email"}, "email", "Enter a valid email address."),
+        ({"password": "password"}, "password", "This password is too common."),
+        ({"password": "ana@shop.example1"}, "password", "The password is too similar to the username."),
+        ({"business_name": "   "}, "business_name", "This field is required."),
+        (
+            {"timezone": "Mars/Olympus"},
+            "timezone",
+            "Select a valid choice. Mars/Olympus is not one of the available choices.",
+        ),
+    ],
+)
+def test_signup_refuses_bad_input_and_creates_nothing(
+    change: dict[str, str], field: str, message: str
+) -> None:
+    response = Client().post("/accounts/signup/", {**GOOD_SIGNUP, **change})
+    assert response.status_code == 200
+    assert message in response.context["form"].errors[field]
+    assert User.objects.count() == 0
+    assert Business.objects.count() == 0
+
+
+def test_signup_refuses_a_taken_email(tenant_a: Tenant) -> None:
+    users, businesses = User.objects.count(), Business.objects.count()
+    response = Client().post("/accounts/signup/", {**GOOD_SIGNUP, "email": tenant_a.owner.username.upper()})
+    assert response.context["form"].errors["email"] == [
+        "An account with this email already exists. Sign in instead."
+    ]
+    assert (User.objects.count(), Business.objects.count()) == (users, businesses)
+
+
+def test_login_and_logout() -> None:
+    User.objects.create_user(username="bo@shop.example", password="a-long-unusual-passphrase-42")
+    client = Client()
+    bad = client.post("/accounts/login/", {"username": "bo@shop.example", "password": "wrong"})
+    assert bad.status_code == 200
+    assert "_auth_user_id" not in client.session
+    good = client.post(
+        "/accounts/login/", {"username": "bo@shop.example", "password": "a-long-unusual-passphrase-42"}
+    )
+    assert good["Location"] == "/app/"
+    # No business yet: the person is asked to create one.
+    assert client.get("/app/")["Location"] == "/app/new/"
+    client.post("/accounts/logout/")
+    assert "_auth_user_id" not in client.session
+
+
+def test_root_redirects_to_the_app() -> None:
+    assert Client().get("/")["Location"] == "/app/"
+    assert Client().get("/app/")["Location"] == "/accounts/login/?next=/app/"
+
+
+def test_allowed_origins_are_validated_and_normalised(tenant_a: Tenant) -> None:
+    client = _owner_client(tenant_a)
+    url = f"/app/{tenant_a.business.slug}/install/origins/"
+    before = list(tenant_a.business.allowed_origins)
+    bad = client.post(url, {"origins": "https://ok.example\nshop.example/path\nftp://x.example"})
+    assert bad.status_code == 400
+    assert bad.context["origins_form"].errors["origins"] == [
+        "Not an origin (like https://shop.example): shop.example/path, ftp://x.example"
+    ]
+    tenant_a.business.refresh_from_db()
+    assert tenant_a.business.allowed_origins == before
+    good = client.post(url, {"origins": "https://Shop.Example:443/\nhttp://localhost:8080\n\n"})
+    assert good.status_code == 302
+    tenant_a.business.refresh_from_db()
+    assert tenant_a.business.allowed_origins == ["http://localhost:8080", "https://shop.example"]
+
+
+def test_install_page_shows_the_snippet(tenant_a: Tenant, settings: object) -> None:
+    html = _owner_client(tenant_a).get(f"/app/{tenant_a.business.slug}/install/").content.decode()
+    assert (
+        f"&lt;script src=&quot;http://127.0.0.1:8000/widget.js&quot; data-agent=&quot;{tenant_a.business.widget_key}&quot; async&gt;&lt;/script&gt;"
+        in html
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"theme_color": "blue"}, "theme_color", "A colour like #2563eb."),
+        (
+            {"theme_avatar_url": "http://img.example/a.png"},
+            "theme_avatar_url",
+            "Use an https:// address, so that the image loads on secure shops.",
+        ),
+        (
+            {"theme_position": "top"},
+            "theme_position",
+            "Select a valid choice. top is not one of the available choices.",
+        ),
+    ],
+)
+def test_theme_refuses_bad_input(tenant_a: Tenant, change: dict[str, str], field: str, message: str) -> None:
+    agent = agent_for(tenant_a.business)
+    form = {
+        "theme_color": "#ff0000",
+        "theme_position": "left",
+        "theme_title": "Help",
+        "theme_avatar_url": "",
+        "theme_dark_mode": "dark",
+    }
+    response = _owner_client(tenant_a).post(
+        f"/app/{tenant_a.business.slug}/install/theme/", {**form, **change}
+    )
+    assert response.status_code == 400
+    assert response.context["theme_form"].errors[field] == [message]
+    assert Agent.objects.get(pk=agent.pk).theme() == agent.theme()
+
+
+def test_theme_is_saved(tenant_a: Tenant) -> None:
+    form = {
+        "theme_color": "#FF0000",
+        "theme_position": "left",
+        "theme_title": "Help",
+        "theme_avatar_url": "https://img.example/a.png",
+        "theme_dark_mode": "dark",
+    }
+    response = _owner_client(tenant_a).post(f"/app/{tenant_a.business.slug}/install/theme/", form)
+    assert response.status_code == 302
+    assert agent_for(tenant_a.business).theme() == {
+        "color": "#ff0000",
+        "position": "left",
+        "title": "Help",
+        "avatar_url": "https://img.example/a.png",
+        "dark_mode": "dark",
+    }
+
+
+def test_api_key_is_shown_once_and_can_be_revoked(tenant_a: Tenant) -> None:
+    client = _owner_client(tenant_a)
+    url = f"/app/{tenant_a.business.slug}/api-keys/"
+    assert client.post(url, {"name": ""}).status_code == 400
+    keys_before = ApiKey.objects.filter(business=tenant_a.business).count()
+    response = client.post(url, {"name": "nightly sync"})
+    raw = response.context["issued"].raw_key
+    assert raw.startswith("bza_")
+    assert raw in response.content.decode()
+    key = ApiKey.objects.get(business=tenant_a.business, name="nightly sync")
+    assert ApiKey.objects.filter(business=tenant_a.business).count() == keys_before + 1
+    later = client.get(url).content.decode()
+    assert raw not in later
+    assert key.prefix in later
+    assert client.post(f"{url}{key.pk}/revoke/").status_code == 302
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+AGENT_FORM = {
+    "name": "Bikey",
+    "greeting": "Hello!",
+    "instructions": "Be helpful.",
+    "business_facts": "Free shipping over 50 EUR.",
+    "tone": "warm",
+    "languages": "en, PT",
+    "answer_in_customer_language": "on",
+    "temperature": "0.5",
+    "max_reply_tokens": "300",
+    "no_results_message": "Not found.",
+    "forbidden_topics": "politics\nmedical advice",
+    "handoff_keywords": "talk to a person",
+    "handoff_topics": "refunds",
+    "handoff_after_failures": "2",
+    "handoff_message": "One moment.",
+    "grounding_mode": "withhold",
+    "out_of_hours_message": "",
+    "hours_mon": "09:00-12:00, 13:00-18:00",
+    "hours_tue": "09:00-18:00",
+    "hours_sun": "",
+}
+
+
+def test_agent_settings_are_saved(tenant_a: Tenant) -> None:
+    response = _owner_client(tenant_a).post(f"/app/{tenant_a.business.slug}/agent/", AGENT_FORM)
+    assert response.status_code == 302
+    agent = agent_for(tenant_a.business)
+    assert (agent.name, agent.languages, agent.forbidden_topics, agent.grounding_mode) == (
+        "Bikey",
+        ["en", "pt"],
+        ["politics", "medical advice"],
+        "withhold",
+    )
+    assert agent.business_hours["mon"] == [["09:00", "12:00"], ["13:00", "18:00"]]
+    assert agent.business_hours["sun"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (
+            {"hours_mon": "18:00-09:00"},
+            "hours_mon",
+            "Monday: write ranges like 09:00-18:00 (not '18:00-09:00').",
+        ),
+        ({"hours_tue": "all day"}, "hours_tue", "Tuesday: write ranges like 09:00-18:00 (not 'all day')."),
+        ({"languages": "english!"}, "languages", "Not a language code: english!"),
+        ({"temperature": "5"}, "temperature", "Ensure this value is less than or equal to 2.0."),
+        ({"name": ""}, "name", "This field is required."),
+    ],
+)
+def test_agent_settings_refuse_bad_input(
+    tenant_a: Tenant, change: dict[str, str], field: str, message: str
+) -> None:
+    agent = agent_for(tenant_a.business)
+    response = _owner_client(tenant_a).post(f"/app/{tenant_a.business.slug}/agent/", {**AGENT_FORM, **change})
+    assert response.status_code == 400
+    assert response.context["form"].errors[field] == [message]
+    assert Agent.objects.get(pk=agent.pk).updated_at == agent.updated_at
+
+
+@pytest.mark.parametrize(
+    ("upload", "message"),
+    [
+        (SimpleUploadedFile("virus.exe", b"MZ..."), "This file type is not supported."),
+        (SimpleUploadedFile("feed.csv", b""), "The submitted file is empty."),
+    ],
+)
+def test_upload_refuses_bad_files_and_starts_nothing(
+    tenant_a: Tenant, upload: SimpleUploadedFile, message: str
+) -> None:
+    imports = Import.objects.count()
+    response = _owner_client(tenant_a).post(
+        f"/app/{tenant_a.business.slug}/catalog/upload/",
+        {"file": upload, "mode": "upsert"},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"]["file"][0]["message"].startswith(message)
+    assert Import.objects.count() == imports
+
+
+def test_upload_refuses_a_bad_mode(tenant_a: Tenant) -> None:
+    imports = Import.objects.count()
+    response = _owner_client(tenant_a).post(
+        f"/app/{tenant_a.business.slug}/catalog/upload/",
+        {"file": SimpleUploadedFile("feed.csv", b"id,title\n1,x\n"), "mode": "everything"},
+    )
+    assert response.status_code == 400
+    assert Import.objects.count() == imports
+
+
+def test_staff_reply_must_have_text(tenant_a: Tenant) -> None:
+    conversation_id = tenant_a.objects["conversation"]
+    response = _owner_client(tenant_a).post(
+        f"/app/{tenant_a.business.slug}/inbox/{conversation_id}/reply/", {"text": "   "}
+    )
+    assert response.status_code == 400
+    assert response.context["reply_form"].errors["text"] == ["This field is required."]
