@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 
 from businesses.models import Business
+from messaging.meta.crypto import EncryptedTextField
 
 
 class Channel(models.TextChoices):
@@ -130,3 +131,151 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:40]}"
+
+
+# --- Messaging channels (WhatsApp, Messenger, Instagram): owned by messaging.meta ------------------------------
+
+
+class ChannelAccount(models.Model):
+    """A business's connection to one Meta messaging account, and how webhooks find the business.
+
+    Routing ids are plain, unique among active accounts of a kind: a delivery for a phone number id (or page
+    id, or Instagram account id) reaches exactly one business. Secrets are encrypted at rest.
+    """
+
+    class Kind(models.TextChoices):
+        WHATSAPP = "whatsapp", "WhatsApp"
+        MESSENGER = "messenger", "Messenger"
+        INSTAGRAM = "instagram", "Instagram"
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="channel_accounts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=100, blank=True)
+    active = models.BooleanField(default=True)
+    # WhatsApp: the WABA (entry.id of deliveries) and the business phone number (metadata.phone_number_id).
+    waba_id = models.CharField(max_length=64, blank=True)
+    phone_number_id = models.CharField(max_length=64, blank=True)
+    display_phone_number = models.CharField(max_length=32, blank=True)
+    # Messenger: the Page (entry.id). Instagram: the professional account (entry.id) and, with Facebook
+    # Login, the Page whose token sends for it.
+    page_id = models.CharField(max_length=64, blank=True)
+    instagram_account_id = models.CharField(max_length=64, blank=True)
+    access_token = EncryptedTextField(blank=True)
+    # Empty: the deployment's META_APP_SECRET verifies this account's deliveries.
+    app_secret = EncryptedTextField(blank=True)
+    verify_token = models.CharField(max_length=200, blank=True)
+    # WhatsApp template sent instead of free text once the 24-hour window has closed (empty: send nothing).
+    template_name = models.CharField(max_length=512, blank=True)
+    template_language = models.CharField(max_length=16, blank=True, default="en_US")
+    last_delivery_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "phone_number_id"],
+                condition=Q(active=True) & ~Q(phone_number_id=""),
+                name="channel_account_unique_phone",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "page_id"],
+                condition=Q(active=True) & ~Q(page_id=""),
+                name="channel_account_unique_page",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "instagram_account_id"],
+                condition=Q(active=True) & ~Q(instagram_account_id=""),
+                name="channel_account_unique_instagram",
+            ),
+        ]
+        indexes = [models.Index(fields=["business", "kind"], name="channel_account_business")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.routing_id}"
+
+    @property
+    def routing_id(self) -> str:
+        """The id that webhook deliveries carry for this account."""
+        if self.kind == self.Kind.WHATSAPP:
+            return self.phone_number_id
+        if self.kind == self.Kind.MESSENGER:
+            return self.page_id
+        return self.instagram_account_id
+
+
+class WebhookDelivery(models.Model):
+    """One signed POST from Meta, stored before it is acknowledged; a task parses it later.
+
+    The raw bytes are kept (not parsed JSON): they are what was signed, and re-processing needs nothing else.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    # Set once processing knows it (a delivery may in theory cover several businesses: then the first).
+    business = models.ForeignKey(
+        Business, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries"
+    )
+    platform = models.CharField(max_length=16)  # the endpoint it arrived on: whatsapp, messenger, instagram, meta
+    body = models.BinaryField()
+    signature = models.CharField(max_length=100)
+    # Empty: signed with the deployment's app secret. Else the accounts whose own secret verified it: only
+    # those may be routed to (one tenant's secret cannot forge deliveries for another).
+    verified_accounts = models.JSONField(default=list, blank=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["state", "received_at"], name="webhook_delivery_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.platform} delivery {self.pk} ({self.state})"
+
+
+class OutboundPart(models.Model):
+    """One Graph API send of an outgoing message (a long reply is several; a card is one each).
+
+    Recorded so that a redelivered send task never sends a part twice, and so that status webhooks, which
+    name the part's platform id, find their message.
+    """
+
+    class State(models.TextChoices):
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="outbound_parts")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="outbound_parts")
+    index = models.PositiveSmallIntegerField()
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    body = models.JSONField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.SENDING)
+    channel_message_id = models.CharField(max_length=255, blank=True)
+    delivery = models.CharField(max_length=10, choices=Message.Delivery.choices, default=Message.Delivery.NONE, blank=True)
+    error = models.TextField(blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "index"], name="outbound_part_unique_index"),
+            models.UniqueConstraint(
+                fields=["channel", "channel_message_id"],
+                condition=~Q(channel_message_id=""),
+                name="outbound_part_unique_channel_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"part {self.index} of message {self.message_id} ({self.state})"

@@ -85,8 +85,10 @@ def widget_js(request: HttpRequest) -> HttpResponse:
 
 def agent_public(business: Business) -> dict[str, object]:
     """What the widget may know about the business's agent: its name, greeting and theme. No secrets."""
-    # Replaced by the Agent settings model's public view once agents/models.py has it.
-    return {"name": business.name, "greeting": "", "theme": {}}
+    from agents.selectors import agent_for
+
+    agent = agent_for(business)
+    return {"name": agent.name, "greeting": agent.greeting, "theme": agent.theme()}
 
 
 @require_GET

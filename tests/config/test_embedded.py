@@ -142,4 +142,4 @@ def test_a_killed_postgres_holder_does_not_keep_postgres_alive(data_dir: Path) -
     survivor = start_holder(data_dir, "ensure_postgres")
     assert int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0]) == postmaster
     release(survivor)
-    assert wait_dead(postmaster)
+    assert wait_dead(postmaster, 30)

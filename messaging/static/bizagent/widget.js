@@ -247,14 +247,17 @@ textarea::placeholder{color:var(--mu);opacity:1}
 
   // ---- plain words for the server's error codes -----------------------------------------------------------
   const ERRORS = {
-    rate_limited: "You're sending messages quickly. Please wait a moment, then try again.",
+    rate_limited: "You're sending messages quickly. Please wait a minute, then try again.",
+    business_rate_limited: "We're very busy right now. Please try again in a minute.",
     too_long: "That message is too long. Please shorten it and try again.",
     too_large: "That message is too long. Please shorten it and try again.",
-    empty: "Please type a message first.",
-    busy: "The assistant is still answering. Please wait for the reply, or press stop.",
-    closed: "This conversation has ended. Reload the page to start a new one.",
-    unavailable: "The assistant can't answer right now. Please try again in a moment.",
+    empty_message: "Please type a message first.",
+    too_many_connections: "This chat is open in too many windows. Close one and try again.",
+    origin_not_allowed: "This chat isn't available on this website.",
+    unknown_widget: "This chat isn't set up correctly (unknown widget key).",
   };
+  // Close codes after which reconnecting cannot help (docs/websocket-protocol.md).
+  const FINAL_CLOSE = { 4403: "origin_not_allowed", 4404: "unknown_widget" };
   const plainError = (code, detail) =>
     ERRORS[code] || (detail ? str(detail) : "Something went wrong. Please try again.");
 
@@ -748,24 +751,24 @@ textarea::placeholder{color:var(--mu);opacity:1}
         const wasReady = this.state.ready;
         this.state.ready = false;
         this.connection = "closed";
-        if (e.code === 4003 || (!wasReady && this.originRefused())) return;
-        this.retry();
+        if (FINAL_CLOSE[e.code]) return this.refused(FINAL_CLOSE[e.code]);
+        if (!wasReady && !this.state.originAllowed) return this.refused("origin_not_allowed");
+        this.retry(e.code === 4429 ? 5 : 0);
       };
     }
 
-    originRefused() {
-      // A refused handshake looks like any network failure to a page (code 1006). The public config says
-      // whether this page's origin is on the business's list; if not, retrying cannot help.
-      if (this.state.originAllowed) return false;
+    refused(code) {
+      // The server said no for good (origin not allowed, unknown key): say so once and stop retrying.
+      // A refused handshake from a proxy looks like any network failure (1006); the public config's
+      // origin_allowed covers that case.
+      this.connection = "refused";
       this.setStatus("");
       this.setAwaiting(false);
-      this.showBanner("This chat isn't available on this website.");
-      this.dataset.connection = "refused";
-      return true;
+      this.showBanner(ERRORS[code]);
     }
 
-    retry() {
-      this.attempt += 1;
+    retry(atLeast) {
+      this.attempt = Math.max(this.attempt + 1, atLeast || 0);
       // Exponential back-off with jitter, capped at 30 s: a server that restarts is not stampeded.
       const delay = Math.min(30000, 500 * 2 ** Math.min(this.attempt - 1, 6)) * (0.6 + Math.random() * 0.4);
       this.setStatus("Reconnecting\u2026");
@@ -907,6 +910,12 @@ textarea::placeholder{color:var(--mu);opacity:1}
     }
 
     on_error(f) {
+      if (f.code === "conversation_not_found") {
+        // The stored conversation is gone or not this visitor's: the server falls back to their latest.
+        this.conversationId = null;
+        return;
+      }
+      if (FINAL_CLOSE[4403] === f.code || FINAL_CLOSE[4404] === f.code) return; // the close follows
       const words = plainError(f.code, f.detail);
       const p = f.client_id && this.state.pending.get(f.client_id);
       this.setAwaiting(false);

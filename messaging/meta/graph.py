@@ -1,0 +1,121 @@
+"""The only code that sends to Meta: Graph API POSTs with bounded retries.
+
+Transient failures (transport errors, HTTP 429 and 5xx, and Meta's rate-limit error codes) are retried
+with exponential back-off and jitter, honouring ``Retry-After`` up to ``META_SEND_BACKOFF_CAP``; after
+``META_SEND_MAX_TRIES`` a ``TransientGraphError`` tells the caller to try again later. Every other error is
+final and comes back as a ``GraphResult`` with the code Meta gave (131047: the 24-hour window is closed).
+
+Tokens travel in the Authorization header, never in the URL, so that access logs and exception messages
+never carry them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+WINDOW_CLOSED = 131047
+# Rate limits that Meta reports as 400s with a code: retried like a 429.
+RATE_LIMIT_CODES = frozenset({4, 613, 80007, 130429, 131056})
+
+_local = threading.local()
+
+
+class TransientGraphError(Exception):
+    """Every try failed transiently (429, 5xx, transport); the send may succeed later."""
+
+
+@dataclass
+class GraphResult:
+    ok: bool
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+    error_code: int | None = None
+    error_message: str = ""
+
+    @property
+    def message_id(self) -> str:
+        """The id of the sent message: WhatsApp ``messages[0].id``, Messenger/Instagram ``message_id``."""
+        messages = self.body.get("messages")
+        if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+            return str(messages[0].get("id") or "")
+        return str(self.body.get("message_id") or "")
+
+    @property
+    def window_closed(self) -> bool:
+        return self.error_code == WINDOW_CLOSED
+
+
+def _client() -> httpx.Client:
+    # One keep-alive client per thread (Celery prefork runs one task per process at a time).
+    client: httpx.Client | None = getattr(_local, "client", None)
+    if client is None or client.is_closed:
+        client = httpx.Client(timeout=settings.META_GRAPH_TIMEOUT, headers={"User-Agent": "bizagent"})
+        _local.client = client
+    return client
+
+
+def _error(body: dict[str, Any]) -> tuple[int | None, str]:
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return None, ""
+    code = error.get("code")
+    message = str(error.get("message") or "")
+    details = error.get("error_data")
+    if isinstance(details, dict) and details.get("details"):
+        message = f"{message} ({details['details']})" if message else str(details["details"])
+    return (code if isinstance(code, int) else None), message
+
+
+def _delay(attempt: int, retry_after: str | None) -> float:
+    cap = settings.META_SEND_BACKOFF_CAP
+    if retry_after:
+        try:
+            return min(max(float(retry_after), 0.0), cap)
+        except ValueError:
+            pass
+    base = settings.META_SEND_BACKOFF * (2**attempt)
+    return min(base * (0.5 + random.random() / 2), cap)
+
+
+def post(node: str, body: dict[str, Any], *, token: str, edge: str = "messages") -> GraphResult:
+    """POST ``body`` to ``{META_GRAPH_URL}/{node}/{edge}``. Raises TransientGraphError when every try
+    failed transiently; returns the final result otherwise (ok or not)."""
+    url = f"{settings.META_GRAPH_URL}/{node}/{edge}"
+    headers = {"Authorization": f"Bearer {token}"}
+    tries = settings.META_SEND_MAX_TRIES
+    last = ""
+    for attempt in range(tries):
+        retry_after: str | None = None
+        try:
+            response = _client().post(url, json=body, headers=headers)
+        except httpx.TransportError as exc:
+            last = f"transport error: {type(exc).__name__}"
+        else:
+            try:
+                parsed = response.json()
+            except ValueError:
+                parsed = {}
+            parsed = parsed if isinstance(parsed, dict) else {}
+            code, message = _error(parsed)
+            if response.is_success:
+                return GraphResult(True, response.status_code, parsed)
+            transient = response.status_code == 429 or response.status_code >= 500 or code in RATE_LIMIT_CODES
+            if not transient:
+                return GraphResult(False, response.status_code, parsed, code, message)
+            retry_after = response.headers.get("Retry-After")
+            last = f"HTTP {response.status_code}" + (f" code {code}" if code is not None else "")
+        if attempt + 1 < tries:
+            wait = _delay(attempt, retry_after)
+            logger.info("graph %s/%s: %s, retry %d in %.2fs", node, edge, last, attempt + 1, wait)
+            time.sleep(wait)
+    raise TransientGraphError(f"{last} after {tries} tries")

@@ -1,0 +1,258 @@
+"""What one outgoing message becomes on each platform: request bodies for the Graph API. Pure functions.
+
+- Text is split at sentence boundaries under each platform's limit: WhatsApp 4096 characters, Messenger
+  under 2000 characters, Instagram 1000 UTF-8 bytes.
+- Product cards: WhatsApp gets an interactive ``cta_url`` message per card (image header, title and price,
+  a "View" button) or an image with a caption; Messenger and Instagram get one generic template.
+- Outside the 24-hour window WhatsApp only takes a template; Messenger and Instagram take a staff reply with
+  the HUMAN_AGENT tag within 7 days, nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+WHATSAPP = "whatsapp"
+MESSENGER = "messenger"
+INSTAGRAM = "instagram"
+
+WHATSAPP_TEXT_LIMIT = 4096
+MESSENGER_TEXT_LIMIT = 1999  # "less than 2000 characters"
+INSTAGRAM_TEXT_BYTES = 1000
+WHATSAPP_MAX_CARDS = 3
+GENERIC_MAX_ELEMENTS = 10
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])\s+|\n+")
+
+
+def _chars(text: str) -> int:
+    return len(text)
+
+
+def _utf8(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def text_limit(platform: str) -> tuple[int, Callable[[str], int]]:
+    if platform == WHATSAPP:
+        return WHATSAPP_TEXT_LIMIT, _chars
+    if platform == MESSENGER:
+        return MESSENGER_TEXT_LIMIT, _chars
+    return INSTAGRAM_TEXT_BYTES, _utf8
+
+
+def _hard_split(piece: str, limit: int, measure: Callable[[str], int]) -> list[str]:
+    """Split a run with no usable boundary: at spaces if any, else between characters (never inside one)."""
+    out: list[str] = []
+    current = ""
+    for word in re.split(r"(\s+)", piece):
+        if measure(current + word) <= limit:
+            current += word
+            continue
+        if current.strip():
+            out.append(current.strip())
+        current = word.lstrip()
+        while measure(current) > limit:
+            cut = len(current)
+            while cut > 1 and measure(current[:cut]) > limit:
+                cut -= 1
+            out.append(current[:cut])
+            current = current[cut:]
+    if current.strip():
+        out.append(current.strip())
+    return out
+
+
+def split_text(text: str, limit: int, measure: Callable[[str], int] = _chars) -> list[str]:
+    """Pieces of ``text`` of at most ``limit`` (by ``measure``), cut after sentence ends or line breaks,
+    else at spaces; whitespace at the cuts is dropped, nothing else is lost."""
+    text = text.strip()
+    if not text:
+        return []
+    if measure(text) <= limit:
+        return [text]
+    sentences: list[str] = []
+    position = 0
+    for match in _SENTENCE_END.finditer(text):
+        sentences.append(text[position : match.start()])
+        position = match.end()
+    sentences.append(text[position:])
+    parts: list[str] = []
+    current = ""
+    for sentence in sentences:
+        if not sentence:
+            continue
+        candidate = f"{current} {sentence}" if current else sentence
+        if measure(candidate) <= limit:
+            current = candidate
+            continue
+        if current:
+            parts.append(current)
+        if measure(sentence) <= limit:
+            current = sentence
+        else:
+            pieces = _hard_split(sentence, limit, measure)
+            parts.extend(pieces[:-1])
+            current = pieces[-1] if pieces else ""
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _price(card: dict[str, Any]) -> str:
+    price = card.get("sale_price") or card.get("price")
+    if not price:
+        return ""
+    return f"{price} {card.get('currency') or ''}".strip()
+
+
+def _card_caption(card: dict[str, Any]) -> str:
+    title = str(card.get("title") or "").strip()
+    lines = [title] if title else []
+    price = _price(card)
+    if price:
+        lines.append(price)
+    availability = str(card.get("availability") or "").replace("_", " ").strip()
+    if availability:
+        lines.append(availability)
+    return "\n".join(lines)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def whatsapp_card(card: dict[str, Any]) -> dict[str, Any] | None:
+    """A product card as a WhatsApp message body (without the recipient): interactive cta_url when the card
+    has a link, else an image with a caption, else nothing (its facts are in the text already)."""
+    caption = _card_caption(card)
+    image, url = card.get("image_url") or "", card.get("url") or ""
+    if url and str(url).startswith("https://") and caption:
+        interactive: dict[str, Any] = {
+            "type": "cta_url",
+            "body": {"text": _clip(caption, 1024)},
+            "action": {"name": "cta_url", "parameters": {"display_text": "View", "url": url}},
+        }
+        if image:
+            interactive["header"] = {"type": "image", "image": {"link": image}}
+        return {"type": "interactive", "interactive": interactive}
+    if image:
+        return {"type": "image", "image": {"link": image, "caption": _clip(caption, 1024)}}
+    return None
+
+
+def generic_template(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Messenger/Instagram generic template (a carousel) for up to 10 cards."""
+    elements = []
+    for card in cards[:GENERIC_MAX_ELEMENTS]:
+        title = str(card.get("title") or "").strip()
+        if not title:
+            continue
+        element: dict[str, Any] = {"title": _clip(title, 80)}
+        subtitle = " · ".join(p for p in (_price(card), str(card.get("availability") or "").replace("_", " ")) if p)
+        if subtitle:
+            element["subtitle"] = _clip(subtitle, 80)
+        if card.get("image_url"):
+            element["image_url"] = card["image_url"]
+        if card.get("url"):
+            element["buttons"] = [{"type": "web_url", "url": card["url"], "title": "View"}]
+        elements.append(element)
+    if not elements:
+        return None
+    return {"attachment": {"type": "template", "payload": {"template_type": "generic", "elements": elements}}}
+
+
+def message_parts(platform: str, text: str, cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The content of each send, in order: text pieces, then cards. WhatsApp contents are message bodies
+    without ``to``; Messenger/Instagram contents are the ``message`` object."""
+    limit, measure = text_limit(platform)
+    parts: list[dict[str, Any]] = []
+    for piece in split_text(text, limit, measure):
+        if platform == WHATSAPP:
+            parts.append({"type": "text", "text": {"preview_url": False, "body": piece}})
+        else:
+            parts.append({"text": piece})
+    if platform == WHATSAPP:
+        for card in cards[:WHATSAPP_MAX_CARDS]:
+            body = whatsapp_card(card)
+            if body is not None:
+                parts.append(body)
+    elif cards:
+        template = generic_template(cards)
+        if template is not None:
+            parts.append(template)
+    return parts
+
+
+def whatsapp_template(name: str, language: str) -> dict[str, Any]:
+    """The closed-window fallback: an approved template without variables."""
+    return {"type": "template", "template": {"name": name, "language": {"code": language or "en_US"}}}
+
+
+def whatsapp_recipient(contact_id: str) -> dict[str, str]:
+    """Phone numbers go in ``to``; a business-scoped user id (``CC.digits``) in ``recipient``."""
+    if "." in contact_id:
+        return {"recipient": contact_id}
+    return {"to": contact_id}
+
+
+def request_body(
+    platform: str, contact_id: str, content: dict[str, Any], *, tag: str = "", context_id: str = ""
+) -> dict[str, Any]:
+    """A full Graph API request body for one part."""
+    if platform == WHATSAPP:
+        body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual"}
+        body.update(whatsapp_recipient(contact_id))
+        if context_id:
+            body["context"] = {"message_id": context_id}
+        body.update(content)
+        return body
+    body = {"recipient": {"id": contact_id}}
+    if tag:
+        body["messaging_type"] = "MESSAGE_TAG"
+        body["tag"] = tag
+    else:
+        body["messaging_type"] = "RESPONSE"
+    body["message"] = content
+    return body
+
+
+def mark_read_bodies(platform: str, contact_id: str, message_id: str) -> list[dict[str, Any]]:
+    """Read receipt and typing indicator for an inbound message: WhatsApp does both in one request;
+    Messenger and Instagram take one sender action per request."""
+    if platform == WHATSAPP:
+        return [
+            {
+                "messaging_product": "whatsapp",
+                "status": "read",
+                "message_id": message_id,
+                "typing_indicator": {"type": "text"},
+            }
+        ]
+    return [
+        {"recipient": {"id": contact_id}, "sender_action": "mark_seen"},
+        {"recipient": {"id": contact_id}, "sender_action": "typing_on"},
+    ]
+
+
+UNSUPPORTED_REPLY = (
+    "Sorry, I can't open {what} here. I can read text messages, button and list choices, shared locations "
+    "and photo captions: please type your question."
+)
+
+
+def unsupported_reply(kind: str) -> str:
+    names = {
+        "audio": "voice messages",
+        "voice": "voice messages",
+        "video": "videos",
+        "sticker": "stickers",
+        "document": "documents",
+        "file": "files",
+        "contacts": "shared contacts",
+        "image": "photos without a caption",
+        "order": "orders",
+    }
+    return UNSUPPORTED_REPLY.format(what=names.get(kind, "this kind of message"))
