@@ -62,7 +62,9 @@ def shop(import_catalog: Any) -> Any:
 def _reply_of(customer_id: int, timeout: float = 15.0) -> Message:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        reply = Message.objects.filter(reply_to_id=customer_id).exclude(status=Message.Status.STREAMING).first()
+        reply = (
+            Message.objects.filter(reply_to_id=customer_id).exclude(status=Message.Status.STREAMING).first()
+        )
         if reply is not None:
             return reply
         time.sleep(0.05)
@@ -104,7 +106,7 @@ def test_full_streamed_conversation(stack: Any, shop: Any) -> None:
     assert customer.status == "answered"
     # The catalog was quoted as data in the prompt the model got.
     system = stack.inference.requests[-1].body["messages"][0]["content"]
-    assert '[item:' in system and '"Ridgeline 2-person tent"' in system
+    assert "[item:" in system and '"Ridgeline 2-person tent"' in system
 
     # Reconnect with the token: history, same conversation.
     again = Client(stack.chat_url(shop))
@@ -126,7 +128,12 @@ def test_grounding_corrects_a_wrong_price(stack: Any, shop: Any) -> None:
     assert done["text"] == "The Pocket gas stove is only 39.90 EUR."
     assert done["grounding"]["action"] == "corrected"
     assert done["grounding"]["issues"] == [
-        {"kind": "wrong_price", "text": "19.90 EUR", "item_id": done["cards"][0]["item_id"], "expected": "39.90 EUR"}
+        {
+            "kind": "wrong_price",
+            "text": "19.90 EUR",
+            "item_id": done["cards"][0]["item_id"],
+            "expected": "39.90 EUR",
+        }
     ]
     reply = Message.objects.get(pk=done["message_id"])
     assert reply.grounding["ok"] is False
