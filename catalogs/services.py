@@ -286,8 +286,7 @@ def _flush_items(business: Business, batch: list[ParsedRow], counts: _Counts) ->
         ):
             old_texts[values["external_id"]] = _text_of(values) if values["embedding_model"] else ""
     now = timezone.now()
-    reembed: list[Item] = []
-    keep_vector: list[Item] = []
+    staged: list[tuple[Any, ...]] = []
     reactivate: list[str] = []
     for row in batch:
         eid = row.fields["external_id"]
@@ -299,32 +298,83 @@ def _flush_items(business: Business, batch: list[ParsedRow], counts: _Counts) ->
                 counts.updated += 1
                 reactivate.append(eid)
             continue
-        item = Item(business=business, content_hash=hashes[eid], is_active=True, **row.fields)
         if previous is None:
             counts.created += 1
-            reembed.append(item)
+            reembed = True
         else:
             counts.updated += 1
-            (keep_vector if old_texts.get(eid) == _text_of(row.fields) else reembed).append(item)
-    common = [*ITEM_CONTENT_FIELDS, "content_hash", "is_active", "updated_at"]
-    if reembed:
-        Item.objects.bulk_create(
-            reembed,
-            update_conflicts=True,
-            unique_fields=["business", "external_id"],
-            update_fields=[*common, "embedding", "embedding_model"],
+            reembed = old_texts.get(eid) != _text_of(row.fields)
+        f = row.fields
+        staged.append(
+            (
+                eid,
+                *(f[name] for name in STAGED_SCALARS),
+                json.dumps(f["attributes"], ensure_ascii=False),
+                json.dumps(f["variants"], ensure_ascii=False),
+                hashes[eid],
+                reembed,
+            )
         )
-    if keep_vector:
-        Item.objects.bulk_create(
-            keep_vector,
-            update_conflicts=True,
-            unique_fields=["business", "external_id"],
-            update_fields=common,
-        )
+    if staged:
+        _upsert_staged(business, staged, now)
     if reactivate:
         Item.objects.filter(business=business, external_id__in=reactivate).update(
             is_active=True, updated_at=now
         )
+
+
+# Written through COPY into a temporary table, then one INSERT ... ON CONFLICT per batch: building a
+# 1,000-row multi-VALUES statement in Django and binding it client-side cost 4x the database's own time.
+STAGED_SCALARS = (
+    "item_group_id",
+    "title",
+    "description",
+    "price",
+    "sale_price",
+    "currency",
+    "availability",
+    "brand",
+    "category",
+    "url",
+    "image_url",
+)
+STAGE_TABLE = "catalog_import_stage"
+_STAGE_COLUMNS = ("external_id", *STAGED_SCALARS, "attributes", "variants", "content_hash", "reembed")
+_UPSERT_SQL = f"""
+INSERT INTO catalogs_item (business_id, external_id, {", ".join(STAGED_SCALARS)}, attributes, variants,
+                           content_hash, is_active, embedding, embedding_model, created_at, updated_at)
+SELECT %(business)s, external_id, {", ".join(STAGED_SCALARS)}, attributes, variants,
+       content_hash, true, NULL, '', %(now)s, %(now)s
+FROM {STAGE_TABLE} WHERE reembed = %(reembed)s
+ON CONFLICT (business_id, external_id) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in STAGED_SCALARS)},
+    attributes = EXCLUDED.attributes, variants = EXCLUDED.variants, content_hash = EXCLUDED.content_hash,
+    is_active = true, updated_at = EXCLUDED.updated_at
+"""
+
+
+def _upsert_staged(business: Business, staged: list[tuple[Any, ...]], now: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ("
+            "external_id text, item_group_id text, title text, description text, price numeric, "
+            "sale_price numeric, currency text, availability text, brand text, category text, url text, "
+            "image_url text, attributes jsonb, variants jsonb, content_hash text, reembed boolean"
+            ") ON COMMIT DROP"
+        )
+        cursor.execute(f"TRUNCATE {STAGE_TABLE}")
+        with cursor.cursor.copy(f"COPY {STAGE_TABLE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN") as copy:
+            for values in staged:
+                copy.write_row(values)
+        params = {"business": business.pk, "now": now}
+        if any(values[-1] for values in staged):
+            # New items and items whose embedded text changed: the vector is cleared, to be recomputed.
+            cursor.execute(
+                _UPSERT_SQL.rstrip() + ", embedding = NULL, embedding_model = ''", {**params, "reembed": True}
+            )
+        if not all(values[-1] for values in staged):
+            # Price, stock or link changes: the row is rewritten, the vector stays.
+            cursor.execute(_UPSERT_SQL, {**params, "reembed": False})
 
 
 def _write_items(imp: Import, source: Source, progress: _Progress, counts: _Counts) -> None:
