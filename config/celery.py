@@ -18,6 +18,9 @@ app.conf.task_queues = tuple(
 app.conf.task_routes = {
     "messaging.tasks.reply": {"queue": "replies"},
     "messaging.tasks.send_*": {"queue": "outbound"},
+    "messaging.meta.tasks.process_delivery": {"queue": "replies"},
+    "messaging.meta.tasks.send_*": {"queue": "outbound"},
+    "messaging.meta.tasks.mark_read": {"queue": "outbound"},
     "catalogs.tasks.*": {"queue": "ingest"},
 }
 app.autodiscover_tasks()

@@ -198,6 +198,17 @@ META_GRAPH_URL = env_url(
 ).rstrip("/")
 # Key for tokens and secrets at rest (Fernet, urlsafe base64 of 32 bytes); derived from SECRET_KEY if unset.
 FIELD_ENCRYPTION_KEY = env_str("FIELD_ENCRYPTION_KEY")
+# One Meta app per deployment (docs/channels.md): its App Secret verifies X-Hub-Signature-256 on every
+# webhook, its verify token answers the subscription handshake. Accounts may also carry their own.
+META_APP_SECRET = env_str("META_APP_SECRET")
+META_VERIFY_TOKEN = env_str("META_VERIFY_TOKEN")
+# Graph API sends: seconds per request, tries on 429/5xx/transport errors, back-off base and cap (seconds).
+META_GRAPH_TIMEOUT = env_float("META_GRAPH_TIMEOUT", 10.0, minimum=0.1)
+META_SEND_MAX_TRIES = env_int("META_SEND_MAX_TRIES", 4, minimum=1, maximum=10)
+META_SEND_BACKOFF = env_float("META_SEND_BACKOFF", 0.5, minimum=0.0)
+META_SEND_BACKOFF_CAP = env_float("META_SEND_BACKOFF_CAP", 8.0, minimum=0.0)
+# Mark inbound messages read and show a typing indicator while the agent answers.
+META_MARK_READ = env_bool("META_MARK_READ", True)
 
 # --- Files and static ---------------------------------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -24,7 +24,7 @@ INSTAGRAM_TEXT_BYTES = 1000
 WHATSAPP_MAX_CARDS = 3
 GENERIC_MAX_ELEMENTS = 10
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])\s+|\n+")
+_SENTENCE_END = re.compile("(?<=[.!?\u2026\u3002\uff01\uff1f])\\s+|\\n+")
 
 
 def _chars(text: str) -> int:
@@ -151,7 +151,9 @@ def generic_template(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
         if not title:
             continue
         element: dict[str, Any] = {"title": _clip(title, 80)}
-        subtitle = " · ".join(p for p in (_price(card), str(card.get("availability") or "").replace("_", " ")) if p)
+        subtitle = " · ".join(
+            p for p in (_price(card), str(card.get("availability") or "").replace("_", " ")) if p
+        )
         if subtitle:
             element["subtitle"] = _clip(subtitle, 80)
         if card.get("image_url"):

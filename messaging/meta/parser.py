@@ -177,7 +177,9 @@ def _location_text(location: dict[str, Any]) -> str:
     return f"My location: {place or coords}" if place or coords else ""
 
 
-def _whatsapp_message(account_id: str, message: dict[str, Any], names: dict[str, str]) -> InboundMessage | None:
+def _whatsapp_message(
+    account_id: str, message: dict[str, Any], names: dict[str, str]
+) -> InboundMessage | None:
     message_id = _str(message.get("id"))
     phone = _str(message.get("from"))
     bsuid = _str(message.get("from_user_id"))
@@ -238,7 +240,7 @@ def _messaging_event(platform: str, entry_id: str, event: dict[str, Any], result
                 text = _location_text({"latitude": coords.get("lat"), "longitude": coords.get("long")})
         if message.get("is_unsupported"):
             kind, text = "unsupported", ""
-        supported = kind in SUPPORTED + ("location",) and bool(text)
+        supported = kind in SUPPORTED and bool(text)
         result.messages.append(
             InboundMessage(
                 platform=platform,

@@ -121,7 +121,10 @@ def signing_accounts(ids: set[str]) -> list[ChannelAccount]:
         ChannelAccount.objects.filter(active=True)
         .exclude(app_secret="")
         .filter(
-            Q(phone_number_id__in=ids) | Q(waba_id__in=ids) | Q(page_id__in=ids) | Q(instagram_account_id__in=ids)
+            Q(phone_number_id__in=ids)
+            | Q(waba_id__in=ids)
+            | Q(page_id__in=ids)
+            | Q(instagram_account_id__in=ids)
         )
     )
 

@@ -25,7 +25,9 @@ def signature_valid(raw_body: bytes, header: str | None, app_secret: str) -> boo
         return False
     expected = hmac.new(app_secret.encode(), raw_body, hashlib.sha256).hexdigest()
     # Compare bytes: compare_digest on str refuses non-ASCII, and a forged header may contain anything.
-    return hmac.compare_digest(expected.encode(), header[len(PREFIX) :].strip().lower().encode("utf-8", "replace"))
+    return hmac.compare_digest(
+        expected.encode(), header[len(PREFIX) :].strip().lower().encode("utf-8", "replace")
+    )
 
 
 def token_matches(given: str, expected: str) -> bool:

@@ -1,0 +1,66 @@
+"""Celery tasks for messaging channels. Thin: ids in, a service call, safe to run twice.
+
+Queues (config/celery.py): ``process_delivery`` on ``replies`` (a customer is waiting), sends and read
+receipts on ``outbound``, the sweeper on ``ingest``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from celery import shared_task
+from django.utils import timezone
+
+from messaging.meta import graph, services
+
+logger = logging.getLogger(__name__)
+
+SEND_MAX_RETRIES = 5
+
+
+@shared_task(name="messaging.meta.tasks.process_delivery", acks_late=True, max_retries=5)
+def process_delivery(delivery_id: int) -> dict[str, Any] | None:
+    """Parse a stored webhook delivery and act on it (messages, statuses)."""
+    return services.webhook_delivery_process(delivery_id=delivery_id)
+
+
+@shared_task(
+    bind=True, name="messaging.meta.tasks.send_message", acks_late=True, max_retries=SEND_MAX_RETRIES
+)
+def send_message(self: Any, message_id: int) -> str:
+    """Send an agent or staff message on its channel. Parts already sent are never sent again."""
+    try:
+        return services.message_send(message_id=message_id)
+    except graph.TransientGraphError as exc:
+        if self.request.retries >= SEND_MAX_RETRIES:
+            services.message_send_give_up(message_id=message_id, error=str(exc))
+            return "failed"
+        # Graph kept failing within this run's tries: give Meta a longer pause before the next run.
+        raise self.retry(countdown=min(30 * 2**self.request.retries, 600)) from exc
+
+
+@shared_task(name="messaging.meta.tasks.mark_read", acks_late=True)
+def mark_read(account_id: int, contact_id: str, message_id: str) -> bool:
+    """Read receipt and typing indicator for an inbound message (best effort)."""
+    return services.mark_read_send(account_id=account_id, contact_id=contact_id, message_id=message_id)
+
+
+@shared_task(name="messaging.meta.tasks.sweep_deliveries", acks_late=True)
+def sweep_deliveries(older_than_seconds: int = 60) -> int:
+    """Re-queue deliveries still pending or failed after a while (the enqueue after commit was lost, or the
+    broker was down). Run it periodically (celery beat, cron: ``manage.py shell -c``)."""
+    from messaging.models import WebhookDelivery
+
+    cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
+    ids = list(
+        WebhookDelivery.objects.filter(
+            state__in=[WebhookDelivery.State.PENDING, WebhookDelivery.State.FAILED],
+            received_at__lt=cutoff,
+            attempts__lt=10,
+        ).values_list("pk", flat=True)[:1000]
+    )
+    for delivery_id in ids:
+        process_delivery.delay(delivery_id)
+    return len(ids)
