@@ -82,7 +82,8 @@ async def _lock(conversation_id: int, worker: str) -> bool:
     ttl = settings.REPLY_LEASE_SECONDS
     if await client.set(_lock_key(conversation_id), worker, nx=True, ex=ttl):
         return True
-    holder = (await client.get(_lock_key(conversation_id)) or b"").decode()
+    raw = await client.get(_lock_key(conversation_id))
+    holder = raw.decode() if isinstance(raw, bytes) else str(raw or "")
     from django.utils import timezone
 
     if holder and claim_is_stale(timezone.now(), holder, timezone.now()):
