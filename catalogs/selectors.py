@@ -43,7 +43,7 @@ TRIGRAM_CANDIDATES = 40
 CHUNK_CANDIDATES = 10
 # Tenants with at most this many active items are searched exactly (their rows read through the business
 # index and sorted); above it, the HNSW index with iterative scan. See docs/retrieval.md for the measurements.
-EXACT_SCAN_MAX_ROWS = 20_000
+EXACT_SCAN_MAX_ROWS = 2_000
 HNSW_EF_SEARCH = 100
 # Document frequencies are counted up to this many rows per query word.
 DF_CAP = 5_000
@@ -202,9 +202,11 @@ def _trigram_words(query: str, *, typo_words: set[str]) -> list[str]:
     """The query words that get trigram matching: SKU-like tokens always, and ``typo_words``."""
     words: list[str] = []
     for word in _WORD.findall(query.lower()):
-        has_digit = any(c.isdigit() for c in word)
+        # A number alone ("200" in "under 200") is a price or a size, not a SKU: SKU-like means a digit in
+        # a word of 4+ characters that is not only digits, or 5+ digits.
+        has_digit = any(c.isdigit() for c in word) and (not word.isdigit() or len(word) >= 5)
         typo = word in typo_words and len(word) >= 4 and word not in _TRIGRAM_STOP
-        if ((has_digit and len(word) >= 3) or typo) and word not in words:
+        if ((has_digit and len(word) >= 4) or typo) and word not in words:
             words.append(word)
     # A SKU typed with its separators ("vv-bk-031") is also indexed as one alphanumeric word ("vvbk031").
     for token in _SKU_TOKEN.findall(query):
