@@ -186,10 +186,19 @@ def _business_leave(business_id: int, lease: str | None) -> None:
 # --- Health probes on use ------------------------------------------------------------------------------------
 
 
+_last_probe_check = float("-inf")
+
+
 def _maybe_probe(endpoints: list[Endpoint]) -> None:
     """Probe the pool in a daemon thread when nobody has for ``LLAMA_PROBE_INTERVAL`` seconds."""
+    global _last_probe_check
     interval = settings.LLAMA_PROBE_INTERVAL
-    if interval <= 0 or not state.try_lock("probe", interval):
+    now = time.monotonic()
+    # Checked in-process first: the Redis lock is asked at most once per interval by each process.
+    if interval <= 0 or now - _last_probe_check < interval:
+        return
+    _last_probe_check = now
+    if not state.try_lock("probe", interval):
         return
     from agents.inference.health import probe_endpoints
 
