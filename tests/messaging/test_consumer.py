@@ -1,0 +1,168 @@
+"""The chat consumer through the real Redis channel layer (WebsocketCommunicator): limits, tokens, errors.
+
+Every refusal sends an ``error`` frame and stores nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from config.asgi import application
+from messaging.models import Conversation, Message
+from messaging.visitors import visitor_from_token, visitor_token_issue
+from tests.factories import BusinessFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def connect(business: Any, origin: str = "https://shop.example") -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(
+        application, f"/ws/chat/{business.widget_key}/", headers=[(b"origin", origin.encode())]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def hello(communicator: WebsocketCommunicator, **fields: Any) -> dict[str, Any]:
+    await communicator.send_json_to({"type": "hello", **fields})
+    frame: dict[str, Any] = await communicator.receive_json_from(timeout=5)
+    return frame
+
+
+async def counts() -> tuple[int, int]:
+    return await database_sync_to_async(lambda: (Message.objects.count(), Conversation.objects.count()))()
+
+
+@pytest.fixture
+async def business() -> Any:
+    return await database_sync_to_async(BusinessFactory)()
+
+
+async def test_hello_issues_a_token_and_a_known_token_is_kept(business: Any) -> None:
+    ws = await connect(business)
+    ready = await hello(ws)
+    assert ready["type"] == "ready"
+    visitor = visitor_from_token(business.pk, ready["visitor_token"])
+    assert visitor is not None
+    await ws.disconnect()
+    ws = await connect(business)
+    again = await hello(ws, visitor_token=ready["visitor_token"])
+    assert again["visitor_token"] == ready["visitor_token"]
+    await ws.disconnect()
+
+
+async def test_a_token_of_another_business_is_not_accepted(business: Any) -> None:
+    other = await database_sync_to_async(BusinessFactory)()
+    foreign, _ = visitor_token_issue(other.pk, "v-of-other")
+    assert visitor_from_token(business.pk, foreign) is None
+    ws = await connect(business)
+    ready = await hello(ws, visitor_token=foreign)
+    assert ready["visitor_token"] != foreign
+    assert visitor_from_token(business.pk, ready["visitor_token"]) != "v-of-other"
+    await ws.disconnect()
+
+
+async def test_unknown_widget_key() -> None:
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/pk_nope/", headers=[(b"origin", b"https://x")]
+    )
+    await communicator.connect()
+    assert await communicator.receive_json_from() == {
+        "type": "error",
+        "code": "unknown_widget",
+        "detail": "No business has this widget key.",
+    }
+    assert (await communicator.receive_output())["code"] == 4404
+
+
+async def test_origin_must_be_allowed_even_with_allowed_hosts_star(business: Any, settings: Any) -> None:
+    settings.ALLOWED_HOSTS = ["*"]
+    ws = await connect(business, origin="https://evil.example")
+    assert (await ws.receive_json_from())["code"] == "origin_not_allowed"
+    assert (await ws.receive_output())["code"] == 4403
+    assert await counts() == (0, 0)
+
+
+async def test_message_before_hello_and_bad_frames(business: Any) -> None:
+    ws = await connect(business)
+    await ws.send_json_to({"type": "message", "client_id": "c1", "text": "hi"})
+    assert (await ws.receive_json_from())["code"] == "hello_required"
+    await ws.send_to(text_data="not json")
+    assert (await ws.receive_json_from())["code"] == "bad_frame"
+    await hello(ws)
+    await ws.send_json_to({"type": "message", "text": "no id"})
+    assert (await ws.receive_json_from())["code"] == "bad_frame"
+    await ws.send_json_to({"type": "message", "client_id": "c1", "text": "   "})
+    assert (await ws.receive_json_from())["code"] == "empty_message"
+    assert await counts() == (0, 0)
+    await ws.disconnect()
+
+
+async def test_message_size_limit(business: Any, settings: Any) -> None:
+    settings.CHAT_MAX_MESSAGE_CHARS = 10
+    ws = await connect(business)
+    await hello(ws)
+    await ws.send_json_to({"type": "message", "client_id": "c1", "text": "x" * 11})
+    assert await ws.receive_json_from() == {
+        "type": "error",
+        "code": "too_long",
+        "detail": "Messages are at most 10 characters.",
+        "client_id": "c1",
+    }
+    assert await counts() == (0, 0)
+    await ws.disconnect()
+
+
+async def test_messages_per_minute_per_visitor(business: Any, settings: Any) -> None:
+    settings.CHAT_VISITOR_MESSAGES_PER_MINUTE = 2
+    ws = await connect(business)
+    await hello(ws)
+    for i in range(2):
+        await ws.send_json_to({"type": "message", "client_id": f"c{i}", "text": "hi"})
+        assert (await ws.receive_json_from(timeout=5))["type"] == "message.created"
+    await ws.send_json_to({"type": "message", "client_id": "c2", "text": "hi"})
+    frame = await ws.receive_json_from(timeout=5)
+    assert (frame["type"], frame["code"], frame["client_id"]) == ("error", "rate_limited", "c2")
+    assert await counts() == (2, 1)
+    # Another visitor is not limited by this one.
+    other = await connect(business)
+    await hello(other)
+    await other.send_json_to({"type": "message", "client_id": "o1", "text": "hi"})
+    assert (await other.receive_json_from(timeout=5))["type"] == "message.created"
+    await ws.disconnect()
+    await other.disconnect()
+
+
+async def test_messages_per_minute_per_business(business: Any, settings: Any) -> None:
+    settings.CHAT_BUSINESS_MESSAGES_PER_MINUTE = 1
+    first, second = await connect(business), await connect(business)
+    await hello(first)
+    await hello(second)
+    await first.send_json_to({"type": "message", "client_id": "a", "text": "hi"})
+    assert (await first.receive_json_from(timeout=5))["type"] == "message.created"
+    await second.send_json_to({"type": "message", "client_id": "b", "text": "hi"})
+    assert (await second.receive_json_from(timeout=5))["code"] == "business_rate_limited"
+    assert await counts() == (1, 1)
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_concurrent_connections_per_visitor(business: Any, settings: Any) -> None:
+    settings.CHAT_VISITOR_MAX_CONNECTIONS = 2
+    token, _ = visitor_token_issue(business.pk)
+    sockets = [await connect(business) for _ in range(3)]
+    assert (await hello(sockets[0], visitor_token=token))["type"] == "ready"
+    assert (await hello(sockets[1], visitor_token=token))["type"] == "ready"
+    refused = await hello(sockets[2], visitor_token=token)
+    assert refused["code"] == "too_many_connections"
+    assert (await sockets[2].receive_output())["code"] == 4429
+    # Closing one frees a slot.
+    await sockets[0].disconnect()
+    again = await connect(business)
+    assert (await hello(again, visitor_token=token))["type"] == "ready"
+    for ws in (sockets[1], again):
+        await ws.disconnect()

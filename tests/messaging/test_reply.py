@@ -1,0 +1,144 @@
+"""messaging.services and the reply task's core (run in this process against the test inference server):
+idempotent intake, exactly-once replies, bursts, human state, tenant isolation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from messaging import selectors
+from messaging.models import Conversation, Message
+from messaging.services import conversation_hand_back, conversation_handoff, message_receive, staff_reply_send
+from messaging.tasks import run_reply
+from tests.factories import BusinessFactory
+from tests.fixtures.catalogs import SMALL_CATALOG_CSV
+
+
+@pytest.fixture
+def shop(import_catalog: Any) -> Any:
+    business = BusinessFactory()
+    import_catalog(business, SMALL_CATALOG_CSV, embed=True)
+    return business
+
+
+def receive(business: Any, text: str, **kwargs: Any) -> Message | None:
+    kwargs.setdefault("channel", "whatsapp")
+    kwargs.setdefault("contact_external_id", "4915550001")
+    return message_receive(business=business, text=text, **kwargs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_duplicate_channel_and_client_ids_are_stored_once() -> None:
+    business = BusinessFactory()
+    first = receive(business, "hi", channel_message_id="wamid.1")
+    assert first is not None
+    assert receive(business, "hi", channel_message_id="wamid.1") is None
+    widget = receive(business, "hey", channel="widget", contact_external_id="v1", client_message_id="c1")
+    assert widget is not None
+    assert (
+        receive(business, "hey", channel="widget", contact_external_id="v1", client_message_id="c1") is None
+    )
+    assert Message.objects.count() == 2
+    assert Conversation.objects.count() == 2
+    conversation = Conversation.objects.get(channel="whatsapp")
+    assert conversation.last_customer_message_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reply_runs_once_even_when_the_task_runs_twice(pool_server: Any, shop: Any) -> None:
+    pool_server.script("The Pocket gas stove is 39.90 EUR.")
+    message = receive(shop, "stove?")
+    assert message is not None
+    assert async_to_sync(run_reply)(message.pk) == "done"
+    assert async_to_sync(run_reply)(message.pk) == "answered"
+    replies = Message.objects.filter(role="agent")
+    assert [(r.text, r.status, r.reply_to_id) for r in replies] == [
+        ("The Pocket gas stove is 39.90 EUR.", "done", message.pk)
+    ]
+    assert replies[0].delivery == "queued"  # a messaging channel: the outbound sender takes it from here
+    assert pool_server.chat_requests == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_gets_one_answer_to_all_of_it(pool_server: Any, shop: Any) -> None:
+    pool_server.script("Yes, the Pocket gas stove is in stock.")
+    burst = [receive(shop, text) for text in ("hi", "do you have stoves", "in stock?")]
+    outcomes = [async_to_sync(run_reply)(m.pk) for m in burst if m is not None]
+    assert outcomes == ["answered", "answered", "done"]
+    assert pool_server.chat_requests == 1
+    assert pool_server.requests[-1].body["messages"][-1]["content"] == "hi\ndo you have stoves\nin stock?"
+    assert (
+        sorted(Message.objects.filter(role="customer").values_list("status", flat=True)) == ["answered"] * 3
+    )
+    assert Message.objects.filter(role="agent").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_claim_makes_a_second_task_wait(pool_server: Any, shop: Any) -> None:
+    message = receive(shop, "stove?")
+    assert message is not None
+    # Another live process on this host holds the claim (our own pid: alive).
+    import os
+    import socket
+
+    from django.utils import timezone
+
+    Message.objects.filter(pk=message.pk).update(
+        claimed_at=timezone.now(), claimed_by=f"{socket.gethostname()}:{os.getpid()}:other"
+    )
+    assert async_to_sync(run_reply)(message.pk) == "busy"
+    assert Message.objects.filter(role="agent").count() == 0
+    # A dead process's claim is taken over at once.
+    Message.objects.filter(pk=message.pk).update(claimed_by=f"{socket.gethostname()}:999999:dead")
+    assert async_to_sync(run_reply)(message.pk) == "done"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_human_state_keeps_the_agent_silent(pool_server: Any, shop: Any) -> None:
+    first = receive(shop, "hello")
+    assert first is not None
+    conversation_handoff(business=shop, conversation_id=first.conversation_id, reason="staff took over")
+    second = receive(shop, "anyone?")
+    assert second is not None and second.status == "skipped"
+    assert async_to_sync(run_reply)(first.pk) == "human"
+    assert pool_server.chat_requests == 0
+    staff = staff_reply_send(business=shop, conversation_id=first.conversation_id, user=None, text="Hi!")
+    assert staff is not None and staff.delivery == "queued"
+    conversation_hand_back(business=shop, conversation_id=first.conversation_id)
+    assert Conversation.objects.get(pk=first.conversation_id).state == "bot"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_handoff_keyword_switches_to_human(pool_server: Any, shop: Any) -> None:
+    message = receive(shop, "can I speak to customer service")
+    assert message is not None
+    assert async_to_sync(run_reply)(message.pk) == "handoff"
+    conversation = Conversation.objects.get(pk=message.conversation_id)
+    assert (conversation.state, conversation.handoff_reason) == (
+        "human",
+        "customer asked for a person ('customer service')",
+    )
+    assert pool_server.chat_requests == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tenant_isolation(pool_server: Any, shop: Any) -> None:
+    other = BusinessFactory()
+    message = receive(
+        shop, "hello", channel="widget", contact_external_id="visitor-a", client_message_id="c1"
+    )
+    assert message is not None
+    conversation_id = message.conversation_id
+    # Business B sees nothing of A's conversation and cannot change it.
+    assert selectors.conversation_history(other, conversation_id) == []
+    assert list(selectors.conversations_list(other)) == []
+    assert staff_reply_send(business=other, conversation_id=conversation_id, user=None, text="x") is None
+    assert conversation_handoff(business=other, conversation_id=conversation_id, reason="x") is None
+    assert Conversation.objects.get(pk=conversation_id).state == "bot"
+    assert Message.objects.filter(conversation_id=conversation_id).count() == 1
+    # Another visitor of the same business sees nothing either.
+    assert selectors.conversation_history(shop, conversation_id, "visitor-b") == []
+    assert selectors.visitor_conversation(shop, "visitor-b", conversation_id) is None
+    assert [m.pk for m in selectors.conversation_history(shop, conversation_id, "visitor-a")] == [message.pk]
