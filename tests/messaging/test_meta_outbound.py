@@ -1,0 +1,394 @@
+"""Outbound: splitting, cards, the 24-hour window, retries on 429/5xx, 131047, idempotent sends; accounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from messaging.meta import graph, outbound, services
+from messaging.meta.selectors import channel_account_summary, channel_accounts_list, webhook_urls
+from messaging.models import ChannelAccount, Contact, Conversation, Message, OutboundPart
+from tests.factories import BusinessFactory
+from tests.fixtures.meta import connect
+
+# --- Splitting (pure) -------------------------------------------------------------------------------------------
+
+
+def test_short_text_is_one_piece() -> None:
+    assert outbound.split_text("  Hello there.  ", 4096) == ["Hello there."]
+    assert outbound.split_text("   ", 4096) == []
+
+
+def test_split_at_sentence_boundaries_under_the_limit() -> None:
+    text = "First sentence here. Second one! Third one? Fourth."
+    assert outbound.split_text(text, 35) == ["First sentence here. Second one!", "Third one? Fourth."]
+
+
+def test_whatsapp_4096_characters() -> None:
+    sentence = "The blue mug holds 350 ml and costs 12.50 EUR. "  # 47 characters
+    text = (sentence * 200).strip()
+    pieces = outbound.split_text(text, outbound.WHATSAPP_TEXT_LIMIT)
+    assert [len(p) for p in pieces] == [4088, 4088, 1221]
+    assert all(p.endswith(".") for p in pieces)
+    assert " ".join(pieces) == text
+
+
+def test_instagram_1000_bytes_counts_utf8_bytes() -> None:
+    text = "Ça coûte 12 €. " * 100
+    limit, measure = outbound.text_limit("instagram")
+    pieces = outbound.split_text(text, limit, measure)
+    assert all(len(p.encode()) <= 1000 for p in pieces)
+    assert max(len(p.encode()) for p in pieces) > 900
+    assert " ".join(pieces) == text.strip()
+
+
+def test_messenger_is_under_2000_and_runs_without_boundaries_are_cut_at_spaces_then_characters() -> None:
+    words = "word " * 500
+    pieces = outbound.split_text(words, outbound.MESSENGER_TEXT_LIMIT)
+    assert all(len(p) <= 1999 for p in pieces)
+    assert " ".join(pieces) == words.strip()
+    blob = "x" * 4500
+    assert [len(p) for p in outbound.split_text(blob, 1999)] == [1999, 1999, 502]
+    emoji = "😀" * 600  # 4 bytes each
+    assert [len(p.encode()) for p in outbound.split_text(emoji, 1000, lambda s: len(s.encode()))] == [
+        1000,
+        1000,
+        400,
+    ]
+
+
+CARD = {
+    "item_id": 7,
+    "external_id": "MUG-1",
+    "title": "Blue mug",
+    "price": "14.00",
+    "sale_price": "12.50",
+    "currency": "EUR",
+    "availability": "in_stock",
+    "image_url": "https://shop.example/mug.jpg",
+    "url": "https://shop.example/mug",
+}
+
+
+def test_cards_become_interactive_messages_or_generic_templates() -> None:
+    assert outbound.message_parts(
+        "whatsapp", "Here it is.", [CARD, {**CARD, "url": ""}, {"title": "No image"}]
+    ) == [
+        {"type": "text", "text": {"preview_url": False, "body": "Here it is."}},
+        {
+            "type": "interactive",
+            "interactive": {
+                "type": "cta_url",
+                "body": {"text": "Blue mug\n12.50 EUR\nin stock"},
+                "action": {
+                    "name": "cta_url",
+                    "parameters": {"display_text": "View", "url": "https://shop.example/mug"},
+                },
+                "header": {"type": "image", "image": {"link": "https://shop.example/mug.jpg"}},
+            },
+        },
+        {
+            "type": "image",
+            "image": {"link": "https://shop.example/mug.jpg", "caption": "Blue mug\n12.50 EUR\nin stock"},
+        },
+    ]
+    assert outbound.message_parts("messenger", "Here it is.", [CARD]) == [
+        {"text": "Here it is."},
+        {
+            "attachment": {
+                "type": "template",
+                "payload": {
+                    "template_type": "generic",
+                    "elements": [
+                        {
+                            "title": "Blue mug",
+                            "subtitle": "12.50 EUR · in stock",
+                            "image_url": "https://shop.example/mug.jpg",
+                            "buttons": [
+                                {"type": "web_url", "url": "https://shop.example/mug", "title": "View"}
+                            ],
+                        }
+                    ],
+                },
+            }
+        },
+    ]
+
+
+# --- Sending through the Graph API stand-in -------------------------------------------------------------------
+
+
+def conversation_for(
+    business: Any,
+    channel: str = "whatsapp",
+    external_id: str = "16505551234",
+    *,
+    ago: dt.timedelta = dt.timedelta(minutes=5),
+) -> Conversation:
+    contact = Contact.objects.create(business=business, channel=channel, external_id=external_id)
+    return Conversation.objects.create(
+        business=business, contact=contact, channel=channel, last_customer_message_at=timezone.now() - ago
+    )
+
+
+def outgoing(
+    conversation: Conversation, text: str, *, role: str = "agent", cards: list[Any] | None = None
+) -> Message:
+    return Message.objects.create(
+        business=conversation.business,
+        conversation=conversation,
+        channel=conversation.channel,
+        role=role,
+        text=text,
+        status="done",
+        cards=cards or [],
+        delivery="queued",
+    )
+
+
+WA_TEXT = {
+    "messaging_product": "whatsapp",
+    "recipient_type": "individual",
+    "to": "16505551234",
+    "type": "text",
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_text_exact_request(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), "Yes, the blue mug is in stock.")
+    assert services.message_send(message_id=message.pk) == "sent"
+    (request,) = graph_api.requests
+    assert request.path == "/v23.0/106540352242922/messages"
+    assert request.headers["Authorization"] == f"Bearer EAAG-token-for-{shop.slug}-0123456789"
+    assert request.body == {
+        **WA_TEXT,
+        "text": {"preview_url": False, "body": "Yes, the blue mug is in stock."},
+    }
+    message.refresh_from_db()
+    assert (message.delivery, message.channel_message_id, message.error) == ("sent", "wamid.out.1", "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_long_reply_and_cards_are_sent_in_order_once(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    text = ("A sentence of forty-four characters, or so. " * 100).strip()
+    message = outgoing(conversation_for(shop), text, cards=[CARD])
+    assert services.message_send(message_id=message.pk) == "sent"
+    bodies = [r.body for r in graph_api.requests]
+    assert [b["type"] for b in bodies] == ["text", "text", "interactive"]
+    assert " ".join(b["text"]["body"] for b in bodies[:2]) == text
+    assert list(OutboundPart.objects.order_by("index").values_list("state", "channel_message_id")) == [
+        ("sent", "wamid.out.1"),
+        ("sent", "wamid.out.2"),
+        ("sent", "wamid.out.3"),
+    ]
+    # A redelivered task sends nothing again.
+    assert services.message_send(message_id=message.pk) == "skipped"
+    Message.objects.filter(pk=message.pk).update(delivery="queued")
+    assert services.message_send(message_id=message.pk) == "sent"
+    assert len(graph_api.requests) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_429_and_500_are_retried_with_backoff(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), "Hello.")
+    graph_api.fail(429, code=130429)
+    graph_api.fail(500)
+    assert services.message_send(message_id=message.pk) == "sent"
+    assert [r.body for r in graph_api.requests] == [
+        {**WA_TEXT, "text": {"preview_url": False, "body": "Hello."}}
+    ] * 3
+    message.refresh_from_db()
+    assert message.delivery == "sent"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_persistent_5xx_raises_then_a_later_run_sends_only_the_missing_parts(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    text = ("Forty characters in this sentence here. " * 120).strip()
+    message = outgoing(conversation_for(shop), text)
+    # Part 0 goes through, part 1 meets three 503s (the cap): the run stops, part 0 stays sent.
+    graph_api.fail(503, times=3, after=1)
+    with pytest.raises(graph.TransientGraphError, match="HTTP 503 after 3 tries"):
+        services.message_send(message_id=message.pk)
+    assert list(OutboundPart.objects.order_by("index").values_list("state", flat=True)) == ["sent", "sending"]
+    message.refresh_from_db()
+    assert message.delivery == "queued"
+    assert services.message_send(message_id=message.pk) == "sent"
+    sends = [r.body["text"]["body"] for r in graph_api.requests]
+    assert len(sends) == 5  # part 0, three 503s for part 1, part 1
+    assert sends[0] != sends[1] and sends[1] == sends[4]
+    # The task gives up after its own retries: recorded on the message, not raised.
+    other = outgoing(message.conversation, "Another.")
+    services.message_send_give_up(message_id=other.pk, error="HTTP 503 after 3 tries")
+    other.refresh_from_db()
+    assert (other.delivery, other.error) == ("failed", "not sent: HTTP 503 after 3 tries")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_other_errors_are_final_and_recorded(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), "Hello.")
+    graph_api.fail(400, code=131026, message="Message undeliverable")
+    assert services.message_send(message_id=message.pk) == "failed"
+    message.refresh_from_db()
+    assert (message.delivery, message.error) == ("failed", "131026: Message undeliverable")
+    assert len(graph_api.requests) == 1
+    assert services.message_send(message_id=message.pk) == "skipped"
+    assert len(graph_api.requests) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_window_closed_without_template_sends_nothing(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop, ago=dt.timedelta(hours=24, seconds=1)), "Hello again.")
+    assert services.message_send(message_id=message.pk) == "window closed: no template configured, not sent"
+    assert graph_api.requests == []
+    message.refresh_from_db()
+    assert (message.delivery, message.error) == ("failed", "window closed: no template configured, not sent")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_window_closed_with_template_sends_the_template(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop, template_name="reply_waiting", template_language="de")
+    message = outgoing(conversation_for(shop, ago=dt.timedelta(hours=24, seconds=1)), "Hello again.")
+    assert services.message_send(message_id=message.pk) == "sent"
+    assert [r.body for r in graph_api.requests] == [
+        {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "16505551234",
+            "type": "template",
+            "template": {"name": "reply_waiting", "language": {"code": "de"}},
+        }
+    ]
+    message.refresh_from_db()
+    assert (message.delivery, message.error) == ("sent", "window closed: sent template reply_waiting")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_131047_from_meta_falls_back_to_the_template(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop, template_name="reply_waiting")
+    message = outgoing(conversation_for(shop), "Hello.")
+    graph_api.window_closed()
+    assert services.message_send(message_id=message.pk) == "sent"
+    assert [r.body.get("type") for r in graph_api.requests] == ["text", "template"]
+    assert graph_api.requests[1].body["template"] == {"name": "reply_waiting", "language": {"code": "en_US"}}
+    message.refresh_from_db()
+    assert (message.delivery, message.error) == (
+        "sent",
+        "window closed (131047): sent template reply_waiting",
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_131047_without_template_is_recorded_not_raised(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), "Hello.")
+    graph_api.window_closed()
+    assert services.message_send(message_id=message.pk) == "window closed"
+    message.refresh_from_db()
+    assert message.delivery == "failed"
+    assert message.error.startswith("window closed (131047): (#131047) Re-engagement message")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_messenger_and_instagram_windows(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop, "messenger", page_id="PAGE_1")
+    connect(shop, "instagram", instagram_account_id="IG_1", page_id="PAGE_IG")
+    old = dt.timedelta(days=2)
+    staff = outgoing(conversation_for(shop, "messenger", "PSID_1", ago=old), "A person here.", role="staff")
+    agent = outgoing(conversation_for(shop, "messenger", "PSID_2", ago=old), "The bot.", role="agent")
+    insta = outgoing(conversation_for(shop, "instagram", "IGSID_1"), "é" * 600)
+    assert services.message_send(message_id=staff.pk) == "sent"
+    assert services.message_send(message_id=agent.pk) == "window closed: not sent"
+    assert services.message_send(message_id=insta.pk) == "sent"
+    assert graph_api.requests[0].body == {
+        "recipient": {"id": "PSID_1"},
+        "messaging_type": "MESSAGE_TAG",
+        "tag": "HUMAN_AGENT",
+        "message": {"text": "A person here."},
+    }
+    # Instagram: 1000 bytes per message, sent from the page of a Facebook-Login setup.
+    assert [r.path for r in graph_api.requests[1:]] == ["/v23.0/PAGE_IG/messages"] * 2
+    assert [len(r.body["message"]["text"].encode()) for r in graph_api.requests[1:]] == [1000, 200]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_connected_account_is_recorded(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    message = outgoing(conversation_for(shop), "Hello.")
+    assert services.message_send(message_id=message.pk) == "failed"
+    message.refresh_from_db()
+    assert (message.delivery, message.error) == ("failed", "no connected whatsapp account")
+    assert graph_api.requests == []
+
+
+# --- Accounts --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_secrets_are_encrypted_at_rest_and_masked_in_selectors() -> None:
+    shop = BusinessFactory()
+    account = connect(shop, access_token="EAAG-very-secret-token-ABCD", app_secret="app-secret-WXYZ-123456")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT access_token, app_secret FROM messaging_channelaccount WHERE id = %s", [account.pk]
+        )
+        raw_token, raw_secret = cursor.fetchone()
+    assert raw_token.startswith("fernet:") and "EAAG-very-secret" not in raw_token
+    assert raw_secret.startswith("fernet:") and "WXYZ" not in raw_secret
+    assert ChannelAccount.objects.get().access_token == "EAAG-very-secret-token-ABCD"
+    (summary,) = channel_accounts_list(shop)
+    assert (summary.access_token, summary.app_secret) == ("••••ABCD", "••••3456")
+    assert "EAAG" not in repr(summary)
+    assert summary.webhook_url == "http://127.0.0.1:8000/webhooks/whatsapp"
+    assert webhook_urls()["instagram"] == "http://127.0.0.1:8000/webhooks/instagram"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_connect_validates_and_refuses_another_business_s_number() -> None:
+    shop_a, shop_b = BusinessFactory(), BusinessFactory()
+    account = connect(shop_a)
+    with pytest.raises(services.ChannelAccountError, match="phone_number_id is required"):
+        connect(shop_b, phone_number_id="")
+    with pytest.raises(services.ChannelAccountError, match="connected to another business"):
+        connect(shop_b)
+    assert ChannelAccount.objects.filter(business=shop_b).count() == 0
+    # Reconnecting replaces the token on the same row.
+    again = connect(shop_a, access_token="EAAG-new-token-000000000")
+    assert again.pk == account.pk
+    assert ChannelAccount.objects.get().access_token == "EAAG-new-token-000000000"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_disconnect_is_scoped_to_the_business_and_erases_secrets() -> None:
+    shop_a, shop_b = BusinessFactory(), BusinessFactory()
+    account = connect(shop_a, app_secret="app-secret-of-a")
+    assert services.channel_account_disconnect(business=shop_b, account_id=account.pk) is False
+    account.refresh_from_db()
+    assert account.active and account.access_token
+    assert channel_account_summary(shop_b, account.pk) is None
+    assert services.channel_account_disconnect(business=shop_a, account_id=account.pk) is True
+    account.refresh_from_db()
+    assert (account.active, account.access_token, account.app_secret) == (False, "", "")
+    assert channel_accounts_list(shop_a) == []
+    # The number is free for another business now.
+    assert connect(shop_b).business_id == shop_b.pk
