@@ -132,7 +132,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL}],
+            # redis-py 8 reads with a 5 s socket timeout by default, which a consumer's 5 s BZPOPMIN
+            # overruns: every idle websocket would die with TimeoutError. Above the blocking pop.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
             "prefix": env_str("CHANNELS_PREFIX", "bizagent"),
             "capacity": 500,
             "expiry": 30,
