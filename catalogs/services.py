@@ -263,12 +263,14 @@ def _estimate_rows(path: Path, fmt: str) -> int:
 
 def _flush_items(business: Business, batch: list[ParsedRow], counts: _Counts) -> None:
     ids = [row.fields["external_id"] for row in batch]
-    existing = {
-        eid: (h, active)
-        for eid, h, active in Item.objects.filter(business=business, external_id__in=ids).values_list(
-            "external_id", "content_hash", "is_active"
+    # One array parameter rather than an IN list of 1,000: binding and planning stay cheap.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT external_id, content_hash, is_active FROM catalogs_item "
+            "WHERE business_id = %s AND external_id = ANY(%s)",
+            [business.pk, ids],
         )
-    }
+        existing = {eid: (h, active) for eid, h, active in cursor.fetchall()}
     hashes = {row.fields["external_id"]: content_hash(row.fields) for row in batch}
     changed_ids = [eid for eid in ids if eid in existing and existing[eid][0] != hashes[eid]]
     # For changed items, the text that was embedded before: equal text -> keep the vector.
