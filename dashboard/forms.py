@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from agents.models import Agent
 from businesses.services import normalize_origin
 from catalogs.models import Availability
-from messaging.models import Channel, Conversation
+from messaging.models import Channel, ChannelAccount, Conversation
 
 TIMEZONES = sorted(zoneinfo.available_timezones())
 
@@ -294,3 +294,54 @@ class ThemeForm(forms.Form):
         if url and not url.startswith("https://"):
             raise ValidationError("Use an https:// address, so that the image loads on secure shops.")
         return url
+
+
+class ChannelConnectForm(forms.Form):
+    """The fields of issue 6 for one Meta account; which ids are required depends on the kind."""
+
+    REQUIRED_IDS = {
+        "whatsapp": ("phone_number_id",),
+        "messenger": ("page_id",),
+        "instagram": ("instagram_account_id",),
+    }
+
+    kind = forms.ChoiceField(choices=ChannelAccount.Kind.choices, widget=forms.HiddenInput)
+    name = forms.CharField(required=False, max_length=100, help_text="For you, e.g. 'Main shop number'.")
+    waba_id = forms.CharField(required=False, max_length=64, label="WhatsApp Business Account ID")
+    phone_number_id = forms.CharField(required=False, max_length=64, label="Phone number ID")
+    display_phone_number = forms.CharField(required=False, max_length=32, label="Display phone number")
+    page_id = forms.CharField(required=False, max_length=64, label="Facebook Page ID")
+    instagram_account_id = forms.CharField(required=False, max_length=64, label="Instagram account ID")
+    access_token = forms.CharField(
+        max_length=2000,
+        widget=forms.PasswordInput(render_value=False),
+        label="Access token",
+        help_text="A system-user or page access token. Stored encrypted; never shown again.",
+    )
+    app_secret = forms.CharField(
+        required=False,
+        max_length=200,
+        widget=forms.PasswordInput(render_value=False),
+        label="App secret",
+        help_text="Of your Meta app; leave empty to use the service's own app.",
+    )
+    verify_token = forms.CharField(
+        max_length=200,
+        min_length=16,
+        label="Verify token",
+        help_text="Paste this into Meta's webhook settings together with the callback URL.",
+    )
+    template_name = forms.CharField(
+        required=False, max_length=512, label="Template after 24 hours (WhatsApp)"
+    )
+    template_language = forms.CharField(required=False, max_length=16, initial="en_US")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        for field in self.REQUIRED_IDS.get(data.get("kind", ""), ()):
+            value = (data.get(field) or "").strip()
+            if not value:
+                self.add_error(field, "Required for this channel.")
+            elif not value.isdigit():
+                self.add_error(field, "Meta ids are numbers.")
+        return data

@@ -29,6 +29,7 @@ OBJECT_KINDS: dict[str, str] = {
     "import": "catalogs.Import",
     "item": "catalogs.Item",
     "conversation": "messaging.Conversation",
+    "channel_account": "messaging.ChannelAccount",
 }
 
 

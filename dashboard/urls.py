@@ -57,6 +57,15 @@ urlpatterns = [
     path("app/<slug:slug>/inbox/<int:conversation_id>/reply/", inbox.inbox_reply, name="inbox_reply"),
     # Owners only
     path("app/<slug:slug>/agent/", agent.agent, name="agent"),
+    path(
+        "app/<slug:slug>/agent/playground/allow/", agent.agent_playground_allow, name="agent_playground_allow"
+    ),
     path("app/<slug:slug>/channels/", channels.channels, name="channels"),
+    path("app/<slug:slug>/channels/<str:kind>/connect/", channels.channel_connect, name="channel_connect"),
+    path(
+        "app/<slug:slug>/channels/accounts/<int:account_id>/disconnect/",
+        channels.channel_disconnect,
+        name="channel_disconnect",
+    ),
     path("app/<slug:slug>/analytics/", analytics.analytics, name="analytics"),
 ]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
 from agents.selectors import agent_for
 from agents.services import agent_update
+from businesses.selectors import origin_allowed
+from businesses.services import business_set_allowed_origins
 from dashboard.forms import DAYS, AgentForm
 from dashboard.permissions import member_view
 
@@ -42,7 +43,25 @@ def agent(request: HttpRequest) -> HttpResponse:
             "agent": current,
             "hours_fields": [form[f"hours_{day}"] for day, _ in DAYS],
             "main_fields": [f for f in form if not f.name.startswith("hours_")],
-            "public_url": settings.PUBLIC_URL,
+            "page_origin": _page_origin(request),
+            "origin_ok": origin_allowed(business, _page_origin(request)),
         },
         status=status,
     )
+
+
+def _page_origin(request: HttpRequest) -> str:
+    return f"{request.scheme}://{request.get_host()}"
+
+
+@member_view("owner")
+@require_POST
+def agent_playground_allow(request: HttpRequest) -> HttpResponse:
+    """Let the widget connect from this admin's own address, so that the playground can talk to the agent.
+
+    The widget's websocket accepts only the business's allowed origins; the admin is just another page to
+    it. Adding the admin's address is explicit (a button), and harmless: only this service serves pages there.
+    """
+    business = request.business  # type: ignore[attr-defined]
+    business_set_allowed_origins(business, origins=[*business.allowed_origins, _page_origin(request)])
+    return redirect("dashboard:agent", slug=business.slug)

@@ -1,15 +1,123 @@
-"""Messaging channels: connect WhatsApp, Messenger and Instagram."""
+"""Messaging channels: connect WhatsApp, Messenger and Instagram; webhook URL and verify token for Meta."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+import secrets
 
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.forms import ChannelConnectForm
 from dashboard.permissions import member_view
+from messaging.meta.selectors import channel_accounts_list, webhook_urls
+from messaging.meta.services import ChannelAccountError, channel_account_connect, channel_account_disconnect
+from messaging.models import ChannelAccount
+
+KINDS = [(k.value, k.label) for k in ChannelAccount.Kind]
+# The form fields each kind of account asks for (issue 6), in order.
+FIELDS = {
+    "whatsapp": [
+        "name",
+        "waba_id",
+        "phone_number_id",
+        "display_phone_number",
+        "access_token",
+        "app_secret",
+        "verify_token",
+        "template_name",
+        "template_language",
+    ],
+    "messenger": ["name", "page_id", "access_token", "app_secret", "verify_token"],
+    "instagram": ["name", "instagram_account_id", "page_id", "access_token", "app_secret", "verify_token"],
+}
+
+
+def _fresh_form(kind: str) -> ChannelConnectForm:
+    # A verify token the owner pastes into Meta: random, so that nobody can guess it.
+    return ChannelConnectForm(initial={"kind": kind, "verify_token": secrets.token_urlsafe(24)}, prefix=kind)
+
+
+def _page(
+    request: HttpRequest,
+    *,
+    bound: ChannelConnectForm | None = None,
+    connected: dict[str, str] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    urls = webhook_urls()
+    panels = []
+    accounts = channel_accounts_list(business)
+    for kind, label in KINDS:
+        form = bound if bound is not None and bound.prefix == kind else _fresh_form(kind)
+        panels.append(
+            {
+                "kind": kind,
+                "label": label,
+                "webhook_url": urls[kind],
+                "accounts": [a for a in accounts if a.kind == kind],
+                "form": form,
+                "fields": [form[name] for name in FIELDS[kind]],
+                "open": bound is not None and bound.prefix == kind,
+            }
+        )
+    return render(
+        request, "dashboard/channels.html", {"panels": panels, "connected": connected}, status=status
+    )
 
 
 @member_view("owner")
 @require_GET
 def channels(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/channels.html", {})
+    return _page(request)
+
+
+@member_view("owner")
+@require_POST
+def channel_connect(request: HttpRequest, kind: str) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    if kind not in ChannelAccount.Kind.values:
+        return redirect("dashboard:channels", slug=business.slug)
+    form = ChannelConnectForm(request.POST, prefix=kind)
+    if form.is_valid() and form.cleaned_data["kind"] == kind:
+        data = form.cleaned_data
+        try:
+            account = channel_account_connect(
+                business=business,
+                kind=kind,
+                access_token=data["access_token"],
+                name=data["name"],
+                waba_id=data["waba_id"],
+                phone_number_id=data["phone_number_id"],
+                display_phone_number=data["display_phone_number"],
+                page_id=data["page_id"],
+                instagram_account_id=data["instagram_account_id"],
+                app_secret=data["app_secret"],
+                verify_token=data["verify_token"],
+                template_name=data["template_name"],
+                template_language=data["template_language"] or "en_US",
+            )
+        except ChannelAccountError as exc:
+            form.add_error(None, str(exc))
+        else:
+            # The verify token is shown in clear this once, next to the URL, to paste into Meta.
+            return _page(
+                request,
+                connected={
+                    "kind": account.get_kind_display(),
+                    "webhook_url": webhook_urls()[kind],
+                    "verify_token": data["verify_token"],
+                },
+            )
+    return _page(request, bound=form, status=400)
+
+
+@member_view("owner", account_id="channel_account")
+@require_POST
+def channel_disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    if channel_account_disconnect(business=business, account_id=account_id):
+        messages.success(request, "Disconnected. Messages on that account are no longer answered.")
+    return redirect("dashboard:channels", slug=business.slug)

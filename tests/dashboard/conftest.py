@@ -12,7 +12,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from businesses.models import Business, Membership
 from businesses.services import api_key_issue
 from catalogs.models import Import, Item
-from messaging.models import Channel, Contact, Conversation, Message
+from messaging.meta.services import channel_account_connect
+from messaging.models import Channel, ChannelAccount, Contact, Conversation, Message
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 
 
@@ -57,12 +58,23 @@ def make_import(business: Business) -> Import:
     )
 
 
+def make_channel_account(business: Business) -> ChannelAccount:
+    return channel_account_connect(
+        business=business,
+        kind="whatsapp",
+        access_token="EAAG-test-token-0123456789",
+        phone_number_id=str(100000 + business.pk),
+        verify_token="verify-token-of-the-test-0001",
+    )
+
+
 # Kind of row named by a URL keyword argument (see dashboard.permissions.member_view) -> how to make one.
 OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "api_key": lambda b: api_key_issue(b, name="ci").api_key.pk,
     "import": lambda b: make_import(b).pk,
     "item": lambda b: make_item(b).pk,
     "conversation": lambda b: make_conversation(b).pk,
+    "channel_account": lambda b: make_channel_account(b).pk,
 }
 
 

@@ -14,10 +14,11 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from agents.models import Agent
 from businesses.models import ApiKey, Business
 from catalogs.models import Import, Item
 from dashboard.permissions import Access
-from messaging.models import Conversation, Message
+from messaging.models import ChannelAccount, Conversation, Message
 from tests.dashboard.conftest import OBJECT_MAKERS, Tenant
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +34,10 @@ class Route:
         return self.name
 
     def url(self, slug: str, objects: dict[str, int]) -> str:
-        kwargs: dict[str, Any] = {"slug": slug}
+        kwargs: dict[str, Any] = {
+            "slug": slug,
+            **{k: v for k, v in PLAIN_KWARGS.items() if f":{k}>" in self.pattern},
+        }
         assert self.access is not None
         for kwarg, kind in self.access.objects.items():
             kwargs[kwarg] = objects[kind]
@@ -57,12 +61,21 @@ APP_ROUTES = [r for r in ALL_ROUTES if "<slug:slug>" in r.pattern]
 OWNER_ROUTES = [r for r in APP_ROUTES if r.access and r.access.role == "owner"]
 MEMBER_ROUTES = [r for r in APP_ROUTES if r.access and r.access.role == "member"]
 OBJECT_ROUTES = [r for r in APP_ROUTES if r.access and r.access.objects]
+# URL keyword arguments that name no row (values for the generated requests).
+PLAIN_KWARGS = {"kind": "whatsapp"}
 # A POST body that would change something if a check were missing.
 HOSTILE_POST = {
     "origins": "https://evil.example",
     "name": "stolen",
     "text": "hi from a stranger",
     "mode": "full",
+    "theme_color": "#000000",
+    "theme_position": "left",
+    "theme_dark_mode": "dark",
+    "whatsapp-kind": "whatsapp",
+    "whatsapp-phone_number_id": "5550001",
+    "whatsapp-access_token": "EAAG-stolen-token-000000",
+    "whatsapp-verify_token": "stolen-verify-token-0000",
 }
 
 
@@ -93,7 +106,9 @@ def _send(client: Client, method: str, url: str) -> Any:
 def _snapshot(business: Business) -> tuple[object, ...]:
     """Everything a forged request could change in a business."""
     business.refresh_from_db()
+    agent = Agent.objects.filter(business=business).first()
     return (
+        agent.theme() if agent else None,
         business.allowed_origins,
         business.name,
         sorted(ApiKey.objects.filter(business=business).values_list("pk", "name", "revoked_at")),
@@ -101,6 +116,7 @@ def _snapshot(business: Business) -> tuple[object, ...]:
         Message.objects.filter(business=business).count(),
         Import.objects.filter(business=business).count(),
         Item.objects.filter(business=business).count(),
+        sorted(ChannelAccount.objects.filter(business=business).values_list("pk", "active", "access_token")),
     )
 
 
