@@ -34,8 +34,12 @@ def setup_django() -> None:
 
 
 @contextmanager
-def scratch_database(name: str, *, keep: bool = False) -> Iterator[None]:
-    """Point Django's default connection at a fresh database ``name`` (migrated) for the block's duration."""
+def scratch_database(name: str, *, keep: bool = False, reuse: bool = False) -> Iterator[bool]:
+    """Point Django's default connection at database ``name`` (migrated) for the block's duration.
+
+    The database is created fresh, unless ``reuse`` and it exists (kept by an earlier ``keep`` run); the
+    block receives whether it was reused. It is dropped afterwards unless ``keep``.
+    """
     from django.core.management import call_command
     from django.db import connection
 
@@ -45,13 +49,17 @@ def scratch_database(name: str, *, keep: bool = False) -> Iterator[None]:
 
     original = connection.settings_dict["NAME"]
     connection.ensure_connection()
-    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin(f'CREATE DATABASE "{name}"')
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        reused = reuse and cursor.fetchone() is not None
+    if not reused:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin(f'CREATE DATABASE "{name}"')
     connection.close()
     connection.settings_dict["NAME"] = name
     try:
         call_command("migrate", verbosity=0, interactive=False)
-        yield
+        yield reused
     finally:
         connection.close()
         connection.settings_dict["NAME"] = original

@@ -45,8 +45,10 @@ CHUNK_CANDIDATES = 10
 # index and sorted); above it, the HNSW index with iterative scan. See docs/retrieval.md for the measurements.
 EXACT_SCAN_MAX_ROWS = 2_000
 HNSW_EF_SEARCH = 100
-# Document frequencies are counted up to this many rows per query word.
-DF_CAP = 5_000
+# Document frequencies are counted up to this many rows per query word; a word at the cap is "common": it
+# still scores (with the cap's idf) but does not select full-text candidates, because ranking thousands of
+# rows that share only a common word costs more than the 20 ms budget on a 100k-item tenant.
+DF_CAP = 1_000
 # Full-text field weights (search_vector: A title, B brand/category, C description; D unused).
 FIELD_WEIGHTS = {"A": 1.0, "B": 0.6, "C": 0.4, "D": 0.2}
 # Fusion: score = cosine + LEXICAL_WEIGHT * lexical + TRIGRAM_WEIGHT * trigram (+ SKU_BOOST on an exact SKU).
@@ -338,8 +340,9 @@ def search(
     words = list(dict.fromkeys(_WORD.findall(query.lower())))[:MAX_QUERY_WORDS]
     idf: dict[str, float] = {}
     unknown: set[str] = set()
+    common: set[str] = set()
     if use_lexical:
-        idf, unknown = _word_statistics(business.pk, words, tenant_rows)
+        idf, unknown, common = _word_statistics(business.pk, words, tenant_rows)
     # Typo matching on every word of a long chat sentence mostly finds look-alike words ("electric" ~
     # "Electra"): it runs on short queries, and only on the words the catalog does not contain (a typo is
     # unknown by definition). SKU-like tokens always get it.
@@ -425,7 +428,9 @@ def search(
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
         # OR of the question's words: a chat question shares only some of its words with the item.
-        params["tsq"] = " | ".join(_quote_lexeme(lexeme) for lexeme in idf) or ""
+        # Common words only select candidates when the question has nothing rarer.
+        selective = [lexeme for lexeme in idf if lexeme not in common] or list(idf)
+        params["tsq"] = " | ".join(_quote_lexeme(lexeme) for lexeme in selective)
         if mode == "fulltext" and not idf:
             return []
         cursor.execute(item_sql, params)
@@ -449,14 +454,15 @@ def search(
 
 def _word_statistics(
     business_id: int, words: list[str], tenant_rows: int
-) -> tuple[dict[str, float], set[str]]:
-    """The idf of each English lexeme of the query's words in this business, and the words it lacks.
+) -> tuple[dict[str, float], set[str], set[str]]:
+    """The idf of each English lexeme of the query's words in this business, the words it lacks, and the
+    lexemes at the document-frequency cap (common).
 
     Document frequencies are counted inside the tenant and capped (past the cap a word is common whatever
     the exact count, and the cap bounds the cost on large tenants). Stop words have no lexeme.
     """
     if not words:
-        return {}, set()
+        return {}, set(), set()
     sql = (
         "SELECT w, lex, (SELECT count(*) FROM (SELECT 1 FROM "
         f"{Item._meta.db_table} i WHERE i.business_id = %s AND i.is_active "
@@ -469,13 +475,16 @@ def _word_statistics(
     total = max(tenant_rows, 1)
     idf: dict[str, float] = {}
     unknown: set[str] = set()
+    common: set[str] = set()
     for word, lexeme, df in rows:
+        if df >= DF_CAP:
+            common.add(lexeme)
         if df:
             # BM25's idf: a word every item has ("bike" in a bike shop) says almost nothing.
             idf[lexeme] = math.log(1 + (total - df + 0.5) / (df + 0.5))
         else:
             unknown.add(word)
-    return idf, unknown
+    return idf, unknown, common
 
 
 def _quote_lexeme(lexeme: str) -> str:
