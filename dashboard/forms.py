@@ -331,7 +331,7 @@ class ChannelConnectForm(forms.Form):
         label="Verify token",
         help_text="Paste this into Meta's webhook settings together with the callback URL.",
     )
-    template_name = forms.CharField(
+    wa_template_name = forms.CharField(
         required=False, max_length=512, label="Template after 24 hours (WhatsApp)"
     )
     template_language = forms.CharField(required=False, max_length=16, initial="en_US")

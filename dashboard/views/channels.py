@@ -26,7 +26,7 @@ FIELDS = {
         "access_token",
         "app_secret",
         "verify_token",
-        "template_name",
+        "wa_template_name",
         "template_language",
     ],
     "messenger": ["name", "page_id", "access_token", "app_secret", "verify_token"],
@@ -96,7 +96,7 @@ def channel_connect(request: HttpRequest, kind: str) -> HttpResponse:
                 instagram_account_id=data["instagram_account_id"],
                 app_secret=data["app_secret"],
                 verify_token=data["verify_token"],
-                template_name=data["template_name"],
+                template_name=data["wa_template_name"],
                 template_language=data["template_language"] or "en_US",
             )
         except ChannelAccountError as exc:

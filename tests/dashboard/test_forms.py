@@ -11,6 +11,8 @@ from agents.models import Agent
 from agents.selectors import agent_for
 from businesses.models import ApiKey, Business, Membership
 from catalogs.models import Import
+from messaging.meta.selectors import webhook_url
+from messaging.models import ChannelAccount
 from tests.dashboard.conftest import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -292,3 +294,89 @@ def test_staff_reply_must_have_text(tenant_a: Tenant) -> None:
     )
     assert response.status_code == 400
     assert response.context["reply_form"].errors["text"] == ["This field is required."]
+
+
+def _wa(**change: str) -> dict[str, str]:
+    form = {
+        "whatsapp-kind": "whatsapp",
+        "whatsapp-name": "Shop number",
+        "whatsapp-waba_id": "102290129340398",
+        "whatsapp-phone_number_id": "106540352242922",
+        "whatsapp-display_phone_number": "+1 555 0100",
+        "whatsapp-access_token": "EAAG-real-looking-token-9876",
+        "whatsapp-app_secret": "",
+        "whatsapp-verify_token": "a-verify-token-of-24-chars",
+        "whatsapp-wa_template_name": "",
+        "whatsapp-template_language": "en_US",
+    }
+    form.update({f"whatsapp-{k}": v for k, v in change.items()})
+    return form
+
+
+def test_whatsapp_connect_shows_the_verify_token_once_and_masks_the_token(tenant_a: Tenant) -> None:
+    client = _owner_client(tenant_a)
+    response = client.post(f"/app/{tenant_a.business.slug}/channels/whatsapp/connect/", _wa())
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "a-verify-token-of-24-chars" in html
+    assert response.context["connected"]["webhook_url"] == webhook_url("whatsapp")
+    assert webhook_url("whatsapp").startswith("http://127.0.0.1:8000/")
+    assert webhook_url("whatsapp") in html
+    account = ChannelAccount.objects.get(business=tenant_a.business, phone_number_id="106540352242922")
+    assert (account.kind, account.access_token, account.active) == (
+        "whatsapp",
+        "EAAG-real-looking-token-9876",
+        True,
+    )
+    later = client.get(f"/app/{tenant_a.business.slug}/channels/").content.decode()
+    assert "EAAG-real-looking-token-9876" not in later
+    assert "a-verify-token-of-24-chars" not in later
+    assert "••••9876" in later
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"phone_number_id": ""}, "phone_number_id", "Required for this channel."),
+        ({"phone_number_id": "12ab"}, "phone_number_id", "Meta ids are numbers."),
+        ({"access_token": ""}, "access_token", "This field is required."),
+        (
+            {"verify_token": "short"},
+            "verify_token",
+            "Ensure this value has at least 16 characters (it has 5).",
+        ),
+    ],
+)
+def test_channel_connect_refuses_bad_input(
+    tenant_a: Tenant, change: dict[str, str], field: str, message: str
+) -> None:
+    before = ChannelAccount.objects.count()
+    response = _owner_client(tenant_a).post(
+        f"/app/{tenant_a.business.slug}/channels/whatsapp/connect/", _wa(**change)
+    )
+    assert response.status_code == 400
+    form = next(p["form"] for p in response.context["panels"] if p["kind"] == "whatsapp")
+    assert form.errors[field] == [message]
+    assert ChannelAccount.objects.count() == before
+
+
+def test_a_number_connected_to_another_business_is_refused(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    taken = ChannelAccount.objects.get(business=tenant_b.business).phone_number_id
+    before = sorted(ChannelAccount.objects.values_list("pk", "business_id", "access_token"))
+    response = _owner_client(tenant_a).post(
+        f"/app/{tenant_a.business.slug}/channels/whatsapp/connect/", _wa(phone_number_id=taken)
+    )
+    assert response.status_code == 400
+    form = next(p["form"] for p in response.context["panels"] if p["kind"] == "whatsapp")
+    assert form.non_field_errors() == ["this whatsapp account is connected to another business"]
+    assert sorted(ChannelAccount.objects.values_list("pk", "business_id", "access_token")) == before
+
+
+def test_channel_disconnect(tenant_a: Tenant) -> None:
+    account_id = tenant_a.objects["channel_account"]
+    response = _owner_client(tenant_a).post(
+        f"/app/{tenant_a.business.slug}/channels/accounts/{account_id}/disconnect/"
+    )
+    assert response.status_code == 302
+    account = ChannelAccount.objects.get(pk=account_id)
+    assert (account.active, account.access_token) == (False, "")
