@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import statistics
 import time
 
 from _pool_common import pct, setup_django, start_server, write
@@ -83,14 +84,20 @@ async def measure(url: str, concurrency: int, rounds: int, tokens: int) -> dict[
             *(pool_stream(ChatRequest(business_id=0, messages=messages)) for _ in range(concurrency))
         )
         # At least 150 streams per kind at each level, so that the percentiles mean something.
+        paired: list[float] = []
         for _ in range(max(rounds, -(-150 // concurrency))):
-            results["raw"] += await asyncio.gather(*(raw_stream(http, url, body) for _ in range(concurrency)))
-            results["pool"] += await asyncio.gather(
+            raw = await asyncio.gather(*(raw_stream(http, url, body) for _ in range(concurrency)))
+            pool = await asyncio.gather(
                 *(
                     pool_stream(ChatRequest(business_id=0, messages=messages, max_tokens=tokens))
                     for _ in range(concurrency)
                 )
             )
+            results["raw"] += raw
+            results["pool"] += pool
+            # Back-to-back rounds see the same load from the rest of the machine: their difference is
+            # steadier than the difference of two distributions gathered over a minute of noisy neighbours.
+            paired.append(statistics.median(r[0] for r in pool) - statistics.median(r[0] for r in raw))
     await close_clients()
     for kind, rows in results.items():
         out[f"{kind}_ttft_ms_p50"] = pct([r[0] for r in rows], 0.5)
@@ -99,6 +106,7 @@ async def measure(url: str, concurrency: int, rounds: int, tokens: int) -> dict[
     out["added_ttft_ms_p50"] = round(out["pool_ttft_ms_p50"] - out["raw_ttft_ms_p50"], 3)  # type: ignore[operator]
     out["added_ttft_ms_p95"] = round(out["pool_ttft_ms_p95"] - out["raw_ttft_ms_p95"], 3)  # type: ignore[operator]
     out["added_per_token_ms_p50"] = round(out["pool_per_token_ms_p50"] - out["raw_per_token_ms_p50"], 4)  # type: ignore[operator]
+    out["added_ttft_ms_paired_p50"] = round(statistics.median(paired), 3)
     out["streams_per_kind"] = len(results["raw"])
     return out
 

@@ -216,38 +216,35 @@ async def _pick(
     give_up_at: float,
     reasons: dict[str, str],
 ) -> tuple[Endpoint, str] | None:
-    """An endpoint and a lease on one of its slots, or None (``reasons`` says why for each endpoint)."""
+    """An endpoint and a lease on one of its slots, or None (``reasons`` says why for each endpoint).
+
+    One Redis round trip: the order comes from the ring or two random draws (routing.py), the loads,
+    circuits, health and caps are applied atomically in Redis (state.pick)."""
     loop = asyncio.get_running_loop()
     while True:
         candidates = [endpoint for endpoint in endpoints if endpoint.url not in tried]
         if not candidates:
             return None
-        states = state.read_states([endpoint.url for endpoint in candidates])
-        now = time.time()
-        trials: list[Endpoint] = []
-        eligible: list[Endpoint] = []
-        for endpoint in candidates:
-            current = states[endpoint.url]
-            if current.healthy is False:
-                reasons[endpoint.url] = f"unhealthy: {current.health_reason}"
-            elif current.circuit == "closed":
-                eligible.append(endpoint)
-            elif now >= current.open_until and state.claim_trial(endpoint.url):
-                # The single half-open trial: this request finds out whether the endpoint is back.
-                trials.append(endpoint)
-            else:
-                reasons[endpoint.url] = f"circuit open: {current.circuit_reason}"
-        full = False
-        order = trials + routing.preference(
-            eligible, states, affinity_key=affinity_key, load_factor=settings.LLAMA_AFFINITY_LOAD_FACTOR
+        order, mode = routing.candidate_order(candidates, affinity_key=affinity_key)
+        picked = state.pick(
+            [(e.url, e.max_concurrency, e.weight) for e in order],
+            mode=mode,
+            load_factor=settings.LLAMA_AFFINITY_LOAD_FACTOR,
         )
-        for endpoint in order:
-            lease = state.new_lease()
-            if state.acquire(state.inflight_key(endpoint.url), lease, endpoint.max_concurrency) >= 0:
-                return endpoint, lease
-            full = True
-            reasons[endpoint.url] = f"at its cap of {endpoint.max_concurrency} requests in flight"
+        if picked.chosen is not None:
+            return next(e for e in order if e.url == picked.chosen), picked.lease
+        full = "full" in picked.statuses.values()
         if not full or loop.time() >= give_up_at:
+            # The failure path only: read why each endpoint was passed over.
+            states = state.read_states([e.url for e in order])
+            by_url = {e.url: e for e in order}
+            for url, status in picked.statuses.items():
+                if status == "unhealthy":
+                    reasons[url] = f"unhealthy: {states[url].health_reason}"
+                elif status in ("open", "trial"):
+                    reasons[url] = f"circuit open: {states[url].circuit_reason}"
+                elif status == "full":
+                    reasons[url] = f"at its cap of {by_url[url].max_concurrency} requests in flight"
             return None
         await asyncio.sleep(_QUEUE_POLL_SECONDS)
 

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import math
 import random
 from functools import cache
 
 from agents.inference.endpoints import Endpoint
-from agents.inference.state import EndpointState
 
 VNODES_PER_WEIGHT = 64
 
@@ -57,42 +55,21 @@ def ring_order(endpoints: list[Endpoint], key: str) -> list[str]:
     return order
 
 
-def _load(endpoint: Endpoint, states: dict[str, EndpointState]) -> float:
-    return states[endpoint.url].inflight / endpoint.weight
+def candidate_order(endpoints: list[Endpoint], *, affinity_key: str | None) -> tuple[list[Endpoint], str]:
+    """The order and mode handed to the atomic pick in Redis (state.pick), which applies the loads.
 
-
-def _power_of_two(endpoints: list[Endpoint], states: dict[str, EndpointState]) -> Endpoint:
+    With an affinity key: the ring walk from the key (mode ``ring``: the first within its load bound wins).
+    Without: two endpoints drawn at random by weight first (mode ``p2c``: the less loaded of the two wins).
+    Either way the least loaded eligible endpoint is the fallback.
+    """
+    if not endpoints:
+        return [], "p2c"
+    if affinity_key:
+        by_url = {endpoint.url: endpoint for endpoint in endpoints}
+        return [by_url[url] for url in ring_order(endpoints, affinity_key)], "ring"
     if len(endpoints) == 1:
-        return endpoints[0]
+        return list(endpoints), "p2c"
     first = random.choices(endpoints, weights=[e.weight for e in endpoints])[0]
     rest = [e for e in endpoints if e is not first]
     second = random.choices(rest, weights=[e.weight for e in rest])[0]
-    return min((first, second), key=lambda e: (_load(e, states), random.random()))
-
-
-def preference(
-    endpoints: list[Endpoint],
-    states: dict[str, EndpointState],
-    *,
-    affinity_key: str | None,
-    load_factor: float,
-) -> list[Endpoint]:
-    """``endpoints`` (all eligible) in the order to try them."""
-    if not endpoints:
-        return []
-    first: Endpoint | None = None
-    if affinity_key:
-        total = sum(states[e.url].inflight for e in endpoints)
-        weights = sum(e.weight for e in endpoints)
-        by_url = {e.url: e for e in endpoints}
-        for url in ring_order(endpoints, affinity_key):
-            endpoint = by_url[url]
-            # +1: the request being placed; ceil: a bound of at least one on an idle pool.
-            bound = math.ceil(load_factor * (total + 1) * endpoint.weight / weights)
-            if states[url].inflight + 1 <= bound:
-                first = endpoint
-                break
-    if first is None:
-        first = _power_of_two(endpoints, states)
-    rest = sorted((e for e in endpoints if e is not first), key=lambda e: (_load(e, states), random.random()))
-    return [first, *rest]
+    return [first, second, *(e for e in rest if e is not second)], "p2c"

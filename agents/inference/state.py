@@ -75,6 +75,88 @@ return 0
 """
 
 
+# Route and take a slot in one round trip. KEYS: per candidate, in the caller's order: inflight zset,
+# circuit hash, health hash, trial key. ARGV: now, lease expiry, lease, trial ttl ms, mode (ring | p2c),
+# load factor, then cap and weight per candidate. Eligible: last probe not failed, circuit closed, under
+# its cap. Choice: a due half-open trial first; then, for "ring", the first candidate within its bounded
+# load (consistent hashing with bounded loads); for "p2c", the less loaded per weight of the first two;
+# else the least loaded per weight. Returns {chosen index or 0, then count and status per candidate}.
+_PICK = """
+local now = tonumber(ARGV[1])
+local n = #KEYS / 4
+local counts, statuses, caps, weights = {}, {}, {}, {}
+for i = 1, n do
+  local zkey = KEYS[4 * i - 3]
+  redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
+  local count = redis.call('ZCARD', zkey)
+  local circuit = redis.call('HMGET', KEYS[4 * i - 2], 'state', 'open_until')
+  local healthy = redis.call('HGET', KEYS[4 * i - 1], 'ok')
+  caps[i] = tonumber(ARGV[5 + 2 * i])
+  weights[i] = tonumber(ARGV[6 + 2 * i])
+  local status = 'ok'
+  if healthy == '0' then
+    status = 'unhealthy'
+  elseif circuit[1] and circuit[1] ~= 'closed' then
+    if now >= tonumber(circuit[2] or '0') then status = 'trial' else status = 'open' end
+  end
+  if (status == 'ok' or status == 'trial') and caps[i] > 0 and count >= caps[i] then status = 'full' end
+  counts[i] = count
+  statuses[i] = status
+end
+local chosen = 0
+for i = 1, n do
+  if statuses[i] == 'trial' then
+    if redis.call('SET', KEYS[4 * i], ARGV[3], 'NX', 'PX', ARGV[4]) then
+      redis.call('HSET', KEYS[4 * i - 2], 'state', 'half_open')
+      chosen = i
+      break
+    end
+    statuses[i] = 'open'
+  end
+end
+if chosen == 0 and ARGV[5] == 'ring' then
+  local total, wsum = 0, 0
+  for i = 1, n do
+    if statuses[i] == 'ok' or statuses[i] == 'full' then
+      total = total + counts[i]
+      wsum = wsum + weights[i]
+    end
+  end
+  for i = 1, n do
+    if statuses[i] == 'ok' and counts[i] + 1 <= math.ceil(tonumber(ARGV[6]) * (total + 1) * weights[i] / wsum) then
+      chosen = i
+      break
+    end
+  end
+elseif chosen == 0 and ARGV[5] == 'p2c' then
+  for i = 1, math.min(2, n) do
+    if statuses[i] == 'ok' and (chosen == 0 or counts[i] / weights[i] < counts[chosen] / weights[chosen]) then
+      chosen = i
+    end
+  end
+end
+if chosen == 0 then
+  for i = 1, n do
+    if statuses[i] == 'ok' and (chosen == 0 or counts[i] / weights[i] < counts[chosen] / weights[chosen]) then
+      chosen = i
+    end
+  end
+end
+if chosen > 0 then
+  local zkey = KEYS[4 * chosen - 3]
+  redis.call('ZADD', zkey, ARGV[2], ARGV[3])
+  redis.call('PEXPIREAT', zkey, math.floor(tonumber(ARGV[2]) * 1000) + 1000)
+  counts[chosen] = counts[chosen] + 1
+end
+local out = {chosen}
+for i = 1, n do
+  out[#out + 1] = counts[i]
+  out[#out + 1] = statuses[i]
+end
+return out
+"""
+
+
 @cache
 def _client(url: str) -> redis.Redis:
     # redis-py's pool notices a fork and reconnects in the child, so one client per process is safe.
@@ -129,6 +211,40 @@ def acquire(key: str, lease: str, cap: int) -> int:
     """Take ``lease`` in ``key`` if fewer than ``cap`` are held; the new count, or -1 when full."""
     now = time.time()
     return _run(_ACQUIRE, [key], [now, now + lease_seconds(), lease, cap])
+
+
+@dataclass(frozen=True)
+class Pick:
+    chosen: str | None  # the endpoint whose slot ``lease`` now holds
+    lease: str
+    counts: dict[str, int]
+    statuses: dict[str, str]  # ok | trial | full | open | unhealthy
+
+
+def pick(order: list[tuple[str, int, int]], *, mode: str, load_factor: float) -> Pick:
+    """Choose among ``order`` ((endpoint, cap, weight), in preference order) and take a slot, atomically."""
+    now = time.time()
+    lease = new_lease()
+    keys: list[str] = []
+    args: list[str | int | float] = [
+        now,
+        now + lease_seconds(),
+        lease,
+        int((settings.LLAMA_CONNECT_TIMEOUT + settings.LLAMA_FIRST_TOKEN_TIMEOUT) * 1000),
+        mode,
+        load_factor,
+    ]
+    for name, cap, weight in order:
+        keys += [inflight_key(name), circuit_key(name), health_key(name), circuit_key(name) + ":trial"]
+        args += [cap, weight]
+    reply = _script(settings.REDIS_URL, _PICK)(keys=keys, args=args)
+    chosen = int(reply[0])
+    counts = {name: int(reply[1 + 2 * i]) for i, (name, _, _) in enumerate(order)}
+    statuses = {
+        name: (raw.decode() if isinstance(raw, bytes) else str(raw))
+        for (name, _, _), raw in zip(order, reply[2::2], strict=True)
+    }
+    return Pick(order[chosen - 1][0] if chosen else None, lease, counts, statuses)
 
 
 def release(key: str, lease: str) -> None:
