@@ -75,7 +75,7 @@ def hbar_chart(
     for i, (label, value) in enumerate(rows):
         y = 4 + i * row_h
         w = (width - label_w - 60) * (value / top_value)
-        short = label if len(label) <= 34 else label[:33] + "…"
+        short = label if len(label) <= 30 else label[:29] + "…"
         parts.append(f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end">{escape(short)}</text>')
         parts.append(f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 8}"/>')
         parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 16}">{value:g}{escape(unit)}</text>')

@@ -106,7 +106,7 @@ def test_sign_up_to_the_first_answer_in_the_playground(
     stack.inference.script(TENT_REPLY)
     widget_ask(bp, "Do you have a tent for two?")
     widget_wait_text(bp, ".msg.agent:not(.greeting):not(.streaming) .bubble", TENT_REPLY)
-    shoot(bp, artifacts_dir, "agent-playground")
+    shoot(bp, artifacts_dir, "agent-playground", full_page=False)
     reply = Message.objects.get(business=business, role=Message.Role.AGENT)
     assert reply.text == TENT_REPLY
 
@@ -152,6 +152,9 @@ def test_upload_shows_progress_to_100_and_the_error_report(
     link.wait_for(state="visible")
     assert progress.locator("[data-field=percent]").text_content() == "100%"
     assert "failed rows 2" in progress.locator("[data-field=summary]").text_content()
+    # The page's counts and history follow without a reload.
+    bp.page.locator("#import-history", has_text="boots.csv").wait_for()
+    bp.page.wait_for_timeout(400)  # the bar's width transition
     shoot(bp, artifacts_dir, "catalog-upload")
 
     imp = Import.objects.get(business=business)

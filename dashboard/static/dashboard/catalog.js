@@ -64,6 +64,19 @@
     fetchStatus(); // the state right now, whatever the socket does
   }
 
+  // When an upload finishes, the counts and the history on this page are brought up to date in place.
+  async function refreshSummary() {
+    try {
+      const res = await fetch(location.href, { credentials: "same-origin" });
+      const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+      for (const selector of [".tiles", "#import-history"]) {
+        const fresh = doc.querySelector(selector);
+        const current = document.querySelector(selector);
+        if (fresh && current) current.replaceWith(fresh);
+      }
+    } catch (_) { /* the numbers refresh on the next visit */ }
+  }
+
   // The import detail page follows its import.
   const detail = document.getElementById("import-detail");
   if (detail && detail.dataset.finished !== "1") {
@@ -98,7 +111,7 @@
       }
       const statusUrl = form.dataset.statusUrl.replace(/\/0\/status\/$/, `/${data.id}/status/`);
       const wsUrl = form.dataset.wsUrl.replace(/\/0\/$/, `/${data.id}/`);
-      follow(box, statusUrl, wsUrl);
+      follow(box, statusUrl, wsUrl, refreshSummary);
     });
   }
 
