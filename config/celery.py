@@ -19,6 +19,7 @@ app.conf.task_routes = {
     "messaging.tasks.reply": {"queue": "replies"},
     "messaging.tasks.send_*": {"queue": "outbound"},
     "messaging.meta.tasks.process_delivery": {"queue": "replies"},
+    "messaging.meta.tasks.process_pending": {"queue": "replies"},
     "messaging.meta.tasks.send_*": {"queue": "outbound"},
     "messaging.meta.tasks.mark_read": {"queue": "outbound"},
     "catalogs.tasks.*": {"queue": "ingest"},

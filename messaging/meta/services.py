@@ -8,9 +8,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from collections import Counter
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -166,10 +168,62 @@ def webhook_signers(raw_body: bytes, header: str | None) -> list[int] | None:
     return verified or None
 
 
-def _enqueue_processing(delivery_id: int) -> None:
-    from messaging.meta.tasks import process_delivery
+# Processing is scheduled, not enqueued per delivery: a Celery publish costs several times the insert, and
+# at 500 deliveries/s it would be most of the intake's CPU. The first delivery sets this flag and queues
+# ``process_pending``; later ones see it set and queue nothing, because that task clears the flag BEFORE it
+# looks for pending rows, so it (or the task queued after it) sees every row committed before the flag was
+# set. The TTL bounds the damage of a lost publish; ``sweep_deliveries`` picks up anything left behind.
+SCHEDULE_FLAG = "bizagent:meta:process-scheduled"
+SCHEDULE_TTL_SECONDS = 10
+_redis_local = threading.local()
 
-    process_delivery.delay(delivery_id)
+
+def _redis() -> redis.Redis:
+    client: redis.Redis | None = getattr(_redis_local, "client", None)
+    if client is None:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        _redis_local.client = client
+    return client
+
+
+def _schedule_processing() -> None:
+    from messaging.meta.tasks import process_pending
+
+    try:
+        if not _redis().set(SCHEDULE_FLAG, "1", nx=True, ex=SCHEDULE_TTL_SECONDS):
+            return
+    except redis.RedisError:
+        logger.warning("webhook processing: Redis unavailable, queueing without coalescing")
+    process_pending.delay()
+
+
+def processing_schedule_clear() -> None:
+    """Called by ``process_pending`` before it reads pending rows (see SCHEDULE_FLAG)."""
+    try:
+        _redis().delete(SCHEDULE_FLAG)
+    except redis.RedisError:
+        logger.warning("webhook processing: could not clear the schedule flag")
+
+
+def webhook_deliveries_process_pending(*, batch: int = 100) -> int:
+    """Process pending deliveries, oldest first, until none is left. Several workers may run this at once:
+    each delivery is claimed by a conditional update. Returns how many this call processed."""
+    done = 0
+    while True:
+        ids = list(
+            WebhookDelivery.objects.filter(state=WebhookDelivery.State.PENDING)
+            .order_by("received_at", "pk")
+            .values_list("pk", flat=True)[:batch]
+        )
+        if not ids:
+            return done
+        for delivery_id in ids:
+            try:
+                if webhook_delivery_process(delivery_id=delivery_id) is not None:
+                    done += 1
+            except Exception:
+                # Recorded on the row as failed; the sweeper retries it. The rest of the batch goes on.
+                logger.exception("webhook delivery %s failed", delivery_id)
 
 
 def webhook_delivery_store(
@@ -180,7 +234,7 @@ def webhook_delivery_store(
         delivery = WebhookDelivery.objects.create(
             platform=platform, body=body, signature=signature[:100], verified_accounts=verified_accounts or []
         )
-        transaction.on_commit(lambda: _enqueue_processing(delivery.pk))
+        transaction.on_commit(_schedule_processing)
     return delivery.pk
 
 

@@ -1,7 +1,7 @@
 """Celery tasks for messaging channels. Thin: ids in, a service call, safe to run twice.
 
-Queues (config/celery.py): ``process_delivery`` on ``replies`` (a customer is waiting), sends and read
-receipts on ``outbound``, the sweeper on ``ingest``.
+Queues (config/celery.py): ``process_pending`` and ``process_delivery`` on ``replies`` (a customer is
+waiting), sends and read receipts on ``outbound``, the sweeper on ``ingest``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ SEND_MAX_RETRIES = 5
 def process_delivery(delivery_id: int) -> dict[str, Any] | None:
     """Parse a stored webhook delivery and act on it (messages, statuses)."""
     return services.webhook_delivery_process(delivery_id=delivery_id)
+
+
+@shared_task(name="messaging.meta.tasks.process_pending", acks_late=True)
+def process_pending() -> int:
+    """Process every pending delivery (queued by the webhook view, at most one queued at a time)."""
+    services.processing_schedule_clear()
+    return services.webhook_deliveries_process_pending()
 
 
 @shared_task(

@@ -8,9 +8,14 @@ runs on the event loop and only the insert takes the ORM's thread.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
@@ -19,6 +24,36 @@ from messaging.meta import services
 from messaging.meta.signature import HEADER, signature_valid, token_matches
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Django's ASGI handler gives every request its own thread for thread-sensitive sync code, so a plain
+# sync_to_async ORM call opens (and drops) a PostgreSQL connection per delivery: slow, and under load it runs
+# the server out of connections. The webhook's ORM work runs on these few long-lived threads instead, each
+# keeping its connection (checked and recycled per CONN_MAX_AGE / CONN_HEALTH_CHECKS before every use).
+_DB_THREAD_COUNT = 4
+_DB_THREADS = ThreadPoolExecutor(max_workers=_DB_THREAD_COUNT, thread_name_prefix="webhook-db")
+
+
+def close_db_threads_connections() -> None:
+    """Close the connections the webhook threads hold (tests: before their database is dropped)."""
+    barrier = threading.Barrier(_DB_THREAD_COUNT)
+
+    def close() -> None:
+        # The barrier holds every task until all run at once: one task per thread, so every thread closes.
+        barrier.wait(timeout=10)
+        connections.close_all()
+
+    for future in [_DB_THREADS.submit(close) for _ in range(_DB_THREAD_COUNT)]:
+        future.result(timeout=15)
+
+
+def _in_db_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    def run(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        return fn(*args, **kwargs)
+
+    return sync_to_async(run, thread_sensitive=False, executor=_DB_THREADS)
+
 
 PLATFORMS = ("whatsapp", "messenger", "instagram", "meta")
 
@@ -42,7 +77,7 @@ async def webhook(request: HttpRequest, platform: str) -> HttpResponse:
         mode = request.GET.get("hub.mode", "")
         token = request.GET.get("hub.verify_token", "")
         challenge = request.GET.get("hub.challenge", "")
-        if await sync_to_async(_handshake_ok)(platform, mode, token):
+        if await _in_db_thread(_handshake_ok)(platform, mode, token):
             return HttpResponse(challenge, content_type="text/plain")
         return HttpResponseForbidden("verification failed", content_type="text/plain")
     if request.method != "POST":
@@ -51,11 +86,11 @@ async def webhook(request: HttpRequest, platform: str) -> HttpResponse:
     header = request.headers.get(HEADER)
     verified: list[int] | None = []
     if not signature_valid(body, header, settings.META_APP_SECRET):
-        verified = await sync_to_async(services.webhook_signers)(body, header) if header else None
+        verified = await _in_db_thread(services.webhook_signers)(body, header) if header else None
     if verified is None:
         logger.warning("webhook %s: bad or missing signature (%d bytes), rejected", platform, len(body))
         return HttpResponseForbidden("bad signature", content_type="text/plain")
-    await sync_to_async(services.webhook_delivery_store)(
+    await _in_db_thread(services.webhook_delivery_store)(
         platform=platform, body=body, signature=header or "", verified_accounts=verified
     )
     return HttpResponse("EVENT_RECEIVED", content_type="text/plain")

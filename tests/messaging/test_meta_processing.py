@@ -556,3 +556,39 @@ def test_human_state_stores_but_the_agent_stays_silent(shop: Any) -> None:
         ("customer", "skipped"),
         ("customer", "skipped"),
     ]
+
+
+def test_processing_is_scheduled_once_for_a_burst_of_deliveries(shop: Any, redis_client: Any) -> None:
+    from celery.signals import before_task_publish
+
+    from messaging.meta.tasks import process_pending
+
+    published: list[str] = []
+
+    def count(sender: str | None = None, routing_key: str | None = None, **_: Any) -> None:
+        published.append(f"{sender}@{routing_key}")
+
+    before_task_publish.connect(count, weak=False)
+    try:
+        for n in range(3):
+            body, header = signed(
+                wa_delivery(wa_change(PHONE_ID, messages=[wa_text(f"m{n}", wamid=f"wamid.{n}")]))
+            )
+            services.webhook_delivery_store(platform="whatsapp", body=body, signature=header)
+        # One task queued on the replies queue for the three deliveries.
+        assert published == ["messaging.meta.tasks.process_pending@replies"]
+        assert redis_client.exists(services.SCHEDULE_FLAG) == 1
+        assert process_pending() == 3
+        assert redis_client.exists(services.SCHEDULE_FLAG) == 0
+        assert list(Message.objects.order_by("pk").values_list("text", flat=True)) == ["m0", "m1", "m2"]
+        # The next delivery after a run schedules a new run.
+        published.clear()
+        body, header = signed(wa_delivery(wa_change(PHONE_ID, messages=[wa_text("m3", wamid="wamid.3")])))
+        services.webhook_delivery_store(platform="whatsapp", body=body, signature=header)
+        assert [p for p in published if "process_pending" in p] == [
+            "messaging.meta.tasks.process_pending@replies"
+        ]
+        assert process_pending() == 1
+        assert process_pending() == 0
+    finally:
+        before_task_publish.disconnect(count)

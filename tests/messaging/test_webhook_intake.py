@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 from django.test import Client
 
 from messaging.meta.signature import sign, signature_valid
+from messaging.meta.views import close_db_threads_connections
 from messaging.models import Contact, Message, WebhookDelivery
 from tests.factories import BusinessFactory
 from tests.fixtures.meta import APP_SECRET, VERIFY_TOKEN, connect, signed, wa_change, wa_delivery, wa_text
@@ -15,6 +17,13 @@ from tests.fixtures.meta import APP_SECRET, VERIFY_TOKEN, connect, signed, wa_ch
 pytestmark = pytest.mark.django_db(transaction=True)
 
 URL = "/webhooks/whatsapp"
+
+
+@pytest.fixture(autouse=True)
+def _close_webhook_connections() -> Iterator[None]:
+    # The view keeps connections on its own threads; the test database cannot be dropped while they live.
+    yield
+    close_db_threads_connections()
 
 
 def post(client: Client, body: bytes, header: str | None, url: str = URL) -> object:
