@@ -85,6 +85,7 @@ def column_key(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", key)
 
 
+_CENT = Decimal("0.01")
 CURRENCY_SYMBOLS = {
     "$": "USD",
     "€": "EUR",
@@ -95,7 +96,10 @@ CURRENCY_SYMBOLS = {
     "R$": "BRL",
     "zł": "PLN",
 }
+_SYMBOLS_LONGEST_FIRST = sorted(CURRENCY_SYMBOLS.items(), key=lambda kv: -len(kv[0]))
 _PRICE_RE = re.compile(r"^(?P<number>[+-]?\d[\d.,' \u00a0\u202f]*)$")
+# The form Meta and Google ask for ("9.99 USD"), parsed without the general path (most rows of most feeds).
+_CANONICAL_PRICE = re.compile(r"(\d{1,12}(?:\.\d{1,4})?) ([A-Z]{3})")
 
 
 def parse_price(raw: str) -> tuple[Decimal | None, str]:
@@ -106,8 +110,11 @@ def parse_price(raw: str) -> tuple[Decimal | None, str]:
     text = raw.strip()
     if not text:
         return None, ""
+    canonical = _CANONICAL_PRICE.fullmatch(text)
+    if canonical:
+        return Decimal(canonical.group(1)).quantize(_CENT), canonical.group(2)
     currency = ""
-    for symbol, code in sorted(CURRENCY_SYMBOLS.items(), key=lambda kv: -len(kv[0])):
+    for symbol, code in _SYMBOLS_LONGEST_FIRST:
         if symbol in text:
             text = text.replace(symbol, " ")
             currency = code
@@ -146,7 +153,7 @@ def parse_price(raw: str) -> tuple[Decimal | None, str]:
         raise ValueError("negative price")
     if value >= Decimal("1e12"):
         raise ValueError("price too large")
-    return value.quantize(Decimal("0.01")), currency
+    return value.quantize(_CENT), currency
 
 
 _AVAILABILITY: dict[str, str] = {}
