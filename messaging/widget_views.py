@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Case, Value, When
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from businesses.models import Business
 from businesses.selectors import business_for_widget_key, origin_allowed, scoped
-from catalogs.models import Item
+from catalogs.models import Availability, Item
 
 WIDGET_PATH = Path(__file__).resolve().parent / "static" / "bizagent" / "widget.js"
 # The URL has no version in it (it is pasted into customers' sites once), so caches must come back soon; an
@@ -92,7 +93,7 @@ def agent_public(business: Business) -> dict[str, object]:
 
 
 @require_GET
-def widget_config(request: HttpRequest, widget_key: str) -> JsonResponse:
+def widget_config(request: HttpRequest, widget_key: str) -> HttpResponse:
     business = business_for_widget_key(widget_key)
     if business is None:
         response = JsonResponse({"error": "unknown widget key"}, status=404)
@@ -118,11 +119,22 @@ def _same_origin(request: HttpRequest) -> str:
 
 
 def demo_products(business: Business) -> list[Item]:
-    return list(
-        scoped(business, Item.objects.filter(is_active=True)).order_by("category", "title", "pk")[
-            :DEMO_PRODUCTS
-        ]
+    """Up to DEMO_PRODUCTS products for the storefront grid: one per variant group (a hoodie in four sizes is
+    one product on a shop's grid), in stock first."""
+    products: list[Item] = []
+    groups: set[str] = set()
+    in_stock_first = Case(When(availability=Availability.IN_STOCK, then=Value(0)), default=Value(1))
+    rows = scoped(business, Item.objects.filter(is_active=True)).order_by(
+        in_stock_first, "category", "title", "pk"
     )
+    for item in rows[: DEMO_PRODUCTS * 20]:
+        group = item.item_group_id or item.external_id
+        if group not in groups:
+            groups.add(group)
+            products.append(item)
+            if len(products) == DEMO_PRODUCTS:
+                break
+    return products
 
 
 @require_GET

@@ -73,7 +73,17 @@ def test_config_is_public_and_says_whether_the_origin_may_connect(client: Client
     body = response.json()
     assert body["origin_allowed"] is True
     assert set(body) == {"agent", "origin_allowed"}
-    assert body["agent"]["name"] == "Trail & Co"
+    assert body["agent"] == {
+        "name": "Trail & Co assistant",
+        "greeting": "Hi! How can I help you today?",
+        "theme": {
+            "color": "#2563eb",
+            "position": "right",
+            "title": "Trail & Co assistant",
+            "avatar_url": "",
+            "dark_mode": "auto",
+        },
+    }
     other = client.get(f"/api/widget/{business.widget_key}/config", HTTP_ORIGIN="https://evil.example")
     assert other.json()["origin_allowed"] is False
     # The allowlist itself is not disclosed.

@@ -47,11 +47,11 @@
     send: "M3 20.5 21.5 12 3 3.5v6.6L15 12 3 13.9z",
     stop: "M7 7h10v10H7z",
   };
-  /** An absolute http(s) URL, or null: no javascript:, data:, relative or malformed URLs. */
-  const safeUrl = (raw) => {
+  /** An http(s) URL, or null: no javascript:, data: or malformed URLs. Relative ones only with a base. */
+  const safeUrl = (raw, base) => {
     if (typeof raw !== "string" || !raw) return null;
     try {
-      const url = new URL(raw);
+      const url = new URL(raw, base);
       return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
     } catch (_) {
       return null;
@@ -358,7 +358,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       const input = (this.input = h("textarea"));
       input.id = "bizagent-input";
       input.rows = 1;
-      input.maxLength = 4000;
+      input.maxLength = 2000; // the server's default CHAT_MAX_MESSAGE_CHARS; it answers too_long above its own
       input.dir = "auto";
       input.placeholder = opt.placeholder || "Type your message\u2026";
       input.setAttribute("enterkeyhint", "send");
@@ -584,7 +584,8 @@ textarea::placeholder{color:var(--mu);opacity:1}
       row.setAttribute("aria-label", "Products");
       for (const c of cards.slice(0, 10)) {
         if (!c || typeof c !== "object") continue;
-        const href = safeUrl(c.url || c.link);
+        // Catalog URLs may be paths on this server (the demo catalog's images): resolve them against it.
+        const href = safeUrl(c.url || c.link, BASE);
         const card = h(href ? "a" : "div", "card");
         card.setAttribute("role", "listitem");
         if (href) {
@@ -592,9 +593,10 @@ textarea::placeholder{color:var(--mu);opacity:1}
           card.target = "_blank";
           card.rel = "noopener noreferrer";
         }
-        const img = safeUrl(c.image_url || c.image);
+        const img = safeUrl(c.image_url || c.image, BASE);
         if (img) {
           const pic = h("img");
+          pic.addEventListener("error", () => pic.remove()); // no broken-image icon for a dead link
           pic.src = img;
           pic.alt = "";
           pic.loading = "lazy";
@@ -710,8 +712,10 @@ textarea::placeholder{color:var(--mu);opacity:1}
 
     // -- connection ------------------------------------------------------------------------------------------
     connect() {
+      // Even when the config says this origin is not allowed, try once: the server is the authority (and
+      // the config may be cached); its refusal closes with 4403 and ends the retries.
       if (this.ws && this.ws.readyState <= 1) return;
-      if (!this.state.originAllowed) return;
+      if (this.connection === "refused") return;
       clearTimeout(this.retryTimer);
       this.connection = "connecting";
       this.setStatus(this.attempt ? "Reconnecting\u2026" : "Connecting\u2026");
@@ -832,6 +836,11 @@ textarea::placeholder{color:var(--mu);opacity:1}
     on_message_created(f) {
       const m = f.message || {};
       if (m.id == null) return;
+      if (m.conversation_id != null && m.conversation_id !== this.conversationId) {
+        // The first message opens the conversation: remember it for the next page and tab.
+        this.conversationId = m.conversation_id;
+        this.persist();
+      }
       const known = this.state.messages.has(m.id);
       const msg = this.upsert(m);
       if (msg.role === "customer") {
