@@ -49,6 +49,9 @@ HNSW_EF_SEARCH = 100
 # still scores (with the cap's idf) but does not select full-text candidates, because ranking thousands of
 # rows that share only a common word costs more than the 20 ms budget on a 100k-item tenant.
 DF_CAP = 1_000
+# Tenants up to this many active items get exact document frequencies (one pass over their rows); larger
+# ones an estimate from PostgreSQL's column statistics.
+EXACT_STATS_MAX_ROWS = 5_000
 # Full-text field weights (search_vector: A title, B brand/category, C description; D unused).
 FIELD_WEIGHTS = {"A": 1.0, "B": 0.6, "C": 0.4, "D": 0.2}
 # Fusion: score = cosine + LEXICAL_WEIGHT * lexical + TRIGRAM_WEIGHT * trigram (+ SKU_BOOST on an exact SKU).
@@ -200,18 +203,18 @@ def word_trigrams(word: str) -> list[str]:
     return [padded[i : i + 3] for i in range(len(padded) - 2)]
 
 
-def _trigram_words(query: str, *, typo_words: set[str]) -> list[str]:
-    """The query words that get trigram matching: SKU-like tokens always, and ``typo_words``."""
+def _trigram_words(query: str, *, typo_words: set[str], skus: bool = True) -> list[str]:
+    """The query words that get trigram matching: SKU-like tokens (when ``skus``), and ``typo_words``."""
     words: list[str] = []
     for word in _WORD.findall(query.lower()):
         # A number alone ("200" in "under 200") is a price or a size, not a SKU: SKU-like means a digit in
         # a word of 4+ characters that is not only digits, or 5+ digits.
         has_digit = any(c.isdigit() for c in word) and (not word.isdigit() or len(word) >= 5)
         typo = word in typo_words and len(word) >= 4 and word not in _TRIGRAM_STOP
-        if ((has_digit and len(word) >= 4) or typo) and word not in words:
+        if ((skus and has_digit and len(word) >= 4) or typo) and word not in words:
             words.append(word)
     # A SKU typed with its separators ("vv-bk-031") is also indexed as one alphanumeric word ("vvbk031").
-    for token in _SKU_TOKEN.findall(query):
+    for token in _SKU_TOKEN.findall(query) if skus else ():
         joined = re.sub(r"[\W_]+", "", token.lower())
         if joined and joined not in words:
             words.append(joined)
@@ -342,15 +345,21 @@ def search(
     unknown: set[str] = set()
     common: set[str] = set()
     if use_lexical:
-        idf, unknown, common = _word_statistics(business.pk, words, tenant_rows)
+        idf, unknown, common = _word_statistics(
+            business.pk, words, tenant_rows, find_unknown=hybrid and len(words) <= SHORT_QUERY_WORDS
+        )
     # Typo matching on every word of a long chat sentence mostly finds look-alike words ("electric" ~
     # "Electra"): it runs on short queries, and only on the words the catalog does not contain (a typo is
     # unknown by definition). SKU-like tokens always get it.
     short = len(words) <= SHORT_QUERY_WORDS
-    trigram_words = _trigram_words(query, typo_words=unknown if short else set()) if hybrid else []
-    windows = _trigram_windows(trigram_words)
     skus = _sku_candidates(query) if hybrid else []
     params["skus"] = skus
+    # A SKU found as typed needs no fuzzy matching (and a SKU's trigrams, "sku", "  s", are in every row).
+    exact_sku = bool(skus) and _sku_exists(business.pk, skus)
+    trigram_words = (
+        _trigram_words(query, typo_words=unknown if short else set(), skus=not exact_sku) if hybrid else []
+    )
+    windows = _trigram_windows(trigram_words)
     plan: Literal["exact", "hnsw"] = "exact" if tenant_rows <= EXACT_SCAN_MAX_ROWS else "hnsw"
     with_chunks = include_chunks and not (
         filters.in_stock_only
@@ -453,38 +462,96 @@ def search(
 
 
 def _word_statistics(
-    business_id: int, words: list[str], tenant_rows: int
+    business_id: int, words: list[str], tenant_rows: int, *, find_unknown: bool
 ) -> tuple[dict[str, float], set[str], set[str]]:
-    """The idf of each English lexeme of the query's words in this business, the words it lacks, and the
-    lexemes at the document-frequency cap (common).
+    """The idf of each English lexeme of the query's words in this business, the words it lacks (only when
+    ``find_unknown``), and the common lexemes (document frequency at ``DF_CAP`` or more). Stop words have no
+    lexeme.
 
-    Document frequencies are counted inside the tenant and capped (past the cap a word is common whatever
-    the exact count, and the cap bounds the cost on large tenants). Stop words have no lexeme.
+    Small tenants (``EXACT_STATS_MAX_ROWS``) are counted exactly, in one pass over their rows. Larger ones
+    are estimated from PostgreSQL's own statistics of the column (the most common lexemes and their row
+    share, from ANALYZE) scaled to the tenant: a lexeme missing from that list is rare. Counting a common
+    word in a 100k-item tenant costs milliseconds per word; the estimate costs nothing.
     """
     if not words:
         return {}, set(), set()
-    sql = (
-        "SELECT w, lex, (SELECT count(*) FROM (SELECT 1 FROM "
-        f"{Item._meta.db_table} i WHERE i.business_id = %s AND i.is_active "
-        f"AND i.search_vector @@ quote_literal(lex)::tsquery LIMIT {DF_CAP}) AS s) "
-        "FROM unnest(%s::text[]) AS w, LATERAL unnest(tsvector_to_array(to_tsvector('english', w))) AS lex"
-    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [business_id, words])
-        rows = cursor.fetchall()
+        cursor.execute(
+            "SELECT w, lex FROM unnest(%s::text[]) AS w, "
+            "LATERAL unnest(tsvector_to_array(to_tsvector('english', w))) AS lex",
+            [words],
+        )
+        pairs: list[tuple[str, str]] = cursor.fetchall()
+        lexemes = list(dict.fromkeys(lexeme for _, lexeme in pairs))
+        if not lexemes:
+            return {}, set(), set()
+        df: dict[str, float] = {}
+        if tenant_rows <= EXACT_STATS_MAX_ROWS:
+            counts = ", ".join(["count(*) FILTER (WHERE i.search_vector @@ %s::tsquery)"] * len(lexemes))
+            cursor.execute(
+                f"SELECT {counts} FROM {Item._meta.db_table} i WHERE i.business_id = %s AND i.is_active",
+                [*(_quote_lexeme(lexeme) for lexeme in lexemes), business_id],
+            )
+            df = dict(zip(lexemes, map(float, cursor.fetchone()), strict=True))
+        else:
+            frequencies, floor = _lexeme_frequencies()
+            for lexeme in lexemes:
+                df[lexeme] = max(1.0, frequencies.get(lexeme, floor / 2) * tenant_rows)
+            if find_unknown:
+                # Only whether a rare word exists at all in this tenant: a short GIN probe per word.
+                rare = [lexeme for lexeme in lexemes if lexeme not in frequencies]
+                for lexeme in rare:
+                    cursor.execute(
+                        f"SELECT EXISTS (SELECT 1 FROM {Item._meta.db_table} i WHERE i.business_id = %s "
+                        "AND i.is_active AND i.search_vector @@ %s::tsquery)",
+                        [business_id, _quote_lexeme(lexeme)],
+                    )
+                    if not cursor.fetchone()[0]:
+                        df[lexeme] = 0.0
     total = max(tenant_rows, 1)
     idf: dict[str, float] = {}
-    unknown: set[str] = set()
-    common: set[str] = set()
-    for word, lexeme, df in rows:
-        if df >= DF_CAP:
-            common.add(lexeme)
-        if df:
+    common = {lexeme for lexeme, count in df.items() if count >= DF_CAP}
+    for lexeme, count in df.items():
+        if count:
             # BM25's idf: a word every item has ("bike" in a bike shop) says almost nothing.
-            idf[lexeme] = math.log(1 + (total - df + 0.5) / (df + 0.5))
-        else:
-            unknown.add(word)
+            idf[lexeme] = math.log(1 + (total - count + 0.5) / (count + 0.5))
+    # A word is unknown when none of its lexemes occurs (exactly known on small tenants, probed on large).
+    unknown = {word for word, _ in pairs if all(df.get(lexeme) == 0 for w, lexeme in pairs if w == word)}
+    if tenant_rows > EXACT_STATS_MAX_ROWS and not find_unknown:
+        unknown = set()
     return idf, unknown, common
+
+
+_frequencies: tuple[float, dict[str, float], float] | None = None
+
+
+def _lexeme_frequencies() -> tuple[dict[str, float], float]:
+    """PostgreSQL's most common lexemes of ``Item.search_vector`` with their row share, and the smallest
+    share listed (cached per process for 10 minutes; ANALYZE, manual or automatic, refreshes the source)."""
+    global _frequencies
+    now = time.monotonic()
+    if _frequencies is not None and now - _frequencies[0] < 600:
+        return _frequencies[1], _frequencies[2]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+            "WHERE tablename = %s AND attname = 'search_vector'",
+            [Item._meta.db_table],
+        )
+        row = cursor.fetchone()
+    frequencies: dict[str, float] = {}
+    floor = 0.0
+    if row and row[0]:
+        elements, freqs = row
+        # The last three numbers are the minimum, the maximum and the null share, not per-element values.
+        frequencies = dict(zip(elements, freqs[: len(elements)], strict=True))
+        floor = float(freqs[len(elements)]) if len(freqs) > len(elements) else min(frequencies.values())
+    _frequencies = (now, frequencies, floor)
+    return frequencies, floor
+
+
+def _sku_exists(business_id: int, skus: list[str]) -> bool:
+    return Item.objects.filter(business_id=business_id, is_active=True, external_id__in=skus).exists()
 
 
 def _quote_lexeme(lexeme: str) -> str:
