@@ -108,6 +108,9 @@ def main() -> None:
             "failed_before_streaming_share": round(len(unavailable) / max(1, len(records)), 5),
             "cut_mid_stream": len(cut),
             "cut_all_on_killed_endpoint": all(r["endpoint"] == victim_url for r in cut),
+            "served_by_killed_before_kill": sum(
+                1 for r in before if r["outcome"] == "ok" and r["endpoint"] == victim_url
+            ),
             "served_by_killed_after_kill": sum(
                 1
                 for r in records

@@ -57,7 +57,9 @@ async def pool_stream(request) -> tuple[float, float, int]:  # type: ignore[no-u
     return (first - started) * 1000, (end - first) * 1000 / max(1, tokens - 1), tokens
 
 
-async def measure(url: str, concurrency: int, rounds: int, tokens: int) -> dict[str, object]:
+async def measure(
+    url: str, concurrency: int, rounds: int, tokens: int, min_streams: int
+) -> dict[str, object]:
     import httpx
 
     from agents.inference.client import close_clients
@@ -83,9 +85,9 @@ async def measure(url: str, concurrency: int, rounds: int, tokens: int) -> dict[
         await asyncio.gather(
             *(pool_stream(ChatRequest(business_id=0, messages=messages)) for _ in range(concurrency))
         )
-        # At least 150 streams per kind at each level, so that the percentiles mean something.
+        # At least --min-streams per kind at each level, so that the percentiles mean something.
         paired: list[float] = []
-        for _ in range(max(rounds, -(-150 // concurrency))):
+        for _ in range(max(rounds, -(-min_streams // concurrency))):
             raw = await asyncio.gather(*(raw_stream(http, url, body) for _ in range(concurrency)))
             pool = await asyncio.gather(
                 *(
@@ -117,6 +119,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     # 50 tokens/s per stream, like a loaded GPU server; faster saturates the Python test server at 64 streams.
     parser.add_argument("--token-delay", type=float, default=0.02)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--min-streams", type=int, default=150, help="per kind and level")
+    parser.add_argument("--output", default="pool_overhead", help="name of the results file")
     args = parser.parse_args()
     reply = " ".join(f"w{i}" for i in range(args.tokens))
     proc, url = start_server("--reply", reply, "--token-delay", str(args.token_delay))
@@ -130,17 +135,27 @@ def main() -> None:
         from agents.inference import state
 
         state.reset()
-        levels = [asyncio.run(measure(url, c, args.rounds, args.tokens)) for c in (1, 16, 64)]
+        # The pool adds one Redis round trip before the request is sent; on a shared Redis it dominates.
+        pings = []
+        for _ in range(300):
+            started = time.perf_counter()
+            state.client().ping()
+            pings.append((time.perf_counter() - started) * 1000)
+        levels = [
+            asyncio.run(measure(url, c, args.rounds, args.tokens, args.min_streams)) for c in args.levels
+        ]
     finally:
         proc.terminate()
         proc.wait(10)
     write(
-        "pool_overhead",
+        args.output,
         {
             "tokens_per_reply": args.tokens,
             "server_token_delay_s": args.token_delay,
             "rounds": args.rounds,
             "target": "added_ttft_ms_p50 < 2",
+            "redis_ping_ms_p50": pct(pings, 0.5),
+            "redis_ping_ms_p95": pct(pings, 0.95),
             "levels": levels,
         },
     )

@@ -62,6 +62,7 @@ T = TypeVar("T")
 # Statuses that say the request is wrong, not the server: another endpoint would answer the same.
 _REJECTED = {400, 413, 422}
 _QUEUE_POLL_SECONDS = 0.05
+_DRAIN_SECONDS = 0.5
 
 # --- One httpx client per event loop ---------------------------------------------------------------------
 # A Celery task runs each reply in a fresh event loop (async_to_sync); connections belong to the loop that
@@ -361,6 +362,13 @@ async def _attempt(
             if parser.error is not None:
                 raise cut(f"in-band error: {parser.error}")
             if parser.done:
+                if chunk is not None:
+                    # Read the end of the body (it follows [DONE] at once): a response closed unread
+                    # takes its connection down with it, and the next request would pay a new connect.
+                    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+                        async with asyncio.timeout(_DRAIN_SECONDS):
+                            async for _ in chunks:
+                                pass
                 break
             if chunk is None:
                 raise cut("the connection closed before [DONE]")

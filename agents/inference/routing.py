@@ -9,8 +9,8 @@
   prompt prefix stays in that server's cache; an endpoint carrying more than ``LLAMA_AFFINITY_LOAD_FACTOR``
   times its weighted share of the pool's requests is passed over for the next one on the ring.
 
-The remaining endpoints follow, least loaded first: the client falls through them when a lease cannot be
-taken (the endpoint is at its cap) or when a try fails before the first token.
+This module only orders the candidates; ``state.pick`` applies the loads, circuits, health and caps
+atomically in Redis and falls back to the least loaded eligible endpoint.
 """
 
 from __future__ import annotations
