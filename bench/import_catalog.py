@@ -113,12 +113,41 @@ def head(source: Path, destination: Path, rows: int) -> None:
             out.write(line)
 
 
-def run_import(business, path: Path, *, embed: bool) -> tuple[object, float]:
+def backend_cpu_seconds() -> float | None:
+    """CPU seconds used so far by this connection's PostgreSQL backend (same machine: the embedded server)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, dict[str, float | None]] = {}
+
+
+def run_import(business, path: Path, *, embed: bool, label: str) -> tuple[object, float]:
+    """Wall seconds of one import; its CPU seconds (this process and the database backend) go to CPU[label].
+
+    On a shared machine wall time includes waiting for a core; CPU time does not, so the sum of the two CPU
+    figures is what the import would take on an idle machine with one core for each side."""
     from catalogs.services import import_file
 
+    pg_before, own_before = backend_cpu_seconds(), os.times()
     started = time.perf_counter()
     imp = import_file(business=business, path=path, mode="full", embed=embed)
     seconds = time.perf_counter() - started
+    own_after, pg_after = os.times(), backend_cpu_seconds()
+    CPU[label] = {
+        "python": round(own_after.user + own_after.system - own_before.user - own_before.system, 2),
+        "postgres": round(pg_after - pg_before, 2)
+        if pg_before is not None and pg_after is not None
+        else None,
+    }
     if imp.state != "succeeded" or imp.failed_count:
         raise SystemExit(f"import failed: {imp.error_message or imp.error_report[:5]}")
     return imp, seconds
@@ -154,7 +183,7 @@ def main() -> None:
         assert parsed == args.rows
 
         plain = Business.objects.create(name="bench plain", slug="bench-plain")
-        first, first_s = run_import(plain, big, embed=False)
+        first, first_s = run_import(plain, big, embed=False, label="import_no_embed")
         # What the search columns (catalogs/migrations/0002: weighted tsvector, word trigrams) cost to
         # compute for these rows: part of every insert, measured apart from the import.
         search_columns_s = {}
@@ -165,13 +194,13 @@ def main() -> None:
                     f"SELECT sum({expression}) FROM catalogs_item WHERE business_id = %s", [plain.pk]
                 )
                 search_columns_s[name] = round(time.perf_counter() - t0, 2)
-        second, second_s = run_import(plain, big, embed=False)
+        second, second_s = run_import(plain, big, embed=False, label="reimport_unchanged")
 
         backend = get_backend()
         backend.embed(["warm up"])  # model load is not import throughput
         embedded = Business.objects.create(name="bench embed", slug="bench-embed")
-        third, third_s = run_import(embedded, small, embed=True)
-        fourth, fourth_s = run_import(embedded, small, embed=True)
+        third, third_s = run_import(embedded, small, embed=True, label="import_with_embed")
+        fourth, fourth_s = run_import(embedded, small, embed=True, label="reimport_with_embed")
 
     result = {
         "bench": "import_catalog",
@@ -195,6 +224,7 @@ def main() -> None:
         "embedded": third.embedded_count,
         "reimport_with_embed_s": round(fourth_s, 2),
         "reimport_reembedded": fourth.embedded_count,
+        "cpu_s": CPU,
         "load_average": [round(x, 1) for x in os.getloadavg()],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "budget_s": BUDGET_SECONDS_100K,
