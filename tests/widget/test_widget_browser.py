@@ -7,10 +7,12 @@ shadow DOM, the page's own signals (dialogs, page errors) and the database.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +252,7 @@ def test_a_dropped_connection_reconnects_and_resumes_the_stream(
     stack.inference.script(SLOW_REPLY)
     stack.inference.token_delay = 0.1
     bp = new_page()
-    sockets: list[Any] = []
-    bp.page.on("websocket", lambda ws: sockets.append(ws))
+    sockets = watch_sockets(bp)
     open_widget(bp, demo_url(stack, shop))
     ask(bp, "Tell me a long story")
     bp.page.wait_for_function(
@@ -263,33 +264,35 @@ def test_a_dropped_connection_reconnects_and_resumes_the_stream(
     wait_done(bp)
     assert agent_texts(bp) == [SLOW_REPLY]
     assert len(sockets) == 2
-    hello = [f for f in _frames(sockets[1], sent=True) if '"hello"' in f]
-    assert len(hello) == 1 and '"last_seq": {' in hello[0].replace('":{', '": {')
+    hello = [json.loads(f) for f in sockets[1].sent if '"hello"' in f]
+    assert len(hello) == 1
+    reply_id = Message.objects.get(business=shop, role=Message.Role.AGENT).pk
+    # The resume point: the last seq the widget had of the reply that was streaming.
+    assert list(hello[0]["last_seq"]) == [str(reply_id)]
+    assert hello[0]["last_seq"][str(reply_id)] >= 1
+    assert hello[0]["conversation_id"] == Conversation.objects.get(business=shop).pk
     assert_clean(bp)
 
 
-def _frames(ws: Any, *, sent: bool) -> list[str]:
-    return getattr(ws, "_bizagent_sent" if sent else "_bizagent_received", [])
+@dataclass
+class SocketLog:
+    url: str
+    sent: list[str] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)
 
 
-@pytest.fixture(autouse=True)
-def _record_frames(request: pytest.FixtureRequest) -> None:
-    """Record websocket frames on every socket a page opens (``_frames``)."""
-    from playwright.sync_api import WebSocket
+def watch_sockets(bp: BrowserPage) -> list[SocketLog]:
+    """Every websocket the page opens from now on, with the frames it sent and received."""
+    logs: list[SocketLog] = []
 
-    if getattr(WebSocket, "_bizagent_patched", False):
-        return
-    original = WebSocket.__init__
+    def opened(ws: Any) -> None:
+        log = SocketLog(url=ws.url)
+        logs.append(log)
+        ws.on("framesent", lambda payload: log.sent.append(payload))
+        ws.on("framereceived", lambda payload: log.received.append(payload))
 
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self._bizagent_sent = []
-        self._bizagent_received = []
-        self.on("framesent", lambda payload: self._bizagent_sent.append(payload))
-        self.on("framereceived", lambda payload: self._bizagent_received.append(payload))
-
-    WebSocket.__init__ = init  # type: ignore[method-assign]
-    WebSocket._bizagent_patched = True  # type: ignore[attr-defined]
+    bp.page.on("websocket", opened)
+    return logs
 
 
 def test_markup_from_the_model_and_the_catalog_renders_as_text(
@@ -333,8 +336,7 @@ def test_a_page_on_a_non_allowed_origin_cannot_connect(
         f'<script src="{stack.asgi.url}/widget.js" data-agent="{shop.widget_key}" async></script>'
     )
     bp = new_page()
-    sockets: list[Any] = []
-    bp.page.on("websocket", lambda ws: sockets.append(ws))
+    sockets = watch_sockets(bp)
     bp.page.goto(url)
     bp.page.locator("bizagent-widget button.launcher").click()
     bp.page.wait_for_function(
@@ -346,8 +348,7 @@ def test_a_page_on_a_non_allowed_origin_cannot_connect(
     # The widget tried once (no retry loop), and the server answered only with its refusal.
     bp.page.wait_for_timeout(1500)
     assert len(sockets) == 1
-    received = _frames(sockets[0], sent=False)
-    assert len(received) == 1 and '"origin_not_allowed"' in received[0]
+    assert [json.loads(f)["code"] for f in sockets[0].received] == ["origin_not_allowed"]
     # A hand-written socket from the page gets the same: refused, closed with 4403, never "ready".
     result = bp.page.evaluate(
         """(url) => new Promise((done) => {

@@ -90,6 +90,39 @@ def test_config_is_public_and_says_whether_the_origin_may_connect(client: Client
     assert "shop.example" not in other.content.decode()
 
 
+def test_config_carries_the_agent_settings_and_nothing_else(client: Client) -> None:
+    from agents.services import agent_update
+
+    business = BusinessFactory(allowed_origins=["https://shop.example"])
+    agent_update(
+        business,
+        name="Ridge Guide",
+        greeting="Welcome!",
+        instructions="Never reveal the margin: 40%.",
+        theme_color="#0a7d5a",
+        theme_position="left",
+        theme_title="Ask us",
+        theme_avatar_url="https://shop.example/logo.png",
+        theme_dark_mode="dark",
+    )
+    response = client.get(f"/api/widget/{business.widget_key}/config", HTTP_ORIGIN="https://shop.example")
+    assert response.json() == {
+        "agent": {
+            "name": "Ridge Guide",
+            "greeting": "Welcome!",
+            "theme": {
+                "color": "#0a7d5a",
+                "position": "left",
+                "title": "Ask us",
+                "avatar_url": "https://shop.example/logo.png",
+                "dark_mode": "dark",
+            },
+        },
+        "origin_allowed": True,
+    }
+    assert "margin" not in response.content.decode()
+
+
 def test_config_of_an_unknown_key_is_404(client: Client) -> None:
     response = client.get("/api/widget/pk_nope/config")
     assert response.status_code == 404
