@@ -875,6 +875,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
         }, 1500);
       }
       this.setStreaming(msg.id);
+      msg.el.classList.add("streaming"); // at once, not at the next frame: the state is visible immediately
       if (this.state.awaiting) this.setAwaiting(false);
       this.stick = this.nearBottom();
       this.scheduleRender(msg);
