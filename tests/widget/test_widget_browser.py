@@ -598,3 +598,31 @@ def test_theme_from_agent_settings_and_the_js_api(
     assert stored["contact"] == {"name": "Ada", "email": "ada@example.com"}
     assert stored["conversation_id"] == Conversation.objects.get(business=shop).pk
     assert_clean(bp)
+
+
+def test_the_server_going_away_mid_reply_is_survived_with_back_off_and_resume(
+    stack: Any, shop: Business, new_page: Callable[..., BrowserPage]
+) -> None:
+    stack.inference.script(SLOW_REPLY)
+    stack.inference.token_delay = 0.25  # about 10 s of streaming: it outlasts the outage
+    bp = new_page()
+    sockets = watch_sockets(bp)
+    open_widget(bp, demo_url(stack, shop))
+    ask(bp, "Tell me a long story")
+    bp.page.wait_for_function(
+        "() => (document.querySelector('bizagent-widget').shadowRoot"
+        ".querySelector('.msg.streaming .bubble')?.textContent || '').length > 5"
+    )
+    # The ASGI server dies (every socket to it is gone); the worker keeps streaming into the log meanwhile.
+    stack.asgi.stop()
+    bp.page.wait_for_function("() => document.querySelector('bizagent-widget').dataset.connection !== 'open'")
+    assert bp.shadow_eval("return root.querySelector('header .st').textContent") == "Reconnecting\u2026"
+    stack.asgi.start()
+    stack.asgi.wait_ready()
+    wait_connected(bp, timeout=30)
+    wait_done(bp, timeout=30)
+    assert agent_texts(bp) == [SLOW_REPLY]
+    assert len(sockets) >= 2
+    assert Message.objects.filter(business=shop).count() == 2
+    assert bp.dialogs == []
+    assert bp.errors == []
