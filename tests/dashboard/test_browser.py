@@ -129,19 +129,24 @@ def test_upload_shows_progress_to_100_and_the_error_report(
     ]
     rows.insert(10, "SKU-BAD,,A row without a title.,in stock,10.00 EUR,,,Granite,boots")
     rows.insert(20, "SKU-BAD2,Boot with a bad price,,in stock,ten euros,,,Granite,boots")
-    csv_bytes = (
-        "id,title,description,availability,price,link,image_link,brand,product_type\n" + "\n".join(rows)
-    ).encode()
+    csv_text = "id,title,description,availability,price,link,image_link,brand,product_type\n" + "\n".join(
+        rows
+    )
 
     bp = new_page()
     sign_in(bp, base, membership.user.username)
     bp.page.goto(f"{base}/app/{business.slug}/catalog/")
     shoot(bp, artifacts_dir, "catalog-empty")
-    bp.page.set_input_files(
-        "#upload-form input[type=file]",
-        files=[{"name": "boots.csv", "mimeType": "text/csv", "buffer": csv_bytes}],
+    # Dropped on the drop zone, as a person drags it from their desktop (the drop starts the upload).
+    bp.page.evaluate(
+        """(text) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([text], "boots.csv", { type: "text/csv" }));
+            document.getElementById("dropzone").dispatchEvent(
+                new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }""",
+        csv_text,
     )
-    bp.page.click("#upload-form button[type=submit]")
     progress = bp.page.locator("#upload-progress")
     progress.wait_for(state="visible")
     bp.page.wait_for_function(
