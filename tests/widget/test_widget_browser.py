@@ -626,3 +626,37 @@ def test_the_server_going_away_mid_reply_is_survived_with_back_off_and_resume(
     assert Message.objects.filter(business=shop).count() == 2
     assert bp.dialogs == []
     assert bp.errors == []
+
+
+def test_data_attributes_override_the_settings(
+    stack: Any, shop: Business, new_page: Callable[..., BrowserPage], static_origin: Callable[[str], str]
+) -> None:
+    url = static_origin(
+        "<!doctype html><title>Attrs</title><button onclick='BizAgent.open()'>Chat with us</button>"
+        f'<script src="{stack.asgi.url}/widget.js" data-agent="{shop.widget_key}" data-launcher="false"'
+        ' data-title="Help desk" data-color="#7c3aed" data-position="left" data-placeholder="Ask away" async>'
+        "</script>"
+    )
+    business_set_allowed_origins(shop, origins=[url.rstrip("/")])
+    bp = new_page()
+    bp.page.goto(url)
+    bp.page.wait_for_function("() => !!window.BizAgent")
+    bp.page.wait_for_timeout(300)  # the public config has been applied
+    assert bp.shadow_eval("return getComputedStyle(root.querySelector('.launcher')).display") == "none"
+    bp.page.get_by_role("button", name="Chat with us").click()
+    wait_connected(bp)
+    got = bp.shadow_eval(
+        "const p = root.querySelector('.panel').getBoundingClientRect();"
+        " return {title: root.querySelector('h2').textContent,"
+        " header: getComputedStyle(root.querySelector('header')).backgroundColor,"
+        " headerText: getComputedStyle(root.querySelector('header')).color,"
+        " left: Math.round(p.left), placeholder: root.querySelector('textarea').placeholder}"
+    )
+    assert got == {
+        "title": "Help desk",
+        "header": "rgb(124, 58, 237)",
+        "headerText": "rgb(255, 255, 255)",
+        "left": 20,
+        "placeholder": "Ask away",
+    }
+    assert_clean(bp)

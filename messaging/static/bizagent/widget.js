@@ -178,6 +178,7 @@
 font-family:var(--bizagent-font-family,system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif);font-size:var(--bizagent-font-size,15px);line-height:1.45;color:var(--fg);-webkit-font-smoothing:antialiased;text-align:start;direction:ltr}
 .root.dark{--bg:var(--bizagent-background,#1c1f24);--fg:var(--bizagent-text,#eceef1);--mu:var(--bizagent-muted,#a3aab5);--ag:var(--bizagent-agent-bubble,#2a2e35);--bd:var(--bizagent-border,#3a3f48);--er:var(--bizagent-error,#ff8a80);--sh:var(--bizagent-shadow,0 12px 40px rgba(0,0,0,.55))}
 *,*::before,*::after{box-sizing:border-box}
+[hidden]{display:none!important}
 button,textarea{font:inherit;color:inherit}
 button{cursor:pointer}
 :focus-visible{outline:2px solid var(--a);outline-offset:2px}
@@ -190,7 +191,6 @@ button{cursor:pointer}
 .badge{position:absolute;top:-2px;right:-2px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:var(--er);color:#fff;font-size:12px;font-weight:700;line-height:20px;text-align:center}
 .badge:empty{display:none}
 .panel{position:fixed;z-index:var(--z);bottom:calc(var(--oy) + 72px);right:var(--ox);width:var(--bizagent-panel-width,380px);height:var(--bizagent-panel-height,min(620px,calc(100vh - 120px)));max-width:calc(100vw - 2 * var(--ox));background:var(--bg);color:var(--fg);border:1px solid var(--bd);border-radius:var(--r);box-shadow:var(--sh);display:flex;flex-direction:column;overflow:hidden}
-.panel[hidden]{display:none}
 header{display:flex;align-items:center;gap:10px;padding:12px 12px 12px 16px;background:var(--a);color:var(--ac)}
 header .avatar{width:34px;height:34px;border-radius:50%;object-fit:cover;flex:none;background:rgba(255,255,255,.2)}
 header .t{flex:1;min-width:0}
@@ -200,7 +200,6 @@ header .st{font-size:12.5px;opacity:.92}
 .icon svg{width:22px;height:22px;fill:currentColor}
 header .icon:hover{background:rgba(127,127,127,.22)}
 .banner{padding:8px 14px;font-size:13.5px;background:var(--ag);border-bottom:1px solid var(--bd);display:flex;gap:10px;align-items:center}
-.banner[hidden]{display:none}
 .log{flex:1;overflow-y:auto;padding:14px;display:flex;flex-direction:column;gap:10px;overscroll-behavior:contain}
 .msg{display:flex;flex-direction:column;align-items:flex-start;max-width:88%}
 .msg.customer{align-self:flex-end;align-items:flex-end}
@@ -229,7 +228,6 @@ header .icon:hover{background:rgba(127,127,127,.22)}
 .card .ca.in{color:#0f7b3f}.dark .card .ca.in{color:#6ad49b}
 a.card:hover .ct{text-decoration:underline}
 .typing{align-self:flex-start;display:flex;gap:4px;padding:12px 14px;border-radius:var(--r);background:var(--ag)}
-.typing[hidden]{display:none}
 .typing i{width:7px;height:7px;border-radius:50%;background:var(--mu);animation:dot 1.2s infinite ease-in-out}
 .typing i:nth-child(2){animation-delay:.15s}.typing i:nth-child(3){animation-delay:.3s}
 form{display:flex;gap:8px;align-items:flex-end;padding:10px;border-top:1px solid var(--bd);margin:0}
