@@ -139,6 +139,12 @@ def filters_from_question(question: str) -> SearchFilters:
     )
 
 
+def _without_price_phrases(question: str) -> str:
+    for pattern in (_BETWEEN, _MAX_PRICE, _MIN_PRICE):
+        question = pattern.sub(" ", question)
+    return question
+
+
 def _merge_filters(explicit: SearchFilters | None, parsed: SearchFilters) -> SearchFilters:
     if explicit is None:
         return parsed
@@ -216,7 +222,7 @@ def _trigram_words(query: str, *, typo_words: set[str], skus: bool = True) -> li
     # A SKU typed with its separators ("vv-bk-031") is also indexed as one alphanumeric word ("vvbk031").
     for token in _SKU_TOKEN.findall(query) if skus else ():
         joined = re.sub(r"[\W_]+", "", token.lower())
-        if joined and joined not in words:
+        if len(joined) >= 4 and (not joined.isdigit() or len(joined) >= 5) and joined not in words:
             words.append(joined)
     return words[:12]
 
@@ -234,7 +240,11 @@ def _trigram_windows(words: list[str]) -> list[list[str]]:
         if len(trigrams) <= 3:
             windows.append(trigrams)
         else:
-            windows.extend(trigrams[i : i + 3] for i in range(len(trigrams) - 2))
+            # The first window holds the word-start trigram ("  k"), shared by every word with that first
+            # letter: a slow GIN intersection on a large catalog, and the other windows still cover a typo
+            # past the first letter.
+            first = 1 if len(trigrams) >= 6 else 0
+            windows.extend(trigrams[i : i + 3] for i in range(first, len(trigrams) - 2))
     return windows
 
 
@@ -340,24 +350,35 @@ def search(
     # Typo matching on every word of a long chat sentence mostly finds look-alike words ("electric" ~
     # "Electra"); it earns its place on short queries, and SKU-like tokens always get it.
     tenant_rows = _active_rows(business.pk)
-    words = list(dict.fromkeys(_WORD.findall(query.lower())))[:MAX_QUERY_WORDS]
+    # A price phrase read as a budget ("under 200") is not words to match.
+    text = _without_price_phrases(query) if hybrid else query
+    words = list(dict.fromkeys(_WORD.findall(text.lower())))[:MAX_QUERY_WORDS]
+    # Short as the customer typed it ("ebike under 2000" is a sentence, not a keyword query).
+    short = len(_WORD.findall(query)) <= SHORT_QUERY_WORDS
     idf: dict[str, float] = {}
     unknown: set[str] = set()
     common: set[str] = set()
     if use_lexical:
         idf, unknown, common = _word_statistics(
-            business.pk, words, tenant_rows, find_unknown=hybrid and len(words) <= SHORT_QUERY_WORDS
+            business.pk, words, tenant_rows, find_unknown=hybrid and short
         )
+    # OR of the question's words (a chat question shares only some of its words with the item), without
+    # the common ones: ranking the thousands of rows that share only a common word would cost more than
+    # it finds (the vector leg already covers them; they are still scored). The full-text-only mode keeps
+    # them when nothing rarer is left.
+    selective = [lexeme for lexeme in idf if lexeme not in common]
+    if mode == "fulltext" and not selective:
+        selective = list(idf)
+    params["tsq"] = " | ".join(_quote_lexeme(lexeme) for lexeme in selective)
     # Typo matching on every word of a long chat sentence mostly finds look-alike words ("electric" ~
     # "Electra"): it runs on short queries, and only on the words the catalog does not contain (a typo is
     # unknown by definition). SKU-like tokens always get it.
-    short = len(words) <= SHORT_QUERY_WORDS
-    skus = _sku_candidates(query) if hybrid else []
+    skus = _sku_candidates(text) if hybrid else []
     params["skus"] = skus
     # A SKU found as typed needs no fuzzy matching (and a SKU's trigrams, "sku", "  s", are in every row).
     exact_sku = bool(skus) and _sku_exists(business.pk, skus)
     trigram_words = (
-        _trigram_words(query, typo_words=unknown if short else set(), skus=not exact_sku) if hybrid else []
+        _trigram_words(text, typo_words=unknown if short else set(), skus=not exact_sku) if hybrid else []
     )
     windows = _trigram_windows(trigram_words)
     plan: Literal["exact", "hnsw"] = "exact" if tenant_rows <= EXACT_SCAN_MAX_ROWS else "hnsw"
@@ -372,6 +393,11 @@ def search(
     chunk_table = Chunk._meta.db_table
     document_table = Document._meta.db_table
     base = f"i.business_id = %(business)s AND i.is_active{item_filters}"
+    # On a large tenant the lexical legs' GIN matches are few and the tenant's rows many: ANDing a bitmap
+    # of 100k business rows costs more than filtering the matches (measured: 7 of 8 ms), so the business
+    # condition is made non-indexable there (still applied, as a filter). Small tenants keep the business
+    # index, which beats GIN matches spread over other tenants.
+    lexical_base = base.replace("i.business_id =", "i.business_id + 0 =", 1) if plan == "hnsw" else base
     ranking = "ts_rank({alias}.search_vector, %(tsq)s::tsquery)"
     legs: list[str] = []
     # The exact plan orders by an expression the HNSW index cannot serve, so the planner reads the tenant's
@@ -383,9 +409,9 @@ def search(
             f"(SELECT i.id FROM {item_table} i WHERE {base} AND i.embedding IS NOT NULL "
             f"ORDER BY {distance} LIMIT {VECTOR_CANDIDATES})"
         )
-    if use_lexical:
+    if use_lexical and selective:
         legs.append(
-            f"(SELECT i.id FROM {item_table} i WHERE {base} AND i.search_vector @@ %(tsq)s::tsquery "
+            f"(SELECT i.id FROM {item_table} i WHERE {lexical_base} AND i.search_vector @@ %(tsq)s::tsquery "
             f"ORDER BY {ranking.format(alias='i')} DESC LIMIT {FULLTEXT_CANDIDATES})"
         )
     if windows:
@@ -393,7 +419,8 @@ def search(
             params[f"w{n}"] = window
         window_sql = " OR ".join(f"i.search_trigrams @> %(w{n})s::text[]" for n in range(len(windows)))
         legs.append(
-            f"(SELECT i.id FROM {item_table} i WHERE {base} AND ({window_sql}) LIMIT {TRIGRAM_CANDIDATES})"
+            f"(SELECT i.id FROM {item_table} i WHERE {lexical_base} AND ({window_sql}) "
+            f"LIMIT {TRIGRAM_CANDIDATES})"
         )
     if skus:
         legs.append(f"(SELECT i.id FROM {item_table} i WHERE {base} AND i.external_id = ANY(%(skus)s))")
@@ -418,7 +445,7 @@ def search(
                 f"(SELECT ch.id FROM {join} WHERE {chunk_base} AND ch.embedding IS NOT NULL "
                 f"ORDER BY (ch.embedding <=> %(qv)s::vector) + 0 LIMIT {CHUNK_CANDIDATES})"
             )
-        if use_lexical:
+        if use_lexical and selective:
             chunk_legs.append(
                 f"(SELECT ch.id FROM {join} WHERE {chunk_base} AND ch.search_vector @@ %(tsq)s::tsquery "
                 f"ORDER BY {ranking.format(alias='ch')} DESC LIMIT {CHUNK_CANDIDATES})"
@@ -436,10 +463,6 @@ def search(
             # SET LOCAL: scoped to this transaction, so a pooled connection does not keep it.
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
-        # OR of the question's words: a chat question shares only some of its words with the item.
-        # Common words only select candidates when the question has nothing rarer.
-        selective = [lexeme for lexeme in idf if lexeme not in common] or list(idf)
-        params["tsq"] = " | ".join(_quote_lexeme(lexeme) for lexeme in selective)
         if mode == "fulltext" and not idf:
             return []
         cursor.execute(item_sql, params)
