@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,12 +19,14 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from agents.services import agent_update
 from businesses.demo import DEMO_SLUG
 from businesses.models import Business
 from businesses.services import business_set_allowed_origins
 from messaging.models import Contact, Conversation, Message
+from messaging.services import conversation_handoff, staff_reply_send
 from tests.factories import BusinessFactory
 from tests.fixtures.browser import BrowserPage
 
@@ -659,4 +662,64 @@ def test_data_attributes_override_the_settings(
         "left": 20,
         "placeholder": "Ask away",
     }
+    assert_clean(bp)
+
+
+def in_thread(fn: Callable[[], Any]) -> Any:
+    """Run a service that sends to the channel layer (async_to_sync) off Playwright's event-loop thread."""
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        finally:
+            connection.close()  # this thread's own database connection
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(30)
+    return result[0]
+
+
+def test_a_person_takes_over_and_their_reply_raises_the_unread_badge(
+    stack: Any, shop: Business, new_page: Callable[..., BrowserPage]
+) -> None:
+    stack.inference.script("Let me check that for you.")
+    bp = new_page()
+    open_widget(bp, demo_url(stack, shop))
+    ask(bp, "Can I return worn boots?")
+    wait_done(bp)
+    conversation = Conversation.objects.get(business=shop)
+    in_thread(lambda: conversation_handoff(business=shop, conversation_id=conversation.pk, reason="returns"))
+    bp.page.wait_for_function(
+        "() => document.querySelector('bizagent-widget').shadowRoot.querySelector('.msg.note')"
+    )
+    assert bp.shadow_eval("return root.querySelector('.msg.note').textContent") == (
+        "A member of our team has joined the conversation."
+    )
+    bp.page.keyboard.press("Escape")
+    in_thread(
+        lambda: staff_reply_send(
+            business=shop,
+            conversation_id=conversation.pk,
+            user=None,
+            text="Hi, Sam here: yes, within 30 days.",
+        )
+    )
+    bp.page.wait_for_function(
+        "() => document.querySelector('bizagent-widget').shadowRoot.querySelector('.badge').textContent === '1'"
+    )
+    bp.page.locator("bizagent-widget button.launcher").click()
+    assert bp.shadow_eval("return root.querySelector('.badge').textContent") == ""
+    texts = bp.shadow_eval(
+        "return [...root.querySelectorAll('.msg[data-id] .bubble')].map(b => b.textContent)"
+    )
+    assert texts == [
+        "Can I return worn boots?",
+        "Let me check that for you.",
+        "Hi, Sam here: yes, within 30 days.",
+    ]
+    assert bp.shadow_eval("return root.querySelector('.msg[data-role=staff] .sr').textContent") == "Staff: "
+    # The agent stays silent while a person has the conversation.
+    assert stack.inference.chat_requests == 1
     assert_clean(bp)
