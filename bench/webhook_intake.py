@@ -150,6 +150,23 @@ def wait_ready(port: int, server: subprocess.Popen[bytes], timeout: float = 60.0
     raise RuntimeError("uvicorn did not become ready")
 
 
+def cpu_seconds(root: int) -> float:
+    """User + system CPU of a process and its children (uvicorn workers), from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == root or ppid == root:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -204,7 +221,9 @@ def main() -> int:
             warm = [request_bytes(delivery(-i - 1), port) for i in range(args.warmup)]
             asyncio.run(load(port, warm, args.concurrency))
             requests = [request_bytes(delivery(i), port) for i in range(args.requests)]
+            cpu_before = cpu_seconds(server.pid)
             elapsed, latencies, statuses = asyncio.run(load(port, requests, args.concurrency))
+            server_cpu = cpu_seconds(server.pid) - cpu_before
             # The same client and server on a view that does nothing (sync GET /healthz): the ceiling this
             # machine gives Django + uvicorn right now, to read the figure above against.
             ping = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
@@ -231,6 +250,9 @@ def main() -> int:
         "mean_ms": round(statistics.mean(latencies) * 1000, 2),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "stored": stored,
+        # CPU the ASGI server spent per delivery (PostgreSQL and the client not included): the figure that
+        # noisy neighbours disturb least.
+        "server_cpu_ms_per_delivery": round(server_cpu / args.requests * 1000, 3),
         "healthz_per_second": round(args.requests / ping_elapsed, 1),
         "healthz_p50_ms": round(percentile(ping_latencies, 0.50) * 1000, 2),
         "load_average": round(os.getloadavg()[0], 2),

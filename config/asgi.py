@@ -17,12 +17,14 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_application = get_asgi_application()
 
 from dashboard.routing import websocket_urlpatterns as dashboard_websocket_urlpatterns  # noqa: E402
+from messaging.meta.asgi import webhook_fast_path  # noqa: E402
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 
 # Origins are checked per business by the consumers (each business has its own allowlist), not here.
 application = ProtocolTypeRouter(
     {
-        "http": django_application,
+        # Meta webhook POSTs skip Django's handler (docs/channels.md); everything else goes through it.
+        "http": webhook_fast_path(django_application),
         "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns + dashboard_websocket_urlpatterns)),
     }
 )

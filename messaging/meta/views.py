@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
@@ -29,7 +29,7 @@ T = TypeVar("T")
 # Django's ASGI handler gives every request its own thread for thread-sensitive sync code, so a plain
 # sync_to_async ORM call opens (and drops) a PostgreSQL connection per delivery: slow, and under load it runs
 # the server out of connections. The webhook's ORM work runs on these few long-lived threads instead, each
-# keeping its connection (checked and recycled per CONN_MAX_AGE / CONN_HEALTH_CHECKS before every use).
+# keeping its connection.
 _DB_THREAD_COUNT = 4
 _DB_THREADS = ThreadPoolExecutor(max_workers=_DB_THREAD_COUNT, thread_name_prefix="webhook-db")
 
@@ -49,8 +49,14 @@ def close_db_threads_connections() -> None:
 
 def _in_db_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     def run(*args: Any, **kwargs: Any) -> T:
-        close_old_connections()
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except (InterfaceError, OperationalError):
+            # The kept connection broke (database restarted, idle timeout): reconnect once. Cheaper than a
+            # health-check query before every delivery. A row committed just before the error may be stored
+            # twice; processing de-duplicates messages, and Meta would have retried anyway.
+            connections.close_all()
+            return fn(*args, **kwargs)
 
     return sync_to_async(run, thread_sensitive=False, executor=_DB_THREADS)
 
@@ -82,15 +88,21 @@ async def webhook(request: HttpRequest, platform: str) -> HttpResponse:
         return HttpResponseForbidden("verification failed", content_type="text/plain")
     if request.method != "POST":
         return HttpResponseNotAllowed(["GET", "POST"])
-    body = request.body  # the exact bytes Meta signed: never re-serialise parsed JSON
-    header = request.headers.get(HEADER)
+    status, text = await intake(platform, request.body, request.headers.get(HEADER))
+    return HttpResponse(text, status=status, content_type="text/plain")
+
+
+async def intake(platform: str, body: bytes, header: str | None) -> tuple[int, bytes]:
+    """A POSTed delivery: (403, ...) with nothing stored on a bad or missing signature, else stored and
+    committed, then (200, ...). ``body`` must be the exact bytes Meta signed: never re-serialised JSON.
+    Shared by the Django view and the ASGI fast path (messaging/meta/asgi.py)."""
     verified: list[int] | None = []
     if not signature_valid(body, header, settings.META_APP_SECRET):
         verified = await _in_db_thread(services.webhook_signers)(body, header) if header else None
     if verified is None:
         logger.warning("webhook %s: bad or missing signature (%d bytes), rejected", platform, len(body))
-        return HttpResponseForbidden("bad signature", content_type="text/plain")
+        return 403, b"bad signature"
     await _in_db_thread(services.webhook_delivery_store)(
         platform=platform, body=body, signature=header or "", verified_accounts=verified
     )
-    return HttpResponse("EVENT_RECEIVED", content_type="text/plain")
+    return 200, b"EVENT_RECEIVED"
