@@ -66,8 +66,7 @@ _DRAIN_SECONDS = 0.5
 
 # --- One httpx client per event loop ---------------------------------------------------------------------
 # A Celery task runs each reply in a fresh event loop (async_to_sync); connections belong to the loop that
-# opened them, so a client is never shared across loops, and a closed loop's client is never reused. The
-# weak keys let a dead loop's client go with it.
+# opened them, so a client is never shared across loops, and a closed loop's client is never reused.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
 )
@@ -77,6 +76,10 @@ def _http() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     http = _clients.get(loop)
     if http is None or http.is_closed:
+        # The client's connections refer to their loop, so a weak key alone never lets go: drop the
+        # clients of loops that have closed (their sockets close when collected; close_clients() is cleaner).
+        for old in [old for old in list(_clients) if old.is_closed()]:
+            _clients.pop(old, None)
         http = httpx.AsyncClient(
             # Read timeouts are ours (first token, idle, deadline); httpx only bounds connect and write.
             timeout=httpx.Timeout(connect=settings.LLAMA_CONNECT_TIMEOUT, read=None, write=10.0, pool=None),

@@ -299,3 +299,36 @@ async def test_no_endpoint_configured_is_pool_unavailable(llama_pool: object, se
         pytest.skip("the embedded llama.cpp server is running on this machine")
     with pytest.raises(PoolUnavailable, match="no inference endpoint configured"):
         await collect(ask())
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_silence_between_tokens_past_the_idle_timeout_cuts_the_reply(
+    pool_server: InferenceServer, settings: object
+) -> None:
+    settings.LLAMA_IDLE_TIMEOUT = 0.3  # type: ignore[attr-defined]
+    pool_server.script("one two three")
+    pool_server.fault("hang", after=2)
+    with pytest.raises(StreamCut) as cut:
+        await collect(ask())
+    assert (cut.value.partial_text, cut.value.reason) == (
+        "one two ",
+        "no token for 0.3 s (LLAMA_IDLE_TIMEOUT)",
+    )
+    assert pool_server.wait_for(lambda: pool_server.aborted_streams == 1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_event_loop_gets_its_own_connections(pool_server: InferenceServer) -> None:
+    import asyncio
+
+    from agents.inference import client
+
+    async def once() -> object:
+        await collect(ask())
+        return client._clients[asyncio.get_running_loop()]
+
+    first = asyncio.run(once())  # like async_to_sync in a Celery task: a fresh loop each time
+    second = asyncio.run(once())
+    assert first is not second
+    # The first loop's client was dropped when the second loop asked for one.
+    assert [loop.is_closed() for loop in client._clients] == [True]  # only the second loop, closed since
