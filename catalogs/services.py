@@ -597,14 +597,27 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
         _fail(imp, str(exc), timings)
         reporter.publish(Import.Phase.DONE, 0, force=True)
         return imp
-    except Exception as exc:
+    except BaseException as exc:
+        # Also KeyboardInterrupt / SIGTERM from the command: the transaction rolled back, say so on the row
+        # rather than leave it "running" until the lease expires.
         timings["total"] = round(time.monotonic() - started, 3)
-        _fail(imp, f"internal error ({type(exc).__name__}); the catalog was not changed", timings)
+        what = "interrupted" if not isinstance(exc, Exception) else f"internal error ({type(exc).__name__})"
+        _fail(imp, f"{what}; the catalog was not changed", timings)
         reporter.publish(Import.Phase.DONE, 0, force=True)
         raise
     if imp.embed:
         embed_started = time.monotonic()
-        imp.embedded_count = _embed_pending(imp, reporter)
+        try:
+            imp.embedded_count = _embed_pending(imp, reporter)
+        except BaseException as exc:
+            # The items are committed; only vectors are missing. The next import (or a re-run) embeds them.
+            timings["total"] = round(time.monotonic() - started, 3)
+            reason = "interrupted" if not isinstance(exc, Exception) else f"{type(exc).__name__}: {exc}"[:300]
+            _fail(
+                imp, f"the items were imported but embedding failed ({reason}); re-run to embed them", timings
+            )
+            reporter.publish(Import.Phase.DONE, counts.rows_done, force=True)
+            raise
         timings["embed"] = round(time.monotonic() - embed_started, 3)
     timings["total"] = round(time.monotonic() - started, 3)
     imp.state = Import.State.SUCCEEDED
