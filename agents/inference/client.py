@@ -400,7 +400,21 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.LLAMA_REPLY_TIMEOUT
     call = _Call(kind="chat", business_id=request.business_id or None)
-    business_lease = _business_enter(request.business_id)
+    try:
+        business_lease = _business_enter(request.business_id)
+    except BudgetExceeded:
+        # Counted in the metrics only: nothing was sent, so there is no call to record.
+        metrics.record_call(
+            kind="chat",
+            endpoint="",
+            outcome="refused",
+            business_id=call.business_id,
+            prompt_tokens=0,
+            completion_tokens=0,
+            first_token_ms=None,
+            total_ms=None,
+        )
+        raise
     try:
         endpoints = [endpoint for endpoint in await apool_endpoints() if endpoint.serves("chat")]
         if not endpoints:

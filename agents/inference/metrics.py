@@ -1,7 +1,8 @@
 """Prometheus metrics of the pool, gathered in Redis so that ``/metrics`` on any web process reports the
 calls of every Celery worker on every machine (in-process counters would show only the web process's own).
 
-Exported (prefix ``bizagent_inference_``): ``requests_total{kind,endpoint,outcome}``,
+Exported (prefix ``bizagent_inference_``): ``requests_total{kind,endpoint,outcome}`` (outcome ``refused``,
+endpoint ``none``: a business cap or budget refused the call before anything was sent),
 ``tokens_total{endpoint,business,type}``, ``first_token_seconds{endpoint}`` and ``duration_seconds{endpoint}``
 histograms, and gauges read at scrape time: ``inflight{endpoint}``, ``circuit_open{endpoint}`` (0 closed,
 1 half-open, 2 open), ``endpoint_healthy{endpoint}`` (1, 0, or -1 never probed).
@@ -39,7 +40,7 @@ def record_call(
     prompt_tokens: int,
     completion_tokens: int,
     first_token_ms: float | None,
-    total_ms: float,
+    total_ms: float | None,
 ) -> None:
     """One pipelined round trip per call."""
     endpoint = endpoint or "none"

@@ -315,6 +315,12 @@ async def test_business_concurrency_cap_refuses_only_that_business(
         "(LLAMA_BUSINESS_MAX_CONCURRENCY); try again when one finishes"
     )
     assert inference_server.chat_requests == 1  # nothing was sent for the refused call
+    from agents.inference.metrics import render
+
+    assert (
+        'bizagent_inference_requests_total{endpoint="none",kind="chat",outcome="refused"} 1.0'
+        in render().decode()
+    )
     text, _ = await run(ask(shop_b.pk))  # another tenant is not affected
     assert text == "Hello from the test inference server."
     await stop(task)
