@@ -243,3 +243,12 @@ def test_shopify_2024_headers(import_catalog):
     assert [v["sku"] for v in mug.variants] == ["CM-1", "CM-2"]
     assert [v["options"] for v in mug.variants] == [{"Color": "White"}, {"Color": "Black"}]
     assert mug.attributes == {"color": "White, Black"}
+
+
+def test_excel_unicode_text_export_utf16_tabs(import_catalog):
+    business = BusinessFactory()
+    text = "id\ttitle\tprice\r\nU1\tÅngström lamp\t19,90 SEK\r\n"
+    imp = import_catalog(business, text.encode("utf-16"), filename="export.txt")
+    assert (imp.state, imp.format, imp.created_count) == ("succeeded", "tsv", 1)
+    lamp = Item.objects.get(business=business, external_id="U1")
+    assert (lamp.title, lamp.price, lamp.currency) == ("Ångström lamp", Decimal("19.90"), "SEK")
