@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -42,7 +43,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from businesses.models import Business
-from catalogs.importers import FileRejected, ParsedChunk, ParsedRow, RowError, Source, open_source
+from catalogs.importers import FileRejected, ParsedChunk, ParsedRow, RowError, Source, gunzipped, open_source
 from catalogs.importers import normalize_format as _normalize_format
 from catalogs.models import Chunk, Document, Import, Item, item_search_text
 
@@ -561,13 +562,18 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
     started = time.monotonic()
     timings: dict[str, float] = {}
     counts = _Counts()
+    stack = ExitStack()  # holds the unpacked copy of a .gz upload until the import ends
     try:
         path = Path(imp.file.path)
         if path.stat().st_size > settings.CATALOG_MAX_UPLOAD_BYTES:
             raise FileRejected(f"the file is over the limit of {settings.CATALOG_MAX_UPLOAD_BYTES:,} bytes")
+        unpacked = stack.enter_context(
+            gunzipped(path, imp.original_filename, limit=settings.CATALOG_MAX_UPLOAD_BYTES)
+        )
+        path, filename = unpacked
         source = open_source(
             path,
-            filename=imp.original_filename,
+            filename=filename,
             format=imp.requested_format or None,
             mapping=imp.mapping,
             sheet=imp.sheet or None,
@@ -605,6 +611,8 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
         _fail(imp, f"{what}; the catalog was not changed", timings)
         reporter.publish(Import.Phase.DONE, 0, force=True)
         raise
+    finally:
+        stack.close()
     if imp.embed:
         embed_started = time.monotonic()
         try:

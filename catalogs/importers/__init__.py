@@ -9,7 +9,11 @@ here or while the generator runs.
 
 from __future__ import annotations
 
+import gzip
+import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,7 @@ __all__ = [
     "RowResult",
     "Source",
     "detect_format",
+    "gunzipped",
     "open_source",
     "parse_availability",
     "parse_price",
@@ -60,6 +65,31 @@ EXTENSIONS = {
     ".pdf": "pdf",
 }
 SNIFF = 8192
+
+
+@contextmanager
+def gunzipped(path: Path, filename: str, *, limit: int) -> Iterator[tuple[Path, str]]:
+    """A gzip file (Google Merchant accepts ``feed.xml.gz``) unpacked to a temporary file, streaming, refused
+    when it inflates past ``limit`` bytes (a gzip bomb); any other file as it is."""
+    with path.open("rb") as f:
+        magic = f.read(2)
+    if magic != b"\x1f\x8b":
+        yield path, filename
+        return
+    inner_name = filename[:-3] if filename.lower().endswith(".gz") else filename
+    with tempfile.TemporaryDirectory(prefix="catalog-gunzip-") as folder:
+        target = Path(folder) / (Path(inner_name).name or "feed")
+        written = 0
+        try:
+            with gzip.open(path, "rb") as source, target.open("wb") as out:
+                while chunk := source.read(1 << 20):
+                    written += len(chunk)
+                    if written > limit:
+                        raise FileRejected(f"the gzip file inflates past the limit of {limit:,} bytes")
+                    out.write(chunk)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FileRejected(f"the gzip file is damaged ({exc})") from exc
+        yield target, inner_name
 
 
 @dataclass
@@ -91,7 +121,10 @@ def detect_format(path: Path, filename: str) -> str:
     if head.startswith(b"PK\x03\x04"):
         return "xlsx"  # check_archive refuses zips that are not workbooks
     if head.startswith((b"\x1f\x8b", b"BZh", b"7z\xbc\xaf", b"Rar!")):
-        raise FileRejected("compressed files are not accepted: upload the CSV, XML or XLSX inside")
+        # gzip is unpacked before detection (gunzipped()); these others are not accepted.
+        raise FileRejected(
+            "compressed files are not accepted (except .gz): upload the CSV, XML or XLSX inside"
+        )
     if head.startswith(b"\xd0\xcf\x11\xe0"):
         raise FileRejected("legacy Excel .xls files are not accepted: save the sheet as .xlsx or .csv")
     utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff"))

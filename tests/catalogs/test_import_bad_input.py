@@ -50,9 +50,14 @@ def test_binary_file(stocked, import_catalog):
     ("data", "filename", "message"),
     [
         (
+            b"BZh91AY&SYrest",
+            "feed.csv.bz2",
+            "compressed files are not accepted (except .gz): upload the CSV, XML or XLSX inside",
+        ),
+        (
             b"\x1f\x8b\x08\x00rest",
             "feed.csv.gz",
-            "compressed files are not accepted: upload the CSV, XML or XLSX inside",
+            "the gzip file is damaged (Compressed file ended before the end-of-stream marker was reached)",
         ),
         (
             b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",

@@ -355,3 +355,31 @@ def test_format_detection_from_content_and_name(tmp_path: Path):
         "g.md": "markdown",
         "h": "csv",
     }
+
+
+def test_gzipped_feed_is_unpacked(import_catalog):
+    import gzip
+
+    business = BusinessFactory()
+    imp = import_catalog(business, gzip.compress(RSS.encode()), filename="feed.xml.gz")
+    assert (imp.state, imp.format, imp.created_count, imp.original_filename) == (
+        "succeeded",
+        "xml",
+        1,
+        "feed.xml.gz",
+    )
+
+
+def test_gzip_bomb_is_refused(import_catalog, settings):
+    import gzip
+
+    business = BusinessFactory()
+    data = gzip.compress(b"id,title\n" + b"0" * 5_000_000)
+    settings.CATALOG_MAX_UPLOAD_BYTES = 1_000_000
+    assert len(data) < 1_000_000
+    imp = import_catalog(business, data, filename="catalog.csv.gz")
+    assert (imp.state, imp.error_message) == (
+        "failed",
+        "the gzip file inflates past the limit of 1,000,000 bytes",
+    )
+    assert Item.objects.filter(business=business).count() == 0
