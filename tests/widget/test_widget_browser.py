@@ -70,6 +70,15 @@ def shop(stack: Any, import_catalog: Callable[..., Any]) -> Business:
     return business
 
 
+def publish_screenshot(path: Path) -> None:
+    """Copy a screenshot into docs/images/ for docs/widget.md when it is missing there, or always with
+    UPDATE_DOCS_IMAGES=1 (so that ordinary test runs leave the tracked images alone)."""
+    target = DOCS_IMAGES / path.name
+    if os.environ.get("UPDATE_DOCS_IMAGES") == "1" or not target.exists():
+        DOCS_IMAGES.mkdir(exist_ok=True)
+        shutil.copyfile(path, target)
+
+
 def demo_url(stack: Any, business: Business) -> str:
     return f"{stack.asgi.url}/demo/{business.slug}/"
 
@@ -189,8 +198,7 @@ def test_demo_page_streams_an_answer_and_shows_the_product_card(
     assert [c["external_id"] for c in reply.cards] == ["TENT-2P"]
     assert_clean(bp)
     bp.page.screenshot(path=str(artifacts_dir / "widget-desktop.png"))
-    DOCS_IMAGES.mkdir(exist_ok=True)
-    shutil.copyfile(artifacts_dir / "widget-desktop.png", DOCS_IMAGES / "widget-desktop.png")
+    publish_screenshot(artifacts_dir / "widget-desktop.png")
 
 
 SLOW_REPLY = " ".join(f"word{i}" for i in range(1, 41)) + "."
@@ -490,8 +498,7 @@ def test_a_narrow_screen_gets_a_full_screen_panel(
     )
     assert_clean(bp)
     bp.page.screenshot(path=str(artifacts_dir / "widget-mobile.png"))
-    DOCS_IMAGES.mkdir(exist_ok=True)
-    shutil.copyfile(artifacts_dir / "widget-mobile.png", DOCS_IMAGES / "widget-mobile.png")
+    publish_screenshot(artifacts_dir / "widget-mobile.png")
 
 
 def test_stop_cuts_the_reply_upstream(
