@@ -774,7 +774,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       // Exponential back-off with jitter, capped at 30 s: a server that restarts is not stampeded.
       const delay = Math.min(30000, 500 * 2 ** Math.min(this.attempt - 1, 6)) * (0.6 + Math.random() * 0.4);
       this.setStatus("Reconnecting\u2026");
-      if (this.attempt >= 3) {
+      if (this.attempt >= 3 && !atLeast) {
         this.showBanner("Connection lost. Trying again\u2026", "Retry now", () => this.reconnectNow());
       }
       clearTimeout(this.retryTimer);
@@ -925,6 +925,11 @@ textarea::placeholder{color:var(--mu);opacity:1}
       }
       if (FINAL_CLOSE[4403] === f.code || FINAL_CLOSE[4404] === f.code) return; // the close follows
       const words = plainError(f.code, f.detail);
+      if (f.code === "too_many_connections") {
+        // Followed by a close and a slow retry: one banner, not a note per attempt.
+        this.showBanner(words, "Retry now", () => this.reconnectNow());
+        return;
+      }
       const p = f.client_id && this.state.pending.get(f.client_id);
       this.setAwaiting(false);
       if (p) {
