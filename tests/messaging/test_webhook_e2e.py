@@ -1,0 +1,103 @@
+"""End to end: signed webhook -> real uvicorn (ASGI fast path) -> Postgres -> Redis -> real Celery worker
+(process_pending, the reply task, send_message) -> the Graph API stand-in. See tests/fixtures/stack.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from messaging.models import Message, WebhookDelivery
+from tests.factories import BusinessFactory
+from tests.fixtures.meta import connect, signed, wa_change, wa_delivery, wa_status, wa_text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "e2e-own-app-secret"
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.1)
+
+
+def test_whatsapp_message_is_answered_once_through_the_real_worker(stack: Any, stack_graph_api: Any) -> None:
+    shop = BusinessFactory()
+    # The business's own app secret: the server process verifies with it (no META_APP_SECRET there).
+    connect(shop, phone_number_id="555000111", waba_id="WABA_E2E", app_secret=SECRET)
+    wamid = f"wamid.e2e.{time.time_ns()}"
+    payload = wa_delivery(
+        wa_change(
+            "555000111",
+            messages=[wa_text("Bonjour, vous êtes ouverts ?", wamid=wamid, timestamp=int(time.time()))],
+        ),
+        waba_id="WABA_E2E",
+    )
+    body, header = signed(payload, secret=SECRET)
+    url = f"{stack.asgi.url}/webhooks/whatsapp"
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": header}
+    with httpx.Client(timeout=10) as client:
+        response = client.post(url, content=body, headers=headers)
+        assert (response.status_code, response.text) == (200, "EVENT_RECEIVED")
+        # A bad signature is refused by the server process too.
+        assert (
+            client.post(
+                url, content=body, headers={**headers, "X-Hub-Signature-256": "sha256=00"}
+            ).status_code
+            == 403
+        )
+
+        def sent() -> list[Any]:
+            return stack_graph_api.sends()
+
+        try:
+            (send,) = wait_for(sent)
+        except AssertionError:
+            print(list(WebhookDelivery.objects.values_list("state", "summary", "error")))
+            print(list(Message.objects.values_list("role", "status", "delivery", "error")))
+            print(stack_graph_api.requests)
+            print(stack.worker.log()[-6000:])
+            raise
+        agent = wait_for(lambda: Message.objects.filter(business=shop, role="agent", delivery="sent").first())
+        assert send.path == "/v23.0/555000111/messages"
+        assert send.body == {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "16505551234",
+            "type": "text",
+            "text": {"preview_url": False, "body": agent.text},
+        }
+        # The inbound message was marked read, with a typing indicator.
+        assert {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": wamid,
+            "typing_indicator": {"type": "text"},
+        } in [r.body for r in stack_graph_api.requests]
+
+        # Meta redelivers the same message, then reports the reply read: one reply, delivery moves on.
+        assert client.post(url, content=body, headers=headers).status_code == 200
+        status_body, status_header = signed(
+            wa_delivery(
+                wa_change("555000111", statuses=[wa_status(agent.channel_message_id, "read")]),
+                waba_id="WABA_E2E",
+            ),
+            secret=SECRET,
+        )
+        status_headers = {**headers, "X-Hub-Signature-256": status_header}
+        assert client.post(url, content=status_body, headers=status_headers).status_code == 200
+    wait_for(lambda: Message.objects.filter(pk=agent.pk, delivery="read").exists())
+    wait_for(lambda: not WebhookDelivery.objects.exclude(state="done").exists())
+    assert WebhookDelivery.objects.count() == 3
+    assert Message.objects.filter(business=shop, role="customer").count() == 1
+    assert Message.objects.filter(business=shop, role="agent").count() == 1
+    assert len(stack_graph_api.sends()) == 1
