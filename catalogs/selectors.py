@@ -461,8 +461,10 @@ def search(
     with transaction.atomic(), connection.cursor() as cursor:
         if use_vector and plan == "hnsw":
             # SET LOCAL: scoped to this transaction, so a pooled connection does not keep it.
-            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cursor.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
+            # One round trip for both (no parameters, so psycopg sends them as one simple query).
+            cursor.execute(
+                f"SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}"
+            )
         if mode == "fulltext" and not idf:
             return []
         cursor.execute(item_sql, params)
