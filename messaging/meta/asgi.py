@@ -14,17 +14,18 @@ Skipped for these POSTs, on purpose: Django middleware (sessions, CSRF, which th
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
 
 from messaging.meta.views import PLATFORMS, intake
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+# Loose on purpose: Django's, Channels' and uvicorn's type hints for the same interface disagree.
+ASGIApp = Callable[..., Awaitable[None]]
 
 _PATH = re.compile(r"/webhooks/([a-z]+)")
 _SIGNATURE = b"x-hub-signature-256"
