@@ -314,13 +314,15 @@ def search(
     query_vector: list[float] | None = None,
     mode: SearchMode = "hybrid",
     include_chunks: bool = True,
+    read_question: bool = True,
 ) -> list[SearchHit]:
     """The best ``limit`` active items (and document chunks) of ``business`` for ``query``, best first.
 
     ``filters`` are hard constraints; in the hybrid mode, price bounds and "in stock" stated in the query
     itself are added to them. ``query_vector`` skips embedding the query (the caller already has it).
     ``mode`` runs one leg alone ("vector", "fulltext": no trigrams, no filters from the question) for
-    evaluation. Chunks have no price or stock, so any price/stock/category filter leaves them out.
+    evaluation. ``read_question=False`` keeps the hybrid mode from reading budget and stock out of the
+    question. Chunks have no price or stock, so any price/stock/category filter leaves them out.
     """
     query = (query or "").strip()[:1000]
     if not query or limit <= 0:
@@ -329,7 +331,7 @@ def search(
     # Stated in the question: "in stock" is a hard filter; a price bound is a preference (an item slightly
     # over budget is demoted, not hidden, because customers stretch budgets and the agent can say so).
     # Explicit ``filters`` are always hard.
-    asked = filters_from_question(query) if hybrid else SearchFilters()
+    asked = filters_from_question(query) if hybrid and read_question else SearchFilters()
     filters = _merge_filters(filters, SearchFilters(in_stock_only=asked.in_stock_only))
     budget = (
         asked.min_price if filters.min_price is None else None,
@@ -412,7 +414,7 @@ def search(
     if use_lexical and selective:
         legs.append(
             f"(SELECT i.id FROM {item_table} i WHERE {lexical_base} AND i.search_vector @@ %(tsq)s::tsquery "
-            f"ORDER BY {ranking.format(alias='i')} DESC LIMIT {FULLTEXT_CANDIDATES})"
+            f"ORDER BY {ranking.format(alias='i')} DESC, i.id LIMIT {FULLTEXT_CANDIDATES})"
         )
     if windows:
         for n, window in enumerate(windows):
@@ -448,7 +450,7 @@ def search(
         if use_lexical and selective:
             chunk_legs.append(
                 f"(SELECT ch.id FROM {join} WHERE {chunk_base} AND ch.search_vector @@ %(tsq)s::tsquery "
-                f"ORDER BY {ranking.format(alias='ch')} DESC LIMIT {CHUNK_CANDIDATES})"
+                f"ORDER BY {ranking.format(alias='ch')} DESC, ch.id LIMIT {CHUNK_CANDIDATES})"
             )
         chunk_vector = "1 - (ch.embedding <=> %(qv)s::vector)" if use_vector else "0"
         chunk_sql = (
