@@ -592,3 +592,38 @@ def test_processing_is_scheduled_once_for_a_burst_of_deliveries(shop: Any, redis
         assert process_pending() == 0
     finally:
         before_task_publish.disconnect(count)
+
+
+def test_sweeper_requeues_old_pending_and_failed_deliveries(shop: Any) -> None:
+    from celery.signals import before_task_publish
+
+    from messaging.meta.tasks import sweep_deliveries
+
+    ids = []
+    for n in range(3):
+        body, header = signed(
+            wa_delivery(wa_change(PHONE_ID, messages=[wa_text(f"s{n}", wamid=f"wamid.s{n}")]))
+        )
+        ids.append(services.webhook_delivery_store(platform="whatsapp", body=body, signature=header))
+    old = timezone.now() - dt.timedelta(minutes=5)
+    WebhookDelivery.objects.filter(pk=ids[0]).update(received_at=old)
+    WebhookDelivery.objects.filter(pk=ids[1]).update(
+        received_at=old, state="failed", error="OperationalError"
+    )
+    # ids[2] is recent: its scheduled run will take it.
+    published: list[Any] = []
+
+    def count(sender: str | None = None, body: Any = None, **_: Any) -> None:
+        published.append((sender, body[0] if isinstance(body, tuple) else body))
+
+    before_task_publish.connect(count, weak=False)
+    try:
+        assert sweep_deliveries() == 2
+    finally:
+        before_task_publish.disconnect(count)
+    assert sorted(published) == [
+        ("messaging.meta.tasks.process_delivery", (ids[0],)),
+        ("messaging.meta.tasks.process_delivery", (ids[1],)),
+    ]
+    assert process_delivery(ids[1]) == {"received": 1}
+    assert WebhookDelivery.objects.get(pk=ids[1]).state == "done"
