@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
@@ -15,6 +16,7 @@ from django.utils import timezone
 from agents.models import Agent
 from businesses.models import ApiKey, Business
 from businesses.selectors import get_scoped_or_404
+from businesses.services import normalize_origin
 from catalogs.import_selectors import import_live_progress
 from catalogs.models import Import, Item
 from messaging.models import ChannelAccount, Conversation, Message
@@ -29,9 +31,15 @@ class Step:
     url: str
 
 
-def onboarding_steps(business: Business) -> list[Step]:
-    """The checklist on the overview page. Each step ticks itself from real data, never from a click."""
+def onboarding_steps(business: Business, *, own_origins: Iterable[str] = ()) -> list[Step]:
+    """The checklist on the overview page. Each step ticks itself from real data, never from a click.
+
+    ``own_origins``: this service's addresses (the admin's playground may be allowed there); allowing them
+    does not mean the widget is installed on the business's site.
+    """
     slug = business.slug
+    own = {normalize_origin(o) for o in own_origins}
+    site_origins = [o for o in business.allowed_origins if normalize_origin(o) not in own]
     return [
         Step(
             "catalog",
@@ -58,7 +66,7 @@ def onboarding_steps(business: Business) -> list[Step]:
             "install",
             "Install the widget on your site",
             "Copy one line into your pages and allow your site's address.",
-            bool(business.allowed_origins),
+            bool(site_origins),
             reverse("dashboard:install", kwargs={"slug": slug}),
         ),
         Step(

@@ -22,3 +22,10 @@ def active(context: template.Context, section: str) -> str:
 @register.filter
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
+
+
+@register.filter
+def availability_label(value: str) -> str:
+    from catalogs.models import Availability
+
+    return str(Availability(value).label) if value in Availability.values else value

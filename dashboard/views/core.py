@@ -33,7 +33,8 @@ def home(request: HttpRequest) -> HttpResponse:
 @member_view()
 def overview(request: HttpRequest) -> HttpResponse:
     business = request.business  # type: ignore[attr-defined]
-    steps = selectors.onboarding_steps(business)
+    own = {settings.PUBLIC_URL, f"{request.scheme}://{request.get_host()}"}
+    steps = selectors.onboarding_steps(business, own_origins=own)
     return render(
         request,
         "dashboard/overview.html",

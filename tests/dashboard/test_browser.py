@@ -112,7 +112,8 @@ def test_sign_up_to_the_first_answer_in_the_playground(
 
     bp.page.goto(f"{base}/app/{business.slug}/")
     done = bp.page.locator(".checklist li.done").evaluate_all("els => els.map(e => e.dataset.step)")
-    assert done == ["catalog", "agent", "try", "install"]  # the playground's origin counts as installed
+    # Allowing the playground (the admin's own address) is not installing the widget on the shop's site.
+    assert done == ["catalog", "agent", "try"]
     shoot(bp, artifacts_dir, "overview")
     assert bp.errors == []
 

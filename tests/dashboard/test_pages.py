@@ -151,3 +151,28 @@ def test_search_preview_shows_the_agents_results_with_score_parts(
     html = response.content.decode()
     assert f"{hits[0].score:.3f}" in html
     assert f"{hits[0].vector_score:.3f}" in html
+
+
+def test_onboarding_steps_tick_themselves_from_data(
+    business: Any, import_catalog: Callable[..., Any]
+) -> None:
+    from agents.services import agent_update
+    from businesses.services import business_set_allowed_origins
+    from dashboard.selectors import onboarding_steps
+    from tests.dashboard.conftest import make_channel_account
+
+    def done() -> list[str]:
+        return [s.key for s in onboarding_steps(business, own_origins=["http://127.0.0.1:8000"]) if s.done]
+
+    business_set_allowed_origins(business, origins=["http://127.0.0.1:8000"])  # the playground only
+    assert done() == []
+    import_catalog(business, SMALL_CATALOG_CSV)
+    agent_update(business, instructions="Be brief.")
+    conversation = make_conversation(business)
+    Message.objects.create(
+        business=business, conversation=conversation, channel="widget", role="agent", text="Hi", status="done"
+    )
+    business_set_allowed_origins(business, origins=["http://127.0.0.1:8000", "https://shop.example"])
+    assert done() == ["catalog", "agent", "try", "install"]
+    make_channel_account(business)
+    assert done() == ["catalog", "agent", "try", "install", "whatsapp"]
