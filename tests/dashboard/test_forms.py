@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -380,3 +382,34 @@ def test_channel_disconnect(tenant_a: Tenant) -> None:
     assert response.status_code == 302
     account = ChannelAccount.objects.get(pk=account_id)
     assert (account.active, account.access_token) == (False, "")
+
+
+def test_upload_over_the_size_limit_is_refused_with_the_import_services_reason(
+    tenant_a: Tenant, settings: Any
+) -> None:
+    settings.CATALOG_MAX_UPLOAD_BYTES = 10
+    imports = Import.objects.count()
+    response = _owner_client(tenant_a).post(
+        f"/app/{tenant_a.business.slug}/catalog/upload/",
+        {"file": SimpleUploadedFile("feed.csv", b"id,title\n1,boot\n"), "mode": "upsert"},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 400
+    assert (
+        response.json()["errors"]["file"][0]["message"] == "the file is 16 bytes, over the limit of 10 bytes"
+    )
+    assert Import.objects.count() == imports
+
+
+def test_a_second_business_needs_a_name(tenant_a: Tenant) -> None:
+    client = _owner_client(tenant_a)
+    businesses = Business.objects.count()
+    assert client.post("/app/new/", {"name": "", "timezone": "UTC"}).status_code == 200
+    assert Business.objects.count() == businesses
+    response = client.post("/app/new/", {"name": "Second Shop", "timezone": "UTC"})
+    assert response["Location"] == "/app/second-shop/"
+    assert Membership.objects.get(business__slug="second-shop").user == tenant_a.owner
+    # With two businesses, /app/ lets the person choose.
+    assert [b.slug for b in client.get("/app/").context["businesses"]] == sorted(
+        [tenant_a.business.slug, "second-shop"], key=lambda s: Business.objects.get(slug=s).name
+    )
