@@ -39,13 +39,17 @@ def process_pending() -> int:
 def send_message(self: Any, message_id: int) -> str:
     """Send an agent or staff message on its channel. Parts already sent are never sent again."""
     try:
-        return services.message_send(message_id=message_id)
+        outcome = services.message_send(message_id=message_id)
     except graph.TransientGraphError as exc:
         if self.request.retries >= SEND_MAX_RETRIES:
             services.message_send_give_up(message_id=message_id, error=str(exc))
             return "failed"
         # Graph kept failing within this run's tries: give Meta a longer pause before the next run.
         raise self.retry(countdown=min(30 * 2**self.request.retries, 600)) from exc
+    if outcome == "busy" and self.request.retries < SEND_MAX_RETRIES:
+        # Another run holds a part (or died holding it): look again once its lease may have run out.
+        raise self.retry(countdown=services.CLAIM_LEASE.total_seconds() / 2)
+    return outcome
 
 
 @shared_task(name="messaging.meta.tasks.mark_read", acks_late=True)

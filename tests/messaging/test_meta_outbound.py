@@ -392,3 +392,20 @@ def test_disconnect_is_scoped_to_the_business_and_erases_secrets() -> None:
     assert channel_accounts_list(shop_a) == []
     # The number is free for another business now.
     assert connect(shop_b).business_id == shop_b.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_part_held_by_another_run_is_not_sent_until_its_lease_runs_out(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), "Hello.")
+    body = {**WA_TEXT, "text": {"preview_url": False, "body": "Hello."}}
+    part = OutboundPart.objects.create(
+        business=shop, message=message, index=0, channel="whatsapp", body=body, claimed_at=timezone.now()
+    )
+    assert services.message_send(message_id=message.pk) == "busy"
+    assert graph_api.requests == []
+    # The holder died: after the lease, the part is sent (once).
+    OutboundPart.objects.filter(pk=part.pk).update(claimed_at=timezone.now() - services.CLAIM_LEASE)
+    assert services.message_send(message_id=message.pk) == "sent"
+    assert [r.body for r in graph_api.requests] == [body]
