@@ -19,3 +19,14 @@ def run_import(import_id: int) -> None:
     """Run one import. Safe to deliver twice: a finished or running import is not run again (the claim is a
     conditional update), and a deleted one is ignored."""
     services.import_run(import_id=import_id)
+
+
+@shared_task(
+    acks_late=True, soft_time_limit=IMPORT_SOFT_TIME_LIMIT, time_limit=IMPORT_TIME_LIMIT, ignore_result=True
+)
+def reembed_business(business_id: int) -> int:
+    """Re-embed a business's items and chunks whose vector is missing or came from another model (after a
+    change of EMBEDDINGS_BACKEND / EMBEDDINGS_MODEL). Safe to run twice: current vectors are skipped."""
+    from catalogs.embeddings import reembed_stale
+
+    return reembed_stale(business_id=business_id)
