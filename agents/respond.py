@@ -125,10 +125,21 @@ def _entry(hit: Any) -> DataEntry:
     return DataEntry(ref=f"doc:{hit.chunk_id}", fields={"title": hit.title, "text": hit.text})
 
 
-def _search(business: Business, query: str) -> list[Any]:
+def _search(business: Business, query: str, query_vector: list[float] | None) -> list[Any]:
     from catalogs.selectors import search
 
-    return search(business, query, limit=SEARCH_LIMIT)
+    return search(business, query, limit=SEARCH_LIMIT, query_vector=query_vector)
+
+
+async def _query_vector(query: str) -> list[float] | None:
+    """With pool embeddings, the query's vector from this event loop (the sync path would hop to the
+    pool client's own loop thread from inside this one's sync_to_async, and block this reply on it)."""
+    if settings.EMBEDDINGS_BACKEND != "pool":
+        return None  # the local model runs inside search(), in the worker thread
+    from agents.inference.client import embed
+
+    [vector] = await embed([query[:1000]], model=settings.EMBEDDINGS_MODEL or None)
+    return vector
 
 
 def _ms(since: float) -> float:
@@ -155,7 +166,8 @@ async def respond(
 
     t = time.perf_counter()
     query = retrieval_query(question, turns)
-    hits = await sync_to_async(_search, thread_sensitive=True)(business, query)
+    vector = await _query_vector(query.strip())
+    hits = await sync_to_async(_search, thread_sensitive=True)(business, query, vector)
     timings["retrieval"] = _ms(t)
     yield Citations(
         [

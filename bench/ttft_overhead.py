@@ -1,0 +1,231 @@
+"""Framework overhead on time to first token, at a websocket client, at 1, 10 and 50 concurrent conversations.
+
+    .venv/bin/python bench/ttft_overhead.py [--concurrency 1 10 50] [--rounds 5] [--server-delay 0.02]
+
+What it starts (the same way as tests/fixtures/stack.py): the embedded Postgres and Redis, a database
+``bizagent_bench`` (created and migrated once), a business with a small embedded catalog, the test
+inference server in this process (first token after ``--server-delay`` seconds, then a token every 10 ms),
+a real Celery worker (``-Q replies,ingest,outbound``; ``--pool``, default threads -c 64: a reply is I/O
+bound and holds its worker slot for its whole stream) and a real uvicorn. Each conversation is one
+websocket client that sends a message, reads the whole reply, and sends the next one (``--rounds``).
+
+Overhead = (client: message sent -> first ``delta`` received) - the server's own first-token delay.
+Breakdown (p50, ms), from the frames: websocket->db (``stored_ms`` of message.created, consumer side),
+queue wait, claim, retrieval, prompt, pool (first token from the pool client's request, minus the server's
+delay), channel layer->socket (first delta's ``sent_at`` at the worker to its arrival at the client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BENCH_DB = "bizagent_bench"
+ORIGIN = "https://shop.example"
+CATALOG = "id,title,description,availability,price,link,image_link,brand,product_type\n" + "".join(
+    f"SKU-{i},Product {i} {kind},A {kind} for the outdoors; model {i}.,in stock,{10 + i}.50 EUR,"
+    f"https://shop.example/p/{i},https://shop.example/i/{i}.jpg,Brand{i % 7},{kind}\n"
+    for i, kind in enumerate(["tent", "stove", "sleeping bag", "lamp", "backpack", "mug", "chair"] * 30)
+)
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ["BIZAGENT_DB_NAME"] = BENCH_DB
+    os.environ.setdefault("BIZAGENT_REDIS_DB", "14")
+    from config import embedded
+
+    embedded.ensure_core_services()
+    import psycopg
+
+    with psycopg.connect(
+        host=str(embedded.postgres_socket_dir()), user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
+            conn.execute(f"CREATE DATABASE {BENCH_DB}")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def make_business() -> Any:
+    import tempfile
+
+    from businesses.services import business_create
+    from catalogs.services import import_file
+
+    business = business_create(name=f"Bench {uuid.uuid4().hex[:6]}", allowed_origins=[ORIGIN])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "catalog.csv"
+        path.write_text(CATALOG)
+        import_file(business=business, path=path, mode="upsert", embed=True)
+    return business
+
+
+class Stack:
+    """The test inference server (here), then a real worker and uvicorn pointed at it.
+
+    Embeddings come from the pool (the test server's deterministic ``/v1/embeddings``), as in a
+    deployment with a GPU pool: the local CPU model costs 0.5-1.5 s a query on this shared 2-core VM
+    and would measure the VM, not the framework."""
+
+    def __init__(self, *, reply: str, token_delay: float, server_delay: float, pool: str) -> None:
+        from django.conf import settings
+
+        from tests.inference_server import InferenceServer
+
+        self.inference = InferenceServer(reply=reply, token_delay=token_delay).start()
+        if server_delay:
+            self.inference.fault("slow_first_token", delay=server_delay)
+        settings.LLAMA_POOL = self.inference.url
+        settings.LLAMA_MODEL = "test-model"
+        settings.EMBEDDINGS_BACKEND = "pool"
+        settings.EMBEDDINGS_MODEL = "test-model"
+        self.pool = pool
+        self.worker: Any = None
+        self.asgi: Any = None
+
+    def start(self) -> None:
+        from django.conf import settings
+
+        from tests.fixtures.stack import stack_environment, start_asgi, start_worker
+
+        logs = ROOT / ".data" / "bench"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = stack_environment(
+            db_name=settings.DATABASES["default"]["NAME"],
+            inference_url=self.inference.url,
+            overrides={
+                "EMBEDDINGS_BACKEND": "pool",
+                "EMBEDDINGS_MODEL": "test-model",
+                "CHAT_VISITOR_MESSAGES_PER_MINUTE": "100000",
+                "CHAT_BUSINESS_MESSAGES_PER_MINUTE": "100000",
+                "LLAMA_BUSINESS_MAX_CONCURRENCY": "1000",
+                "LOG_LEVEL": "WARNING",
+            },
+        )
+        kind, size = self.pool.split()
+        self.worker = start_worker(env, logs / "worker.log", concurrency=int(size), pool=kind)
+        self.asgi = start_asgi(env, logs / "asgi.log")
+
+    def stop(self) -> None:
+        for process in (self.worker, self.asgi):
+            if process is not None:
+                process.stop()
+        self.inference.stop()
+
+
+async def conversation(url: str, rounds: int, results: list[dict[str, Any]], question: str) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(url, origin=ORIGIN, max_size=2**22) as ws:  # type: ignore[arg-type]
+        await ws.send(json.dumps({"type": "hello"}))
+        while json.loads(await ws.recv())["type"] != "ready":
+            pass
+        for r in range(rounds):
+            sent = time.time()
+            await ws.send(json.dumps({"type": "message", "client_id": uuid.uuid4().hex, "text": question}))
+            row: dict[str, Any] = {}
+            while True:
+                frame = json.loads(await ws.recv())
+                now = time.time()
+                if frame["type"] == "message.created" and frame["message"]["role"] == "customer":
+                    row["stored_ms"] = frame["message"].get("stored_ms", 0.0)
+                elif frame["type"] == "delta" and "ttft" not in row:
+                    row["ttft"] = (now - sent) * 1000
+                    row["layer_to_socket"] = (now - frame.get("sent_at", now)) * 1000
+                    row["deltas"] = 1
+                    row["chars"] = len(frame["text"])
+                elif frame["type"] == "delta":
+                    row["deltas"] += 1
+                    row["chars"] += len(frame["text"])
+                elif frame["type"] == "message.done":
+                    row["total"] = (now - sent) * 1000
+                    row["timings"] = frame.get("timings", {})
+                    row["status"] = frame["status"]
+                    break
+                elif frame["type"] == "error":
+                    raise RuntimeError(frame)
+            if r > 0 or rounds == 1:  # the first round of each conversation warms connections
+                results.append(row)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def run_level(url: str, concurrency: int, rounds: int, question: str) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    await asyncio.gather(*(conversation(url, rounds, results, question) for _ in range(concurrency)))
+    return results
+
+
+def report(concurrency: int, results: list[dict[str, Any]], server_delay_ms: float) -> dict[str, Any]:
+    overhead = [r["ttft"] - server_delay_ms for r in results]
+    t = [r["timings"] for r in results]
+
+    def p50(values: list[float]) -> float:
+        return round(statistics.median(values), 1) if values else float("nan")
+
+    row = {
+        "concurrency": concurrency,
+        "replies": len(results),
+        "overhead_p50_ms": round(pct(overhead, 50), 1),
+        "overhead_p95_ms": round(pct(overhead, 95), 1),
+        "ws_to_db_p50": p50([r["stored_ms"] for r in results]),
+        "queue_wait_p50": p50([x.get("queue_wait", 0.0) for x in t]),
+        "claim_p50": p50([x.get("claim", 0.0) for x in t]),
+        "retrieval_p50": p50([x.get("retrieval", 0.0) for x in t]),
+        "prompt_p50": p50([x.get("prompt", 0.0) for x in t]),
+        "pool_p50": p50([x.get("pool_first_token", 0.0) - server_delay_ms for x in t]),
+        "layer_to_socket_p50": p50([r["layer_to_socket"] for r in results]),
+        "group_sends_per_reply_p50": p50([x.get("group_sends", 0) for x in t]),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--server-delay", type=float, default=0.02)
+    parser.add_argument("--pool", default="threads 64", help='"threads 64" or "prefork 2"')
+    args = parser.parse_args()
+    setup_django()
+    stack = Stack(
+        reply="The Product 1 stove costs 11.50 EUR and is in stock; it folds flat and boils water fast.",
+        token_delay=0.01,
+        server_delay=args.server_delay,
+        pool=args.pool,
+    )
+    try:
+        business = make_business()
+        stack.start()
+        url = f"{stack.asgi.ws_url}/ws/chat/{business.widget_key}/"
+        asyncio.run(run_level(url, 2, 2, "do you have a stove?"))  # warm up: connections, caches
+        for level in args.concurrency:
+            results = asyncio.run(run_level(url, level, args.rounds, "how much is the stove?"))
+            report(level, results, args.server_delay * 1000)
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
