@@ -21,7 +21,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from config import embedded
 
-COLOURS = {"asgi": "\033[36m", "worker": "\033[35m", "stack": "\033[32m"}
+COLOURS = {"asgi": "\033[36m", "worker": "\033[35m", "replies": "\033[33m", "stack": "\033[32m"}
 RESET = "\033[0m"
 _print_lock = threading.Lock()
 
@@ -38,8 +38,9 @@ def _pump(source: str, stream: IO[bytes]) -> None:
 
 
 class Stack:
-    def __init__(self, host: str, port: int, worker_concurrency: int) -> None:
-        self.host, self.port, self.worker_concurrency = host, port, worker_concurrency
+    def __init__(self, host: str, port: int, worker_concurrency: int, reply_threads: int) -> None:
+        self.host, self.port = host, port
+        self.worker_concurrency, self.reply_threads = worker_concurrency, reply_threads
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = threading.Event()
 
@@ -95,25 +96,20 @@ class Stack:
         call_command("seed_demo")
 
         python = sys.executable
-        self.spawn(
-            "worker",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "replies,ingest,outbound",
-                "--concurrency",
-                str(self.worker_concurrency),
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                f"stack-{os.getpid()}@%h",
-            ],
-        )
+        # Two workers: replies spend their time waiting on the inference stream, so a thread pool runs many
+        # at once; imports and embeddings are CPU-bound and get processes.
+        for name, queues, pool, concurrency in (
+            ("replies", "replies", "threads", self.reply_threads),
+            ("worker", "ingest,outbound", "prefork", self.worker_concurrency),
+        ):
+            self.spawn(
+                name,
+                [
+                    *(python, "-m", "celery", "-A", "config", "worker"),
+                    *("-Q", queues, "--pool", pool, "--concurrency", str(concurrency)),
+                    *("--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h"),
+                ],
+            )
         self.spawn(
             "asgi",
             [
@@ -174,7 +170,8 @@ def main() -> int:
     stack = Stack(
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
-        worker_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "4")),
+        worker_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "2")),
+        reply_threads=int(os.environ.get("REPLY_WORKER_THREADS", "32")),
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
