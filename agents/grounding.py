@@ -59,7 +59,28 @@ _STOCK = re.compile(rf"\b(?P<neg>{_NEGATIVE_STOCK})\b|\b(?P<pos>{_POSITIVE_STOCK
 # A sentence ends at . ! ? followed by white space (never inside "12.50"), or at a line break.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(["a", "an", "and", "the", "of", "for", "with", "in", "on", "to", "by", "at", "or", "x", "pack", "set", "new", "size"])
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "the",
+        "of",
+        "for",
+        "with",
+        "in",
+        "on",
+        "to",
+        "by",
+        "at",
+        "or",
+        "x",
+        "pack",
+        "set",
+        "new",
+        "size",
+    ]
+)
 # Availability values (catalogs.models.Availability) a customer can buy now / cannot.
 BUYABLE = frozenset({"in_stock", "preorder", "backorder"})
 

@@ -134,9 +134,7 @@ class Agent(models.Model):
         max_length=500, default="I'm connecting you with a member of our team. They'll reply here shortly."
     )
     grounding_mode = models.CharField(max_length=10, choices=Grounding.choices, default=Grounding.CORRECT)
-    withheld_message = models.CharField(
-        max_length=500, default="Here is what I found in our catalog:"
-    )
+    withheld_message = models.CharField(max_length=500, default="Here is what I found in our catalog:")
     # Widget theme.
     theme_color = models.CharField(max_length=7, default="#2563eb")
     theme_position = models.CharField(max_length=5, choices=Position.choices, default=Position.RIGHT)

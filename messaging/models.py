@@ -27,7 +27,9 @@ class Contact(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["business", "channel", "external_id"], name="contact_unique_identity")
+            models.UniqueConstraint(
+                fields=["business", "channel", "external_id"], name="contact_unique_identity"
+            )
         ]
 
     def __str__(self) -> str:
@@ -220,7 +222,9 @@ class WebhookDelivery(models.Model):
     business = models.ForeignKey(
         Business, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries"
     )
-    platform = models.CharField(max_length=16)  # the endpoint it arrived on: whatsapp, messenger, instagram, meta
+    platform = models.CharField(
+        max_length=16
+    )  # the endpoint it arrived on: whatsapp, messenger, instagram, meta
     body = models.BinaryField()
     signature = models.CharField(max_length=100)
     # Empty: signed with the deployment's app secret. Else the accounts whose own secret verified it: only
@@ -262,7 +266,9 @@ class OutboundPart(models.Model):
     body = models.JSONField()
     state = models.CharField(max_length=10, choices=State.choices, default=State.SENDING)
     channel_message_id = models.CharField(max_length=255, blank=True)
-    delivery = models.CharField(max_length=10, choices=Message.Delivery.choices, default=Message.Delivery.NONE, blank=True)
+    delivery = models.CharField(
+        max_length=10, choices=Message.Delivery.choices, default=Message.Delivery.NONE, blank=True
+    )
     error = models.TextField(blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
