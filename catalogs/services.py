@@ -328,19 +328,8 @@ def _flush_items(business: Business, batch: list[ParsedRow], counts: _Counts) ->
 
 # Written through COPY into a temporary table, then one INSERT ... ON CONFLICT per batch: building a
 # 1,000-row multi-VALUES statement in Django and binding it client-side cost 4x the database's own time.
-STAGED_SCALARS = (
-    "item_group_id",
-    "title",
-    "description",
-    "price",
-    "sale_price",
-    "currency",
-    "availability",
-    "brand",
-    "category",
-    "url",
-    "image_url",
-)
+STAGED_JSON = ("attributes", "variants")
+STAGED_SCALARS = tuple(name for name in ITEM_CONTENT_FIELDS if name not in STAGED_JSON)
 STAGE_TABLE = "catalog_import_stage"
 _STAGE_COLUMNS = ("external_id", *STAGED_SCALARS, "attributes", "variants", "content_hash", "reembed")
 _UPSERT_SQL = f"""
