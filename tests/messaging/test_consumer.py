@@ -77,6 +77,8 @@ async def test_unknown_widget_key() -> None:
         "detail": "No business has this widget key.",
     }
     assert (await communicator.receive_output())["code"] == 4404
+    # The browser answers a close with its own disconnect; without it the consumer waits forever.
+    await communicator.disconnect()
 
 
 async def test_origin_must_be_allowed_even_with_allowed_hosts_star(business: Any, settings: Any) -> None:
@@ -84,6 +86,7 @@ async def test_origin_must_be_allowed_even_with_allowed_hosts_star(business: Any
     ws = await connect(business, origin="https://evil.example")
     assert (await ws.receive_json_from())["code"] == "origin_not_allowed"
     assert (await ws.receive_output())["code"] == 4403
+    await ws.disconnect()
     assert await counts() == (0, 0)
 
 
@@ -161,6 +164,7 @@ async def test_concurrent_connections_per_visitor(business: Any, settings: Any) 
     refused = await hello(sockets[2], visitor_token=token)
     assert refused["code"] == "too_many_connections"
     assert (await sockets[2].receive_output())["code"] == 4429
+    await sockets[2].disconnect()
     # Closing one frees a slot.
     await sockets[0].disconnect()
     again = await connect(business)
