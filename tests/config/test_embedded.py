@@ -143,3 +143,13 @@ def test_a_killed_postgres_holder_does_not_keep_postgres_alive(data_dir: Path) -
     assert int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0]) == postmaster
     release(survivor)
     assert wait_dead(postmaster, 30)
+
+
+def test_postgres_stops_with_its_last_holder_even_if_another_died_after_it_started(data_dir: Path) -> None:
+    survivor = start_holder(data_dir, "ensure_postgres")
+    postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0])
+    crashed = start_holder(data_dir, "ensure_postgres")
+    crashed.send_signal(signal.SIGKILL)
+    crashed.wait()
+    release(survivor)
+    assert wait_dead(postmaster, 30)
