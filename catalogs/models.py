@@ -288,3 +288,14 @@ class Import(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in (self.State.SUCCEEDED, self.State.FAILED)
+
+    def counts(self) -> dict[str, int]:
+        """What the import did to the catalog, as the API, the command and the admin report it."""
+        return {
+            "created": self.created_count,
+            "updated": self.updated_count,
+            "unchanged": self.unchanged_count,
+            "retired": self.retired_count,
+            "failed": self.failed_count,
+            "embedded": self.embedded_count,
+        }

@@ -599,6 +599,18 @@ def _quote_lexeme(lexeme: str) -> str:
 _TSVECTOR_ENTRY = re.compile(r"'((?:[^']|'')+)'(?::([0-9A-D,]+))?")
 
 
+def _leg_score(mode: SearchMode, vector: object, lexical: float, rank: object) -> float | None:
+    """The score of one row for a search mode, before item-only boosts; None: the row does not match."""
+    if mode == "vector":
+        return float(vector)  # type: ignore[arg-type]
+    if mode == "fulltext":
+        if lexical <= 0:
+            return None
+        # ts_rank only breaks ties between rows holding the same words.
+        return lexical + 1e-3 * float(rank)  # type: ignore[arg-type]
+    return float(vector) + LEXICAL_WEIGHT * lexical  # type: ignore[arg-type]
+
+
 def _lexical_score(tsvector_text: str, idf: dict[str, float]) -> float:
     """Share of the query's idf mass the row holds, each word weighted by its best field (title > ...)."""
     if not idf:
@@ -645,17 +657,14 @@ def _fuse(
          brand, category, vector, tsvector_text, row_trigrams, rank) = row  # fmt: skip
         lexical = _lexical_score(tsvector_text, idf)
         trigram = _trigram_score(row_trigrams, trigram_words)
-        if mode == "vector":
-            score = float(vector)
-        elif mode == "fulltext":
-            if lexical <= 0:
-                continue
-            # ts_rank only breaks ties between rows holding the same words.
-            score = lexical + 1e-3 * float(rank)
-        else:
+        base = _leg_score(mode, vector, lexical, rank)
+        if base is None:
+            continue
+        score = base
+        if mode == "hybrid":
             # Squared: a near-complete trigram match (a typo, a SKU without its dashes) counts, a half
             # match (a look-alike word) barely does.
-            score = float(vector) + LEXICAL_WEIGHT * lexical + TRIGRAM_WEIGHT * trigram**2
+            score += TRIGRAM_WEIGHT * trigram**2
             score += SKU_BOOST if external_id in sku_set else 0.0
             effective = sale_price if sale_price is not None else price
             if effective is not None and (
@@ -688,14 +697,10 @@ def _fuse(
         )
     for chunk_id, document_id, doc_title, heading, text, vector, tsvector_text, rank in chunk_rows:
         lexical = _lexical_score(tsvector_text, idf)
-        if mode == "vector":
-            score = float(vector)
-        elif mode == "fulltext":
-            if lexical <= 0:
-                continue
-            score = lexical + 1e-3 * float(rank)
-        else:
-            score = float(vector) + LEXICAL_WEIGHT * lexical
+        chunk_score = _leg_score(mode, vector, lexical, rank)
+        if chunk_score is None:
+            continue
+        score = chunk_score
         hits.append(
             SearchHit(
                 kind="chunk",

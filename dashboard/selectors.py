@@ -213,12 +213,7 @@ def import_status(imp: Import) -> dict[str, object]:
         "percent": percent,
         "rate": rate,
         "eta_seconds": eta,
-        "created": imp.created_count,
-        "updated": imp.updated_count,
-        "unchanged": imp.unchanged_count,
-        "retired": imp.retired_count,
-        "failed": imp.failed_count,
-        "embedded": imp.embedded_count,
+        **imp.counts(),
         "error_message": imp.error_message,
         "finished": imp.is_finished,
         "errors_url": reverse(

@@ -85,12 +85,7 @@ class Command(BaseCommand):
             "import_id": imp.pk,
             "state": imp.state,
             "format": imp.format,
-            "created": imp.created_count,
-            "updated": imp.updated_count,
-            "unchanged": imp.unchanged_count,
-            "retired": imp.retired_count,
-            "failed": imp.failed_count,
-            "embedded": imp.embedded_count,
+            **imp.counts(),
             "seconds": imp.timings.get("total"),
             "error": imp.error_message,
         }
