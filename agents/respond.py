@@ -26,7 +26,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -36,6 +35,7 @@ from agents.inference.client import stream_chat
 from agents.models import Agent
 from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, retrieval_query
 from businesses.models import Business
+from config import aio
 
 SEARCH_LIMIT = 6
 REFUSAL = "Sorry, that is not something I can help with here."
@@ -167,7 +167,7 @@ async def respond(
     t = time.perf_counter()
     query = retrieval_query(question, turns)
     vector = await _query_vector(query.strip())
-    hits = await sync_to_async(_search, thread_sensitive=True)(business, query, vector)
+    hits = await aio.database(_search, business, query, vector)
     timings["retrieval"] = _ms(t)
     yield Citations(
         [

@@ -4,7 +4,8 @@
 
 What it starts (the same way as tests/fixtures/stack.py): the embedded Postgres and Redis, a database
 ``bizagent_bench`` (created and migrated once), a business with a small embedded catalog, the test
-inference server in this process (first token after ``--server-delay`` seconds, then a token every 10 ms),
+inference server in a process of its own (first token after ``--server-delay`` seconds, then a token every
+10 ms),
 a real Celery worker (``-Q replies,ingest,outbound``; ``--pool``, default threads -c 64: a reply is I/O
 bound and holds its worker slot for its whole stream) and a real uvicorn. Each conversation is one
 websocket client that sends a message, reads the whole reply, and sends the next one (``--rounds``).
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -76,21 +78,41 @@ def make_business() -> Any:
 
 
 class Stack:
-    """The test inference server (here), then a real worker and uvicorn pointed at it.
+    """The test inference server (its own process), then a real worker and uvicorn pointed at it.
 
     Embeddings come from the pool (the test server's deterministic ``/v1/embeddings``), as in a
     deployment with a GPU pool: the local CPU model costs 0.5-1.5 s a query on this shared 2-core VM
     and would measure the VM, not the framework."""
 
     def __init__(self, *, reply: str, token_delay: float, server_delay: float, pool: str) -> None:
+        import subprocess
+
+        import httpx
         from django.conf import settings
 
-        from tests.inference_server import InferenceServer
-
-        self.inference = InferenceServer(reply=reply, token_delay=token_delay).start()
+        # Its own process: in this one it would share the GIL with the websocket clients that take the times.
+        self.inference = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.inference_server",
+                "--reply",
+                reply,
+                "--token-delay",
+                str(token_delay),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.inference.stdout is not None
+        self.inference_url = self.inference.stdout.readline().split()[-1]
         if server_delay:
-            self.inference.fault("slow_first_token", delay=server_delay)
-        settings.LLAMA_POOL = self.inference.url
+            httpx.post(
+                f"{self.inference_url}/_control",
+                json={"fault": {"kind": "slow_first_token", "delay": server_delay}},
+            ).raise_for_status()
+        settings.LLAMA_POOL = self.inference_url
         settings.LLAMA_MODEL = "test-model"
         settings.EMBEDDINGS_BACKEND = "pool"
         settings.EMBEDDINGS_MODEL = "test-model"
@@ -107,7 +129,7 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         env = stack_environment(
             db_name=settings.DATABASES["default"]["NAME"],
-            inference_url=self.inference.url,
+            inference_url=self.inference_url,
             overrides={
                 "EMBEDDINGS_BACKEND": "pool",
                 "EMBEDDINGS_MODEL": "test-model",
@@ -125,7 +147,8 @@ class Stack:
         for process in (self.worker, self.asgi):
             if process is not None:
                 process.stop()
-        self.inference.stop()
+        self.inference.terminate()
+        self.inference.wait(10)
 
 
 async def conversation(url: str, rounds: int, results: list[dict[str, Any]], question: str) -> None:
@@ -208,6 +231,8 @@ def main() -> None:
     parser.add_argument("--server-delay", type=float, default=0.02)
     parser.add_argument("--pool", default="threads 64", help='"threads 64" or "prefork 2"')
     args = parser.parse_args()
+    # ``timeout`` and Ctrl-C alike stop the worker and uvicorn (a leftover worker would take the next run's tasks).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     setup_django()
     stack = Stack(
         reply="The Product 1 stove costs 11.50 EUR and is in stock; it folds flat and boils water fast.",

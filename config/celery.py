@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -34,3 +34,11 @@ def _embedded_services(**_: object) -> None:
     from config import embedded
 
     embedded.ensure_core_services()
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _stop_reply_loop(**_: object) -> None:
+    from config import aio
+
+    aio.stop()

@@ -35,7 +35,7 @@ def group_send(group: str, event: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(group, event)
 
 
-def _enqueue_reply(message_id: int, channel: str) -> None:
+def _enqueue_reply(message_id: int, conversation_id: int, channel: str) -> None:
     from messaging.tasks import reply
 
     wait = (
@@ -43,9 +43,9 @@ def _enqueue_reply(message_id: int, channel: str) -> None:
     )
     # queued_at: when the task may start, so that the reply's queue_wait timing excludes the burst wait.
     if wait > 0:
-        reply.apply_async((message_id, time.time() + wait), countdown=wait)
+        reply.apply_async((message_id, time.time() + wait, conversation_id), countdown=wait)
     else:
-        reply.apply_async((message_id, time.time()))
+        reply.apply_async((message_id, time.time(), conversation_id))
 
 
 def _enqueue_outbound(message_id: int) -> None:
@@ -130,7 +130,7 @@ def message_receive(
             Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
         ).update(last_customer_message_at=received_at, updated_at=timezone.now())
         if bot:
-            transaction.on_commit(lambda: _enqueue_reply(message.pk, channel))
+            transaction.on_commit(lambda: _enqueue_reply(message.pk, message.conversation_id, channel))
     return message
 
 

@@ -1,8 +1,8 @@
 """The reply task: one customer message (or a burst of them) -> one streamed, stored agent reply.
 
 ``reply(message_id)`` runs on the ``replies`` queue (acks_late and reject-on-worker-lost are global). The
-whole reply runs in ONE event loop (one ``async_to_sync`` of ``run_reply``): the channel layer's and the
-pool client's connections are per loop, so a loop per delta would open and close connections per token.
+whole reply runs on the worker process's long-lived event loop (``config.aio``), whose connections to Redis,
+the channel layer and the pool stay open from one reply to the next.
 
 Exactly once:
 - a per-conversation Redis lock keeps replies of one conversation in order;
@@ -28,13 +28,13 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
 from celery import shared_task
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from agents import respond as agent
 from agents.prompts import Turn, handoff_reason
+from config import aio
 from messaging import streams
 from messaging.models import Message
 from messaging.ratelimits import _clients as _redis_clients
@@ -58,13 +58,14 @@ FAILED_TEXT = "Sorry, I can't answer right now. Please try again in a moment."
 STOPPED = "stopped by the customer"
 
 
-def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    return sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
+db = aio.database
 
 
 @shared_task(name="messaging.tasks.reply", bind=True, acks_late=True, max_retries=None)
-def reply(self: Any, message_id: int, queued_at: float | None = None) -> str:
-    outcome = async_to_sync(run_reply)(message_id, queued_at)
+def reply(
+    self: Any, message_id: int, queued_at: float | None = None, conversation_id: int | None = None
+) -> str:
+    outcome = aio.run(run_reply(message_id, queued_at, conversation_id))
     if outcome == "busy":
         # Another live worker holds the conversation or this message: come back when it may be done.
         raise self.retry(countdown=0.25, max_retries=int(settings.REPLY_LEASE_SECONDS * 8))
@@ -75,28 +76,78 @@ def _lock_key(conversation_id: int) -> str:
     return f"reply-lock:{conversation_id}"
 
 
-async def _lock(conversation_id: int, worker: str) -> bool:
-    from messaging.services import claim_is_stale
-
-    client = redis()
-    ttl = settings.REPLY_LEASE_SECONDS
-    if await client.set(_lock_key(conversation_id), worker, nx=True, ex=ttl):
-        return True
-    raw = await client.get(_lock_key(conversation_id))
-    holder = raw.decode() if isinstance(raw, bytes) else str(raw or "")
-    from django.utils import timezone
-
-    if holder and claim_is_stale(timezone.now(), holder, timezone.now()):
-        # The holder's process is gone (same host): take the lock over.
-        return bool(await client.set(_lock_key(conversation_id), worker, xx=True, ex=ttl))
-    return False
-
-
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+LOCK_WAIT_SECONDS = 1.0  # the previous reply of the conversation is usually saving its last words
 
 
-async def _unlock(conversation_id: int, worker: str) -> None:
-    await redis().eval(_RELEASE, 1, _lock_key(conversation_id), worker)
+class _Hold:
+    """What a running reply holds: its conversation's lock (replies in order) and, once claimed, the lease on
+    the customer message, renewed until the final save. Losing the lease to a takeover cancels the reply."""
+
+    def __init__(self, conversation_id: int, worker: str) -> None:
+        self.conversation_id = conversation_id
+        self.worker = worker
+        self.locked = False
+        self.lost = False
+        self.stopping = asyncio.Event()
+        self.heartbeat: asyncio.Task[None] | None = None
+
+    async def lock(self) -> bool:
+        from django.utils import timezone
+
+        from messaging.services import claim_is_stale
+
+        client, key, ttl = redis(), _lock_key(self.conversation_id), settings.REPLY_LEASE_SECONDS
+        waited_until = time.monotonic() + LOCK_WAIT_SECONDS
+        while not await client.set(key, self.worker, nx=True, ex=ttl):
+            raw = await client.get(key)
+            holder = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+            if holder and claim_is_stale(timezone.now(), holder, timezone.now()):
+                # The holder's process is gone (same host): take the lock over.
+                if not await client.set(key, self.worker, xx=True, ex=ttl):
+                    continue
+                break
+            if time.monotonic() >= waited_until:
+                return False
+            await asyncio.sleep(0.02)
+        self.locked = True
+        return True
+
+    def renew(self, customer_id: int) -> None:
+        reply_task = asyncio.current_task()
+        assert reply_task is not None
+        interval = max(0.5, settings.REPLY_LEASE_SECONDS / 4)
+
+        async def beat() -> None:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+                    return
+                held = await db(reply_renew, customer_id=customer_id, worker=self.worker)
+                await redis().set(
+                    _lock_key(self.conversation_id), self.worker, xx=True, ex=settings.REPLY_LEASE_SECONDS
+                )
+                if not held:
+                    self.lost = True
+                    reply_task.cancel()
+                    return
+
+        self.heartbeat = asyncio.create_task(beat())
+
+    async def stop_renewing(self) -> None:
+        """Before the final save: a renewal after it would find the message answered and cancel the reply.
+        A signal, not ``cancel()``: a cancel that lands in a database call is swallowed by ``sync_to_async``
+        (it waits for the thread), and the heartbeat would go on for ever."""
+        self.stopping.set()
+        if self.heartbeat is not None:
+            await self.heartbeat
+
+    async def release(self) -> None:
+        """Stop renewing and unlock (the next reply of the conversation may start): idempotent."""
+        await self.stop_renewing()
+        if self.locked:
+            self.locked = False
+            await redis().eval(_RELEASE, 1, _lock_key(self.conversation_id), self.worker)
 
 
 class _Stream:
@@ -172,104 +223,96 @@ class _Stream:
         return "".join(self.parts)
 
 
-def _load(claim: ReplyClaim) -> tuple[Any, list[Turn]]:
+def _claim_and_load(message_id: int, worker: str) -> tuple[ReplyClaim, Any, list[Turn], int] | str:
+    """The claim, then what the reply reads (the agent, the recent turns, the failures in a row), in one
+    trip to a database thread."""
     from agents.selectors import agent_for
 
-    settings_row = agent_for(claim.customer.business)
+    claim = reply_claim(message_id=message_id, worker=worker)
+    if isinstance(claim, str):
+        return claim
     first_question = claim.questions[0].pk if claim.questions else claim.customer.pk
     turns = [
         Turn(role=m.role, text=m.text)
         for m in recent_turns(claim.conversation, before_id=first_question)
         if m.pk != claim.reply.pk
     ]
-    return settings_row, turns
+    return claim, agent_for(claim.customer.business), turns, consecutive_failures(claim.conversation)
 
 
-async def run_reply(message_id: int, queued_at: float | None = None) -> str:
+def _conversation_of(message_id: int) -> int | None:
+    return Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).first()
+
+
+async def run_reply(
+    message_id: int, queued_at: float | None = None, conversation_id: int | None = None
+) -> str:
     """The whole reply, in the caller's event loop. Returns what happened: ``done``, ``cut``, ``failed``,
     ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``."""
     try:
-        return await _run_reply(message_id, queued_at)
+        return await _run_reply(message_id, queued_at, conversation_id)
     finally:
-        from agents.inference.client import close_clients
-
-        await close_clients()
-        client = _redis_clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        if not aio.on_worker_loop():
+            await _close_loop_clients()
 
 
-async def _run_reply(message_id: int, queued_at: float | None) -> str:
+async def _close_loop_clients() -> None:
+    """Close the connections a short-lived loop opened (a test's ``async_to_sync``): its loop ends here."""
+    from agents.inference.client import close_clients
+
+    await close_clients()
+    client = _redis_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
+async def _run_reply(message_id: int, queued_at: float | None, conversation_id: int | None) -> str:
     started = time.perf_counter()
     wall_start = time.time()
     worker = f"{worker_id()}:{uuid.uuid4().hex[:8]}"
-    conversation_id = await db(
-        lambda: Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).first()
-    )
-    if conversation_id is None:
-        return "gone"
-    if not await _lock(conversation_id, worker):
+    if conversation_id is None:  # a task queued by an older release
+        conversation_id = await db(_conversation_of, message_id)
+        if conversation_id is None:
+            return "gone"
+    hold = _Hold(conversation_id, worker)
+    if not await hold.lock():
         return "busy"
-    heartbeat: asyncio.Task[None] | None = None
     try:
-        claim = await db(reply_claim, message_id=message_id, worker=worker)
-        if isinstance(claim, str):
-            return claim
+        loaded = await db(_claim_and_load, message_id, worker)
+        if isinstance(loaded, str):
+            return loaded
+        claim, agent_row, turns, failures = loaded
         timings: dict[str, Any] = {"claim": round((time.perf_counter() - started) * 1000, 2)}
         if queued_at is not None:
             timings["queue_wait"] = round(max(0.0, wall_start - queued_at) * 1000, 2)
-        agent_row, turns = await db(_load, claim)
         question = "\n".join(m.text for m in claim.questions) or claim.customer.text
         group = claim.conversation.group_name
-        layer = get_channel_layer()
 
-        reason = handoff_reason(
-            agent_row, question, consecutive_failures=await db(consecutive_failures, claim.conversation)
-        )
+        reason = handoff_reason(agent_row, question, consecutive_failures=failures)
         if reason:
             text = agent_row.handoff_message
-            if await db(reply_handoff, claim=claim, worker=worker, reason=reason, text=text):
-                claim.reply.text, claim.reply.status = text, Message.Status.DONE
-                await layer.group_send(
-                    group, {"type": "message.created", "message": message_payload(claim.reply)}
-                )
-                await layer.group_send(group, _done_event(claim.reply.pk, text, "done", [], {}, {}))
-                return "handoff"
-            return "lost"
+            if not await db(reply_handoff, claim=claim, worker=worker, reason=reason, text=text):
+                return "lost"
+            await hold.release()
+            claim.reply.text, claim.reply.status = text, Message.Status.DONE
+            layer = get_channel_layer()
+            await layer.group_send(
+                group, {"type": "message.created", "message": message_payload(claim.reply)}
+            )
+            await layer.group_send(group, _done_event(claim.reply.pk, text, "done", [], {}, {}))
+            return "handoff"
 
         seq = await streams.log_last_seq(claim.reply.pk)
         stream = _Stream(group, claim.reply.pk, seq, reset=seq > 0)
-        current = asyncio.current_task()
-        assert current is not None
-        lost = asyncio.Event()
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(max(0.5, settings.REPLY_LEASE_SECONDS / 4))
-                held = await db(reply_renew, customer_id=claim.customer.pk, worker=worker)
-                await redis().set(
-                    _lock_key(conversation_id), worker, xx=True, ex=settings.REPLY_LEASE_SECONDS
-                )
-                if not held:
-                    lost.set()
-                    current.cancel()
-                    return
-
-        heartbeat = asyncio.create_task(beat())
-        outcome = await _stream_reply(claim, agent_row, turns, question, stream, timings, started)
-        if lost.is_set():
-            return "lost"
-        return outcome
+        hold.renew(claim.customer.pk)
+        return await _stream_reply(claim, agent_row, turns, question, stream, timings, started, hold)
     except asyncio.CancelledError:
-        if heartbeat is not None and heartbeat.done():
+        if hold.lost:
+            logger.warning("reply to message %s: another worker took the claim over", message_id)
             return "lost"
         raise
     finally:
-        if heartbeat is not None:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-        await _unlock(conversation_id, worker)
+        await hold.release()
 
 
 def _done_event(
@@ -299,6 +342,7 @@ async def _stream_reply(
     stream: _Stream,
     timings: dict[str, Any],
     started: float,
+    hold: _Hold,
 ) -> str:
     reply_id = claim.reply.pk
     pubsub = redis().pubsub()
@@ -393,6 +437,7 @@ async def _stream_reply(
         status, text, cards, grounding, error = Message.Status.FAILED, FAILED_TEXT, [], {}, reason
     timings["total"] = round((time.perf_counter() - started) * 1000, 2)
     timings["group_sends"] = stream.sends + 1
+    await hold.stop_renewing()
     saved = await db(
         reply_finish,
         claim=claim,
@@ -407,7 +452,9 @@ async def _stream_reply(
         error=error,
     )
     if not saved:
+        logger.warning("reply %s: another worker took the claim over before the final save", reply_id)
         return "lost"
+    await hold.release()
     if not stream.announced:
         claim.reply.text, claim.reply.status = text, status
         await stream.announce(claim.reply)

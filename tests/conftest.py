@@ -36,3 +36,13 @@ def redis_client() -> Iterator[redis_lib.Redis]:
 def _clean_redis(redis_client: redis_lib.Redis) -> None:
     # Each test starts from an empty Redis database of its own number (BIZAGENT_REDIS_DB in the test command).
     redis_client.flushdb()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reply_loop_stopped(django_db_setup: None) -> Iterator[None]:
+    # A task called in this process (reply(...)) starts the reply loop, whose database threads keep their
+    # connections: close them before the test database is dropped.
+    from config import aio
+
+    yield
+    aio.stop()

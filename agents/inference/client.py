@@ -65,8 +65,8 @@ _QUEUE_POLL_SECONDS = 0.05
 _DRAIN_SECONDS = 0.5
 
 # --- One httpx client per event loop ---------------------------------------------------------------------
-# A Celery task runs each reply in a fresh event loop (async_to_sync); connections belong to the loop that
-# opened them, so a client is never shared across loops, and a closed loop's client is never reused.
+# Connections belong to the loop that opened them (a worker's long-lived reply loop, a test's async_to_sync,
+# the ASGI server's), so a client is never shared across loops, and a closed loop's client is never reused.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
 )
