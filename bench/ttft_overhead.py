@@ -22,6 +22,8 @@ import argparse
 import asyncio
 import json
 import os
+import random
+import secrets
 import signal
 import statistics
 import sys
@@ -33,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BENCH_DB = "bizagent_bench"
+RESULTS = ROOT / "bench" / "results" / "ttft_overhead.json"
 ORIGIN = "https://shop.example"
 CATALOG = "id,title,description,availability,price,link,image_link,brand,product_type\n" + "".join(
     f"SKU-{i},Product {i} {kind},A {kind} for the outdoors; model {i}.,in stock,{10 + i}.50 EUR,"
@@ -84,7 +87,9 @@ class Stack:
     deployment with a GPU pool: the local CPU model costs 0.5-1.5 s a query on this shared 2-core VM
     and would measure the VM, not the framework."""
 
-    def __init__(self, *, reply: str, token_delay: float, server_delay: float, pool: str) -> None:
+    def __init__(
+        self, *, reply: str, token_delay: float, server_delay: float, pool: str, reply_workers: int
+    ) -> None:
         import subprocess
 
         import httpx
@@ -117,7 +122,8 @@ class Stack:
         settings.EMBEDDINGS_BACKEND = "pool"
         settings.EMBEDDINGS_MODEL = "test-model"
         self.pool = pool
-        self.worker: Any = None
+        self.reply_workers = reply_workers
+        self.workers: list[Any] = []
         self.asgi: Any = None
 
     def start(self) -> None:
@@ -137,21 +143,39 @@ class Stack:
                 "CHAT_BUSINESS_MESSAGES_PER_MINUTE": "100000",
                 "LLAMA_BUSINESS_MAX_CONCURRENCY": "1000",
                 "LOG_LEVEL": "WARNING",
+                # As in production: with DEBUG on, Django keeps and formats every query it runs.
+                "DEBUG": "0",
+                "SECRET_KEY": secrets.token_urlsafe(48),
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
             },
         )
         kind, size = self.pool.split()
-        self.worker = start_worker(env, logs / "worker.log", concurrency=int(size), pool=kind)
+        self.workers = [start_worker(env, logs / "worker.log", concurrency=int(size), pool=kind)]
+        for number in range(1, self.reply_workers):
+            # More processes for replies alone, as config.stack runs them (REPLY_WORKER_PROCESSES).
+            self.workers.append(
+                start_worker(
+                    env,
+                    logs / f"worker{number}.log",
+                    concurrency=int(size),
+                    pool=kind,
+                    queues="replies",
+                    name=f"replies{number}",
+                )
+            )
         self.asgi = start_asgi(env, logs / "asgi.log")
 
     def stop(self) -> None:
-        for process in (self.worker, self.asgi):
+        for process in (*self.workers, self.asgi):
             if process is not None:
                 process.stop()
         self.inference.terminate()
         self.inference.wait(10)
 
 
-async def conversation(url: str, rounds: int, results: list[dict[str, Any]], question: str) -> None:
+async def conversation(
+    url: str, rounds: int, results: list[dict[str, Any]], question: str, think: float
+) -> None:
     from websockets.asyncio.client import connect
 
     async with connect(url, origin=ORIGIN, max_size=2**22) as ws:  # type: ignore[arg-type]
@@ -159,6 +183,9 @@ async def conversation(url: str, rounds: int, results: list[dict[str, Any]], que
         while json.loads(await ws.recv())["type"] != "ready":
             pass
         for r in range(rounds):
+            if think:
+                # The customer reads the answer and types the next message (uniform, mean ``think`` s).
+                await asyncio.sleep(random.uniform(0.5, 1.5) * think)
             sent = time.time()
             await ws.send(json.dumps({"type": "message", "client_id": uuid.uuid4().hex, "text": question}))
             row: dict[str, Any] = {}
@@ -193,13 +220,17 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def run_level(url: str, concurrency: int, rounds: int, question: str) -> list[dict[str, Any]]:
+async def run_level(
+    url: str, concurrency: int, rounds: int, question: str, think: float = 0.0
+) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
-    await asyncio.gather(*(conversation(url, rounds, results, question) for _ in range(concurrency)))
+    await asyncio.gather(*(conversation(url, rounds, results, question, think) for _ in range(concurrency)))
     return results
 
 
-def report(concurrency: int, results: list[dict[str, Any]], server_delay_ms: float) -> dict[str, Any]:
+def report(
+    concurrency: int, results: list[dict[str, Any]], server_delay_ms: float, seconds: float
+) -> dict[str, Any]:
     overhead = [r["ttft"] - server_delay_ms for r in results]
     t = [r["timings"] for r in results]
 
@@ -213,12 +244,15 @@ def report(concurrency: int, results: list[dict[str, Any]], server_delay_ms: flo
         "overhead_p95_ms": round(pct(overhead, 95), 1),
         "ws_to_db_p50": p50([r["stored_ms"] for r in results]),
         "queue_wait_p50": p50([x.get("queue_wait", 0.0) for x in t]),
+        "lock_p50": p50([x.get("lock", 0.0) for x in t]),
         "claim_p50": p50([x.get("claim", 0.0) for x in t]),
+        "stream_setup_p50": p50([x.get("stream_setup", 0.0) for x in t]),
         "retrieval_p50": p50([x.get("retrieval", 0.0) for x in t]),
         "prompt_p50": p50([x.get("prompt", 0.0) for x in t]),
         "pool_p50": p50([x.get("pool_first_token", 0.0) - server_delay_ms for x in t]),
         "layer_to_socket_p50": p50([r["layer_to_socket"] for r in results]),
         "group_sends_per_reply_p50": p50([x.get("group_sends", 0) for x in t]),
+        "replies_per_s": round(len(results) / seconds, 1),
     }
     print(json.dumps(row), flush=True)
     return row
@@ -229,7 +263,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--server-delay", type=float, default=0.02)
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=2.0,
+        help="customer's mean pause (s) between an answer and the next message; 0 = none (saturation)",
+    )
     parser.add_argument("--pool", default="threads 64", help='"threads 64" or "prefork 2"')
+    parser.add_argument("--reply-workers", type=int, default=2, help="worker processes for replies")
     args = parser.parse_args()
     # ``timeout`` and Ctrl-C alike stop the worker and uvicorn (a leftover worker would take the next run's tasks).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -239,17 +280,25 @@ def main() -> None:
         token_delay=0.01,
         server_delay=args.server_delay,
         pool=args.pool,
+        reply_workers=args.reply_workers,
     )
+    rows = []
     try:
         business = make_business()
         stack.start()
         url = f"{stack.asgi.ws_url}/ws/chat/{business.widget_key}/"
         asyncio.run(run_level(url, 2, 2, "do you have a stove?"))  # warm up: connections, caches
         for level in args.concurrency:
-            results = asyncio.run(run_level(url, level, args.rounds, "how much is the stove?"))
-            report(level, results, args.server_delay * 1000)
+            started = time.perf_counter()
+            results = asyncio.run(run_level(url, level, args.rounds, "how much is the stove?", args.think))
+            row = report(level, results, args.server_delay * 1000, time.perf_counter() - started)
+            rows.append(
+                {**row, "think_s": args.think, "pool": args.pool, "reply_workers": args.reply_workers}
+            )
     finally:
         stack.stop()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 if __name__ == "__main__":

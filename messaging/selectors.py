@@ -73,23 +73,23 @@ def streaming_replies(business: Business, conversation_id: int) -> list[Message]
     )
 
 
-def recent_turns(conversation: Conversation, *, before_id: int, limit: int = 12) -> list[Message]:
-    """The messages before ``before_id`` that a reply reads as context, oldest first."""
-    qs = (
-        Message.objects.filter(conversation=conversation, pk__lt=before_id)
-        .exclude(text="")
-        .exclude(status=Message.Status.FAILED)
-        .order_by("-pk")[:limit]
-    )
-    return list(reversed(qs))
+def conversation_window(conversation_id: int, *, limit: int = 60) -> list[Message]:
+    """The conversation's latest ``limit`` messages, oldest first: what a reply reads (the questions of a
+    burst, the turns before them, the latest failures)."""
+    return list(reversed(Message.objects.filter(conversation_id=conversation_id).order_by("-pk")[:limit]))
 
 
-def consecutive_failures(conversation: Conversation) -> int:
-    """How many of the agent's latest replies in a row failed, were cut or found nothing."""
+def context_turns(messages: list[Message], *, limit: int = 12) -> list[Message]:
+    """The last ``limit`` of ``messages`` (oldest first) that a reply reads as context."""
+    said = [m for m in messages if m.text and m.status != Message.Status.FAILED]
+    return said[-limit:]
+
+
+def failures_in_a_row(messages: list[Message], *, limit: int = 10) -> int:
+    """How many of the agent's latest replies among ``messages`` (oldest first) in a row failed, were cut or
+    found nothing."""
     count = 0
-    for message in Message.objects.filter(conversation=conversation, role__in=["agent", "staff"]).order_by(
-        "-pk"
-    )[:10]:
+    for message in [m for m in reversed(messages) if m.role in ("agent", "staff")][:limit]:
         failed = message.role == Message.Role.AGENT and (
             message.status in (Message.Status.FAILED, Message.Status.CUT)
             or bool(message.grounding.get("no_results"))

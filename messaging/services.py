@@ -22,6 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from businesses.models import Business
+from messaging import selectors
 from messaging.models import Channel, Contact, Conversation, Message
 from messaging.selectors import message_payload
 
@@ -35,17 +36,24 @@ def group_send(group: str, event: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(group, event)
 
 
-def _enqueue_reply(message_id: int, conversation_id: int, channel: str) -> None:
+def _enqueue_reply(message: Message) -> None:
     from messaging.tasks import reply
 
     wait = (
-        settings.WIDGET_BURST_WAIT_SECONDS if channel == Channel.WIDGET else settings.REPLY_BURST_WAIT_SECONDS
+        settings.WIDGET_BURST_WAIT_SECONDS
+        if message.channel == Channel.WIDGET
+        else settings.REPLY_BURST_WAIT_SECONDS
     )
     # queued_at: when the task may start, so that the reply's queue_wait timing excludes the burst wait.
-    if wait > 0:
-        reply.apply_async((message_id, time.time() + wait, conversation_id), countdown=wait)
-    else:
-        reply.apply_async((message_id, time.time(), conversation_id))
+    reply.apply_async(
+        (message.pk, time.time() + wait),
+        {
+            "conversation_id": message.conversation_id,
+            "business_id": message.business_id,
+            "text": message.text,
+        },
+        countdown=wait or None,
+    )
 
 
 def _enqueue_outbound(message_id: int) -> None:
@@ -130,7 +138,7 @@ def message_receive(
             Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
         ).update(last_customer_message_at=received_at, updated_at=timezone.now())
         if bot:
-            transaction.on_commit(lambda: _enqueue_reply(message.pk, message.conversation_id, channel))
+            transaction.on_commit(lambda: _enqueue_reply(message))
     return message
 
 
@@ -243,12 +251,17 @@ class ReplyClaim:
     reply: Message
     questions: list[Message]  # the unanswered customer messages this reply answers (a burst), oldest first
     taken_over: bool  # a dead worker had started this reply
+    turns: list[Message]  # the conversation before the questions, oldest first (the reply's context)
+    failures: int  # the agent's latest replies that failed in a row (for the handoff trigger)
 
 
 def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
     """Claim the reply to a customer message, exactly once. Returns the claim, or why not:
     ``gone``, ``answered`` (already done, or superseded by a newer message of a burst), ``human``,
-    ``busy`` (another live worker holds it: retry later)."""
+    ``busy`` (another live worker holds it: retry later).
+
+    On the hot path of every reply: one read of the conversation's latest messages gives the burst check,
+    the questions, the turns and the failures; the reply row is created without a savepoint."""
     now = timezone.now()
     with transaction.atomic(durable=True):
         customer = (
@@ -266,13 +279,11 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
                 status=Message.Status.SKIPPED
             )
             return "human"
-        newer = Message.objects.filter(
-            conversation=conversation,
-            role=Message.Role.CUSTOMER,
-            status=Message.Status.RECEIVED,
-            pk__gt=message_id,
-        ).exists()
-        if newer:
+        window = selectors.conversation_window(conversation.pk)
+        waiting = [
+            m for m in window if m.role == Message.Role.CUSTOMER and m.status == Message.Status.RECEIVED
+        ]
+        if any(m.pk > message_id for m in waiting):
             # A burst: the newest message's task answers them all.
             return "answered"
         if not claim_is_stale(customer.claimed_at, customer.claimed_by, now):
@@ -288,38 +299,37 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
             return "busy"
         taken_over = customer.claimed_at is not None
         customer.claimed_at, customer.claimed_by = now, worker[:100]
-        reply, _ = Message.objects.get_or_create(
-            reply_to=customer,
-            defaults={
-                "business_id": customer.business_id,
-                "conversation": conversation,
-                "channel": customer.channel,
-                "role": Message.Role.AGENT,
-                "status": Message.Status.STREAMING,
-                "text": "",
-            },
-        )
-        if reply.status != Message.Status.STREAMING:
+        # Only a taken-over claim can have a reply row already (this worker holds the claim: no race).
+        reply = Message.objects.filter(reply_to=customer).first() if taken_over else None
+        if reply is None:
+            reply = Message.objects.create(
+                business_id=customer.business_id,
+                conversation=conversation,
+                channel=customer.channel,
+                role=Message.Role.AGENT,
+                status=Message.Status.STREAMING,
+                text="",
+                reply_to=customer,
+            )
+        elif reply.status != Message.Status.STREAMING:
             reply.status = Message.Status.STREAMING
             reply.text = ""
             reply.save(update_fields=["status", "text", "updated_at"])
-        last_answered = (
-            Message.objects.filter(conversation=conversation, pk__lt=message_id)
-            .exclude(role=Message.Role.CUSTOMER)
-            .order_by("-pk")
-            .values_list("pk", flat=True)
-            .first()
-        ) or 0
-        questions = list(
-            Message.objects.filter(
-                conversation=conversation,
-                role=Message.Role.CUSTOMER,
-                status=Message.Status.RECEIVED,
-                pk__gt=last_answered,
-                pk__lte=message_id,
-            ).order_by("pk")
-        )
-    return ReplyClaim(customer, conversation, reply, questions, taken_over)
+    last_answered = max(
+        (m.pk for m in window if m.pk < message_id and m.role != Message.Role.CUSTOMER), default=0
+    )
+    questions = [m for m in waiting if last_answered < m.pk <= message_id]
+    first_question = questions[0].pk if questions else message_id
+    earlier = [m for m in window if m.pk < first_question and m.pk != reply.pk]
+    return ReplyClaim(
+        customer,
+        conversation,
+        reply,
+        questions,
+        taken_over,
+        turns=selectors.context_turns(earlier),
+        failures=selectors.failures_in_a_row(earlier),
+    )
 
 
 def reply_renew(*, customer_id: int, worker: str) -> bool:

@@ -39,7 +39,7 @@ from messaging import streams
 from messaging.models import Message
 from messaging.ratelimits import _clients as _redis_clients
 from messaging.ratelimits import redis
-from messaging.selectors import consecutive_failures, message_payload, recent_turns
+from messaging.selectors import message_payload
 from messaging.services import (
     ReplyClaim,
     reply_claim,
@@ -63,9 +63,14 @@ db = aio.database
 
 @shared_task(name="messaging.tasks.reply", bind=True, acks_late=True, max_retries=None)
 def reply(
-    self: Any, message_id: int, queued_at: float | None = None, conversation_id: int | None = None
+    self: Any,
+    message_id: int,
+    queued_at: float | None = None,
+    conversation_id: int | None = None,
+    business_id: int | None = None,
+    text: str | None = None,
 ) -> str:
-    outcome = aio.run(run_reply(message_id, queued_at, conversation_id))
+    outcome = aio.run(run_reply(message_id, queued_at, conversation_id, business_id, text))
     if outcome == "busy":
         # Another live worker holds the conversation or this message: come back when it may be done.
         raise self.retry(countdown=0.25, max_retries=int(settings.REPLY_LEASE_SECONDS * 8))
@@ -223,21 +228,14 @@ class _Stream:
         return "".join(self.parts)
 
 
-def _claim_and_load(message_id: int, worker: str) -> tuple[ReplyClaim, Any, list[Turn], int] | str:
-    """The claim, then what the reply reads (the agent, the recent turns, the failures in a row), in one
-    trip to a database thread."""
+def _claim_and_load(message_id: int, worker: str) -> tuple[ReplyClaim, Any] | str:
+    """The claim and the agent's settings, in one trip to a database thread."""
     from agents.selectors import agent_for
 
     claim = reply_claim(message_id=message_id, worker=worker)
     if isinstance(claim, str):
         return claim
-    first_question = claim.questions[0].pk if claim.questions else claim.customer.pk
-    turns = [
-        Turn(role=m.role, text=m.text)
-        for m in recent_turns(claim.conversation, before_id=first_question)
-        if m.pk != claim.reply.pk
-    ]
-    return claim, agent_for(claim.customer.business), turns, consecutive_failures(claim.conversation)
+    return claim, agent_for(claim.customer.business)
 
 
 def _conversation_of(message_id: int) -> int | None:
@@ -245,12 +243,19 @@ def _conversation_of(message_id: int) -> int | None:
 
 
 async def run_reply(
-    message_id: int, queued_at: float | None = None, conversation_id: int | None = None
+    message_id: int,
+    queued_at: float | None = None,
+    conversation_id: int | None = None,
+    business_id: int | None = None,
+    text: str | None = None,
 ) -> str:
     """The whole reply, in the caller's event loop. Returns what happened: ``done``, ``cut``, ``failed``,
-    ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``."""
+    ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``.
+
+    ``conversation_id``, ``business_id`` and ``text`` (the customer's message) come with the task: the lock
+    is taken without a query, and retrieval for ``text`` starts while the reply is claimed."""
     try:
-        return await _run_reply(message_id, queued_at, conversation_id)
+        return await _run_reply(message_id, queued_at, conversation_id, business_id, text)
     finally:
         if not aio.on_worker_loop():
             await _close_loop_clients()
@@ -266,7 +271,13 @@ async def _close_loop_clients() -> None:
         await client.aclose()
 
 
-async def _run_reply(message_id: int, queued_at: float | None, conversation_id: int | None) -> str:
+async def _run_reply(
+    message_id: int,
+    queued_at: float | None,
+    conversation_id: int | None,
+    business_id: int | None,
+    text: str | None,
+) -> str:
     started = time.perf_counter()
     wall_start = time.time()
     worker = f"{worker_id()}:{uuid.uuid4().hex[:8]}"
@@ -277,18 +288,24 @@ async def _run_reply(message_id: int, queued_at: float | None, conversation_id: 
     hold = _Hold(conversation_id, worker)
     if not await hold.lock():
         return "busy"
+    locked = time.perf_counter()
+    prefetch = agent.Prefetch.start(business_id, text) if business_id and text else None
     try:
         loaded = await db(_claim_and_load, message_id, worker)
         if isinstance(loaded, str):
             return loaded
-        claim, agent_row, turns, failures = loaded
-        timings: dict[str, Any] = {"claim": round((time.perf_counter() - started) * 1000, 2)}
+        claim, agent_row = loaded
+        turns = [Turn(role=m.role, text=m.text) for m in claim.turns]
+        timings: dict[str, Any] = {
+            "lock": round((locked - started) * 1000, 2),
+            "claim": round((time.perf_counter() - locked) * 1000, 2),
+        }
         if queued_at is not None:
             timings["queue_wait"] = round(max(0.0, wall_start - queued_at) * 1000, 2)
         question = "\n".join(m.text for m in claim.questions) or claim.customer.text
         group = claim.conversation.group_name
 
-        reason = handoff_reason(agent_row, question, consecutive_failures=failures)
+        reason = handoff_reason(agent_row, question, consecutive_failures=claim.failures)
         if reason:
             text = agent_row.handoff_message
             if not await db(reply_handoff, claim=claim, worker=worker, reason=reason, text=text):
@@ -305,13 +322,17 @@ async def _run_reply(message_id: int, queued_at: float | None, conversation_id: 
         seq = await streams.log_last_seq(claim.reply.pk)
         stream = _Stream(group, claim.reply.pk, seq, reset=seq > 0)
         hold.renew(claim.customer.pk)
-        return await _stream_reply(claim, agent_row, turns, question, stream, timings, started, hold)
+        return await _stream_reply(
+            claim, agent_row, turns, question, stream, timings, started, hold, prefetch
+        )
     except asyncio.CancelledError:
         if hold.lost:
             logger.warning("reply to message %s: another worker took the claim over", message_id)
             return "lost"
         raise
     finally:
+        if prefetch is not None:
+            prefetch.cancel()
         await hold.release()
 
 
@@ -343,11 +364,14 @@ async def _stream_reply(
     timings: dict[str, Any],
     started: float,
     hold: _Hold,
+    prefetch: agent.Prefetch | None,
 ) -> str:
     reply_id = claim.reply.pk
+    setup_started = time.perf_counter()
     pubsub = redis().pubsub()
     await pubsub.subscribe(streams.cancel_key(reply_id))
     stopped = await streams.cancel_requested(reply_id)
+    timings["stream_setup"] = round((time.perf_counter() - setup_started) * 1000, 2)
     final: agent.Done | agent.Cut | agent.Failed | None = None
     citations: list[dict[str, Any]] = []
     usage: dict[str, Any] = {}
@@ -361,6 +385,7 @@ async def _stream_reply(
                 turns=turns,
                 question=question,
                 affinity_key=f"conv-{claim.conversation.pk}",
+                prefetched=prefetch,
             )
             async with contextlib.aclosing(events) as iterator:
                 async for event in iterator:

@@ -142,3 +142,22 @@ def test_tenant_isolation(pool_server: Any, shop: Any) -> None:
     assert selectors.conversation_history(shop, conversation_id, "visitor-b") == []
     assert selectors.visitor_conversation(shop, "visitor-b", conversation_id) is None
     assert [m.pk for m in selectors.conversation_history(shop, conversation_id, "visitor-a")] == [message.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_repeated_failures_hand_the_conversation_to_a_person(pool_server: Any, shop: Any) -> None:
+    from agents.selectors import agent_for
+
+    agent = agent_for(shop)
+    agent.handoff_after_failures = 2
+    agent.save()
+    pool_server.fault("status", status=500)  # every endpoint fails: the reply fails, visibly
+    for text in ("tent?", "stove?"):
+        message = receive(shop, text)
+        assert message is not None
+        assert async_to_sync(run_reply)(message.pk) == "failed"
+    pool_server.clear_faults()
+    third = receive(shop, "lamp?")
+    assert third is not None
+    assert async_to_sync(run_reply)(third.pk) == "handoff"
+    assert Conversation.objects.get(pk=third.conversation_id).handoff_reason == "2 failed replies in a row"
