@@ -38,9 +38,12 @@ def _pump(source: str, stream: IO[bytes]) -> None:
 
 
 class Stack:
-    def __init__(self, host: str, port: int, worker_concurrency: int, reply_threads: int) -> None:
+    def __init__(
+        self, host: str, port: int, worker_concurrency: int, reply_processes: int, reply_threads: int
+    ) -> None:
         self.host, self.port = host, port
-        self.worker_concurrency, self.reply_threads = worker_concurrency, reply_threads
+        self.worker_concurrency = worker_concurrency
+        self.reply_processes, self.reply_threads = reply_processes, reply_threads
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = threading.Event()
 
@@ -96,10 +99,15 @@ class Stack:
         call_command("seed_demo")
 
         python = sys.executable
-        # Two workers: replies spend their time waiting on the inference stream, so a thread pool runs many
-        # at once; imports and embeddings are CPU-bound and get processes.
+        # Replies spend their time waiting on the inference stream, so each reply worker runs many at once on
+        # its event loop (config.aio), one process per core (their Python is on one GIL per process);
+        # imports and embeddings are CPU-bound and get a worker of processes.
+        workers = [
+            (f"replies{number}" if number else "replies", "replies", "threads", self.reply_threads)
+            for number in range(self.reply_processes)
+        ]
         for name, queues, pool, concurrency in (
-            ("replies", "replies", "threads", self.reply_threads),
+            *workers,
             ("worker", "ingest,outbound", "prefork", self.worker_concurrency),
         ):
             self.spawn(
@@ -171,6 +179,7 @@ def main() -> int:
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
         worker_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "2")),
+        reply_processes=max(1, int(os.environ.get("REPLY_WORKER_PROCESSES", str(os.cpu_count() or 1)))),
         reply_threads=int(os.environ.get("REPLY_WORKER_THREADS", "32")),
     )
 

@@ -1,7 +1,7 @@
 """The chat websocket (``/ws/chat/<widget key>/``), protocol in docs/websocket-protocol.md.
 
 The consumer never calls the inference pool: it stores messages through services (which queue the reply
-task) and relays the conversation group's events. ORM work sits in ``database_sync_to_async`` helpers.
+task) and relays the conversation group's events. ORM work sits in plain helpers run through ``config.aio.database``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ import logging
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from agents.selectors import agent_for
 from businesses.models import Business
 from businesses.selectors import business_for_widget_key, origin_allowed
+from config import aio
 from messaging import ratelimits, selectors, services, streams
 from messaging.models import Channel, Conversation, Message
 from messaging.visitors import visitor_from_token, visitor_token_issue
@@ -28,12 +29,10 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY = 4429
 
 
-@database_sync_to_async
 def _business(widget_key: str) -> Business | None:
     return business_for_widget_key(widget_key)
 
 
-@database_sync_to_async
 def _ready_state(
     business: Business, visitor_id: str, conversation_id: int | None
 ) -> tuple[dict[str, Any], Conversation | None, list[dict[str, Any]], list[int]]:
@@ -52,14 +51,12 @@ def _ready_state(
     return agent_info, conversation, history, streaming
 
 
-@database_sync_to_async
 def _open_conversation(business: Business, visitor_id: str) -> Conversation:
     return services.conversation_open(
         business=business, channel=Channel.WIDGET, contact_external_id=visitor_id
     )
 
 
-@database_sync_to_async
 def _receive(business: Business, visitor_id: str, text: str, client_id: str) -> Message | None:
     return services.message_receive(
         business=business,
@@ -70,14 +67,12 @@ def _receive(business: Business, visitor_id: str, text: str, client_id: str) -> 
     )
 
 
-@database_sync_to_async
 def _stored(business: Business, conversation_id: int, client_id: str) -> Message | None:
     return Message.objects.filter(
         business=business, conversation_id=conversation_id, client_message_id=client_id
     ).first()
 
 
-@database_sync_to_async
 def _streaming_reply(business: Business, conversation_id: int, message_id: int | None) -> int | None:
     replies = selectors.streaming_replies(business, conversation_id)
     if message_id is not None:
@@ -91,11 +86,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     conversation_id: int | None = None
     group: str | None = None
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch first sweeps the database connections in a thread, for every event: every
+        # streamed delta would pay a thread hop. Database calls here go through aio.database instead.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
         self.sent_seq: dict[int, int] = {}
         self.registered = False
         key = self.scope["url_route"]["kwargs"]["widget_key"]
-        self.business = await _business(key)
+        self.business = await aio.database(_business, key)
         await self.accept()
         if self.business is None:
             await self.error("unknown_widget", "No business has this widget key.")
@@ -166,13 +169,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.visitor_id = visitor_id
         wanted = content.get("conversation_id")
         wanted_id = wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
-        agent_info, conversation, history, streaming = await _ready_state(
-            self.business, visitor_id, wanted_id
+        agent_info, conversation, history, streaming = await aio.database(
+            _ready_state, self.business, visitor_id, wanted_id
         )
         if wanted_id is not None and conversation is None:
             # Not this visitor's (or gone): say so, and fall back to the visitor's own latest conversation.
             await self.error("conversation_not_found", "That conversation does not exist for this visitor.")
-            agent_info, conversation, history, streaming = await _ready_state(self.business, visitor_id, None)
+            agent_info, conversation, history, streaming = await aio.database(
+                _ready_state, self.business, visitor_id, None
+            )
         if conversation is not None:
             await self.join(conversation.pk)
         last_seq = content.get("last_seq") if isinstance(content.get("last_seq"), dict) else {}
@@ -233,13 +238,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         started = time.perf_counter()
         if self.conversation_id is None:
-            conversation = await _open_conversation(self.business, self.visitor_id)
+            conversation = await aio.database(_open_conversation, self.business, self.visitor_id)
             await self.join(conversation.pk)
-        message = await _receive(self.business, self.visitor_id, text.strip(), client_id)
+        message = await aio.database(_receive, self.business, self.visitor_id, text.strip(), client_id)
         if message is None:
             # A resend (the socket dropped before the ack): answer with the stored one, store nothing.
             assert self.conversation_id is not None
-            stored = await _stored(self.business, self.conversation_id, client_id)
+            stored = await aio.database(_stored, self.business, self.conversation_id, client_id)
             if stored is not None:
                 await self.send_json(
                     {"type": "message.created", "message": selectors.message_payload(stored)}
@@ -257,8 +262,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if self.conversation_id is None:
             return
         wanted = content.get("message_id")
-        message_id = await _streaming_reply(
-            self.business, self.conversation_id, wanted if isinstance(wanted, int) else None
+        message_id = await aio.database(
+            _streaming_reply, self.business, self.conversation_id, wanted if isinstance(wanted, int) else None
         )
         if message_id is not None:
             await streams.cancel_request(message_id)

@@ -79,7 +79,8 @@ def conversation_open(
     *, business: Business, channel: str, contact_external_id: str, contact_name: str = ""
 ) -> Conversation:
     """The contact's open conversation on this channel, created (with the contact) when there is none."""
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction (message_receive): a failure here fails it all anyway.
+    with transaction.atomic(savepoint=False):
         contact = _contact(business, channel, contact_external_id, contact_name)
         # The contact row serialises two first messages racing to open a conversation.
         Contact.objects.select_for_update().filter(pk=contact.pk).first()

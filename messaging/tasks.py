@@ -307,16 +307,16 @@ async def _run_reply(
 
         reason = handoff_reason(agent_row, question, consecutive_failures=claim.failures)
         if reason:
-            text = agent_row.handoff_message
-            if not await db(reply_handoff, claim=claim, worker=worker, reason=reason, text=text):
+            said = agent_row.handoff_message
+            if not await db(reply_handoff, claim=claim, worker=worker, reason=reason, text=said):
                 return "lost"
             await hold.release()
-            claim.reply.text, claim.reply.status = text, Message.Status.DONE
+            claim.reply.text, claim.reply.status = said, Message.Status.DONE
             layer = get_channel_layer()
             await layer.group_send(
                 group, {"type": "message.created", "message": message_payload(claim.reply)}
             )
-            await layer.group_send(group, _done_event(claim.reply.pk, text, "done", [], {}, {}))
+            await layer.group_send(group, _done_event(claim.reply.pk, said, "done", [], {}, {}))
             return "handoff"
 
         seq = await streams.log_last_seq(claim.reply.pk)
