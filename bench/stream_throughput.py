@@ -3,8 +3,8 @@ messages per reply.
 
     .venv/bin/python bench/stream_throughput.py [--conversations 50] [--tokens 200] [--token-delay 0.005]
 
-Starts the stack as bench/ttft_overhead.py does (test inference server here, real Celery worker and
-uvicorn, the ``bizagent_bench`` database). Every conversation asks once; the server streams ``--tokens``
+Starts the stack as bench/ttft_overhead.py does (the test inference server in its own process, real Celery
+workers and uvicorn, the ``bizagent_bench`` database). Writes bench/results/stream_throughput.json. Every conversation asks once; the server streams ``--tokens``
 tokens per reply. Reported: tokens delivered to the clients per second (total tokens / wall time from the
 first send to the last ``message.done``), the per-conversation rate, ``delta`` frames per reply, and the
 channel-layer group sends per reply (``timings.group_sends``: message.created + deltas + done) as the
@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import statistics
 import time
 import uuid
 from typing import Any
 
-from ttft_overhead import ORIGIN, Stack, make_business, setup_django
+from ttft_overhead import ORIGIN, ROOT, Stack, make_business, setup_django
+
+RESULTS = ROOT / "bench" / "results" / "stream_throughput.json"
 
 
 async def one(url: str, expected: str, rows: list[dict[str, Any]]) -> None:
@@ -65,10 +68,18 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--token-delay", type=float, default=0.005)
     parser.add_argument("--pool", default="threads 64")
+    parser.add_argument("--reply-workers", type=int, default=2, help="worker processes for replies")
     args = parser.parse_args()
     reply = " ".join(f"w{i}" for i in range(args.tokens))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     setup_django()
-    stack = Stack(reply=reply, token_delay=args.token_delay, server_delay=0.0, pool=args.pool)
+    stack = Stack(
+        reply=reply,
+        token_delay=args.token_delay,
+        server_delay=0.0,
+        pool=args.pool,
+        reply_workers=args.reply_workers,
+    )
     try:
         business = make_business()
         stack.start()
@@ -83,24 +94,25 @@ def main() -> None:
         rows = asyncio.run(run(args.conversations))
         wall = max(r["end"] for r in rows) - min(r["start"] for r in rows)
         tokens = args.tokens * len(rows)
-        print(
-            json.dumps(
-                {
-                    "conversations": len(rows),
-                    "tokens_per_reply": args.tokens,
-                    "server_token_delay_ms": args.token_delay * 1000,
-                    "tokens_per_s_total": round(tokens / wall, 1),
-                    "tokens_per_s_per_conversation_p50": round(
-                        statistics.median(args.tokens / max(r["stream_s"], 1e-6) for r in rows), 1
-                    ),
-                    "delta_frames_per_reply_p50": statistics.median(r["deltas"] for r in rows),
-                    "group_sends_per_reply_p50": statistics.median(r["group_sends"] for r in rows),
-                    "all_intact": all(r["intact"] for r in rows),
-                    "wall_s": round(wall, 2),
-                }
-            ),
-            flush=True,
+        line = json.dumps(
+            {
+                "conversations": len(rows),
+                "tokens_per_reply": args.tokens,
+                "server_token_delay_ms": args.token_delay * 1000,
+                "tokens_per_s_total": round(tokens / wall, 1),
+                "tokens_per_s_per_conversation_p50": round(
+                    statistics.median(args.tokens / max(r["stream_s"], 1e-6) for r in rows), 1
+                ),
+                "delta_frames_per_reply_p50": statistics.median(r["deltas"] for r in rows),
+                "group_sends_per_reply_p50": statistics.median(r["group_sends"] for r in rows),
+                "all_intact": all(r["intact"] for r in rows),
+                "wall_s": round(wall, 2),
+                "reply_workers": args.reply_workers,
+            }
         )
+        print(line, flush=True)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(line + "\n")
     finally:
         stack.stop()
 

@@ -76,7 +76,13 @@ def streaming_replies(business: Business, conversation_id: int) -> list[Message]
 def conversation_window(conversation_id: int, *, limit: int = 60) -> list[Message]:
     """The conversation's latest ``limit`` messages, oldest first: what a reply reads (the questions of a
     burst, the turns before them, the latest failures)."""
-    return list(reversed(Message.objects.filter(conversation_id=conversation_id).order_by("-pk")[:limit]))
+    # Only what a reply reads: the JSON columns of 60 rows would cost more to load than the query itself.
+    window = (
+        Message.objects.filter(conversation_id=conversation_id)
+        .only("id", "conversation_id", "role", "status", "text", "grounding")
+        .order_by("-pk")[:limit]
+    )
+    return list(reversed(window))
 
 
 def context_turns(messages: list[Message], *, limit: int = 12) -> list[Message]:

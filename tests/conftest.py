@@ -41,8 +41,14 @@ def _clean_redis(redis_client: redis_lib.Redis) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _reply_loop_stopped(django_db_setup: None) -> Iterator[None]:
     # A task called in this process (reply(...)) starts the reply loop, whose database threads keep their
-    # connections: close them before the test database is dropped.
+    # connections, as does asgiref's thread for consumers run here: close them before the database is dropped.
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
     from config import aio
 
     yield
     aio.stop()
+    asyncio.run(sync_to_async(connections.close_all)())
