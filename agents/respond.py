@@ -20,6 +20,7 @@ Closing the generator (``aclose()``) closes the upstream request at once (used f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator
@@ -125,16 +126,38 @@ def _entry(hit: Any) -> DataEntry:
     return DataEntry(ref=f"doc:{hit.chunk_id}", fields={"title": hit.title, "text": hit.text})
 
 
-def _search(business: Business, query: str, query_vector: list[float] | None) -> list[Any]:
+def _search(business: Business | int, query: str, query_vector: list[float] | None) -> list[Any]:
     from catalogs.selectors import search
 
+    if isinstance(business, int):
+        business = Business.objects.get(pk=business)
     return search(business, query, limit=SEARCH_LIMIT, query_vector=query_vector)
 
 
-async def retrieve(business: Business, query: str) -> list[Any]:
+async def retrieve(business: Business | int, query: str) -> list[Any]:
     """The business's catalog rows (items and document chunks) for ``query``, best first."""
     vector = await _query_vector(query.strip())
     return await aio.database(_search, business, query, vector)
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """A retrieval started before the conversation was read (from the customer's message alone), so that it
+    runs while the reply is claimed; ``respond`` uses it when the query turns out the same."""
+
+    query: str
+    hits: asyncio.Task[list[Any]]
+
+    @classmethod
+    def start(cls, business_id: int, question: str) -> Prefetch:
+        query = retrieval_query(question, [])
+        task = asyncio.create_task(retrieve(business_id, query))
+        # Unused (a refusal, a follow-up read with the turns, a burst): its outcome is nobody's business.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return cls(query, task)
+
+    def cancel(self) -> None:
+        self.hits.cancel()
 
 
 async def _query_vector(query: str) -> list[float] | None:
@@ -159,6 +182,7 @@ async def respond(
     turns: list[Turn],
     question: str,
     affinity_key: str | None,
+    prefetched: Prefetch | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Retrieve, assemble, stream, ground (see the module docstring for the events)."""
     started = time.perf_counter()
@@ -171,7 +195,11 @@ async def respond(
         return
 
     t = time.perf_counter()
-    hits = await retrieve(business, retrieval_query(question, turns))
+    query = retrieval_query(question, turns)
+    if prefetched is not None and prefetched.query == query:
+        hits = await asyncio.shield(prefetched.hits)  # a retry of the reply awaits it again
+    else:
+        hits = await retrieve(business, query)
     timings["retrieval"] = _ms(t)
     yield Citations(
         [

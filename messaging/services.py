@@ -47,7 +47,11 @@ def _enqueue_reply(message: Message) -> None:
     # queued_at: when the task may start, so that the reply's queue_wait timing excludes the burst wait.
     reply.apply_async(
         (message.pk, time.time() + wait),
-        {"conversation_id": message.conversation_id},
+        {
+            "conversation_id": message.conversation_id,
+            "business_id": message.business_id,
+            "text": message.text,
+        },
         countdown=wait or None,
     )
 

@@ -67,8 +67,10 @@ def reply(
     message_id: int,
     queued_at: float | None = None,
     conversation_id: int | None = None,
+    business_id: int | None = None,
+    text: str | None = None,
 ) -> str:
-    outcome = aio.run(run_reply(message_id, queued_at, conversation_id))
+    outcome = aio.run(run_reply(message_id, queued_at, conversation_id, business_id, text))
     if outcome == "busy":
         # Another live worker holds the conversation or this message: come back when it may be done.
         raise self.retry(countdown=0.25, max_retries=int(settings.REPLY_LEASE_SECONDS * 8))
@@ -244,12 +246,16 @@ async def run_reply(
     message_id: int,
     queued_at: float | None = None,
     conversation_id: int | None = None,
+    business_id: int | None = None,
+    text: str | None = None,
 ) -> str:
     """The whole reply, in the caller's event loop. Returns what happened: ``done``, ``cut``, ``failed``,
     ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``.
-    ``conversation_id`` comes with the task, so that the conversation's lock is taken without a query."""
+
+    ``conversation_id``, ``business_id`` and ``text`` (the customer's message) come with the task: the lock
+    is taken without a query, and retrieval for ``text`` starts while the reply is claimed."""
     try:
-        return await _run_reply(message_id, queued_at, conversation_id)
+        return await _run_reply(message_id, queued_at, conversation_id, business_id, text)
     finally:
         if not aio.on_worker_loop():
             await _close_loop_clients()
@@ -269,6 +275,8 @@ async def _run_reply(
     message_id: int,
     queued_at: float | None,
     conversation_id: int | None,
+    business_id: int | None,
+    text: str | None,
 ) -> str:
     started = time.perf_counter()
     wall_start = time.time()
@@ -281,6 +289,7 @@ async def _run_reply(
     if not await hold.lock():
         return "busy"
     locked = time.perf_counter()
+    prefetch = agent.Prefetch.start(business_id, text) if business_id and text else None
     try:
         loaded = await db(_claim_and_load, message_id, worker)
         if isinstance(loaded, str):
@@ -313,13 +322,17 @@ async def _run_reply(
         seq = await streams.log_last_seq(claim.reply.pk)
         stream = _Stream(group, claim.reply.pk, seq, reset=seq > 0)
         hold.renew(claim.customer.pk)
-        return await _stream_reply(claim, agent_row, turns, question, stream, timings, started, hold)
+        return await _stream_reply(
+            claim, agent_row, turns, question, stream, timings, started, hold, prefetch
+        )
     except asyncio.CancelledError:
         if hold.lost:
             logger.warning("reply to message %s: another worker took the claim over", message_id)
             return "lost"
         raise
     finally:
+        if prefetch is not None:
+            prefetch.cancel()
         await hold.release()
 
 
@@ -351,6 +364,7 @@ async def _stream_reply(
     timings: dict[str, Any],
     started: float,
     hold: _Hold,
+    prefetch: agent.Prefetch | None,
 ) -> str:
     reply_id = claim.reply.pk
     setup_started = time.perf_counter()
@@ -371,6 +385,7 @@ async def _stream_reply(
                 turns=turns,
                 question=question,
                 affinity_key=f"conv-{claim.conversation.pk}",
+                prefetched=prefetch,
             )
             async with contextlib.aclosing(events) as iterator:
                 async for event in iterator:
