@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from businesses.crypto import EncryptedTextField
+
 
 class InferenceEndpoint(models.Model):
     """An OpenAI-compatible server added from the admin (joins those in ``LLAMA_POOL``)."""
@@ -17,8 +19,8 @@ class InferenceEndpoint(models.Model):
     name = models.CharField(max_length=100)
     base_url = models.URLField(unique=True, help_text="Without /v1, e.g. http://gpu1:8000")
     weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
-    # Sent as a bearer token; blank = LLAMA_API_KEY.
-    api_key = models.CharField(max_length=200, blank=True)
+    # Sent as a bearer token; blank = LLAMA_API_KEY. Encrypted at rest (FIELD_ENCRYPTION_KEY).
+    api_key = EncryptedTextField(blank=True)
     model = models.CharField(max_length=200, blank=True, help_text="Served model name; blank = LLAMA_MODEL")
     max_concurrency = models.PositiveIntegerField(
         default=0, help_text="Requests in flight across all workers; 0 = LLAMA_ENDPOINT_MAX_CONCURRENCY"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from businesses.crypto import EncryptedTextField
 from businesses.models import Business
-from messaging.meta.crypto import EncryptedTextField
 
 
 class Channel(models.TextChoices):

@@ -16,12 +16,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
-from config import embedded
+from config import aio, embedded
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +183,7 @@ async def apool_endpoints() -> list[Endpoint]:
     cached = _cached(signature)
     if cached is not None:
         return cached
-    rows = await sync_to_async(_admin_rows, thread_sensitive=True)()
+    rows = await aio.database(_admin_rows)
     return _store(signature, _merge(_configured(), rows))
 
 

@@ -1,4 +1,5 @@
-"""Encryption at rest for tokens and secrets (Fernet: AES-128-CBC + HMAC-SHA256, authenticated).
+"""Encryption at rest for tokens and secrets (Fernet: AES-128-CBC + HMAC-SHA256, authenticated): channel
+access tokens and app secrets (messaging), inference endpoint API keys (agents).
 
 The key is ``settings.FIELD_ENCRYPTION_KEY`` (urlsafe base64 of 32 bytes; several comma-separated keys
 rotate: the first encrypts, all decrypt) or, when unset, derived from ``SECRET_KEY`` so that development
