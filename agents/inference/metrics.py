@@ -10,9 +10,11 @@ histograms, and gauges read at scrape time: ``inflight{endpoint}``, ``circuit_op
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -128,7 +130,18 @@ def render() -> bytes:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """``GET /metrics``: Prometheus text format (restrict it at the proxy; it names endpoints and businesses)."""
+    """``GET /metrics``: Prometheus text format. It names endpoints and businesses, so it answers a scraper
+    that sends ``Authorization: Bearer <METRICS_TOKEN>``; without a token configured, only loopback (or
+    anyone with DEBUG on)."""
+    token = settings.METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            response = HttpResponse("A bearer token (METRICS_TOKEN) is required.\n", status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    elif not settings.DEBUG and request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1"):
+        return HttpResponseForbidden("Set METRICS_TOKEN to scrape /metrics from another host.\n")
     return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -229,3 +230,15 @@ def test_embeddings_in_input_order_and_failover(
     good.fault("status", status=500)
     with pytest.raises(PoolUnavailable, match="no endpoint returned embeddings after 2 tries"):
         embed_sync(["x"])
+
+
+@pytest.mark.django_db
+def test_metrics_need_the_token_when_one_is_set_and_loopback_otherwise(client: Client, settings: Any) -> None:
+    settings.METRICS_TOKEN = "scrape-me"
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
+    settings.METRICS_TOKEN = ""
+    settings.DEBUG = False
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+    assert client.get("/metrics").status_code == 200  # the test client is 127.0.0.1
