@@ -123,6 +123,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900, minimum=60)
 }
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
+# Periodic work (run ONE `celery -A config beat`; ./dev start runs it inside its ingest/outbound worker).
+CELERY_BEAT_SCHEDULE = {
+    # Webhook deliveries left pending or failed (a lost publish, a database error) are processed again.
+    "sweep-webhook-deliveries": {
+        "task": "messaging.meta.tasks.sweep_deliveries",
+        "schedule": env_float("WEBHOOK_SWEEP_SECONDS", 60.0, minimum=1.0),
+    },
+}
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"

@@ -102,19 +102,22 @@ class Stack:
         # Replies spend their time waiting on the inference stream, so each reply worker runs many at once on
         # its event loop (config.aio), one process per core (their Python is on one GIL per process);
         # imports and embeddings are CPU-bound and get a worker of processes.
+        no_beat: tuple[str, ...] = ()
         workers = [
-            (f"replies{number}" if number else "replies", "replies", "threads", self.reply_threads)
+            (f"replies{number}" if number else "replies", "replies", "threads", self.reply_threads, no_beat)
             for number in range(self.reply_processes)
         ]
-        for name, queues, pool, concurrency in (
+        # The periodic tasks (settings.CELERY_BEAT_SCHEDULE) run from the ingest/outbound worker: one beat.
+        beat = ("--beat", "--schedule", str(embedded.data_dir() / "celerybeat-schedule"))
+        for name, queues, pool, concurrency, extra in (
             *workers,
-            ("worker", "ingest,outbound", "prefork", self.worker_concurrency),
+            ("worker", "ingest,outbound", "prefork", self.worker_concurrency, beat),
         ):
             self.spawn(
                 name,
                 [
                     *(python, "-m", "celery", "-A", "config", "worker"),
-                    *("-Q", queues, "--pool", pool, "--concurrency", str(concurrency)),
+                    *("-Q", queues, "--pool", pool, "--concurrency", str(concurrency), *extra),
                     *("--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h"),
                 ],
             )

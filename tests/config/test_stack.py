@@ -30,6 +30,7 @@ def test_stack_starts_ready_and_stops_every_process_on_ctrl_c(
         LLAMA_MODEL=inference_server.model,
         PORT=str(port),
         WORKER_CONCURRENCY="1",
+        REPLY_WORKER_PROCESSES="2",
     )
     stack = subprocess.Popen(
         [sys.executable, "-m", "config.stack"],
@@ -59,6 +60,8 @@ def test_stack_starts_ready_and_stops_every_process_on_ctrl_c(
         assert "Demo login:      demo@bizagent.local / demo-password-123" in output
         assert f"Demo shop page:  {base}/demo/trailhead-outfitters/" in output
         assert any(line.startswith("worker |") for line in lines), "worker logs are streamed with a prefix"
+        assert any(line.startswith("replies1 |") for line in lines), "one reply worker process per core"
+        assert any("beat: Starting" in line for line in lines), "the periodic tasks are scheduled"
 
         readiness = httpx.get(f"{base}/readyz", timeout=10)
         assert readiness.status_code == 200, readiness.text
