@@ -167,6 +167,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         self.registered = True
         self.visitor_id = visitor_id
+        details = content.get("contact")
+        if isinstance(details, dict) and details:
+            await aio.database(
+                services.contact_identify, business=self.business, visitor_id=visitor_id, details=details
+            )
         wanted = content.get("conversation_id")
         wanted_id = wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
         agent_info, conversation, history, streaming = await aio.database(

@@ -23,6 +23,11 @@ class Contact(models.Model):
     channel = models.CharField(max_length=16, choices=Channel.choices)
     external_id = models.CharField(max_length=128)
     name = models.CharField(max_length=200, blank=True)
+    # What a widget visitor said of itself (BizAgent.identify on the business's page): shown to staff,
+    # never trusted for anything else.
+    email = models.CharField(max_length=200, blank=True)
+    phone = models.CharField(max_length=200, blank=True)
+    reference = models.CharField(max_length=200, blank=True, help_text="The site's own id for the visitor")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -17,6 +17,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -72,6 +74,31 @@ def _contact(business: Business, channel: str, external_id: str, name: str) -> C
     if not created and name and contact.name != name[:200]:
         contact.name = name[:200]
         contact.save(update_fields=["name"])
+    return contact
+
+
+IDENTITY_FIELDS = {"name": "name", "email": "email", "phone": "phone", "external_id": "reference"}
+
+
+def contact_identify(*, business: Business, visitor_id: str, details: dict[str, Any]) -> Contact | None:
+    """Keep what a widget visitor said of itself (``identify({name, email, phone, external_id})``) on its
+    contact, for the inbox. Unknown keys, non-strings and an invalid email are dropped; None when nothing
+    usable was given (no contact is created for an anonymous visitor)."""
+    values: dict[str, str] = {}
+    for key, field in IDENTITY_FIELDS.items():
+        value = details.get(key)
+        if isinstance(value, str) and value.strip():
+            values[field] = " ".join(value.split())[:200]
+    if "email" in values:
+        try:
+            validate_email(values["email"])
+        except ValidationError:
+            del values["email"]
+    if not values:
+        return None
+    contact, _ = Contact.objects.update_or_create(
+        business=business, channel=Channel.WIDGET, external_id=visitor_id, defaults=values
+    )
     return contact
 
 

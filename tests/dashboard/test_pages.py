@@ -176,3 +176,20 @@ def test_onboarding_steps_tick_themselves_from_data(
     assert done() == ["catalog", "agent", "try", "install"]
     make_channel_account(business)
     assert done() == ["catalog", "agent", "try", "install", "whatsapp"]
+
+
+def test_the_inbox_shows_what_the_visitor_said_of_itself_escaped(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    conversation = make_conversation(tenant_a.business)
+    Contact.objects.filter(pk=conversation.contact_id).update(
+        name="<b>Ada</b>", email="ada@example.com", phone="+44 20 7946 0000", reference="cust-42"
+    )
+    html = (
+        _client(tenant_a.staff)
+        .get(f"/app/{tenant_a.business.slug}/inbox/{conversation.pk}/")
+        .content.decode()
+    )
+    assert '<a href="mailto:ada@example.com">ada@example.com</a>' in html
+    assert "+44 20 7946 0000" in html and "ref cust-42" in html
+    assert "&lt;b&gt;Ada&lt;/b&gt;" in html and "<b>Ada</b>" not in html
+    other = _client(tenant_b.staff).get(f"/app/{tenant_a.business.slug}/inbox/{conversation.pk}/")
+    assert other.status_code in (403, 404)

@@ -171,3 +171,26 @@ async def test_concurrent_connections_per_visitor(business: Any, settings: Any) 
     assert (await hello(again, visitor_token=token))["type"] == "ready"
     for ws in (sockets[1], again):
         await ws.disconnect()
+
+
+async def test_identify_details_are_kept_on_the_visitors_contact_of_this_business_only(business: Any) -> None:
+    from messaging.models import Contact
+
+    other = await database_sync_to_async(BusinessFactory)()
+    ws = await connect(business)
+    details = {"name": " Ada  Lovelace ", "email": "not-an-email", "phone": "+44 20 7946 0000", "x": "y"}
+    ready = await hello(ws, contact={**details, "external_id": "cust-42", "admin": True})
+    visitor = visitor_from_token(business.pk, ready["visitor_token"])
+    await ws.disconnect()
+    ws = await connect(business)
+    await hello(ws, contact={"name": 7, "email": ["a"]})  # nothing usable: ignored, nothing stored
+    await ws.disconnect()
+
+    rows = await database_sync_to_async(
+        lambda: list(
+            Contact.objects.values_list("business_id", "external_id", "name", "email", "phone", "reference")
+        )
+    )()
+    assert rows == [(business.pk, visitor, "Ada Lovelace", "", "+44 20 7946 0000", "cust-42")]
+    assert other.pk not in {row[0] for row in rows}
+    assert await counts() == (0, 0)  # identifying stores no message and opens no conversation
