@@ -257,6 +257,36 @@ class _Retry(Exception):
     """A failure before the first token: try another endpoint."""
 
 
+async def _tries(
+    endpoints: list[Endpoint],
+    call: _Call,
+    *,
+    deadline: float,
+    affinity_key: str | None,
+    reasons: dict[str, str],
+) -> AsyncGenerator[Endpoint, None]:
+    """The endpoints to try in turn, each holding a slot (its lease) until the caller moves on: up to
+    ``LLAMA_MAX_TRIES``, each endpoint once, before ``deadline``. Use with ``contextlib.aclosing``: the last
+    lease is released when the caller leaves."""
+    loop = asyncio.get_running_loop()
+    tried: set[str] = set()
+    give_up_at = min(deadline, loop.time() + settings.LLAMA_QUEUE_TIMEOUT)
+    while call.tries < settings.LLAMA_MAX_TRIES and loop.time() < deadline:
+        picked = await _pick(
+            endpoints, tried=tried, affinity_key=affinity_key, give_up_at=give_up_at, reasons=reasons
+        )
+        if picked is None:
+            return
+        endpoint, lease = picked
+        tried.add(endpoint.url)
+        call.tries += 1
+        call.endpoint = endpoint.url
+        try:
+            yield endpoint
+        finally:
+            state.release(state.inflight_key(endpoint.url), lease)
+
+
 # --- Streaming chat -------------------------------------------------------------------------------------------
 
 
@@ -423,42 +453,27 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
                 "not running and the admin lists none)"
             )
         _maybe_probe(endpoints)
-        tried: set[str] = set()
         reasons: dict[str, str] = {}
-        give_up_at = min(deadline, loop.time() + settings.LLAMA_QUEUE_TIMEOUT)
-        while call.tries < settings.LLAMA_MAX_TRIES and loop.time() < deadline:
-            picked = await _pick(
-                endpoints,
-                tried=tried,
-                affinity_key=request.affinity_key,
-                give_up_at=give_up_at,
-                reasons=reasons,
-            )
-            if picked is None:
-                break
-            endpoint, lease = picked
-            tried.add(endpoint.url)
-            call.tries += 1
-            call.endpoint = endpoint.url
-            try:
-                async with contextlib.aclosing(
-                    _attempt(endpoint, request, call, started, deadline)
-                ) as events:
-                    async for event in events:
-                        yield event
-            except _Retry as exc:
-                reasons[endpoint.url] = str(exc)
-                if state.record_failure(endpoint.url, str(exc)):
-                    logger.warning("circuit opened for %s: %s", endpoint.url, exc)
-                continue
-            except StreamCut as exc:
-                state.record_failure(endpoint.url, exc.reason)
-                raise
-            finally:
-                state.release(state.inflight_key(endpoint.url), lease)
-            state.record_success(endpoint.url)
-            call.outcome = "ok"
-            return
+        tries = _tries(endpoints, call, deadline=deadline, affinity_key=request.affinity_key, reasons=reasons)
+        async with contextlib.aclosing(tries):
+            async for endpoint in tries:
+                try:
+                    async with contextlib.aclosing(
+                        _attempt(endpoint, request, call, started, deadline)
+                    ) as events:
+                        async for event in events:
+                            yield event
+                except _Retry as exc:
+                    reasons[endpoint.url] = str(exc)
+                    if state.record_failure(endpoint.url, str(exc)):
+                        logger.warning("circuit opened for %s: %s", endpoint.url, exc)
+                    continue
+                except StreamCut as exc:
+                    state.record_failure(endpoint.url, exc.reason)
+                    raise
+                state.record_success(endpoint.url)
+                call.outcome = "ok"
+                return
         detail = "; ".join(f"{url}: {why}" for url, why in reasons.items()) or "deadline passed"
         raise PoolUnavailable(f"no endpoint answered after {call.tries} tries ({detail})")
     except BaseException as exc:
@@ -524,51 +539,42 @@ async def embed(texts: list[str], *, model: str | None = None) -> list[list[floa
         endpoints = [endpoint for endpoint in await apool_endpoints() if endpoint.serves("embeddings")]
         if not endpoints:
             raise PoolUnavailable("no inference endpoint serves embeddings")
-        tried: set[str] = set()
         reasons: dict[str, str] = {}
-        give_up_at = min(deadline, loop.time() + settings.LLAMA_QUEUE_TIMEOUT)
-        while call.tries < settings.LLAMA_MAX_TRIES and loop.time() < deadline:
-            picked = await _pick(
-                endpoints, tried=tried, affinity_key=None, give_up_at=give_up_at, reasons=reasons
-            )
-            if picked is None:
-                break
-            endpoint, lease = picked
-            tried.add(endpoint.url)
-            call.tries += 1
-            call.endpoint = endpoint.url
-            try:
-                async with asyncio.timeout_at(deadline):
-                    response = await _http().post(
-                        f"{endpoint.url}/v1/embeddings",
-                        json={"model": model, "input": texts, "encoding_format": "float"},
-                        headers=endpoint.headers(),
+        tries = _tries(endpoints, call, deadline=deadline, affinity_key=None, reasons=reasons)
+        async with contextlib.aclosing(tries):
+            async for endpoint in tries:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        response = await _http().post(
+                            f"{endpoint.url}/v1/embeddings",
+                            json={"model": model, "input": texts, "encoding_format": "float"},
+                            headers=endpoint.headers(),
+                        )
+                    if response.status_code in _REJECTED:
+                        raise RequestRejected(
+                            f"{endpoint.url} rejected the embeddings request (HTTP {response.status_code}): "
+                            f"{error_message(_json(response))}",
+                            status=response.status_code,
+                            endpoint=endpoint.url,
+                        )
+                    if response.status_code != 200:
+                        raise _Retry(f"HTTP {response.status_code}: {error_message(_json(response))}")
+                    body = response.json()
+                    rows = sorted(body["data"], key=lambda row: row["index"])
+                    vectors = [[float(x) for x in row["embedding"]] for row in rows]
+                    if len(vectors) != len(texts):
+                        raise _Retry(f"{len(vectors)} embeddings for {len(texts)} inputs")
+                    call.prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
+                except (TimeoutError, httpx.HTTPError, ValueError, KeyError, TypeError, _Retry) as exc:
+                    reason = (
+                        str(exc) if isinstance(exc, _Retry) else f"{type(exc).__name__}: {exc}".rstrip(": ")
                     )
-                if response.status_code in _REJECTED:
-                    raise RequestRejected(
-                        f"{endpoint.url} rejected the embeddings request (HTTP {response.status_code}): "
-                        f"{error_message(_json(response))}",
-                        status=response.status_code,
-                        endpoint=endpoint.url,
-                    )
-                if response.status_code != 200:
-                    raise _Retry(f"HTTP {response.status_code}: {error_message(_json(response))}")
-                body = response.json()
-                rows = sorted(body["data"], key=lambda row: row["index"])
-                vectors = [[float(x) for x in row["embedding"]] for row in rows]
-                if len(vectors) != len(texts):
-                    raise _Retry(f"{len(vectors)} embeddings for {len(texts)} inputs")
-                call.prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
-            except (TimeoutError, httpx.HTTPError, ValueError, KeyError, TypeError, _Retry) as exc:
-                reason = str(exc) if isinstance(exc, _Retry) else f"{type(exc).__name__}: {exc}".rstrip(": ")
-                reasons[endpoint.url] = reason
-                state.record_failure(endpoint.url, reason)
-                continue
-            finally:
-                state.release(state.inflight_key(endpoint.url), lease)
-            state.record_success(endpoint.url)
-            call.outcome = "ok"
-            return vectors
+                    reasons[endpoint.url] = reason
+                    state.record_failure(endpoint.url, reason)
+                    continue
+                state.record_success(endpoint.url)
+                call.outcome = "ok"
+                return vectors
         detail = "; ".join(f"{url}: {why}" for url, why in reasons.items()) or "deadline passed"
         raise PoolUnavailable(f"no endpoint returned embeddings after {call.tries} tries ({detail})")
     except BaseException as exc:
