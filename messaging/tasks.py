@@ -128,10 +128,15 @@ class _Hold:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=interval)
                     return
-                held = await db(reply_renew, customer_id=customer_id, worker=self.worker)
-                await redis().set(
-                    _lock_key(self.conversation_id), self.worker, xx=True, ex=settings.REPLY_LEASE_SECONDS
-                )
+                try:
+                    held = await db(reply_renew, customer_id=customer_id, worker=self.worker)
+                    await redis().set(
+                        _lock_key(self.conversation_id), self.worker, xx=True, ex=settings.REPLY_LEASE_SECONDS
+                    )
+                except Exception:
+                    # A database or Redis hiccup: the lease outlives a few missed renewals; try again.
+                    logger.warning("reply lease of message %s not renewed", customer_id, exc_info=True)
+                    continue
                 if not held:
                     self.lost = True
                     reply_task.cancel()
