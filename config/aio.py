@@ -7,9 +7,10 @@ process runs one event loop in a daemon thread for its whole life; tasks submit 
 (``run``) and block their own Celery thread on the result. Connections stay warm across replies and the
 replies of a process share one loop.
 
-Database work from that loop runs on a small pool of threads of its own (each keeps its connection between
-replies); from any other loop (the ASGI server's, a test's ``async_to_sync``) it runs where Django's
-``sync_to_async`` runs it by default.
+Database work from async code (the reply loop, the ASGI server's consumers and webhook view) runs on one
+small pool of threads per process (``DB_THREADS``), each keeping its connection. Not asgiref's default for
+thread-sensitive code, one thread per process: every websocket's and every reply's queries would wait in
+line there behind each other.
 """
 
 from __future__ import annotations
@@ -27,28 +28,36 @@ from django.conf import settings
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
-_started = threading.Lock()
+_loop_lock = threading.Lock()
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
 
 
 def _forget_after_fork() -> None:
-    # A forked child (Celery prefork) has the parent's loop object but not its thread: start its own.
-    global _loop, _started
-    _loop = None
-    _started = threading.Lock()
+    # A forked child (Celery prefork) has the parent's objects but not their threads: it starts its own.
+    global _loop, _loop_lock, _threads, _threads_lock
+    _loop, _threads = None, None
+    _loop_lock, _threads_lock = threading.Lock(), threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def database_threads() -> ThreadPoolExecutor:
+    """This process's database threads, started on first use."""
+    global _threads
+    with _threads_lock:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(max_workers=settings.DB_THREADS, thread_name_prefix="db")
+        return _threads
+
+
 def worker_loop() -> asyncio.AbstractEventLoop:
     """This process's reply loop, started on first use."""
     global _loop
-    with _started:
+    with _loop_lock:
         if _loop is None:
             loop = asyncio.new_event_loop()
-            loop.set_default_executor(
-                ThreadPoolExecutor(max_workers=settings.REPLY_DB_THREADS, thread_name_prefix="reply-db")
-            )
             ready = threading.Event()
 
             def serve() -> None:
@@ -60,32 +69,6 @@ def worker_loop() -> asyncio.AbstractEventLoop:
             ready.wait()
             _loop = loop
         return _loop
-
-
-def stop() -> None:
-    """Stop this process's reply loop, if it runs, closing its database threads' connections (a worker's
-    shutdown, the end of a test session: a connection left open would keep its database from being dropped)."""
-    global _loop
-    with _started:
-        loop, _loop = _loop, None
-    if loop is None:
-        return
-    threads = settings.REPLY_DB_THREADS
-    # One job per thread, each held at the barrier until all have one: every thread closes its own.
-    barrier = threading.Barrier(threads)
-
-    def close_connections() -> None:
-        from django.db import connections
-
-        connections.close_all()
-        barrier.wait(timeout=10)
-
-    async def close_all() -> None:
-        await asyncio.gather(*(loop.run_in_executor(None, close_connections) for _ in range(threads)))
-        await loop.shutdown_default_executor()
-
-    asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout=30)
-    loop.call_soon_threadsafe(loop.stop)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -100,6 +83,41 @@ def on_worker_loop() -> bool:
         return False
 
 
+def close_database_connections() -> None:
+    """Close the connections the database threads hold (a test, before its database is dropped)."""
+    with _threads_lock:
+        threads = _threads
+    if threads is None:
+        return
+    count = threads._max_workers  # what it was made with (DB_THREADS then)
+    # One job per thread, each held at the barrier until all have one: every thread closes its own.
+    barrier = threading.Barrier(count)
+
+    def close() -> None:
+        from django.db import connections
+
+        barrier.wait(timeout=10)
+        connections.close_all()
+
+    for future in [threads.submit(close) for _ in range(count)]:
+        future.result(timeout=15)
+
+
+def stop() -> None:
+    """Stop this process's reply loop and database threads, closing their connections (a worker's shutdown,
+    the end of a test session: a connection left open would keep its database from being dropped)."""
+    global _loop, _threads
+    with _loop_lock:
+        loop, _loop = _loop, None
+    if loop is not None:
+        loop.call_soon_threadsafe(loop.stop)
+    close_database_connections()
+    with _threads_lock:
+        threads, _threads = _threads, None
+    if threads is not None:
+        threads.shutdown(wait=True)
+
+
 def _keeping_connections(fn: Callable[..., T]) -> Callable[..., T]:
     def call(*args: Any, **kwargs: Any) -> T:
         from django.db import connections
@@ -108,7 +126,7 @@ def _keeping_connections(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         finally:
             # A connection broken by an error (a database restart) is dropped here, so the thread's next
-            # call reconnects; a healthy one is kept for the next reply.
+            # call reconnects; a healthy one is kept for the next call.
             for connection in connections.all(initialized_only=True):
                 if connection.errors_occurred:
                     connection.close_if_unusable_or_obsolete()
@@ -117,10 +135,10 @@ def _keeping_connections(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 async def database(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run the synchronous (ORM) ``fn`` without blocking the event loop.
+    """Run the synchronous (ORM) ``fn`` on this process's database threads.
 
     Unlike channels' ``database_sync_to_async``, it does not sweep the thread's connections before and after
     every call (with health checks on, that is one more round trip per call): a connection is dropped when
     an error has made it unusable, and kept otherwise."""
     call = _keeping_connections(fn)
-    return await sync_to_async(call, thread_sensitive=not on_worker_loop())(*args, **kwargs)
+    return await sync_to_async(call, thread_sensitive=False, executor=database_threads())(*args, **kwargs)

@@ -199,8 +199,9 @@ WIDGET_BURST_WAIT_SECONDS = env_float("WIDGET_BURST_WAIT_SECONDS", 0.0, minimum=
 REPLY_LEASE_SECONDS = env_int("REPLY_LEASE_SECONDS", 20, minimum=2)
 # Streamed deltas are coalesced into one channel-layer send per this many milliseconds.
 REPLY_COALESCE_MS = env_int("REPLY_COALESCE_MS", 30, minimum=0)
-# Threads of a reply worker process for its database calls (its replies share one event loop, config.aio).
-REPLY_DB_THREADS = env_int("REPLY_DB_THREADS", 8, minimum=1)
+# Database threads per process for async code: a reply worker's replies, the ASGI server's websockets and
+# webhooks (config.aio).
+DB_THREADS = env_int("DB_THREADS", 8, minimum=1)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1)
 CHAT_VISITOR_MESSAGES_PER_MINUTE = env_int("CHAT_VISITOR_MESSAGES_PER_MINUTE", 20, minimum=1)
 CHAT_BUSINESS_MESSAGES_PER_MINUTE = env_int("CHAT_BUSINESS_MESSAGES_PER_MINUTE", 600, minimum=1)

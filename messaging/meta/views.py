@@ -7,18 +7,17 @@ runs on the event loop and only the insert takes the ORM's thread.
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
+from config import aio
 from messaging.meta import selectors as meta_selectors
 from messaging.meta import services
 from messaging.meta.signature import HEADER, signature_valid, token_matches
@@ -26,28 +25,11 @@ from messaging.meta.signature import HEADER, signature_valid, token_matches
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Django's ASGI handler gives every request its own thread for thread-sensitive sync code, so a plain
-# sync_to_async ORM call opens (and drops) a PostgreSQL connection per delivery: slow, and under load it runs
-# the server out of connections. The webhook's ORM work runs on these few long-lived threads instead, each
-# keeping its connection.
-_DB_THREAD_COUNT = 4
-_DB_THREADS = ThreadPoolExecutor(max_workers=_DB_THREAD_COUNT, thread_name_prefix="webhook-db")
-
-
-def close_db_threads_connections() -> None:
-    """Close the connections the webhook threads hold (tests: before their database is dropped)."""
-    barrier = threading.Barrier(_DB_THREAD_COUNT)
-
-    def close() -> None:
-        # The barrier holds every task until all run at once: one task per thread, so every thread closes.
-        barrier.wait(timeout=10)
-        connections.close_all()
-
-    for future in [_DB_THREADS.submit(close) for _ in range(_DB_THREAD_COUNT)]:
-        future.result(timeout=15)
-
 
 def _in_db_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """``fn`` on the process's database threads (config.aio), each keeping its connection: Django's ASGI
+    handler would give every request a thread, and a connection, of its own."""
+
     def run(*args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
@@ -58,7 +40,7 @@ def _in_db_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
             connections.close_all()
             return fn(*args, **kwargs)
 
-    return sync_to_async(run, thread_sensitive=False, executor=_DB_THREADS)
+    return functools.partial(aio.database, run)
 
 
 PLATFORMS = ("whatsapp", "messenger", "instagram", "meta")

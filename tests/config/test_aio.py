@@ -30,7 +30,7 @@ def test_replies_share_one_loop_whose_database_calls_run_on_its_threads() -> Non
 
     first, second = aio.run(reply_like()), aio.run(reply_like())
     assert first[0] == second[0]  # the same loop: its connections stay warm between replies
-    assert first[1].startswith("reply-db") and first[2] and first[3] == 1
+    assert first[1].startswith("db") and first[2] and first[3] == 1
     assert not aio.on_worker_loop()  # this thread is not the loop's
 
 

@@ -10,8 +10,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+from config import aio
 from config.asgi import application
-from messaging.meta.views import close_db_threads_connections
 from messaging.models import WebhookDelivery
 from tests.fixtures.meta import VERIFY_TOKEN, signed, wa_change, wa_delivery, wa_text
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def _close_webhook_connections() -> Iterator[None]:
     yield
-    close_db_threads_connections()
+    aio.close_database_connections()
     # The async ORM calls of these tests ran on asgiref's shared thread: close its connection too.
     asyncio.run(sync_to_async(connections.close_all, thread_sensitive=True)())
 

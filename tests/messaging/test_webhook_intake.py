@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from django.test import Client
 
+from config import aio
 from messaging.meta.signature import sign, signature_valid
-from messaging.meta.views import close_db_threads_connections
 from messaging.models import Contact, Message, WebhookDelivery
 from tests.factories import BusinessFactory
 from tests.fixtures.meta import APP_SECRET, VERIFY_TOKEN, connect, signed, wa_change, wa_delivery, wa_text
@@ -23,7 +23,7 @@ URL = "/webhooks/whatsapp"
 def _close_webhook_connections() -> Iterator[None]:
     # The view keeps connections on its own threads; the test database cannot be dropped while they live.
     yield
-    close_db_threads_connections()
+    aio.close_database_connections()
 
 
 def post(client: Client, body: bytes, header: str | None, url: str = URL) -> object:
