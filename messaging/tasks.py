@@ -62,15 +62,9 @@ db = aio.database
 
 
 @shared_task(name="messaging.tasks.reply", bind=True, acks_late=True, max_retries=None)
-def reply(
-    self: Any,
-    message_id: int,
-    queued_at: float | None = None,
-    conversation_id: int | None = None,
-    business_id: int | None = None,
-    text: str | None = None,
-) -> str:
-    outcome = aio.run(run_reply(message_id, queued_at, conversation_id, business_id, text))
+def reply(self: Any, message_id: int, queued_at: float | None = None, **known: Any) -> str:
+    """``known``: what the sender already knows of the message (see ``run_reply``)."""
+    outcome = aio.run(run_reply(message_id, queued_at, **known))
     if outcome == "busy":
         # Another live worker holds the conversation or this message: come back when it may be done.
         raise self.retry(countdown=0.25, max_retries=int(settings.REPLY_LEASE_SECONDS * 8))
