@@ -24,14 +24,26 @@ def redis() -> aioredis.Redis:
 
 
 async def hit(key: str, *, limit: int, window: int = 60) -> bool:
-    """Count one event in the current window; False when it goes over ``limit`` (fixed window)."""
-    bucket = int(time.time() // window)
-    name = f"rl:{key}:{bucket}"
+    """Count one event; False (and not counted) when the rate over the last ``window`` seconds would go over
+    ``limit``.
+
+    A sliding-window estimate: this window's count plus the previous window's, weighted by the share of it
+    still inside the last ``window`` seconds. A plain fixed window would let a burst through twice, once on
+    each side of a window's boundary."""
+    now = time.time()
+    bucket = int(now // window)
+    current, previous = f"rl:{key}:{bucket}", f"rl:{key}:{bucket - 1}"
     pipe = redis().pipeline()
-    pipe.incr(name)
-    pipe.expire(name, window + 1)
-    count, _ = await pipe.execute()
-    return int(count) <= limit
+    pipe.incr(current)
+    pipe.expire(current, 2 * window + 1)
+    pipe.get(previous)
+    count, _, before = await pipe.execute()
+    still_inside = 1 - (now - bucket * window) / window
+    if int(count) + int(before or 0) * still_inside <= limit:
+        return True
+    # Refused: not counted, so that retrying while limited does not stretch the limit into the next window.
+    await redis().decr(current)
+    return False
 
 
 async def unhit(key: str, *, window: int = 60) -> None:

@@ -194,3 +194,15 @@ async def test_identify_details_are_kept_on_the_visitors_contact_of_this_busines
     assert rows == [(business.pk, visitor, "Ada Lovelace", "", "+44 20 7946 0000", "cust-42")]
     assert other.pk not in {row[0] for row in rows}
     assert await counts() == (0, 0)  # identifying stores no message and opens no conversation
+
+
+async def test_a_burst_across_a_minute_boundary_is_limited_once(monkeypatch: Any) -> None:
+    from messaging import ratelimits
+
+    clock = iter([1_000_019.9, 1_000_020.0, 1_000_020.1, 1_000_079.0, 1_000_080.5, 1_000_081.0])
+    monkeypatch.setattr(ratelimits.time, "time", lambda: next(clock))  # 1_000_020 starts a window
+    allowed = [await ratelimits.hit("boundary", limit=1) for _ in range(6)]
+    # The last second of a window: allowed. Right after the boundary, a new window but the last minute
+    # already had one: refused (and not counted). 59.1 s after the first: still refused. A minute after it:
+    # allowed, and the next one again refused.
+    assert allowed == [True, False, False, False, True, False]
