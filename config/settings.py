@@ -156,7 +156,7 @@ CHANNEL_LAYERS = {
 LLAMA_POOL = env_str("LLAMA_POOL")
 LLAMA_MODEL = env_str("LLAMA_MODEL", embedded.LLAMA_MODEL_NAME)
 LLAMA_API_KEY = env_str("LLAMA_API_KEY")
-# Bearer token a Prometheus scraper sends to /metrics; unset: loopback only (any client with DEBUG on).
+# Bearer token a Prometheus scraper sends to /metrics; unset: /metrics answers only with DEBUG on.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 LLAMA_CONNECT_TIMEOUT = env_float("LLAMA_CONNECT_TIMEOUT", 2.0, minimum=0.01)
 LLAMA_FIRST_TOKEN_TIMEOUT = env_float("LLAMA_FIRST_TOKEN_TIMEOUT", 20.0, minimum=0.01)

@@ -31,6 +31,7 @@ from typing import Any
 from celery import shared_task
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.utils import timezone
 
 from agents import respond as agent
 from agents.prompts import Turn, handoff_reason
@@ -42,6 +43,7 @@ from messaging.ratelimits import redis
 from messaging.selectors import message_payload
 from messaging.services import (
     ReplyClaim,
+    claim_is_stale,
     reply_claim,
     reply_finish,
     reply_handoff,
@@ -92,10 +94,6 @@ class _Hold:
         self.heartbeat: asyncio.Task[None] | None = None
 
     async def lock(self) -> bool:
-        from django.utils import timezone
-
-        from messaging.services import claim_is_stale
-
         client, key, ttl = redis(), _lock_key(self.conversation_id), settings.REPLY_LEASE_SECONDS
         waited_until = time.monotonic() + LOCK_WAIT_SECONDS
         while not await client.set(key, self.worker, nx=True, ex=ttl):
