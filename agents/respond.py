@@ -130,7 +130,8 @@ def _search(business: Business | int, query: str, query_vector: list[float] | No
     from catalogs.selectors import search
 
     if isinstance(business, int):
-        business = Business.objects.get(pk=business)
+        # search() reads only the business's id: no query to load the row (a prefetch knows just the id).
+        business = Business(pk=business)
     return search(business, query, limit=SEARCH_LIMIT, query_vector=query_vector)
 
 

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BENCH_DB = "bizagent_bench"
 RESULTS = ROOT / "bench" / "results" / "ttft_overhead.json"
+CORES = os.cpu_count() or 1
 ORIGIN = "https://shop.example"
 CATALOG = "id,title,description,availability,price,link,image_link,brand,product_type\n" + "".join(
     f"SKU-{i},Product {i} {kind},A {kind} for the outdoors; model {i}.,in stock,{10 + i}.50 EUR,"
@@ -213,6 +214,56 @@ async def conversation(
                 results.append(row)
 
 
+class CpuMeter:
+    """CPU seconds spent by each part of the run (what a level costs, per reply): on a 2-core machine the
+    queueing that makes latency is decided by how busy the cores are."""
+
+    def __init__(self, stack: Stack) -> None:
+        import psutil
+
+        data = str(ROOT / ".data")
+        self.parts: dict[str, list[Any]] = {
+            "asgi": [psutil.Process(stack.asgi.proc.pid)],
+            "workers": [psutil.Process(w.proc.pid) for w in stack.workers],
+            "inference_server": [psutil.Process(stack.inference.pid)],
+            "bench_client": [psutil.Process()],
+            "postgres": [],
+            "redis": [],
+        }
+        for process in psutil.process_iter(["name", "cmdline"]):
+            line = " ".join(process.info["cmdline"] or [])
+            if "redis-server" in (process.info["name"] or "") and data in line:
+                self.parts["redis"].append(process)
+            elif (process.info["name"] or "").startswith("postgres") and data in line:
+                self.parts["postgres"].append(process)
+        self.before = self.read()
+
+    def read(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for part, processes in self.parts.items():
+            total = 0.0
+            for process in processes:
+                try:
+                    # The client's children are the stack's processes, counted in their own parts.
+                    family = [process] if part == "bench_client" else [process, *process.children(recursive=True)]
+                except Exception:
+                    continue
+                for member in family:
+                    try:
+                        times = member.cpu_times()
+                    except Exception:
+                        continue
+                    total += times.user + times.system
+            totals[part] = total
+        return totals
+
+    def used(self) -> dict[str, float]:
+        """CPU seconds of each part since the meter started, and ``all``."""
+        after = self.read()
+        used = {part: after[part] - self.before.get(part, 0.0) for part in after}
+        return {**used, "all": sum(used.values())}
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -229,7 +280,12 @@ async def run_level(
 
 
 def report(
-    concurrency: int, results: list[dict[str, Any]], server_delay_ms: float, seconds: float
+    concurrency: int,
+    results: list[dict[str, Any]],
+    server_delay_ms: float,
+    seconds: float,
+    cpu: dict[str, float] | None = None,
+    replies_run: int = 0,
 ) -> dict[str, Any]:
     overhead = [r["ttft"] - server_delay_ms for r in results]
     t = [r["timings"] for r in results]
@@ -253,6 +309,10 @@ def report(
         "layer_to_socket_p50": p50([r["layer_to_socket"] for r in results]),
         "group_sends_per_reply_p50": p50([x.get("group_sends", 0) for x in t]),
         "replies_per_s": round(len(results) / seconds, 1),
+        # CPU time of each part of the run per reply (counting each conversation's warm-up round too),
+        # and how busy that kept the machine's cores.
+        "cpu_ms_per_reply": {k: round(v * 1000 / max(1, replies_run), 1) for k, v in (cpu or {}).items()},
+        "cpu_busy_pct": round(100 * (cpu or {}).get("all", 0.0) / seconds / CORES, 1),
     }
     print(json.dumps(row), flush=True)
     return row
@@ -289,9 +349,18 @@ def main() -> None:
         url = f"{stack.asgi.ws_url}/ws/chat/{business.widget_key}/"
         asyncio.run(run_level(url, 2, 2, "do you have a stove?"))  # warm up: connections, caches
         for level in args.concurrency:
+            meter = CpuMeter(stack)
             started = time.perf_counter()
             results = asyncio.run(run_level(url, level, args.rounds, "how much is the stove?", args.think))
-            row = report(level, results, args.server_delay * 1000, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            row = report(
+                level,
+                results,
+                args.server_delay * 1000,
+                seconds,
+                meter.used(),
+                replies_run=len(results) + (level if args.rounds > 1 else 0),
+            )
             rows.append(
                 {**row, "think_s": args.think, "pool": args.pool, "reply_workers": args.reply_workers}
             )

@@ -20,6 +20,7 @@ keyword hit cannot push a semantically better item out of the results.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import threading
@@ -467,8 +468,10 @@ def search(
             f"FROM {join} JOIN candidates c ON c.id = ch.id WHERE {chunk_base}"
         )
 
-    with transaction.atomic(), connection.cursor() as cursor:
-        if use_vector and plan == "hnsw":
+    set_local = use_vector and plan == "hnsw"
+    # A transaction only for SET LOCAL: otherwise BEGIN and COMMIT are two round trips for nothing.
+    with transaction.atomic() if set_local else contextlib.nullcontext(), connection.cursor() as cursor:
+        if set_local:
             # SET LOCAL: scoped to this transaction, so a pooled connection does not keep it.
             # One round trip for both (no parameters, so psycopg sends them as one simple query).
             cursor.execute(

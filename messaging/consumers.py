@@ -57,13 +57,16 @@ def _open_conversation(business: Business, visitor_id: str) -> Conversation:
     )
 
 
-def _receive(business: Business, visitor_id: str, text: str, client_id: str) -> Message | None:
+def _receive(
+    business: Business, visitor_id: str, text: str, client_id: str, conversation_id: int | None
+) -> Message | None:
     return services.message_receive(
         business=business,
         channel=Channel.WIDGET,
         contact_external_id=visitor_id,
         text=text,
         client_message_id=client_id,
+        conversation_id=conversation_id,
     )
 
 
@@ -245,7 +248,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if self.conversation_id is None:
             conversation = await aio.database(_open_conversation, self.business, self.visitor_id)
             await self.join(conversation.pk)
-        message = await aio.database(_receive, self.business, self.visitor_id, text.strip(), client_id)
+        message = await aio.database(
+            _receive, self.business, self.visitor_id, text.strip(), client_id, self.conversation_id
+        )
         if message is None:
             # A resend (the socket dropped before the ack): answer with the stored one, store nothing.
             assert self.conversation_id is not None
@@ -288,6 +293,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json(frame)
 
     async def reply_delta(self, event: dict[str, Any]) -> None:
+        if "created" in event:  # a reply's first delta carries its message.created
+            await self.send_json({"type": "message.created", "message": event["created"]})
         await self.send_delta(int(event["message_id"]), event)
 
     async def message_created(self, event: dict[str, Any]) -> None:

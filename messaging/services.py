@@ -6,6 +6,7 @@ rows they name exist for other processes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import socket
@@ -132,14 +133,43 @@ def message_receive(
     client_message_id: str = "",
     contact_name: str = "",
     received_at: dt.datetime | None = None,
+    conversation_id: int | None = None,
 ) -> Message | None:
     """Store a customer's message and, when the agent has the conversation, queue its reply on commit.
 
     Idempotent: a message whose ``channel_message_id`` (per channel) or ``client_message_id`` (per
     conversation) is already stored returns None and queues nothing. In ``human`` state the message is
     stored as ``skipped``: staff answer it.
+
+    ``conversation_id``: the contact's conversation as the caller knows it (an open chat socket). While it is
+    still open, the message goes straight into it, in three statements without a transaction; otherwise the
+    contact's open conversation is looked up (or created) under the contact's row lock.
     """
     received_at = received_at or timezone.now()
+    if conversation_id is not None:
+        state = (
+            Conversation.objects.filter(
+                pk=conversation_id,
+                business=business,
+                channel=channel,
+                contact__external_id=contact_external_id,
+            )
+            .exclude(state=Conversation.State.CLOSED)
+            .values_list("state", flat=True)
+            .first()
+        )
+        if state is not None:
+            # Autocommit: the insert is the only write that matters (the message is stored or a duplicate).
+            return _message_store(
+                business,
+                conversation_id,
+                state,
+                channel,
+                text,
+                channel_message_id,
+                client_message_id,
+                received_at,
+            )
     with transaction.atomic(durable=True):
         conversation = conversation_open(
             business=business,
@@ -147,26 +177,52 @@ def message_receive(
             contact_external_id=contact_external_id,
             contact_name=contact_name,
         )
-        bot = conversation.state == Conversation.State.BOT
-        try:
-            with transaction.atomic():
-                message = Message.objects.create(
-                    business=business,
-                    conversation=conversation,
-                    channel=channel,
-                    role=Message.Role.CUSTOMER,
-                    text=text,
-                    status=Message.Status.RECEIVED if bot else Message.Status.SKIPPED,
-                    channel_message_id=channel_message_id,
-                    client_message_id=client_message_id,
-                )
-        except IntegrityError:
-            return None
-        Conversation.objects.filter(pk=conversation.pk).filter(
-            Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
-        ).update(last_customer_message_at=received_at, updated_at=timezone.now())
-        if bot:
-            transaction.on_commit(lambda: _enqueue_reply(message))
+        return _message_store(
+            business,
+            conversation.pk,
+            conversation.state,
+            channel,
+            text,
+            channel_message_id,
+            client_message_id,
+            received_at,
+        )
+
+
+def _message_store(
+    business: Business,
+    conversation_id: int,
+    state: str,
+    channel: str,
+    text: str,
+    channel_message_id: str,
+    client_message_id: str,
+    received_at: dt.datetime,
+) -> Message | None:
+    """Insert the customer's message (None for a duplicate), note when the customer last wrote, and queue
+    the reply when the agent has the conversation (on commit)."""
+    bot = state == Conversation.State.BOT
+    # Inside a transaction, a savepoint: a duplicate must not fail the conversation the caller just opened.
+    in_transaction = transaction.get_connection().in_atomic_block
+    try:
+        with transaction.atomic() if in_transaction else contextlib.nullcontext():
+            message = Message.objects.create(
+                business=business,
+                conversation_id=conversation_id,
+                channel=channel,
+                role=Message.Role.CUSTOMER,
+                text=text,
+                status=Message.Status.RECEIVED if bot else Message.Status.SKIPPED,
+                channel_message_id=channel_message_id,
+                client_message_id=client_message_id,
+            )
+    except IntegrityError:
+        return None
+    Conversation.objects.filter(pk=conversation_id).filter(
+        Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
+    ).update(last_customer_message_at=received_at, updated_at=timezone.now())
+    if bot:
+        transaction.on_commit(lambda: _enqueue_reply(message))
     return message
 
 
@@ -289,60 +345,59 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
     ``busy`` (another live worker holds it: retry later).
 
     On the hot path of every reply: one read of the conversation's latest messages gives the burst check,
-    the questions, the turns and the failures; the reply row is created without a savepoint."""
+    the questions, the turns and the failures; no transaction (BEGIN and COMMIT are two more round trips)."""
     now = timezone.now()
-    with transaction.atomic(durable=True):
-        customer = (
-            Message.objects.select_related("conversation", "business")
-            .filter(pk=message_id, role=Message.Role.CUSTOMER)
-            .first()
+    # No transaction: the conditional update below is the claim, and each write stands on its own (a
+    # worker that dies between the claim and the reply row leaves a claim that is taken over, row or none).
+    customer = (
+        Message.objects.select_related("conversation", "business")
+        .filter(pk=message_id, role=Message.Role.CUSTOMER)
+        .first()
+    )
+    if customer is None:
+        return "gone"
+    if customer.status != Message.Status.RECEIVED:
+        return "answered"
+    conversation = customer.conversation
+    if conversation.state != Conversation.State.BOT:
+        Message.objects.filter(pk=message_id, status=Message.Status.RECEIVED).update(
+            status=Message.Status.SKIPPED
         )
-        if customer is None:
-            return "gone"
-        if customer.status != Message.Status.RECEIVED:
-            return "answered"
-        conversation = customer.conversation
-        if conversation.state != Conversation.State.BOT:
-            Message.objects.filter(pk=message_id, status=Message.Status.RECEIVED).update(
-                status=Message.Status.SKIPPED
-            )
-            return "human"
-        window = selectors.conversation_window(conversation.pk)
-        waiting = [
-            m for m in window if m.role == Message.Role.CUSTOMER and m.status == Message.Status.RECEIVED
-        ]
-        if any(m.pk > message_id for m in waiting):
-            # A burst: the newest message's task answers them all.
-            return "answered"
-        if not claim_is_stale(customer.claimed_at, customer.claimed_by, now):
-            return "busy"
-        # The conditional update is the claim: of two workers reading the same stale lease, one wins.
-        won = (
-            Message.objects.filter(
-                pk=message_id, status=Message.Status.RECEIVED, claimed_at=customer.claimed_at
-            ).update(claimed_at=now, claimed_by=worker[:100])
-            == 1
+        return "human"
+    window = selectors.conversation_window(conversation.pk)
+    waiting = [m for m in window if m.role == Message.Role.CUSTOMER and m.status == Message.Status.RECEIVED]
+    if any(m.pk > message_id for m in waiting):
+        # A burst: the newest message's task answers them all.
+        return "answered"
+    if not claim_is_stale(customer.claimed_at, customer.claimed_by, now):
+        return "busy"
+    # The conditional update is the claim: of two workers reading the same stale lease, one wins.
+    won = (
+        Message.objects.filter(
+            pk=message_id, status=Message.Status.RECEIVED, claimed_at=customer.claimed_at
+        ).update(claimed_at=now, claimed_by=worker[:100])
+        == 1
+    )
+    if not won:
+        return "busy"
+    taken_over = customer.claimed_at is not None
+    customer.claimed_at, customer.claimed_by = now, worker[:100]
+    # Only a taken-over claim can have a reply row already (this worker holds the claim: no race).
+    reply = Message.objects.filter(reply_to=customer).first() if taken_over else None
+    if reply is None:
+        reply = Message.objects.create(
+            business_id=customer.business_id,
+            conversation=conversation,
+            channel=customer.channel,
+            role=Message.Role.AGENT,
+            status=Message.Status.STREAMING,
+            text="",
+            reply_to=customer,
         )
-        if not won:
-            return "busy"
-        taken_over = customer.claimed_at is not None
-        customer.claimed_at, customer.claimed_by = now, worker[:100]
-        # Only a taken-over claim can have a reply row already (this worker holds the claim: no race).
-        reply = Message.objects.filter(reply_to=customer).first() if taken_over else None
-        if reply is None:
-            reply = Message.objects.create(
-                business_id=customer.business_id,
-                conversation=conversation,
-                channel=customer.channel,
-                role=Message.Role.AGENT,
-                status=Message.Status.STREAMING,
-                text="",
-                reply_to=customer,
-            )
-        elif reply.status != Message.Status.STREAMING:
-            reply.status = Message.Status.STREAMING
-            reply.text = ""
-            reply.save(update_fields=["status", "text", "updated_at"])
+    elif reply.status != Message.Status.STREAMING:
+        reply.status = Message.Status.STREAMING
+        reply.text = ""
+        reply.save(update_fields=["status", "text", "updated_at"])
     last_answered = max(
         (m.pk for m in window if m.pk < message_id and m.role != Message.Role.CUSTOMER), default=0
     )

@@ -4,16 +4,23 @@ Per agent message id:
 - ``reply:<id>:log``: a list of JSON entries ``{"seq", "text", "reset"}`` in seq order, appended *before*
   each group send, so that a client that reconnects (to any ASGI process) reads what it missed and then
   takes the live stream, dropping any seq it already has;
-- ``reply:<id>:cancel``: set by ``stop`` (and published on the channel of the same name, which the worker
-  listens to while it streams).
+- ``reply:<id>:cancel``: set by ``stop`` (and published on the channel of the same name). A worker's event
+  loop keeps one subscription to every reply's cancel channel (``CancelWatch``); its streaming replies
+  wait on an event each.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import weakref
 from typing import Any
 
 from messaging.ratelimits import redis
+
+logger = logging.getLogger(__name__)
 
 LOG_TTL_SECONDS = 3600
 
@@ -52,3 +59,89 @@ async def cancel_request(message_id: int) -> None:
 
 async def cancel_requested(message_id: int) -> bool:
     return bool(await redis().exists(cancel_key(message_id)))
+
+
+CANCEL_PATTERN = "reply:*:cancel"
+RESUBSCRIBE_SECONDS = 1.0
+
+
+class CancelWatch:
+    """One pattern subscription per event loop to every reply's cancel channel: a streaming reply waits on an
+    ``asyncio.Event`` instead of opening a subscription (a Redis connection, closed after each use) of its
+    own before its first token."""
+
+    def __init__(self) -> None:
+        self.waiters: dict[int, set[asyncio.Event]] = {}
+        self.subscribed = asyncio.Event()
+        self.listener = asyncio.create_task(self._listen())
+
+    async def watch(self, message_id: int) -> asyncio.Event:
+        """The event set when ``stop`` is asked for ``message_id`` (before or after this call)."""
+        await self.subscribed.wait()
+        event = asyncio.Event()
+        self.waiters.setdefault(message_id, set()).add(event)
+        if await cancel_requested(message_id):
+            event.set()
+        return event
+
+    def unwatch(self, message_id: int, event: asyncio.Event) -> None:
+        events = self.waiters.get(message_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self.waiters[message_id]
+
+    def _fire(self, message_id: int) -> None:
+        for event in self.waiters.get(message_id, ()):
+            event.set()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = redis().pubsub()
+            try:
+                await pubsub.psubscribe(CANCEL_PATTERN)
+                # What was asked while the subscription was down (a Redis restart) is in the cancel keys.
+                for message_id in list(self.waiters):
+                    if await cancel_requested(message_id):
+                        self._fire(message_id)
+                self.subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "pmessage":
+                        channel = message["channel"]
+                        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+                        number = channel.split(":")[1]
+                        if number.isdigit():
+                            self._fire(int(number))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("cancel subscription lost; subscribing again", exc_info=True)
+                self.subscribed.clear()
+                await asyncio.sleep(RESUBSCRIBE_SECONDS)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pubsub.aclose())
+
+    async def close(self) -> None:
+        self.listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.listener
+
+
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CancelWatch] = weakref.WeakKeyDictionary()
+
+
+def cancel_watch() -> CancelWatch:
+    """The running event loop's ``CancelWatch``, started on first use."""
+    loop = asyncio.get_running_loop()
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _watches[loop] = CancelWatch()
+    return watch
+
+
+async def close_cancel_watch() -> None:
+    """Stop the running loop's watch (a short-lived loop, before it ends)."""
+    watch = _watches.pop(asyncio.get_running_loop(), None)
+    if watch is not None:
+        await watch.close()

@@ -34,7 +34,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents import respond as agent
+from agents.models import Agent
 from agents.prompts import Turn, handoff_reason
+from agents.selectors import agent_for
 from config import aio
 from messaging import streams
 from messaging.models import Message
@@ -170,13 +172,21 @@ class _Stream:
         self.lock = asyncio.Lock()
         self.sends = 0
         self.announced = False
+        self.created: dict[str, Any] | None = None
 
     async def announce(self, reply: Message) -> None:
+        """The reply's ``message.created``, on its own (a reply that ends without streaming any text)."""
         self.announced = True
         await self.layer.group_send(
             self.group, {"type": "message.created", "message": message_payload(reply)}
         )
         self.sends += 1
+
+    def announce_with_first_delta(self, reply: Message) -> None:
+        """The reply's ``message.created`` rides on its first delta: one group send less before the first
+        token reaches the socket (the consumer sends the two frames in order)."""
+        self.announced = True
+        self.created = message_payload(reply)
 
     async def add(self, text: str) -> None:
         self.buffer.append(text)
@@ -205,10 +215,10 @@ class _Stream:
             self.reset = False
             # Logged before it is sent: a client resuming from the log never misses what the group had.
             await streams.log_append(self.message_id, entry)
-            await self.layer.group_send(
-                self.group,
-                {"type": "reply.delta", "message_id": self.message_id, "sent_at": time.time(), **entry},
-            )
+            event = {"type": "reply.delta", "message_id": self.message_id, "sent_at": time.time(), **entry}
+            if self.created is not None:
+                event["created"], self.created = self.created, None
+            await self.layer.group_send(self.group, event)
             self.sends += 1
             self.last_send = time.monotonic()
 
@@ -225,14 +235,26 @@ class _Stream:
         return "".join(self.parts)
 
 
-def _claim_and_load(message_id: int, worker: str) -> tuple[ReplyClaim, Any] | str:
-    """The claim and the agent's settings, in one trip to a database thread."""
-    from agents.selectors import agent_for
+def _agent_of(business_id: int) -> Agent | None:
+    return Agent.objects.filter(business_id=business_id).first()
 
-    claim = reply_claim(message_id=message_id, worker=worker)
+
+async def _claim_and_load(
+    message_id: int, worker: str, business_id: int | None
+) -> tuple[ReplyClaim, Agent] | str:
+    """The claim and the agent's settings: read side by side when the task names the business."""
+    agent_read = asyncio.ensure_future(db(_agent_of, business_id)) if business_id else None
+    try:
+        claim = await db(reply_claim, message_id=message_id, worker=worker)
+        agent_row = await agent_read if agent_read is not None else None
+    finally:
+        if agent_read is not None and not agent_read.done():
+            agent_read.cancel()
     if isinstance(claim, str):
         return claim
-    return claim, agent_for(claim.customer.business)
+    if agent_row is None or agent_row.business_id != claim.customer.business_id:
+        agent_row = await db(agent_for, claim.customer.business)  # first reply: the defaults are created
+    return claim, agent_row
 
 
 def _conversation_of(message_id: int) -> int | None:
@@ -263,6 +285,7 @@ async def _close_loop_clients() -> None:
     from agents.inference.client import close_clients
 
     await close_clients()
+    await streams.close_cancel_watch()
     client = _redis_clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()
@@ -288,7 +311,7 @@ async def _run_reply(
     locked = time.perf_counter()
     prefetch = agent.Prefetch.start(business_id, text) if business_id and text else None
     try:
-        loaded = await db(_claim_and_load, message_id, worker)
+        loaded = await _claim_and_load(message_id, worker, business_id)
         if isinstance(loaded, str):
             return loaded
         claim, agent_row = loaded
@@ -316,7 +339,8 @@ async def _run_reply(
             await layer.group_send(group, _done_event(claim.reply.pk, said, "done", [], {}, {}))
             return "handoff"
 
-        seq = await streams.log_last_seq(claim.reply.pk)
+        # Only a taken-over reply can have streamed already: its numbering goes on from the log.
+        seq = await streams.log_last_seq(claim.reply.pk) if claim.taken_over else 0
         stream = _Stream(group, claim.reply.pk, seq, reset=seq > 0)
         hold.renew(claim.customer.pk)
         return await _stream_reply(
@@ -365,10 +389,31 @@ async def _stream_reply(
 ) -> str:
     reply_id = claim.reply.pk
     setup_started = time.perf_counter()
-    pubsub = redis().pubsub()
-    await pubsub.subscribe(streams.cancel_key(reply_id))
-    stopped = await streams.cancel_requested(reply_id)
+    cancels = streams.cancel_watch()
+    stop_asked = await cancels.watch(reply_id)
     timings["stream_setup"] = round((time.perf_counter() - setup_started) * 1000, 2)
+    try:
+        return await _stream_reply_watched(
+            claim, agent_row, turns, question, stream, timings, started, hold, prefetch, stop_asked
+        )
+    finally:
+        cancels.unwatch(reply_id, stop_asked)
+
+
+async def _stream_reply_watched(
+    claim: ReplyClaim,
+    agent_row: Any,
+    turns: list[Turn],
+    question: str,
+    stream: _Stream,
+    timings: dict[str, Any],
+    started: float,
+    hold: _Hold,
+    prefetch: agent.Prefetch | None,
+    stop_asked: asyncio.Event,
+) -> str:
+    reply_id = claim.reply.pk
+    stopped = stop_asked.is_set()
     final: agent.Done | agent.Cut | agent.Failed | None = None
     citations: list[dict[str, Any]] = []
     usage: dict[str, Any] = {}
@@ -390,7 +435,7 @@ async def _stream_reply(
                         if "first_token" not in timings:
                             timings["first_token"] = round((time.perf_counter() - started) * 1000, 2)
                         if not stream.announced:
-                            await stream.announce(claim.reply)
+                            stream.announce_with_first_delta(claim.reply)
                         await stream.add(event.text)
                     elif isinstance(event, agent.Citations):
                         citations = [asdict(c) for c in event.items]
@@ -410,9 +455,7 @@ async def _stream_reply(
             return
 
     async def watch() -> None:
-        async for message in pubsub.listen():
-            if message.get("type") == "message":
-                return
+        await stop_asked.wait()
 
     if not stopped:
         consumer = asyncio.create_task(consume())
@@ -427,9 +470,6 @@ async def _stream_reply(
         stopped = watcher.done() and not watcher.cancelled() and watcher.exception() is None
         if consumer.done() and not consumer.cancelled() and consumer.exception() is not None:
             raise consumer.exception()  # type: ignore[misc]
-    with contextlib.suppress(Exception):
-        await pubsub.unsubscribe()
-        await pubsub.aclose()
     await stream.close()
 
     if isinstance(final, agent.Done) and not stopped:

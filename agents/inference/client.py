@@ -54,6 +54,7 @@ from agents.inference.types import (
     ToolCalls,
     Usage,
 )
+from config import aio
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,21 @@ async def _account(call: _Call) -> None:
         await asyncio.shield(sync_to_async(_write_call, thread_sensitive=True)(call))
     except Exception:  # accounting must never break or hide the reply's own outcome
         logger.exception("could not record an inference call (%s via %s)", call.outcome, call.endpoint)
+
+
+_accounting: set[asyncio.Task[None]] = set()
+
+
+async def _record(call: _Call) -> None:
+    """``_account``, off the caller's path on a worker's long-lived reply loop (a question's embedding is on
+    the way to the first token, a reply's record on the way to its final save); awaited on other loops,
+    which may end before a task of theirs would run."""
+    if not aio.on_worker_loop():
+        await _account(call)
+        return
+    task = asyncio.get_running_loop().create_task(_account(call))
+    _accounting.add(task)
+    task.add_done_callback(_accounting.discard)
 
 
 # --- Per-business fairness ---------------------------------------------------------------------------------
@@ -487,7 +503,7 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
     finally:
         _business_leave(request.business_id, business_lease)
         call.total_ms = (time.perf_counter() - started) * 1000
-        await _account(call)
+        await _record(call)
 
 
 async def complete_chat(request: ChatRequest) -> ChatResult:
@@ -588,7 +604,7 @@ async def embed(texts: list[str], *, model: str | None = None) -> list[list[floa
         raise
     finally:
         call.total_ms = (time.perf_counter() - started) * 1000
-        await _account(call)
+        await _record(call)
 
 
 def _json(response: httpx.Response) -> Any:
