@@ -89,7 +89,14 @@ class Stack:
     and would measure the VM, not the framework."""
 
     def __init__(
-        self, *, reply: str, token_delay: float, server_delay: float, pool: str, reply_workers: int
+        self,
+        *,
+        reply: str,
+        token_delay: float,
+        server_delay: float,
+        pool: str,
+        reply_workers: int,
+        asgi_workers: int,
     ) -> None:
         import subprocess
 
@@ -124,6 +131,7 @@ class Stack:
         settings.EMBEDDINGS_MODEL = "test-model"
         self.pool = pool
         self.reply_workers = reply_workers
+        self.asgi_workers = asgi_workers
         self.workers: list[Any] = []
         self.asgi: Any = None
 
@@ -164,7 +172,7 @@ class Stack:
                     name=f"replies{number}",
                 )
             )
-        self.asgi = start_asgi(env, logs / "asgi.log")
+        self.asgi = start_asgi(env, logs / "asgi.log", workers=self.asgi_workers)
 
     def stop(self) -> None:
         for process in (*self.workers, self.asgi):
@@ -331,6 +339,7 @@ def main() -> None:
     )
     parser.add_argument("--pool", default="threads 64", help='"threads 64" or "prefork 2"')
     parser.add_argument("--reply-workers", type=int, default=2, help="worker processes for replies")
+    parser.add_argument("--asgi-workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
     # ``timeout`` and Ctrl-C alike stop the worker and uvicorn (a leftover worker would take the next run's tasks).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -341,6 +350,7 @@ def main() -> None:
         server_delay=args.server_delay,
         pool=args.pool,
         reply_workers=args.reply_workers,
+        asgi_workers=args.asgi_workers,
     )
     rows = []
     try:
@@ -362,7 +372,13 @@ def main() -> None:
                 replies_run=len(results) + (level if args.rounds > 1 else 0),
             )
             rows.append(
-                {**row, "think_s": args.think, "pool": args.pool, "reply_workers": args.reply_workers}
+                {
+                    **row,
+                    "think_s": args.think,
+                    "pool": args.pool,
+                    "reply_workers": args.reply_workers,
+                    "asgi_workers": args.asgi_workers,
+                }
             )
     finally:
         stack.stop()
