@@ -136,17 +136,23 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
+def _redis_db(url: str) -> int:
+    from redis.connection import parse_url
+
+    return int(parse_url(url).get("db") or 0)
+
+
+# Pub/sub: a group send is one PUBLISH, and each ASGI process reads its sockets' groups from one subscription
+# (the list-based layer runs a Lua script per send and a blocking pop per message: measured in
+# bench/ttft_overhead.py). Delivery is at most once, as it is in practice with the other layer; a reply's
+# deltas are also logged in Redis (messaging.streams), so a client that missed some reads them back.
+# Pub/sub channels are server-wide, not per database: the prefix names the database.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
-            # redis-py 8 reads with a 5 s socket timeout by default, which a consumer's 5 s BZPOPMIN
-            # overruns: every idle websocket would die with TimeoutError. Above the blocking pop.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
-            "prefix": env_str("CHANNELS_PREFIX", "bizagent"),
-            "capacity": 500,
-            "expiry": 30,
-            "group_expiry": 3600,
+            "hosts": [{"address": REDIS_URL}],
+            "prefix": env_str("CHANNELS_PREFIX", f"bizagent{_redis_db(REDIS_URL)}"),
         },
     }
 }

@@ -25,40 +25,48 @@ def redis() -> aioredis.Redis:
 
 async def hit(key: str, *, limit: int, window: int = 60) -> bool:
     """Count one event; False (and not counted) when the rate over the last ``window`` seconds would go over
-    ``limit``.
+    ``limit``."""
+    return await hit_all([(key, limit)], window=window) is None
 
-    A sliding-window estimate: this window's count plus the previous window's, weighted by the share of it
-    still inside the last ``window`` seconds. A plain fixed window would let a burst through twice, once on
-    each side of a window's boundary."""
+
+async def hit_all(limits: list[tuple[str, int]], *, window: int = 60) -> int | None:
+    """Count one event against each ``(key, limit)``, in one round trip. Returns the index of the first limit
+    the event would take over (then none of them counts it: retrying while limited does not stretch a limit
+    into the next window), or None.
+
+    Each is a sliding-window estimate: this window's count plus the previous window's, weighted by the share
+    of it still inside the last ``window`` seconds. A plain fixed window would let a burst through twice,
+    once on each side of a window's boundary."""
     now = time.time()
     bucket = int(now // window)
-    current, previous = f"rl:{key}:{bucket}", f"rl:{key}:{bucket - 1}"
+    currents = [f"rl:{key}:{bucket}" for key, _ in limits]
     pipe = redis().pipeline()
-    pipe.incr(current)
-    pipe.expire(current, 2 * window + 1)
-    pipe.get(previous)
-    count, _, before = await pipe.execute()
+    for (key, _), current in zip(limits, currents, strict=True):
+        pipe.incr(current)
+        pipe.expire(current, 2 * window + 1)
+        pipe.get(f"rl:{key}:{bucket - 1}")
+    results = await pipe.execute()
     still_inside = 1 - (now - bucket * window) / window
-    if int(count) + int(before or 0) * still_inside <= limit:
-        return True
-    # Refused: not counted, so that retrying while limited does not stretch the limit into the next window.
-    await redis().decr(current)
-    return False
-
-
-async def unhit(key: str, *, window: int = 60) -> None:
-    """Take back one event (it was refused by a later limit, so nothing happened)."""
-    await redis().decr(f"rl:{key}:{int(time.time() // window)}")
+    for index, (_, limit) in enumerate(limits):
+        count, _, before = results[3 * index : 3 * index + 3]
+        if int(count) + int(before or 0) * still_inside > limit:
+            undo = redis().pipeline()
+            for current in currents:
+                undo.decr(current)
+            await undo.execute()
+            return index
+    return None
 
 
 async def message_allowed(business_id: int, visitor_id: str) -> str | None:
     """None when a message may be stored, else the error code."""
-    if not await hit(f"v:{business_id}:{visitor_id}", limit=settings.CHAT_VISITOR_MESSAGES_PER_MINUTE):
-        return "rate_limited"
-    if not await hit(f"b:{business_id}", limit=settings.CHAT_BUSINESS_MESSAGES_PER_MINUTE):
-        await unhit(f"v:{business_id}:{visitor_id}")
-        return "business_rate_limited"
-    return None
+    refused = await hit_all(
+        [
+            (f"v:{business_id}:{visitor_id}", settings.CHAT_VISITOR_MESSAGES_PER_MINUTE),
+            (f"b:{business_id}", settings.CHAT_BUSINESS_MESSAGES_PER_MINUTE),
+        ]
+    )
+    return None if refused is None else ("rate_limited", "business_rate_limited")[refused]
 
 
 async def connection_open(business_id: int, visitor_id: str, channel_name: str) -> bool:

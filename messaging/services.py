@@ -218,11 +218,12 @@ def _message_store(
             )
     except IntegrityError:
         return None
+    if bot:
+        # Out of a transaction, queued at once: the reply starts while the conversation is touched below.
+        transaction.on_commit(lambda: _enqueue_reply(message))
     Conversation.objects.filter(pk=conversation_id).filter(
         Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
     ).update(last_customer_message_at=received_at, updated_at=timezone.now())
-    if bot:
-        transaction.on_commit(lambda: _enqueue_reply(message))
     return message
 
 

@@ -76,12 +76,11 @@ class CancelWatch:
         self.listener = asyncio.create_task(self._listen())
 
     async def watch(self, message_id: int) -> asyncio.Event:
-        """The event set when ``stop`` is asked for ``message_id`` (before or after this call)."""
+        """The event set when ``stop`` is asked for ``message_id`` from now on. A stop asked before left its
+        key: the caller checks ``cancel_requested`` itself, beside its own work (a round trip off its path)."""
         await self.subscribed.wait()
         event = asyncio.Event()
         self.waiters.setdefault(message_id, set()).add(event)
-        if await cancel_requested(message_id):
-            event.set()
         return event
 
     def unwatch(self, message_id: int, event: asyncio.Event) -> None:

@@ -455,7 +455,9 @@ async def _stream_reply_watched(
             return
 
     async def watch() -> None:
-        await stop_asked.wait()
+        # A stop asked before the watch began left its key (checked here, beside the stream's start).
+        if not await streams.cancel_requested(reply_id):
+            await stop_asked.wait()
 
     if not stopped:
         consumer = asyncio.create_task(consume())

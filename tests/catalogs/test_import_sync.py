@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connections
 
@@ -159,19 +160,24 @@ def test_progress_is_published_to_redis_and_the_channels_group(
     path.write_text(SMALL_CATALOG_CSV)
     imp = import_start(business=business, path=path, embed=False, enqueue=False)
     layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(import_group(imp.pk), channel)
     calls = []
-    import_run(import_id=imp.pk, progress=lambda *args: calls.append(args))
 
-    async def drain():
-        # One event loop for all receives: channels-redis keeps per-loop receive state.
-        received = []
-        while not received or received[-1]["phase"] != "done":
-            received.append(await layer.receive(channel))
+    async def subscribe_and_import() -> list[dict]:
+        # Pub/sub delivers only to a live subscription: subscribe, then import while receiving (one loop).
+        channel = await layer.new_channel()
+        await layer.group_add(import_group(imp.pk), channel)
+        received: list[dict] = []
+
+        async def drain() -> None:
+            while not received or received[-1]["phase"] != "done":
+                received.append(await layer.receive(channel))
+
+        receiving = asyncio.create_task(drain())
+        await sync_to_async(import_run)(import_id=imp.pk, progress=lambda *args: calls.append(args))
+        await asyncio.wait_for(receiving, 10)
         return received
 
-    events = async_to_sync(drain)()
+    events = async_to_sync(subscribe_and_import)()
     assert events[0] == {
         "type": "import.progress",
         "import_id": imp.pk,
