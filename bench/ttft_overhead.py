@@ -253,7 +253,9 @@ class CpuMeter:
             for process in processes:
                 try:
                     # The client's children are the stack's processes, counted in their own parts.
-                    family = [process] if part == "bench_client" else [process, *process.children(recursive=True)]
+                    family = (
+                        [process] if part == "bench_client" else [process, *process.children(recursive=True)]
+                    )
                 except Exception:
                     continue
                 for member in family:

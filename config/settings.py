@@ -136,6 +136,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
+
 def _redis_db(url: str) -> int:
     from redis.connection import parse_url
 
