@@ -8,8 +8,8 @@ workers and uvicorn, the ``bizagent_bench`` database). Writes bench/results/stre
 tokens per reply. Reported: tokens delivered to the clients per second (total tokens / wall time from the
 first send to the last ``message.done``), the per-conversation rate, ``delta`` frames per reply, and the
 channel-layer group sends per reply (``timings.group_sends``: message.created + deltas + done) as the
-Redis messages per reply (each group send is one Lua call on the layer; each delta also one RPUSH to the
-resume log). A client checks that its deltas joined equal the final text.
+Redis messages per reply (each group send is one PUBLISH on the pub/sub layer; each delta also one
+RPUSH+EXPIRE pipeline to the resume log). A client checks that its deltas joined equal the final text.
 """
 
 from __future__ import annotations

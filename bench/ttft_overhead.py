@@ -96,7 +96,7 @@ class Stack:
         server_delay: float,
         pool: str,
         reply_workers: int,
-        asgi_workers: int,
+        asgi_workers: int = 1,
     ) -> None:
         import subprocess
 

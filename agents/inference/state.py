@@ -8,9 +8,10 @@
 - ``health:<endpoint>``: the last active probe (ok, reason, served models, checked_at).
 - ``business:<id>:tokens:<window>``: prompt+completion tokens used in a fixed window.
 
-The sync redis client is used from async code on purpose: each call is one round trip of well under a
-millisecond on the local socket, and a worker's event loop serves one reply, so there is nothing to gain
-from an async client bound to each short-lived loop (and cleanup in ``finally`` needs no await).
+The sync redis client is used from async code too: each call is one round trip (well under a millisecond
+on an idle local socket, about one under load), and cleanup in ``finally`` needs no await. A reply worker's
+loop serves many replies, so each call holds them all for that round trip: five or six per reply. An async
+client per loop would free them; the benchmark (bench/ttft_overhead.py) has not shown that cost yet.
 """
 
 from __future__ import annotations

@@ -47,6 +47,48 @@ def test_duplicate_channel_and_client_ids_are_stored_once() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_known_open_conversation_takes_the_message_directly_and_anything_else_falls_back() -> None:
+    business, other = BusinessFactory(), BusinessFactory()
+    widget = {"channel": "widget", "contact_external_id": "v1"}
+    first = receive(business, "hi", client_message_id="c1", **widget)
+    assert first is not None
+    conversation = first.conversation_id
+    # The socket's conversation: stored in it, a duplicate client id stored once.
+    second = receive(business, "and?", client_message_id="c2", conversation_id=conversation, **widget)
+    assert second is not None and second.conversation_id == conversation and second.status == "received"
+    assert receive(business, "and?", client_message_id="c2", conversation_id=conversation, **widget) is None
+    # Another visitor's conversation id, or another business's, is never written into: the caller's own
+    # conversation is looked up as if no id had been given.
+    stranger = receive(
+        business,
+        "me",
+        client_message_id="s1",
+        conversation_id=conversation,
+        channel="widget",
+        contact_external_id="v2",
+    )
+    assert stranger is not None and stranger.conversation_id != conversation
+    elsewhere = receive(other, "hi", client_message_id="c3", conversation_id=conversation, **widget)
+    assert (
+        elsewhere is not None
+        and elsewhere.business_id == other.pk
+        and elsewhere.conversation_id != conversation
+    )
+    # A closed conversation is not reopened: a new one starts.
+    Conversation.objects.filter(pk=conversation).update(state=Conversation.State.CLOSED)
+    after = receive(business, "back", client_message_id="c4", conversation_id=conversation, **widget)
+    assert after is not None and after.conversation_id not in (conversation, stranger.conversation_id)
+    # In human state it is stored skipped (staff answer), in the same conversation.
+    Conversation.objects.filter(pk=after.conversation_id).update(state=Conversation.State.HUMAN)
+    quiet = receive(
+        business, "hello?", client_message_id="c5", conversation_id=after.conversation_id, **widget
+    )
+    assert quiet is not None and quiet.status == "skipped" and quiet.conversation_id == after.conversation_id
+    assert Conversation.objects.get(pk=conversation).messages.count() == 2
+    assert Message.objects.filter(business=other).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_reply_runs_once_even_when_the_task_runs_twice(pool_server: Any, shop: Any) -> None:
     pool_server.script("The Pocket gas stove is 39.90 EUR.")
     message = receive(shop, "stove?")
