@@ -229,7 +229,9 @@ class CpuMeter:
     def __init__(self, stack: Stack) -> None:
         import psutil
 
-        data = str(ROOT / ".data")
+        from config import embedded
+
+        data = str(embedded.data_dir())
         self.parts: dict[str, list[Any]] = {
             "asgi": [psutil.Process(stack.asgi.proc.pid)],
             "workers": [psutil.Process(w.proc.pid) for w in stack.workers],
