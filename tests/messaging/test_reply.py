@@ -203,3 +203,19 @@ def test_repeated_failures_hand_the_conversation_to_a_person(pool_server: Any, s
     assert third is not None
     assert async_to_sync(run_reply)(third.pk) == "handoff"
     assert Conversation.objects.get(pk=third.conversation_id).handoff_reason == "2 failed replies in a row"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_asked_before_the_stream_starts_cuts_the_reply(pool_server: Any, shop: Any) -> None:
+    from messaging import streams
+
+    pool_server.script(" ".join(f"w{i}" for i in range(200)))
+    message = receive(shop, "tents?")
+    assert message is not None
+    # The reply row is the next message stored; its stop is asked before the task runs (the watch of the
+    # worker's loop never hears that publish: the key left behind stops it).
+    async_to_sync(streams.cancel_request)(message.pk + 1)
+    assert async_to_sync(run_reply)(message.pk) == "stopped"
+    reply = Message.objects.get(reply_to=message)
+    assert (reply.pk, reply.status, reply.error) == (message.pk + 1, "cut", "stopped by the customer")
+    assert len(reply.text) < len(" ".join(f"w{i}" for i in range(200)))

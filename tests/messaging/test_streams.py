@@ -1,0 +1,40 @@
+"""messaging.streams against the real Redis: the resume log and the worker loop's cancel watch."""
+
+from __future__ import annotations
+
+import asyncio
+
+from messaging import streams
+
+
+async def test_the_log_reads_back_what_followed_a_sequence_number() -> None:
+    for seq, text in enumerate(["The ", "stove ", "is 39.90 EUR."], start=1):
+        await streams.log_append(7, {"seq": seq, "text": text, "reset": False})
+    assert [entry["text"] for entry in await streams.log_read(7, 1)] == ["stove ", "is 39.90 EUR."]
+    assert await streams.log_last_seq(7) == 3
+    assert await streams.log_last_seq(8) == 0
+
+
+async def test_a_stop_reaches_the_watched_reply_only_and_one_asked_before_is_left_in_its_key() -> None:
+    watch = streams.cancel_watch()
+    assert streams.cancel_watch() is watch  # one subscription per event loop
+    try:
+        stopped, other = await watch.watch(101), await watch.watch(102)
+        await streams.cancel_request(101)
+        await asyncio.wait_for(stopped.wait(), timeout=2)
+        await asyncio.sleep(0.05)
+        assert not other.is_set()
+        watch.unwatch(101, stopped)
+        watch.unwatch(102, other)
+        assert watch.waiters == {}
+        # Asked before the reply was watched: the watch does not replay it, the key tells (the reply task
+        # checks it beside its stream).
+        await streams.cancel_request(103)
+        await asyncio.sleep(0.2)  # the subscription has heard it, with nobody waiting
+        late = await watch.watch(103)
+        await asyncio.sleep(0.05)
+        assert not late.is_set()
+        assert await streams.cancel_requested(103)
+        assert not await streams.cancel_requested(104)
+    finally:
+        await streams.close_cancel_watch()
