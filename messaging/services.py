@@ -6,7 +6,6 @@ rows they name exist for other processes.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import socket
@@ -20,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -147,29 +146,17 @@ def message_receive(
     """
     received_at = received_at or timezone.now()
     if conversation_id is not None:
-        state = (
-            Conversation.objects.filter(
-                pk=conversation_id,
-                business=business,
-                channel=channel,
-                contact__external_id=contact_external_id,
-            )
-            .exclude(state=Conversation.State.CLOSED)
-            .values_list("state", flat=True)
-            .first()
+        stored = _message_into_open_conversation(
+            business,
+            conversation_id,
+            channel,
+            contact_external_id,
+            text,
+            channel_message_id,
+            client_message_id,
         )
-        if state is not None:
-            # Autocommit: the insert is the only write that matters (the message is stored or a duplicate).
-            return _message_store(
-                business,
-                conversation_id,
-                state,
-                channel,
-                text,
-                channel_message_id,
-                client_message_id,
-                received_at,
-            )
+        if stored is not None:
+            return _message_received(stored, received_at)
     with transaction.atomic(durable=True):
         conversation = conversation_open(
             business=business,
@@ -189,6 +176,62 @@ def message_receive(
         )
 
 
+def _message_into_open_conversation(
+    business: Business,
+    conversation_id: int,
+    channel: str,
+    contact_external_id: str,
+    text: str,
+    channel_message_id: str,
+    client_message_id: str,
+) -> Message | None:
+    """The message into that conversation in one statement, without a transaction, if it is this contact's,
+    this business's and open; its status follows the conversation's state. None when it is not, or for a
+    duplicate: the caller takes the long way, which tells the two apart."""
+    insert, params = _message_insert_select(
+        values={
+            "business_id": business.pk,
+            "channel": channel,
+            "role": Message.Role.CUSTOMER,
+            "text": text,
+            "channel_message_id": channel_message_id,
+            "client_message_id": client_message_id,
+        },
+        expressions={
+            "conversation_id": "c.id",
+            "status": f"CASE WHEN c.state = '{Conversation.State.BOT}' THEN '{Message.Status.RECEIVED}' "
+            f"ELSE '{Message.Status.SKIPPED}' END",
+        },
+    )
+    conversations = connection.ops.quote_name(Conversation._meta.db_table)
+    contacts = connection.ops.quote_name(Contact._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{insert} FROM {conversations} c JOIN {contacts} ct ON ct.id = c.contact_id "
+            "WHERE c.id = %s AND c.business_id = %s AND c.channel = %s AND ct.external_id = %s "
+            "AND c.state <> %s ON CONFLICT DO NOTHING RETURNING id, status, created_at",
+            [*params, conversation_id, business.pk, channel, contact_external_id, Conversation.State.CLOSED],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return _stored(
+        Message(
+            pk=row[0],
+            business=business,
+            conversation_id=conversation_id,
+            channel=channel,
+            role=Message.Role.CUSTOMER,
+            text=text,
+            status=row[1],
+            channel_message_id=channel_message_id,
+            client_message_id=client_message_id,
+            created_at=row[2],
+            updated_at=row[2],
+        )
+    )
+
+
 def _message_store(
     business: Business,
     conversation_id: int,
@@ -199,29 +242,31 @@ def _message_store(
     client_message_id: str,
     received_at: dt.datetime,
 ) -> Message | None:
-    """Insert the customer's message (None for a duplicate), note when the customer last wrote, and queue
-    the reply when the agent has the conversation (on commit)."""
-    bot = state == Conversation.State.BOT
-    # Inside a transaction, a savepoint: a duplicate must not fail the conversation the caller just opened.
-    in_transaction = transaction.get_connection().in_atomic_block
+    """Insert the customer's message in the caller's transaction (None for a duplicate: a savepoint keeps
+    the conversation the caller just opened)."""
     try:
-        with transaction.atomic() if in_transaction else contextlib.nullcontext():
+        with transaction.atomic():
             message = Message.objects.create(
                 business=business,
                 conversation_id=conversation_id,
                 channel=channel,
                 role=Message.Role.CUSTOMER,
                 text=text,
-                status=Message.Status.RECEIVED if bot else Message.Status.SKIPPED,
+                status=Message.Status.RECEIVED if state == Conversation.State.BOT else Message.Status.SKIPPED,
                 channel_message_id=channel_message_id,
                 client_message_id=client_message_id,
             )
     except IntegrityError:
         return None
-    if bot:
-        # Out of a transaction, queued at once: the reply starts while the conversation is touched below.
+    return _message_received(message, received_at)
+
+
+def _message_received(message: Message, received_at: dt.datetime) -> Message:
+    """Queue the reply when the agent has the conversation (on commit: at once outside a transaction, so the
+    reply starts while the conversation row is touched), and note when the customer last wrote."""
+    if message.status == Message.Status.RECEIVED:
         transaction.on_commit(lambda: _enqueue_reply(message))
-    Conversation.objects.filter(pk=conversation_id).filter(
+    Conversation.objects.filter(pk=message.conversation_id).filter(
         Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
     ).update(last_customer_message_at=received_at, updated_at=timezone.now())
     return message
@@ -372,33 +417,12 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
         return "answered"
     if not claim_is_stale(customer.claimed_at, customer.claimed_by, now):
         return "busy"
-    # The conditional update is the claim: of two workers reading the same stale lease, one wins.
-    won = (
-        Message.objects.filter(
-            pk=message_id, status=Message.Status.RECEIVED, claimed_at=customer.claimed_at
-        ).update(claimed_at=now, claimed_by=worker[:100])
-        == 1
-    )
-    if not won:
-        return "busy"
     taken_over = customer.claimed_at is not None
-    customer.claimed_at, customer.claimed_by = now, worker[:100]
-    # Only a taken-over claim can have a reply row already (this worker holds the claim: no race).
-    reply = Message.objects.filter(reply_to=customer).first() if taken_over else None
+    reply = _claim_taken_over(customer, now, worker) if taken_over else _claim_fresh(customer, now, worker)
     if reply is None:
-        reply = Message.objects.create(
-            business_id=customer.business_id,
-            conversation=conversation,
-            channel=customer.channel,
-            role=Message.Role.AGENT,
-            status=Message.Status.STREAMING,
-            text="",
-            reply_to=customer,
-        )
-    elif reply.status != Message.Status.STREAMING:
-        reply.status = Message.Status.STREAMING
-        reply.text = ""
-        reply.save(update_fields=["status", "text", "updated_at"])
+        return "busy"  # another worker won the conditional update
+    customer.claimed_at, customer.claimed_by = now, worker[:100]
+    reply.conversation = conversation
     last_answered = max(
         (m.pk for m in window if m.pk < message_id and m.role != Message.Role.CUSTOMER), default=0
     )
@@ -414,6 +438,108 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
         turns=selectors.context_turns(earlier),
         failures=selectors.failures_in_a_row(earlier),
     )
+
+
+def _claim_fresh(customer: Message, now: dt.datetime, worker: str) -> Message | None:
+    """Claim a customer message nobody has claimed, and create its reply row, in one statement (one round
+    trip on the way to the first token). None when another worker's update came first."""
+    insert, params = _message_insert_select(
+        values={"role": Message.Role.AGENT, "status": Message.Status.STREAMING, "text": ""},
+        expressions={
+            "business_id": "claimed.business_id",
+            "conversation_id": "claimed.conversation_id",
+            "channel": "claimed.channel",
+            "reply_to_id": "claimed.id",
+        },
+    )
+    table = connection.ops.quote_name(Message._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH claimed AS (UPDATE {table} SET claimed_at = %s, claimed_by = %s "
+            "WHERE id = %s AND status = %s AND claimed_at IS NULL "
+            "RETURNING id, business_id, conversation_id, channel) "
+            f"{insert} FROM claimed RETURNING id, created_at",
+            [now, worker[:100], customer.pk, Message.Status.RECEIVED, *params],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return _stored(
+        Message(
+            pk=row[0],
+            business_id=customer.business_id,
+            conversation_id=customer.conversation_id,
+            channel=customer.channel,
+            role=Message.Role.AGENT,
+            status=Message.Status.STREAMING,
+            text="",
+            reply_to=customer,
+            created_at=row[1],
+            updated_at=row[1],
+        )
+    )
+
+
+def _claim_taken_over(customer: Message, now: dt.datetime, worker: str) -> Message | None:
+    """Take over a stale claim (its worker died, or its lease ran out): the reply restarts in the same row."""
+    # The conditional update is the claim: of two workers reading the same stale lease, one wins.
+    won = Message.objects.filter(
+        pk=customer.pk, status=Message.Status.RECEIVED, claimed_at=customer.claimed_at
+    ).update(claimed_at=now, claimed_by=worker[:100])
+    if not won:
+        return None
+    # The dead worker may have died before creating the reply row (this worker holds the claim: no race).
+    reply = Message.objects.filter(reply_to=customer).first()
+    if reply is None:
+        return Message.objects.create(
+            business_id=customer.business_id,
+            conversation_id=customer.conversation_id,
+            channel=customer.channel,
+            role=Message.Role.AGENT,
+            status=Message.Status.STREAMING,
+            text="",
+            reply_to=customer,
+        )
+    if reply.status != Message.Status.STREAMING:
+        reply.status = Message.Status.STREAMING
+        reply.text = ""
+        reply.save(update_fields=["status", "text", "updated_at"])
+    return reply
+
+
+def _message_insert_select(*, values: dict[str, Any], expressions: dict[str, str]) -> tuple[str, list[Any]]:
+    """``INSERT INTO <messages> (every column) SELECT ...`` for one statement that reads and writes at once
+    (the caller adds FROM, WHERE and RETURNING). A column named in ``expressions`` (by attname) takes that SQL
+    over the caller's FROM; any other ``values[attname]``, or its field's default (now for auto_now fields),
+    prepared by the field as ``save()`` would, so a field added to the model is covered here too."""
+    now = timezone.now()
+    columns: list[str] = []
+    selects: list[str] = []
+    params: list[Any] = []
+    for field in Message._meta.concrete_fields:
+        if field.primary_key or field.column is None:
+            continue
+        columns.append(connection.ops.quote_name(field.column))
+        if field.attname in expressions:
+            selects.append(expressions[field.attname])
+            continue
+        if field.attname in values:
+            value = values[field.attname]
+        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            value = now
+        else:
+            value = field.get_default()
+        selects.append("%s")
+        params.append(field.get_db_prep_save(value, connection))
+    table = connection.ops.quote_name(Message._meta.db_table)
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)}", params
+
+
+def _stored(message: Message) -> Message:
+    """An instance built from a row a raw statement just wrote: saved, as the ORM would have left it."""
+    message._state.adding = False
+    message._state.db = connection.alias
+    return message
 
 
 def reply_renew(*, customer_id: int, worker: str) -> bool:
