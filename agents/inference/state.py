@@ -11,7 +11,8 @@
 The sync redis client is used from async code too: each call is one round trip (well under a millisecond
 on an idle local socket, about one under load), and cleanup in ``finally`` needs no await. A reply worker's
 loop serves many replies, so each call holds them all for that round trip: five or six per reply. An async
-client per loop would free them; the benchmark (bench/ttft_overhead.py) has not shown that cost yet.
+client per loop was measured (bench/ttft_overhead.py, interleaved, Dec 2) and made no difference at 10 or 50
+conversations, while redis-py's asyncio path costs more Python per call: not kept.
 """
 
 from __future__ import annotations
