@@ -188,19 +188,20 @@ def _message_into_open_conversation(
     """The message into that conversation in one statement, without a transaction, if it is this contact's,
     this business's and open; its status follows the conversation's state. None when it is not, or for a
     duplicate: the caller takes the long way, which tells the two apart."""
+    message = _customer_message(
+        business,
+        conversation_id,
+        channel,
+        text,
+        channel_message_id,
+        client_message_id,
+        Message.Status.RECEIVED,
+    )
     insert, params = _message_insert_select(
-        values={
-            "business_id": business.pk,
-            "channel": channel,
-            "role": Message.Role.CUSTOMER,
-            "text": text,
-            "channel_message_id": channel_message_id,
-            "client_message_id": client_message_id,
-        },
+        message,
         expressions={
-            "conversation_id": "c.id",
             "status": f"CASE WHEN c.state = '{Conversation.State.BOT}' THEN '{Message.Status.RECEIVED}' "
-            f"ELSE '{Message.Status.SKIPPED}' END",
+            f"ELSE '{Message.Status.SKIPPED}' END"
         },
     )
     conversations = connection.ops.quote_name(Conversation._meta.db_table)
@@ -209,26 +210,34 @@ def _message_into_open_conversation(
         cursor.execute(
             f"{insert} FROM {conversations} c JOIN {contacts} ct ON ct.id = c.contact_id "
             "WHERE c.id = %s AND c.business_id = %s AND c.channel = %s AND ct.external_id = %s "
-            "AND c.state <> %s ON CONFLICT DO NOTHING RETURNING id, status, created_at",
+            "AND c.state <> %s ON CONFLICT DO NOTHING RETURNING id, status",
             [*params, conversation_id, business.pk, channel, contact_external_id, Conversation.State.CLOSED],
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    return _stored(
-        Message(
-            pk=row[0],
-            business=business,
-            conversation_id=conversation_id,
-            channel=channel,
-            role=Message.Role.CUSTOMER,
-            text=text,
-            status=row[1],
-            channel_message_id=channel_message_id,
-            client_message_id=client_message_id,
-            created_at=row[2],
-            updated_at=row[2],
-        )
+    message.pk, message.status = row
+    return _stored(message)
+
+
+def _customer_message(
+    business: Business,
+    conversation_id: int,
+    channel: str,
+    text: str,
+    channel_message_id: str,
+    client_message_id: str,
+    status: str,
+) -> Message:
+    return Message(
+        business=business,
+        conversation_id=conversation_id,
+        channel=channel,
+        role=Message.Role.CUSTOMER,
+        text=text,
+        status=status,
+        channel_message_id=channel_message_id,
+        client_message_id=client_message_id,
     )
 
 
@@ -244,18 +253,19 @@ def _message_store(
 ) -> Message | None:
     """Insert the customer's message in the caller's transaction (None for a duplicate: a savepoint keeps
     the conversation the caller just opened)."""
+    bot = state == Conversation.State.BOT
+    message = _customer_message(
+        business,
+        conversation_id,
+        channel,
+        text,
+        channel_message_id,
+        client_message_id,
+        Message.Status.RECEIVED if bot else Message.Status.SKIPPED,
+    )
     try:
         with transaction.atomic():
-            message = Message.objects.create(
-                business=business,
-                conversation_id=conversation_id,
-                channel=channel,
-                role=Message.Role.CUSTOMER,
-                text=text,
-                status=Message.Status.RECEIVED if state == Conversation.State.BOT else Message.Status.SKIPPED,
-                channel_message_id=channel_message_id,
-                client_message_id=client_message_id,
-            )
+            message.save(force_insert=True)
     except IntegrityError:
         return None
     return _message_received(message, received_at)
@@ -443,40 +453,33 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
 def _claim_fresh(customer: Message, now: dt.datetime, worker: str) -> Message | None:
     """Claim a customer message nobody has claimed, and create its reply row, in one statement (one round
     trip on the way to the first token). None when another worker's update came first."""
-    insert, params = _message_insert_select(
-        values={"role": Message.Role.AGENT, "status": Message.Status.STREAMING, "text": ""},
-        expressions={
-            "business_id": "claimed.business_id",
-            "conversation_id": "claimed.conversation_id",
-            "channel": "claimed.channel",
-            "reply_to_id": "claimed.id",
-        },
-    )
+    reply = _reply_row(customer)
+    insert, params = _message_insert_select(reply, expressions={})
     table = connection.ops.quote_name(Message._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH claimed AS (UPDATE {table} SET claimed_at = %s, claimed_by = %s "
-            "WHERE id = %s AND status = %s AND claimed_at IS NULL "
-            "RETURNING id, business_id, conversation_id, channel) "
-            f"{insert} FROM claimed RETURNING id, created_at",
+            "WHERE id = %s AND status = %s AND claimed_at IS NULL RETURNING id) "
+            f"{insert} FROM claimed RETURNING id",
             [now, worker[:100], customer.pk, Message.Status.RECEIVED, *params],
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    return _stored(
-        Message(
-            pk=row[0],
-            business_id=customer.business_id,
-            conversation_id=customer.conversation_id,
-            channel=customer.channel,
-            role=Message.Role.AGENT,
-            status=Message.Status.STREAMING,
-            text="",
-            reply_to=customer,
-            created_at=row[1],
-            updated_at=row[1],
-        )
+    reply.pk = row[0]
+    return _stored(reply)
+
+
+def _reply_row(customer: Message) -> Message:
+    """The agent's reply to ``customer``, unsaved: streaming, no text yet."""
+    return Message(
+        business_id=customer.business_id,
+        conversation_id=customer.conversation_id,
+        channel=customer.channel,
+        role=Message.Role.AGENT,
+        status=Message.Status.STREAMING,
+        text="",
+        reply_to=customer,
     )
 
 
@@ -491,15 +494,9 @@ def _claim_taken_over(customer: Message, now: dt.datetime, worker: str) -> Messa
     # The dead worker may have died before creating the reply row (this worker holds the claim: no race).
     reply = Message.objects.filter(reply_to=customer).first()
     if reply is None:
-        return Message.objects.create(
-            business_id=customer.business_id,
-            conversation_id=customer.conversation_id,
-            channel=customer.channel,
-            role=Message.Role.AGENT,
-            status=Message.Status.STREAMING,
-            text="",
-            reply_to=customer,
-        )
+        reply = _reply_row(customer)
+        reply.save(force_insert=True)
+        return reply
     if reply.status != Message.Status.STREAMING:
         reply.status = Message.Status.STREAMING
         reply.text = ""
@@ -507,12 +504,11 @@ def _claim_taken_over(customer: Message, now: dt.datetime, worker: str) -> Messa
     return reply
 
 
-def _message_insert_select(*, values: dict[str, Any], expressions: dict[str, str]) -> tuple[str, list[Any]]:
-    """``INSERT INTO <messages> (every column) SELECT ...`` for one statement that reads and writes at once
-    (the caller adds FROM, WHERE and RETURNING). A column named in ``expressions`` (by attname) takes that SQL
-    over the caller's FROM; any other ``values[attname]``, or its field's default (now for auto_now fields),
-    prepared by the field as ``save()`` would, so a field added to the model is covered here too."""
-    now = timezone.now()
+def _message_insert_select(message: Message, *, expressions: dict[str, str]) -> tuple[str, list[Any]]:
+    """``INSERT INTO <messages> (every column) SELECT ...`` of the unsaved ``message``, for one statement that
+    reads and writes at once (the caller adds FROM, WHERE and RETURNING). A column named in ``expressions``
+    (by attname) takes that SQL over the caller's FROM; every other takes the instance's value, prepared by
+    its field as ``save()`` would (defaults, auto_now), so a field added to the model is covered here too."""
     columns: list[str] = []
     selects: list[str] = []
     params: list[Any] = []
@@ -522,15 +518,9 @@ def _message_insert_select(*, values: dict[str, Any], expressions: dict[str, str
         columns.append(connection.ops.quote_name(field.column))
         if field.attname in expressions:
             selects.append(expressions[field.attname])
-            continue
-        if field.attname in values:
-            value = values[field.attname]
-        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            value = now
         else:
-            value = field.get_default()
-        selects.append("%s")
-        params.append(field.get_db_prep_save(value, connection))
+            selects.append("%s")
+            params.append(field.get_db_prep_save(field.pre_save(message, True), connection))
     table = connection.ops.quote_name(Message._meta.db_table)
     return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)}", params
 

@@ -392,28 +392,6 @@ async def _stream_reply(
     cancels = streams.cancel_watch()
     stop_asked = await cancels.watch(reply_id)
     timings["stream_setup"] = round((time.perf_counter() - setup_started) * 1000, 2)
-    try:
-        return await _stream_reply_watched(
-            claim, agent_row, turns, question, stream, timings, started, hold, prefetch, stop_asked
-        )
-    finally:
-        cancels.unwatch(reply_id, stop_asked)
-
-
-async def _stream_reply_watched(
-    claim: ReplyClaim,
-    agent_row: Any,
-    turns: list[Turn],
-    question: str,
-    stream: _Stream,
-    timings: dict[str, Any],
-    started: float,
-    hold: _Hold,
-    prefetch: agent.Prefetch | None,
-    stop_asked: asyncio.Event,
-) -> str:
-    reply_id = claim.reply.pk
-    stopped = stop_asked.is_set()
     final: agent.Done | agent.Cut | agent.Failed | None = None
     citations: list[dict[str, Any]] = []
     usage: dict[str, Any] = {}
@@ -459,19 +437,19 @@ async def _stream_reply_watched(
         if not await streams.cancel_requested(reply_id):
             await stop_asked.wait()
 
-    if not stopped:
-        consumer = asyncio.create_task(consume())
-        watcher = asyncio.create_task(watch())
-        try:
-            await asyncio.wait({consumer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (consumer, watcher):
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(consumer, watcher, return_exceptions=True)
-        stopped = watcher.done() and not watcher.cancelled() and watcher.exception() is None
-        if consumer.done() and not consumer.cancelled() and consumer.exception() is not None:
-            raise consumer.exception()  # type: ignore[misc]
+    consumer = asyncio.create_task(consume())
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.wait({consumer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (consumer, watcher):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(consumer, watcher, return_exceptions=True)
+        cancels.unwatch(reply_id, stop_asked)
+    stopped = watcher.done() and not watcher.cancelled() and watcher.exception() is None
+    if consumer.done() and not consumer.cancelled() and consumer.exception() is not None:
+        raise consumer.exception()  # type: ignore[misc]
     await stream.close()
 
     if isinstance(final, agent.Done) and not stopped:
