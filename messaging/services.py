@@ -141,22 +141,23 @@ def message_receive(
     stored as ``skipped``: staff answer it.
 
     ``conversation_id``: the contact's conversation as the caller knows it (an open chat socket). While it is
-    still open, the message goes straight into it, in three statements without a transaction; otherwise the
-    contact's open conversation is looked up (or created) under the contact's row lock.
+    theirs and open, the message goes straight into it, in two statements without a transaction; otherwise
+    the contact's open conversation is looked up (or created) under the contact's row lock.
     """
     received_at = received_at or timezone.now()
+    message = Message(
+        business=business,
+        channel=channel,
+        role=Message.Role.CUSTOMER,
+        text=text,
+        status=Message.Status.RECEIVED,
+        channel_message_id=channel_message_id,
+        client_message_id=client_message_id,
+    )
     if conversation_id is not None:
-        stored = _message_into_open_conversation(
-            business,
-            conversation_id,
-            channel,
-            contact_external_id,
-            text,
-            channel_message_id,
-            client_message_id,
-        )
-        if stored is not None:
-            return _message_received(stored, received_at)
+        message.conversation_id = conversation_id
+        if _insert_into_open_conversation(message, contact_external_id):
+            return _message_received(message, received_at)
     with transaction.atomic(durable=True):
         conversation = conversation_open(
             business=business,
@@ -164,39 +165,21 @@ def message_receive(
             contact_external_id=contact_external_id,
             contact_name=contact_name,
         )
-        return _message_store(
-            business,
-            conversation.pk,
-            conversation.state,
-            channel,
-            text,
-            channel_message_id,
-            client_message_id,
-            received_at,
-        )
+        message.conversation_id = conversation.pk
+        if conversation.state != Conversation.State.BOT:
+            message.status = Message.Status.SKIPPED
+        try:
+            with transaction.atomic():  # a savepoint: a duplicate must not undo the conversation just opened
+                message.save(force_insert=True)
+        except IntegrityError:
+            return None
+        return _message_received(message, received_at)
 
 
-def _message_into_open_conversation(
-    business: Business,
-    conversation_id: int,
-    channel: str,
-    contact_external_id: str,
-    text: str,
-    channel_message_id: str,
-    client_message_id: str,
-) -> Message | None:
-    """The message into that conversation in one statement, without a transaction, if it is this contact's,
-    this business's and open; its status follows the conversation's state. None when it is not, or for a
-    duplicate: the caller takes the long way, which tells the two apart."""
-    message = _customer_message(
-        business,
-        conversation_id,
-        channel,
-        text,
-        channel_message_id,
-        client_message_id,
-        Message.Status.RECEIVED,
-    )
+def _insert_into_open_conversation(message: Message, contact_external_id: str) -> bool:
+    """Insert the unsaved customer ``message`` in one statement, without a transaction, if its conversation
+    is this contact's, this business's and open; its status follows the conversation's state. False when it
+    is not, or for a duplicate: the caller takes the long way, which tells the two apart."""
     insert, params = _message_insert_select(
         message,
         expressions={
@@ -211,64 +194,21 @@ def _message_into_open_conversation(
             f"{insert} FROM {conversations} c JOIN {contacts} ct ON ct.id = c.contact_id "
             "WHERE c.id = %s AND c.business_id = %s AND c.channel = %s AND ct.external_id = %s "
             "AND c.state <> %s ON CONFLICT DO NOTHING RETURNING id, status",
-            [*params, conversation_id, business.pk, channel, contact_external_id, Conversation.State.CLOSED],
+            [
+                *params,
+                message.conversation_id,
+                message.business_id,
+                message.channel,
+                contact_external_id,
+                Conversation.State.CLOSED,
+            ],
         )
         row = cursor.fetchone()
     if row is None:
-        return None
+        return False
     message.pk, message.status = row
-    return _stored(message)
-
-
-def _customer_message(
-    business: Business,
-    conversation_id: int,
-    channel: str,
-    text: str,
-    channel_message_id: str,
-    client_message_id: str,
-    status: str,
-) -> Message:
-    return Message(
-        business=business,
-        conversation_id=conversation_id,
-        channel=channel,
-        role=Message.Role.CUSTOMER,
-        text=text,
-        status=status,
-        channel_message_id=channel_message_id,
-        client_message_id=client_message_id,
-    )
-
-
-def _message_store(
-    business: Business,
-    conversation_id: int,
-    state: str,
-    channel: str,
-    text: str,
-    channel_message_id: str,
-    client_message_id: str,
-    received_at: dt.datetime,
-) -> Message | None:
-    """Insert the customer's message in the caller's transaction (None for a duplicate: a savepoint keeps
-    the conversation the caller just opened)."""
-    bot = state == Conversation.State.BOT
-    message = _customer_message(
-        business,
-        conversation_id,
-        channel,
-        text,
-        channel_message_id,
-        client_message_id,
-        Message.Status.RECEIVED if bot else Message.Status.SKIPPED,
-    )
-    try:
-        with transaction.atomic():
-            message.save(force_insert=True)
-    except IntegrityError:
-        return None
-    return _message_received(message, received_at)
+    _stored(message)
+    return True
 
 
 def _message_received(message: Message, received_at: dt.datetime) -> Message:
