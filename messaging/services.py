@@ -343,8 +343,9 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
     On the hot path of every reply: one read of the conversation's latest messages gives the burst check,
     the questions, the turns and the failures; no transaction (BEGIN and COMMIT are two more round trips)."""
     now = timezone.now()
-    # No transaction: the conditional update below is the claim, and each write stands on its own (a
-    # worker that dies between the claim and the reply row leaves a claim that is taken over, row or none).
+    # No transaction: the claim is a conditional update (a fresh one makes the reply row in the same
+    # statement); a takeover's writes stand on their own (a worker that dies between them leaves a claim
+    # that is taken over again, with its reply row or without).
     customer = (
         Message.objects.select_related("conversation", "business")
         .filter(pk=message_id, role=Message.Role.CUSTOMER)
@@ -394,7 +395,7 @@ def _claim_fresh(customer: Message, now: dt.datetime, worker: str) -> Message | 
     """Claim a customer message nobody has claimed, and create its reply row, in one statement (one round
     trip on the way to the first token). None when another worker's update came first."""
     reply = _reply_row(customer)
-    insert, params = _message_insert_select(reply, expressions={})
+    insert, params = _message_insert_select(reply)
     table = connection.ops.quote_name(Message._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -444,7 +445,9 @@ def _claim_taken_over(customer: Message, now: dt.datetime, worker: str) -> Messa
     return reply
 
 
-def _message_insert_select(message: Message, *, expressions: dict[str, str]) -> tuple[str, list[Any]]:
+def _message_insert_select(
+    message: Message, *, expressions: dict[str, str] | None = None
+) -> tuple[str, list[Any]]:
     """``INSERT INTO <messages> (every column) SELECT ...`` of the unsaved ``message``, for one statement that
     reads and writes at once (the caller adds FROM, WHERE and RETURNING). A column named in ``expressions``
     (by attname) takes that SQL over the caller's FROM; every other takes the instance's value, prepared by
@@ -456,7 +459,7 @@ def _message_insert_select(message: Message, *, expressions: dict[str, str]) -> 
         if field.primary_key or field.column is None:
             continue
         columns.append(connection.ops.quote_name(field.column))
-        if field.attname in expressions:
+        if expressions and field.attname in expressions:
             selects.append(expressions[field.attname])
         else:
             selects.append("%s")
