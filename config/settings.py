@@ -147,13 +147,15 @@ def _redis_db(url: str) -> int:
 # (the list-based layer runs a Lua script per send and a blocking pop per message: measured in
 # bench/ttft_overhead.py). Delivery is at most once, as it is in practice with the other layer; a reply's
 # deltas are also logged in Redis (messaging.streams), so a client that missed some reads them back.
-# Pub/sub channels are server-wide, not per database: the prefix names the database.
+# Pub/sub channels are server-wide, not per database: the prefix names the database (the reply cancel channels
+# of messaging.streams use it too).
+PUBSUB_PREFIX = env_str("CHANNELS_PREFIX", f"bizagent{_redis_db(REDIS_URL)}")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL}],
-            "prefix": env_str("CHANNELS_PREFIX", f"bizagent{_redis_db(REDIS_URL)}"),
+            "prefix": PUBSUB_PREFIX,
         },
     }
 }

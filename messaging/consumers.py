@@ -293,9 +293,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json(frame)
 
     async def reply_delta(self, event: dict[str, Any]) -> None:
-        if "created" in event:  # a reply's first delta carries its message.created
+        message_id = int(event["message_id"])
+        # A reply's first delta carries its message.created: sent with that delta, never after it (a resumed
+        # socket may have had the delta from the log already, and an empty upsert would wipe its text).
+        if "created" in event and int(event["seq"]) > self.sent_seq.get(message_id, 0):
             await self.send_json({"type": "message.created", "message": event["created"]})
-        await self.send_delta(int(event["message_id"]), event)
+        await self.send_delta(message_id, event)
 
     async def message_created(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "message.created", "message": event["message"]})

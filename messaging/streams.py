@@ -4,9 +4,10 @@ Per agent message id:
 - ``reply:<id>:log``: a list of JSON entries ``{"seq", "text", "reset"}`` in seq order, appended *before*
   each group send, so that a client that reconnects (to any ASGI process) reads what it missed and then
   takes the live stream, dropping any seq it already has;
-- ``reply:<id>:cancel``: set by ``stop`` (and published on the channel of the same name). A worker's event
-  loop keeps one subscription to every reply's cancel channel (``CancelWatch``); its streaming replies
-  wait on an event each.
+- ``reply:<id>:cancel``: set by ``stop``, and published on ``<PUBSUB_PREFIX>:reply:<id>:cancel`` (pub/sub
+  is server-wide: the prefix keeps deployments on other Redis databases out). A worker's event loop keeps
+  one subscription to every reply's cancel channel (``CancelWatch``); its streaming replies wait on an
+  event each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import logging
 import weakref
 from typing import Any
+
+from django.conf import settings
 
 from messaging.ratelimits import redis
 
@@ -29,7 +32,7 @@ def log_key(message_id: int) -> str:
     return f"reply:{message_id}:log"
 
 
-def cancel_key(message_id: int) -> str:
+def cancel_key(message_id: int | str) -> str:
     return f"reply:{message_id}:cancel"
 
 
@@ -51,17 +54,21 @@ async def log_last_seq(message_id: int) -> int:
     return int(json.loads(last)["seq"]) if last else 0
 
 
+def cancel_channel(message_id: int | str) -> str:
+    """Where a stop is published (``*``: the pattern of every reply's)."""
+    return f"{settings.PUBSUB_PREFIX}:{cancel_key(message_id)}"
+
+
 async def cancel_request(message_id: int) -> None:
     client = redis()
     await client.set(cancel_key(message_id), "1", ex=LOG_TTL_SECONDS)
-    await client.publish(cancel_key(message_id), "stop")
+    await client.publish(cancel_channel(message_id), "stop")
 
 
 async def cancel_requested(message_id: int) -> bool:
     return bool(await redis().exists(cancel_key(message_id)))
 
 
-CANCEL_PATTERN = "reply:*:cancel"
 RESUBSCRIBE_SECONDS = 1.0
 
 
@@ -98,7 +105,7 @@ class CancelWatch:
         while True:
             pubsub = redis().pubsub()
             try:
-                await pubsub.psubscribe(CANCEL_PATTERN)
+                await pubsub.psubscribe(cancel_channel("*"))
                 # What was asked while the subscription was down (a Redis restart) is in the cancel keys.
                 for message_id in list(self.waiters):
                     if await cancel_requested(message_id):
@@ -108,7 +115,7 @@ class CancelWatch:
                     if message.get("type") == "pmessage":
                         channel = message["channel"]
                         channel = channel.decode() if isinstance(channel, bytes) else str(channel)
-                        number = channel.split(":")[1]
+                        number = channel.rsplit(":", 2)[-2]  # <prefix>:reply:<id>:cancel
                         if number.isdigit():
                             self._fire(int(number))
             except asyncio.CancelledError:

@@ -434,8 +434,13 @@ async def _stream_reply(
 
     async def watch() -> None:
         # A stop asked before the watch began left its key (checked here, beside the stream's start).
-        if not await streams.cancel_requested(reply_id):
-            await stop_asked.wait()
+        try:
+            if await streams.cancel_requested(reply_id):
+                return
+        except Exception:
+            # A Redis hiccup must not end the reply: later stops still come through the watch.
+            logger.warning("reply %s: could not check for an earlier stop", reply_id, exc_info=True)
+        await stop_asked.wait()
 
     consumer = asyncio.create_task(consume())
     watcher = asyncio.create_task(watch())

@@ -208,3 +208,43 @@ async def test_a_burst_across_a_minute_boundary_is_limited_once(monkeypatch: Any
     # already had one: refused (and not counted). 59.1 s after the first: still refused. A minute after it:
     # allowed, and the next one again refused.
     assert allowed == [True, False, False, False, True, False]
+
+
+async def test_a_replys_created_rides_on_its_first_delta_and_is_not_sent_after_it(business: Any) -> None:
+    from channels.layers import get_channel_layer
+
+    ws = await connect(business)
+    await hello(ws)
+    await ws.send_json_to({"type": "message", "client_id": "c1", "text": "hi"})
+    customer = await ws.receive_json_from(timeout=5)
+    group = f"conv.{customer['message']['conversation_id']}"
+    reply = {
+        **customer["message"],
+        "id": customer["message"]["id"] + 1,
+        "role": "agent",
+        "text": "",
+        "status": "streaming",
+        "client_id": "",
+    }
+    first = {
+        "type": "reply.delta",
+        "message_id": reply["id"],
+        "seq": 1,
+        "text": "Hel",
+        "reset": False,
+        "created": reply,
+    }
+    layer = get_channel_layer()
+    await layer.group_send(group, first)
+    await layer.group_send(group, first)  # again (as a resumed socket gets what the log gave it already)
+    second = {key: value for key, value in first.items() if key != "created"} | {"seq": 2, "text": "lo"}
+    await layer.group_send(group, second)
+    frames = [await ws.receive_json_from(timeout=5) for _ in range(3)]
+    assert [(f["type"], f.get("seq")) for f in frames] == [
+        ("message.created", None),
+        ("delta", 1),
+        ("delta", 2),
+    ]
+    assert frames[0]["message"] == reply
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from django.test import override_settings
+
 from messaging import streams
+from messaging.ratelimits import redis
 
 
 async def test_the_log_reads_back_what_followed_a_sequence_number() -> None:
@@ -20,6 +23,13 @@ async def test_a_stop_reaches_the_watched_reply_only_and_one_asked_before_is_lef
     assert streams.cancel_watch() is watch  # one subscription per event loop
     try:
         stopped, other = await watch.watch(101), await watch.watch(102)
+        # Pub/sub is server-wide: a deployment on another Redis database (another prefix) stops nothing here.
+        with override_settings(PUBSUB_PREFIX="bizagent-elsewhere"):
+            elsewhere = streams.cancel_channel(101)
+        assert elsewhere != streams.cancel_channel(101)
+        await redis().publish(elsewhere, "stop")
+        await asyncio.sleep(0.1)
+        assert not stopped.is_set()
         await streams.cancel_request(101)
         await asyncio.wait_for(stopped.wait(), timeout=2)
         await asyncio.sleep(0.05)
