@@ -36,6 +36,7 @@ from agents.inference.client import stream_chat
 from agents.models import Agent
 from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, retrieval_query
 from businesses.models import Business
+from catalogs.selectors import PreparedSearch, prepare_search, run_search
 from config import aio
 
 SEARCH_LIMIT = 6
@@ -126,19 +127,29 @@ def _entry(hit: Any) -> DataEntry:
     return DataEntry(ref=f"doc:{hit.chunk_id}", fields={"title": hit.title, "text": hit.text})
 
 
-def _search(business: Business | int, query: str, query_vector: list[float] | None) -> list[Any]:
-    from catalogs.selectors import search
-
+def _prepare_search(business: Business | int, query: str) -> PreparedSearch | None:
     if isinstance(business, int):
-        # search() reads only the business's id: no query to load the row (a prefetch knows just the id).
+        # The search reads only the business's id: no query to load the row (a prefetch knows just the id).
         business = Business(pk=business)
-    return search(business, query, limit=SEARCH_LIMIT, query_vector=query_vector)
+    return prepare_search(business, query, limit=SEARCH_LIMIT)
 
 
 async def retrieve(business: Business | int, query: str) -> list[Any]:
-    """The business's catalog rows (items and document chunks) for ``query``, best first."""
-    vector = await _query_vector(query.strip())
-    return await aio.database(_search, business, query, vector)
+    """The business's catalog rows (items and document chunks) for ``query``, best first.
+
+    The search's word statistics are read while the query's embedding is on its way (they do not need it):
+    the vector's wait and the statistics' round trips overlap."""
+    vector = asyncio.ensure_future(_query_vector(query.strip()))
+    # Not awaited when the statistics fail or nothing can match: its outcome then is nobody's business.
+    vector.add_done_callback(lambda done: done.cancelled() or done.exception())
+    try:
+        prepared = await aio.database(_prepare_search, business, query)
+        if prepared is None:
+            return []
+        return await aio.database(run_search, prepared, await vector)
+    finally:
+        if not vector.done():
+            vector.cancel()
 
 
 @dataclass(frozen=True)
@@ -165,7 +176,7 @@ async def _query_vector(query: str) -> list[float] | None:
     """With pool embeddings, the query's vector from this event loop (the sync path would hop to the
     pool client's own loop thread from inside this one's sync_to_async, and block this reply on it)."""
     if settings.EMBEDDINGS_BACKEND != "pool":
-        return None  # the local model runs inside search(), in the worker thread
+        return None  # the local model runs inside run_search(), in the database thread
     from agents.inference.client import embed
 
     [vector] = await embed([query[:1000]], model=settings.EMBEDDINGS_MODEL or None)

@@ -326,10 +326,54 @@ def search(
     ``mode`` runs one leg alone ("vector", "fulltext": no trigrams, no filters from the question) for
     evaluation. ``read_question=False`` keeps the hybrid mode from reading budget and stock out of the
     question. Chunks have no price or stock, so any price/stock/category filter leaves them out.
+
+    The same as ``run_search(prepare_search(...), query_vector)``: a caller that embeds the query itself
+    (the agent, from the pool) prepares while the embedding is on its way.
     """
+    prepared = prepare_search(
+        business,
+        query,
+        filters=filters,
+        limit=limit,
+        mode=mode,
+        include_chunks=include_chunks,
+        read_question=read_question,
+    )
+    return run_search(prepared, query_vector) if prepared is not None else []
+
+
+@dataclass(frozen=True)
+class PreparedSearch:
+    """A search up to its vector: the statements, their parameters and what fusion needs."""
+
+    query: str
+    mode: SearchMode
+    limit: int
+    item_sql: str | None  # None: nothing can match (full text only, and no word the catalog knows)
+    chunk_sql: str | None
+    params: dict[str, Any]
+    set_local: bool
+    idf: dict[str, float]
+    trigram_words: list[str]
+    skus: list[str]
+    budget: tuple[Decimal | None, Decimal | None]
+
+
+def prepare_search(
+    business: Business,
+    query: str,
+    *,
+    filters: SearchFilters | None = None,
+    limit: int = 10,
+    mode: SearchMode = "hybrid",
+    include_chunks: bool = True,
+    read_question: bool = True,
+) -> PreparedSearch | None:
+    """Everything of ``search`` that does not need the query's vector: the filters read from the question,
+    the word statistics (one or two round trips), the SKU check, the statements. None for an empty query."""
     query = (query or "").strip()[:1000]
     if not query or limit <= 0:
-        return []
+        return None
     hybrid = mode == "hybrid"
     # Stated in the question: "in stock" is a hard filter; a price bound is a preference (an item slightly
     # over budget is demoted, not hidden, because customers stretch budgets and the agent can say so).
@@ -342,15 +386,7 @@ def search(
     )
     use_vector = mode in ("hybrid", "vector")
     use_lexical = mode in ("hybrid", "fulltext")
-    if use_vector and query_vector is None:
-        from catalogs.embeddings import embed_query
-
-        query_vector = embed_query(query)
-    params: dict[str, Any] = {
-        "business": business.pk,
-        "query": query,
-        "qv": _vector_literal(query_vector) if query_vector is not None else None,
-    }
+    params: dict[str, Any] = {"business": business.pk, "query": query, "qv": None}
     item_filters = _filter_sql(filters, params)
     # Typo matching on every word of a long chat sentence mostly finds look-alike words ("electric" ~
     # "Electra"); it earns its place on short queries, and SKU-like tokens always get it.
@@ -443,7 +479,10 @@ def search(
         f"COALESCE({vector_score}, 0), i.search_vector::text, "
         f"{'i.search_trigrams' if trigram_words else 'NULL'}, "
         f"{ranking.format(alias='i') if use_lexical else '0'} "
-        f"FROM {item_table} i JOIN candidates c ON c.id = i.id WHERE i.business_id = %(business)s"
+        # "+ 0": the candidates drive the join through the primary key. The business index, estimated at a
+        # row or two on a catalog imported since the last ANALYZE, made the planner rescan the candidates
+        # once per business row instead. The business condition is still applied, as a filter.
+        f"FROM {item_table} i JOIN candidates c ON c.id = i.id WHERE i.business_id + 0 = %(business)s"
     )
     chunk_sql = None
     if with_chunks:
@@ -468,33 +507,63 @@ def search(
             f"FROM {join} JOIN candidates c ON c.id = ch.id WHERE {chunk_base}"
         )
 
-    set_local = use_vector and plan == "hnsw"
+    return PreparedSearch(
+        query=query,
+        mode=mode,
+        limit=limit,
+        item_sql=None if mode == "fulltext" and not idf else item_sql,
+        chunk_sql=chunk_sql,
+        params=params,
+        set_local=use_vector and plan == "hnsw",
+        idf=idf,
+        trigram_words=trigram_words,
+        skus=skus,
+        budget=budget,
+    )
+
+
+def run_search(prepared: PreparedSearch, query_vector: list[float] | None = None) -> list[SearchHit]:
+    """The statements of a prepared search, fused into hits. Without ``query_vector`` a search that uses the
+    vector leg embeds the query with the local model."""
+    if prepared.item_sql is None:
+        return []
+    if query_vector is None and prepared.mode in ("hybrid", "vector"):
+        from catalogs.embeddings import embed_query
+
+        query_vector = embed_query(prepared.query)
+    params = {**prepared.params, "qv": _vector_literal(query_vector) if query_vector is not None else None}
+    chunk_rows: list[tuple[Any, ...]] = []
     # A transaction only for SET LOCAL: otherwise BEGIN and COMMIT are two round trips for nothing.
-    with transaction.atomic() if set_local else contextlib.nullcontext(), connection.cursor() as cursor:
-        if set_local:
+    with (
+        transaction.atomic() if prepared.set_local else contextlib.nullcontext(),
+        connection.cursor() as cursor,
+    ):
+        if prepared.set_local:
             # SET LOCAL: scoped to this transaction, so a pooled connection does not keep it.
             # One round trip for both (no parameters, so psycopg sends them as one simple query).
             cursor.execute(
                 f"SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}"
             )
-        if mode == "fulltext" and not idf:
-            return []
-        cursor.execute(item_sql, params)
-        item_rows = cursor.fetchall()
-        chunk_rows: list[tuple[Any, ...]] = []
-        if chunk_sql is not None:
-            cursor.execute(chunk_sql, params)
-            chunk_rows = cursor.fetchall()
+        if prepared.chunk_sql is None:
+            cursor.execute(prepared.item_sql, params)
+            item_rows = cursor.fetchall()
+        else:
+            # Items and chunks in one round trip: both statements are sent before either result is read.
+            with connection.cursor() as chunk_cursor, connection.connection.pipeline():
+                cursor.execute(prepared.item_sql, params)
+                chunk_cursor.execute(prepared.chunk_sql, params)
+                item_rows = cursor.fetchall()
+                chunk_rows = chunk_cursor.fetchall()
 
     return _fuse(
         item_rows,
         chunk_rows,
-        mode=mode,
-        limit=limit,
-        idf=idf,
-        trigram_words=trigram_words,
-        skus=skus,
-        budget=budget,
+        mode=prepared.mode,
+        limit=prepared.limit,
+        idf=prepared.idf,
+        trigram_words=prepared.trigram_words,
+        skus=prepared.skus,
+        budget=prepared.budget,
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from businesses.models import Business
@@ -73,32 +75,52 @@ def streaming_replies(business: Business, conversation_id: int) -> list[Message]
     )
 
 
-def conversation_window(conversation_id: int, *, limit: int = 60) -> list[Message]:
-    """The conversation's latest ``limit`` messages, oldest first: what a reply reads (the questions of a
-    burst, the turns before them, the latest failures)."""
-    # Only what a reply reads: the JSON columns of 60 rows would cost more to load than the query itself.
-    window = (
-        Message.objects.filter(conversation_id=conversation_id)
-        .only("id", "conversation_id", "role", "status", "text", "grounding")
-        .order_by("-pk")[:limit]
-    )
-    return list(reversed(window))
+@dataclass(frozen=True, slots=True)
+class WindowMessage:
+    """What a reply reads of each message of its conversation's window: no model instance (a window is up to
+    60 rows on every reply's way to its first token)."""
+
+    pk: int
+    role: str
+    status: str
+    text: str
+    no_results: bool  # an agent reply that found nothing to ground on
 
 
-def context_turns(messages: list[Message], *, limit: int = 12) -> list[Message]:
+WINDOW_LIMIT = 60
+# Newest first; the caller reverses. The window's one JSON fact is read by the database, not decoded here.
+WINDOW_SQL = (
+    f"SELECT id, role, status, text, COALESCE((grounding -> 'no_results') = 'true'::jsonb, false) "
+    f"FROM {Message._meta.db_table} WHERE conversation_id = %s ORDER BY id DESC LIMIT {WINDOW_LIMIT}"
+)
+
+
+def window_rows(rows: list[tuple[Any, ...]]) -> list[WindowMessage]:
+    """``WINDOW_SQL``'s rows, oldest first."""
+    return [WindowMessage(*row) for row in reversed(rows)]
+
+
+def conversation_window(conversation_id: int) -> list[WindowMessage]:
+    """The conversation's latest ``WINDOW_LIMIT`` messages, oldest first: what a reply reads (the questions
+    of a burst, the turns before them, the latest failures)."""
+    with connection.cursor() as cursor:
+        cursor.execute(WINDOW_SQL, [conversation_id])
+        return window_rows(cursor.fetchall())
+
+
+def context_turns(messages: list[WindowMessage], *, limit: int = 12) -> list[WindowMessage]:
     """The last ``limit`` of ``messages`` (oldest first) that a reply reads as context."""
     said = [m for m in messages if m.text and m.status != Message.Status.FAILED]
     return said[-limit:]
 
 
-def failures_in_a_row(messages: list[Message], *, limit: int = 10) -> int:
+def failures_in_a_row(messages: list[WindowMessage], *, limit: int = 10) -> int:
     """How many of the agent's latest replies among ``messages`` (oldest first) in a row failed, were cut or
     found nothing."""
     count = 0
     for message in [m for m in reversed(messages) if m.role in ("agent", "staff")][:limit]:
         failed = message.role == Message.Role.AGENT and (
-            message.status in (Message.Status.FAILED, Message.Status.CUT)
-            or bool(message.grounding.get("no_results"))
+            message.status in (Message.Status.FAILED, Message.Status.CUT) or message.no_results
         )
         if not failed:
             break

@@ -7,11 +7,13 @@ rows they name exist for other processes.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -19,16 +21,19 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.models import Agent
 from businesses.models import Business
 from messaging import selectors
 from messaging.models import Channel, Contact, Conversation, Message
-from messaging.selectors import message_payload
+from messaging.selectors import WindowMessage, message_payload
 
 logger = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=models.Model)
 
 
 def group_send(group: str, event: dict[str, Any]) -> None:
@@ -329,20 +334,30 @@ class ReplyClaim:
     customer: Message
     conversation: Conversation
     reply: Message
-    questions: list[Message]  # the unanswered customer messages this reply answers (a burst), oldest first
+    questions: list[
+        WindowMessage
+    ]  # the unanswered customer messages this reply answers (a burst), oldest first
     taken_over: bool  # a dead worker had started this reply
-    turns: list[Message]  # the conversation before the questions, oldest first (the reply's context)
+    turns: list[WindowMessage]  # the conversation before the questions, oldest first (the reply's context)
     failures: int  # the agent's latest replies that failed in a row (for the handoff trigger)
+    agent: Agent | None = None  # the business's agent settings, when the claim read them too
 
 
-def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
+def reply_claim(*, message_id: int, worker: str, conversation_id: int | None = None) -> ReplyClaim | str:
     """Claim the reply to a customer message, exactly once. Returns the claim, or why not:
     ``gone``, ``answered`` (already done, or superseded by a newer message of a burst), ``human``,
     ``busy`` (another live worker holds it: retry later).
 
-    On the hot path of every reply: one read of the conversation's latest messages gives the burst check,
-    the questions, the turns and the failures; no transaction (BEGIN and COMMIT are two more round trips)."""
+    On the hot path of every reply. With ``conversation_id`` (the reply task knows it), the usual case, a
+    fresh claim of the conversation's newest question while the agent has it, is one round trip
+    (``_claim_in_one_trip``). Anything else reads the message, then one read of the conversation's latest
+    messages gives the burst check, the questions, the turns and the failures; no transaction (BEGIN and
+    COMMIT are two more round trips)."""
     now = timezone.now()
+    if conversation_id is not None:
+        claim = _claim_in_one_trip(message_id, conversation_id, now, worker)
+        if claim is not None:
+            return claim
     # No transaction: the claim is a conditional update (a fresh one makes the reply row in the same
     # statement); a takeover's writes stand on their own (a worker that dies between them leaves a claim
     # that is taken over again, with its reply row or without).
@@ -362,8 +377,10 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
         )
         return "human"
     window = selectors.conversation_window(conversation.pk)
-    waiting = [m for m in window if m.role == Message.Role.CUSTOMER and m.status == Message.Status.RECEIVED]
-    if any(m.pk > message_id for m in waiting):
+    if any(
+        m.pk > message_id and m.role == Message.Role.CUSTOMER and m.status == Message.Status.RECEIVED
+        for m in window
+    ):
         # A burst: the newest message's task answers them all.
         return "answered"
     if not claim_is_stale(customer.claimed_at, customer.claimed_by, now):
@@ -373,13 +390,27 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
     if reply is None:
         return "busy"  # another worker won the conditional update
     customer.claimed_at, customer.claimed_by = now, worker[:100]
+    return _claim_of(customer, conversation, reply, window, taken_over)
+
+
+def _claim_of(
+    customer: Message,
+    conversation: Conversation,
+    reply: Message,
+    window: list[WindowMessage],
+    taken_over: bool,
+    agent: Agent | None = None,
+) -> ReplyClaim:
     reply.conversation = conversation
+    message_id = customer.pk
+    window = [m for m in window if m.pk != reply.pk]
+    waiting = [m for m in window if m.role == Message.Role.CUSTOMER and m.status == Message.Status.RECEIVED]
     last_answered = max(
         (m.pk for m in window if m.pk < message_id and m.role != Message.Role.CUSTOMER), default=0
     )
     questions = [m for m in waiting if last_answered < m.pk <= message_id]
     first_question = questions[0].pk if questions else message_id
-    earlier = [m for m in window if m.pk < first_question and m.pk != reply.pk]
+    earlier = [m for m in window if m.pk < first_question]
     return ReplyClaim(
         customer,
         conversation,
@@ -388,7 +419,105 @@ def reply_claim(*, message_id: int, worker: str) -> ReplyClaim | str:
         taken_over,
         turns=selectors.context_turns(earlier),
         failures=selectors.failures_in_a_row(earlier),
+        agent=agent,
     )
+
+
+@functools.cache
+def _row_columns(model: type[models.Model]) -> list[tuple[str, str, list[Any], Any]]:
+    """(column, attname, converters, column expression) of each concrete field of ``model``, in order: to
+    build instances from a raw statement's rows as the ORM would (JSON decoded, and so on)."""
+    return [
+        (str(field.column), field.attname, field.get_db_converters(connection), field.cached_col)
+        for field in model._meta.concrete_fields
+    ]
+
+
+def _returning(model: type[models.Model], alias: str) -> str:
+    quote = connection.ops.quote_name
+    return ", ".join(
+        f"{alias}.{quote(column)} AS {quote(f'{alias}__{column}')}" for column, *_ in _row_columns(model)
+    )
+
+
+def _instance(model: type[ModelT], values: Sequence[Any]) -> ModelT:
+    columns = _row_columns(model)
+    converted = []
+    for (_, _, converters, expression), value in zip(columns, values, strict=True):
+        for convert in converters:
+            value = convert(value, expression, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [attname for _, attname, *_ in columns], converted)
+
+
+def _claim_in_one_trip(
+    message_id: int, conversation_id: int, now: dt.datetime, worker: str
+) -> ReplyClaim | None:
+    """The fresh claim of a question the agent answers, in one round trip, or None (nothing written) for
+    anything else: a claimed or answered message, a newer question waiting (a burst), a conversation with
+    staff or closed, another conversation's message. Two statements go out together: the conditional
+    update that claims the message, with the reply row it creates and the rows the reply needs (message,
+    conversation, business, the agent's settings); then the conversation's window, read after them."""
+    table = connection.ops.quote_name(Message._meta.db_table)
+    reply = Message(role=Message.Role.AGENT, status=Message.Status.STREAMING, text="", reply_to_id=message_id)
+    insert, insert_params = _message_insert_select(
+        reply,
+        expressions={
+            "business_id": 'claimed."m__business_id"',
+            "conversation_id": 'claimed."m__conversation_id"',
+            "channel": 'claimed."m__channel"',
+        },
+    )
+    quote = connection.ops.quote_name
+    claim_sql = (
+        f"WITH claimed AS (UPDATE {table} m SET claimed_at = %s, claimed_by = %s "
+        f"FROM {quote(Conversation._meta.db_table)} c JOIN {quote(Business._meta.db_table)} b "
+        f"ON b.id = c.business_id LEFT JOIN {quote(Agent._meta.db_table)} a ON a.business_id = c.business_id "
+        "WHERE m.id = %s AND m.conversation_id = %s AND m.role = %s AND m.status = %s AND m.claimed_at IS NULL "
+        "AND c.id = m.conversation_id AND c.state = %s AND b.id = m.business_id "
+        f"AND NOT EXISTS (SELECT 1 FROM {table} n WHERE n.conversation_id = m.conversation_id "
+        "AND n.role = m.role AND n.status = m.status AND n.id > m.id) "
+        f"RETURNING {_returning(Message, 'm')}, {_returning(Conversation, 'c')}, {_returning(Business, 'b')}, "
+        f"{_returning(Agent, 'a')}), "
+        f"reply AS ({insert} FROM claimed RETURNING id) "
+        "SELECT reply.id, claimed.* FROM reply, claimed"
+    )
+    params = [
+        now,
+        worker[:100],
+        message_id,
+        conversation_id,
+        Message.Role.CUSTOMER,
+        Message.Status.RECEIVED,
+        Conversation.State.BOT,
+        *insert_params,
+    ]
+    # The cursors first: making one opens the thread's connection if it has none yet.
+    with (
+        connection.cursor() as cursor,
+        connection.cursor() as window_cursor,
+        connection.connection.pipeline(),
+    ):
+        cursor.execute(claim_sql, params)
+        window_cursor.execute(selectors.WINDOW_SQL, [conversation_id])
+        row = cursor.fetchone()
+        window = selectors.window_rows(window_cursor.fetchall())
+    if row is None:
+        return None
+    values = iter(row[1:])
+    customer = _instance(Message, [next(values) for _ in _row_columns(Message)])
+    conversation = _instance(Conversation, [next(values) for _ in _row_columns(Conversation)])
+    customer.business = _instance(Business, [next(values) for _ in _row_columns(Business)])
+    customer.conversation = conversation
+    agent_values = list(values)
+    agent = _instance(Agent, agent_values) if agent_values[0] is not None else None  # None: first reply
+    reply.pk = row[0]
+    reply.business_id, reply.conversation_id, reply.channel = (
+        customer.business_id,
+        customer.conversation_id,
+        customer.channel,
+    )
+    return _claim_of(customer, conversation, _stored(reply), window, taken_over=False, agent=agent)
 
 
 def _claim_fresh(customer: Message, now: dt.datetime, worker: str) -> Message | None:
@@ -505,45 +634,61 @@ def reply_finish(
     error: str = "",
 ) -> bool:
     """Save the final reply and mark the customer messages answered, if this worker still holds the claim.
-    Queues the outbound send for messaging channels on commit."""
-    with transaction.atomic(durable=True):
-        held = (
-            Message.objects.filter(
-                pk=claim.customer.pk, claimed_by=worker[:100], status=Message.Status.RECEIVED
-            ).update(status=Message.Status.ANSWERED)
-            == 1
+    Queues the outbound send for messaging channels.
+
+    One statement (atomic as such): its first part is the conditional update that checks the claim is
+    still held, and every other part writes only when it matched."""
+    reply = claim.reply
+    reply.status = status
+    reply.text = text
+    reply.citations = citations
+    reply.cards = cards
+    reply.grounding = grounding
+    reply.usage = usage
+    reply.timings = timings
+    reply.error = error[:2000]
+    fields = ["status", "text", "citations", "cards", "grounding", "usage", "timings", "error", "updated_at"]
+    outbound = claim.conversation.channel != Channel.WIDGET and bool(text)
+    if outbound:
+        reply.delivery = Message.Delivery.QUEUED
+        fields.append("delivery")
+    quote = connection.ops.quote_name
+    sets, values = [], []
+    concrete = {field.name: field for field in Message._meta.concrete_fields}
+    for name in fields:
+        field = concrete[name]
+        sets.append(f"{quote(str(field.column))} = %s")
+        values.append(field.get_db_prep_save(field.pre_save(reply, False), connection))
+    table = quote(Message._meta.db_table)
+    held = "EXISTS (SELECT 1 FROM held)"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH held AS (UPDATE {table} SET status = %s WHERE id = %s AND claimed_by = %s AND status = %s "
+            "RETURNING id), "
+            f"questions AS (UPDATE {table} SET status = %s WHERE id = ANY(%s) AND id <> %s AND status = %s "
+            f"AND {held}), "
+            f"saved AS (UPDATE {table} SET {', '.join(sets)} WHERE id = %s AND {held}), "
+            f"touched AS (UPDATE {quote(Conversation._meta.db_table)} SET updated_at = %s WHERE id = %s AND {held}) "
+            "SELECT count(*) FROM held",
+            [
+                Message.Status.ANSWERED,
+                claim.customer.pk,
+                worker[:100],
+                Message.Status.RECEIVED,
+                Message.Status.ANSWERED,
+                [m.pk for m in claim.questions],
+                claim.customer.pk,
+                Message.Status.RECEIVED,
+                *values,
+                reply.pk,
+                timezone.now(),
+                claim.conversation.pk,
+            ],
         )
-        if not held:
+        if not cursor.fetchone()[0]:
             return False
-        Message.objects.filter(pk__in=[m.pk for m in claim.questions], status=Message.Status.RECEIVED).update(
-            status=Message.Status.ANSWERED
-        )
-        reply = claim.reply
-        reply.status = status
-        reply.text = text
-        reply.citations = citations
-        reply.cards = cards
-        reply.grounding = grounding
-        reply.usage = usage
-        reply.timings = timings
-        reply.error = error[:2000]
-        fields = [
-            "status",
-            "text",
-            "citations",
-            "cards",
-            "grounding",
-            "usage",
-            "timings",
-            "error",
-            "updated_at",
-        ]
-        if claim.conversation.channel != Channel.WIDGET and text:
-            reply.delivery = Message.Delivery.QUEUED
-            fields.append("delivery")
-            transaction.on_commit(lambda: _enqueue_outbound(reply.pk))
-        reply.save(update_fields=fields)
-        Conversation.objects.filter(pk=claim.conversation.pk).update(updated_at=timezone.now())
+    if outbound:
+        transaction.on_commit(lambda: _enqueue_outbound(reply.pk))
     return True
 
 

@@ -235,26 +235,17 @@ class _Stream:
         return "".join(self.parts)
 
 
-def _agent_of(business_id: int) -> Agent | None:
-    return Agent.objects.filter(business_id=business_id).first()
-
-
 async def _claim_and_load(
-    message_id: int, worker: str, business_id: int | None
+    message_id: int, worker: str, conversation_id: int
 ) -> tuple[ReplyClaim, Agent] | str:
-    """The claim and the agent's settings: read side by side when the task names the business."""
-    agent_read = asyncio.ensure_future(db(_agent_of, business_id)) if business_id else None
-    try:
-        claim = await db(reply_claim, message_id=message_id, worker=worker)
-        agent_row = await agent_read if agent_read is not None else None
-    finally:
-        if agent_read is not None and not agent_read.done():
-            agent_read.cancel()
+    """The claim and the agent's settings (the usual claim reads them in the same round trip)."""
+    claim = await db(reply_claim, message_id=message_id, worker=worker, conversation_id=conversation_id)
     if isinstance(claim, str):
         return claim
-    if agent_row is None or agent_row.business_id != claim.customer.business_id:
-        agent_row = await db(agent_for, claim.customer.business)  # first reply: the defaults are created
-    return claim, agent_row
+    if claim.agent is not None:
+        return claim, claim.agent
+    # The first reply of a business creates its agent's settings with the defaults.
+    return claim, await db(agent_for, claim.customer.business)
 
 
 def _conversation_of(message_id: int) -> int | None:
@@ -311,7 +302,7 @@ async def _run_reply(
     locked = time.perf_counter()
     prefetch = agent.Prefetch.start(business_id, text) if business_id and text else None
     try:
-        loaded = await _claim_and_load(message_id, worker, business_id)
+        loaded = await _claim_and_load(message_id, worker, conversation_id)
         if isinstance(loaded, str):
             return loaded
         claim, agent_row = loaded
