@@ -200,7 +200,24 @@ def _business_enter(business_id: int) -> str | None:
 
 def _business_leave(business_id: int, lease: str | None) -> None:
     if lease is not None:
-        state.release(state.business_inflight_key(business_id), lease)
+        _release(state.business_inflight_key(business_id), lease)
+
+
+def _release(key: str, lease: str) -> None:
+    """Give a slot back. On a worker's reply loop, from a thread: nothing waits for it (a lost release only
+    holds the slot until its lease expires), and the loop's other replies are not held for the round trip."""
+    if not aio.on_worker_loop():
+        state.release(key, lease)
+        return
+    done = asyncio.get_running_loop().run_in_executor(None, state.release, key, lease)
+    done.add_done_callback(_log_release_failure)
+
+
+def _log_release_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        logger.warning(
+            "could not give an inference slot back (its lease will expire)", exc_info=done.exception()
+        )
 
 
 # --- Health probes on use ------------------------------------------------------------------------------------
@@ -235,8 +252,8 @@ async def _pick(
     affinity_key: str | None,
     give_up_at: float,
     reasons: dict[str, str],
-) -> tuple[Endpoint, str] | None:
-    """An endpoint and a lease on one of its slots, or None (``reasons`` says why for each endpoint).
+) -> tuple[Endpoint, state.Pick] | None:
+    """An endpoint and the pick that holds one of its slots, or None (``reasons`` says why for each endpoint).
 
     One Redis round trip: the order comes from the ring or two random draws (routing.py), the loads,
     circuits, health and caps are applied atomically in Redis (state.pick)."""
@@ -252,7 +269,7 @@ async def _pick(
             load_factor=settings.LLAMA_AFFINITY_LOAD_FACTOR,
         )
         if picked.chosen is not None:
-            return next(e for e in order if e.url == picked.chosen), picked.lease
+            return next(e for e in order if e.url == picked.chosen), picked
         full = "full" in picked.statuses.values()
         if not full or loop.time() >= give_up_at:
             # The failure path only: read why each endpoint was passed over.
@@ -280,10 +297,11 @@ async def _tries(
     deadline: float,
     affinity_key: str | None,
     reasons: dict[str, str],
-) -> AsyncGenerator[Endpoint, None]:
+) -> AsyncGenerator[tuple[Endpoint, bool], None]:
     """The endpoints to try in turn, each holding a slot (its lease) until the caller moves on: up to
     ``LLAMA_MAX_TRIES``, each endpoint once, before ``deadline``. Use with ``contextlib.aclosing``: the last
-    lease is released when the caller leaves."""
+    lease is released when the caller leaves. With each endpoint comes whether its circuit was clean (closed,
+    no failure counted) when it was picked: a success then has nothing to reset, and no round trip to make."""
     loop = asyncio.get_running_loop()
     tried: set[str] = set()
     give_up_at = min(deadline, loop.time() + settings.LLAMA_QUEUE_TIMEOUT)
@@ -293,14 +311,14 @@ async def _tries(
         )
         if picked is None:
             return
-        endpoint, lease = picked
+        endpoint, slot = picked
         tried.add(endpoint.url)
         call.tries += 1
         call.endpoint = endpoint.url
         try:
-            yield endpoint
+            yield endpoint, slot.clean
         finally:
-            state.release(state.inflight_key(endpoint.url), lease)
+            _release(state.inflight_key(endpoint.url), slot.lease)
 
 
 # --- Streaming chat -------------------------------------------------------------------------------------------
@@ -472,7 +490,7 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
         reasons: dict[str, str] = {}
         tries = _tries(endpoints, call, deadline=deadline, affinity_key=request.affinity_key, reasons=reasons)
         async with contextlib.aclosing(tries):
-            async for endpoint in tries:
+            async for endpoint, clean in tries:
                 try:
                     async with contextlib.aclosing(
                         _attempt(endpoint, request, call, started, deadline)
@@ -487,7 +505,8 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
                 except StreamCut as exc:
                     state.record_failure(endpoint.url, exc.reason)
                     raise
-                state.record_success(endpoint.url)
+                if not clean:
+                    state.record_success(endpoint.url)
                 call.outcome = "ok"
                 return
         detail = "; ".join(f"{url}: {why}" for url, why in reasons.items()) or "deadline passed"
@@ -558,7 +577,7 @@ async def embed(texts: list[str], *, model: str | None = None) -> list[list[floa
         reasons: dict[str, str] = {}
         tries = _tries(endpoints, call, deadline=deadline, affinity_key=None, reasons=reasons)
         async with contextlib.aclosing(tries):
-            async for endpoint in tries:
+            async for endpoint, clean in tries:
                 try:
                     async with asyncio.timeout_at(deadline):
                         response = await _http().post(
@@ -588,7 +607,8 @@ async def embed(texts: list[str], *, model: str | None = None) -> list[list[floa
                     reasons[endpoint.url] = reason
                     state.record_failure(endpoint.url, reason)
                     continue
-                state.record_success(endpoint.url)
+                if not clean:
+                    state.record_success(endpoint.url)
                 call.outcome = "ok"
                 return vectors
         detail = "; ".join(f"{url}: {why}" for url, why in reasons.items()) or "deadline passed"

@@ -10,9 +10,11 @@
 
 The sync redis client is used from async code too: each call is one round trip (well under a millisecond
 on an idle local socket, about one under load), and cleanup in ``finally`` needs no await. A reply worker's
-loop serves many replies, so each call holds them all for that round trip: five or six per reply. An async
-client per loop was measured (bench/ttft_overhead.py, interleaved, Dec 2) and made no difference at 10 or 50
-conversations, while redis-py's asyncio path costs more Python per call: not kept.
+loop serves many replies, so each call holds them all for that round trip. An async client per loop was
+measured (bench/ttft_overhead.py, interleaved, Dec 2) and made no difference at 10 or 50 conversations,
+while redis-py's asyncio path costs more Python per call: not kept. Instead there are fewer calls on the
+loop: the pick says whether a success has anything to reset (most calls: no ``record_success`` at all), and
+a reply worker gives its slots back from a thread (the client's ``_release``).
 """
 
 from __future__ import annotations
@@ -82,16 +84,17 @@ return 0
 # load factor, then cap and weight per candidate. Eligible: last probe not failed, circuit closed, under
 # its cap. Choice: a due half-open trial first; then, for "ring", the first candidate within its bounded
 # load (consistent hashing with bounded loads); for "p2c", the less loaded per weight of the first two;
-# else the least loaded per weight. Returns {chosen index or 0, then count and status per candidate}.
+# else the least loaded per weight. Returns {chosen index or 0, whether the chosen one's circuit holds
+# anything a success must reset (1) or not (0), then count and status per candidate}.
 _PICK = """
 local now = tonumber(ARGV[1])
 local n = #KEYS / 4
-local counts, statuses, caps, weights = {}, {}, {}, {}
+local counts, statuses, caps, weights, dirty = {}, {}, {}, {}, {}
 for i = 1, n do
   local zkey = KEYS[4 * i - 3]
   redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
   local count = redis.call('ZCARD', zkey)
-  local circuit = redis.call('HMGET', KEYS[4 * i - 2], 'state', 'open_until')
+  local circuit = redis.call('HMGET', KEYS[4 * i - 2], 'state', 'open_until', 'failures')
   local healthy = redis.call('HGET', KEYS[4 * i - 1], 'ok')
   caps[i] = tonumber(ARGV[5 + 2 * i])
   weights[i] = tonumber(ARGV[6 + 2 * i])
@@ -104,6 +107,7 @@ for i = 1, n do
   if (status == 'ok' or status == 'trial') and caps[i] > 0 and count >= caps[i] then status = 'full' end
   counts[i] = count
   statuses[i] = status
+  dirty[i] = ((circuit[1] and circuit[1] ~= 'closed') or (circuit[3] and circuit[3] ~= '0')) and 1 or 0
 end
 local chosen = 0
 for i = 1, n do
@@ -150,7 +154,7 @@ if chosen > 0 then
   redis.call('PEXPIREAT', zkey, math.floor(tonumber(ARGV[2]) * 1000) + 1000)
   counts[chosen] = counts[chosen] + 1
 end
-local out = {chosen}
+local out = {chosen, chosen > 0 and dirty[chosen] or 0}
 for i = 1, n do
   out[#out + 1] = counts[i]
   out[#out + 1] = statuses[i]
@@ -221,6 +225,8 @@ class Pick:
     lease: str
     counts: dict[str, int]
     statuses: dict[str, str]  # ok | trial | full | open | unhealthy
+    # The chosen endpoint's circuit is closed with no failure counted: a success has nothing to reset.
+    clean: bool = False
 
 
 def pick(order: list[tuple[str, int, int]], *, mode: str, load_factor: float) -> Pick:
@@ -241,12 +247,13 @@ def pick(order: list[tuple[str, int, int]], *, mode: str, load_factor: float) ->
         args += [cap, weight]
     reply = _script(settings.REDIS_URL, _PICK)(keys=keys, args=args)
     chosen = int(reply[0])
-    counts = {name: int(reply[1 + 2 * i]) for i, (name, _, _) in enumerate(order)}
+    counts = {name: int(reply[2 + 2 * i]) for i, (name, _, _) in enumerate(order)}
     statuses = {
         name: (raw.decode() if isinstance(raw, bytes) else str(raw))
-        for (name, _, _), raw in zip(order, reply[2::2], strict=True)
+        for (name, _, _), raw in zip(order, reply[3::2], strict=True)
     }
-    return Pick(order[chosen - 1][0] if chosen else None, lease, counts, statuses)
+    clean = bool(chosen) and not int(reply[1])
+    return Pick(order[chosen - 1][0] if chosen else None, lease, counts, statuses, clean)
 
 
 def release(key: str, lease: str) -> None:

@@ -183,6 +183,29 @@ async def test_circuit_opens_after_k_failures_then_a_single_trial_closes_it(
     assert inference_server.chat_requests == 3
 
 
+async def test_a_success_resets_failures_counted_below_the_threshold(
+    inference_server: InferenceServer, llama_pool: Callable[..., None]
+) -> None:
+    # The pick tells whether the endpoint's circuit holds anything to reset: a success after a clean pick
+    # writes nothing, one after a counted failure clears it (failures in a row, not in all).
+    llama_pool(inference_server, LLAMA_CIRCUIT_FAILURES=3, LLAMA_MAX_TRIES=1)
+    url = inference_server.url
+    await run(ask())
+    assert state.client().exists(state.circuit_key(url)) == 0
+    inference_server.fault("status", status=500, times=2)
+    for _ in range(2):
+        with pytest.raises(PoolUnavailable):
+            await run(ask())
+    assert state.read_states([url])[url].failures == 2
+    await run(ask())
+    assert (state.read_states([url])[url].circuit, state.read_states([url])[url].failures) == ("closed", 0)
+    inference_server.fault("status", status=500, times=2)
+    for _ in range(2):
+        with pytest.raises(PoolUnavailable):
+            await run(ask())
+    assert state.read_states([url])[url].circuit == "closed"  # 2 in a row again, under the threshold of 3
+
+
 async def test_a_failed_half_open_trial_reopens_at_once(
     inference_server: InferenceServer, llama_pool: Callable[..., None]
 ) -> None:
