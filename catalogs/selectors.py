@@ -582,12 +582,7 @@ def _word_statistics(
     if not words:
         return {}, set(), set()
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT w, lex FROM unnest(%s::text[]) AS w, "
-            "LATERAL unnest(tsvector_to_array(to_tsvector('english', w))) AS lex",
-            [words],
-        )
-        pairs: list[tuple[str, str]] = cursor.fetchall()
+        pairs = [(word, lexeme) for word, lexemes in _english_lexemes(cursor, words) for lexeme in lexemes]
         lexemes = list(dict.fromkeys(lexeme for _, lexeme in pairs))
         if not lexemes:
             return {}, set(), set()
@@ -625,6 +620,33 @@ def _word_statistics(
     if tenant_rows > EXACT_STATS_MAX_ROWS and not find_unknown:
         unknown = set()
     return idf, unknown, common
+
+
+_LEXEME_CACHE_WORDS = 50_000
+_lexemes_of: dict[str, tuple[str, ...]] = {}
+_lexemes_lock = threading.Lock()
+
+
+def _english_lexemes(cursor: Any, words: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """Each word's English lexemes (none for a stop word), as PostgreSQL's ``english`` configuration makes
+    them. Remembered per process: a word's lexemes never change, and chat questions reuse few words, so most
+    searches skip this round trip."""
+    with _lexemes_lock:
+        known = {word: _lexemes_of[word] for word in words if word in _lexemes_of}
+    missing = [word for word in words if word not in known]
+    if missing:
+        cursor.execute(
+            "SELECT w, array_remove(array_agg(lex ORDER BY lex), NULL) FROM unnest(%s::text[]) AS w "
+            "LEFT JOIN LATERAL unnest(tsvector_to_array(to_tsvector('english', w))) AS lex ON true GROUP BY w",
+            [missing],
+        )
+        found = {word: tuple(lexemes) for word, lexemes in cursor.fetchall()}
+        with _lexemes_lock:
+            if len(_lexemes_of) + len(found) > _LEXEME_CACHE_WORDS:
+                _lexemes_of.clear()  # a crude bound: the common words come back at once
+            _lexemes_of.update(found)
+        known.update(found)
+    return [(word, known[word]) for word in words]
 
 
 _frequencies: tuple[float, dict[str, float], float] | None = None

@@ -161,8 +161,9 @@ def message_receive(
     )
     if conversation_id is not None:
         message.conversation_id = conversation_id
-        if _insert_into_open_conversation(message, contact_external_id):
-            return _message_received(message, received_at)
+        if _insert_into_open_conversation(message, contact_external_id, received_at):
+            _queue_reply(message)
+            return message
     with transaction.atomic(durable=True):
         conversation = conversation_open(
             business=business,
@@ -181,10 +182,13 @@ def message_receive(
         return _message_received(message, received_at)
 
 
-def _insert_into_open_conversation(message: Message, contact_external_id: str) -> bool:
+def _insert_into_open_conversation(
+    message: Message, contact_external_id: str, received_at: dt.datetime
+) -> bool:
     """Insert the unsaved customer ``message`` in one statement, without a transaction, if its conversation
-    is this contact's, this business's and open; its status follows the conversation's state. False when it
-    is not, or for a duplicate: the caller takes the long way, which tells the two apart."""
+    is this contact's, this business's and open; its status follows the conversation's state, and the same
+    statement notes when the customer last wrote. False when it is not, or for a duplicate: the caller takes
+    the long way, which tells the two apart."""
     insert, params = _message_insert_select(
         message,
         expressions={
@@ -196,9 +200,13 @@ def _insert_into_open_conversation(message: Message, contact_external_id: str) -
     contacts = connection.ops.quote_name(Contact._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"{insert} FROM {conversations} c JOIN {contacts} ct ON ct.id = c.contact_id "
+            f"WITH inserted AS ({insert} FROM {conversations} c JOIN {contacts} ct ON ct.id = c.contact_id "
             "WHERE c.id = %s AND c.business_id = %s AND c.channel = %s AND ct.external_id = %s "
-            "AND c.state <> %s ON CONFLICT DO NOTHING RETURNING id, status",
+            "AND c.state <> %s ON CONFLICT DO NOTHING RETURNING id, status), "
+            f"touched AS (UPDATE {conversations} SET last_customer_message_at = %s, updated_at = %s "
+            "WHERE id = %s AND EXISTS (SELECT 1 FROM inserted) "
+            "AND (last_customer_message_at IS NULL OR last_customer_message_at < %s)) "
+            "SELECT id, status FROM inserted",
             [
                 *params,
                 message.conversation_id,
@@ -206,6 +214,10 @@ def _insert_into_open_conversation(message: Message, contact_external_id: str) -
                 message.channel,
                 contact_external_id,
                 Conversation.State.CLOSED,
+                received_at,
+                timezone.now(),
+                message.conversation_id,
+                received_at,
             ],
         )
         row = cursor.fetchone()
@@ -216,11 +228,15 @@ def _insert_into_open_conversation(message: Message, contact_external_id: str) -
     return True
 
 
-def _message_received(message: Message, received_at: dt.datetime) -> Message:
-    """Queue the reply when the agent has the conversation (on commit: at once outside a transaction, so the
-    reply starts while the conversation row is touched), and note when the customer last wrote."""
+def _queue_reply(message: Message) -> None:
+    """Queue the reply when the agent has the conversation (on commit: at once outside a transaction)."""
     if message.status == Message.Status.RECEIVED:
         transaction.on_commit(lambda: _enqueue_reply(message))
+
+
+def _message_received(message: Message, received_at: dt.datetime) -> Message:
+    """Queue the reply (on commit), and note when the customer last wrote."""
+    _queue_reply(message)
     Conversation.objects.filter(pk=message.conversation_id).filter(
         Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
     ).update(last_customer_message_at=received_at, updated_at=timezone.now())

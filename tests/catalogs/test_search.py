@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from businesses.models import Business
 from catalogs import selectors
+from catalogs.embeddings import embed_query
 from catalogs.models import Chunk, Document, Item
 from catalogs.selectors import SearchFilters, filters_from_question, items_by_ids, search
 from tests.factories import BusinessFactory
@@ -318,3 +320,23 @@ def test_search_catalog_command(bike_shop: Business) -> None:
 def test_empty_query_returns_nothing(bike_shop: Business) -> None:
     assert search(bike_shop, "   ", limit=10) == []
     assert search(bike_shop, "bell", limit=0) == []
+
+
+def test_a_prepared_search_run_with_the_callers_vector_is_the_same_search(bike_shop: Business) -> None:
+    question = "a bag for the handlebar"
+    vector = embed_query(question)
+    selectors._lexemes_of.clear()
+    with CaptureQueriesContext(connection) as first:
+        prepared = selectors.prepare_search(bike_shop, question, limit=5)
+    with CaptureQueriesContext(connection) as again:
+        selectors.prepare_search(bike_shop, question, limit=5)
+
+    # The words' lexemes are remembered: the second preparation only counts them in the catalog.
+    def stemming(queries: CaptureQueriesContext) -> list[str]:
+        return [q["sql"] for q in queries.captured_queries if "to_tsvector('english', w)" in q["sql"]]
+
+    assert len(stemming(first)) == 1 and stemming(again) == []
+    assert len(again.captured_queries) == 1
+    assert prepared is not None
+    assert ids(selectors.run_search(prepared, vector)) == ids(search(bike_shop, question, limit=5))
+    assert selectors.prepare_search(bike_shop, "   ") is None

@@ -54,8 +54,11 @@ def test_a_known_open_conversation_takes_the_message_directly_and_anything_else_
     assert first is not None
     conversation = first.conversation_id
     # The socket's conversation: stored in it, a duplicate client id stored once.
+    noted = Conversation.objects.get(pk=conversation).last_customer_message_at
     second = receive(business, "and?", client_message_id="c2", conversation_id=conversation, **widget)
     assert second is not None and second.conversation_id == conversation and second.status == "received"
+    # The same statement notes when the customer last wrote.
+    assert noted is not None and Conversation.objects.get(pk=conversation).last_customer_message_at > noted
     assert receive(business, "and?", client_message_id="c2", conversation_id=conversation, **widget) is None
     # Another visitor's conversation id, or another business's, is never written into: the caller's own
     # conversation is looked up as if no id had been given.
