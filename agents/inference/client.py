@@ -135,55 +135,40 @@ def _write_call(call: _Call) -> None:
     )
 
 
-def _count(call: _Call) -> None:
-    """The call's metrics and its tokens against the business's budget (Redis)."""
-    metrics.record_call(
-        kind=call.kind,
-        endpoint=call.endpoint,
-        outcome=call.outcome,
-        business_id=call.business_id,
-        prompt_tokens=call.prompt_tokens,
-        completion_tokens=call.completion_tokens,
-        first_token_ms=call.first_token_ms,
-        total_ms=call.total_ms,
-    )
-    if call.business_id and settings.LLAMA_BUSINESS_TOKEN_BUDGET:
-        state.add_tokens(call.business_id, call.prompt_tokens + call.completion_tokens)
-
-
-def _account_in_thread(call: _Call) -> None:
-    """Metrics and the InferenceCall row, on a database thread: the reply loop waits for neither."""
-    try:
-        _count(call)
-        _write_call(call)
-    except Exception:  # accounting must never break or hide the reply's own outcome
-        logger.exception("could not record an inference call (%s via %s)", call.outcome, call.endpoint)
-
-
 async def _account(call: _Call) -> None:
     """Metrics and the InferenceCall row, after the call (in a short autocommit write of its own)."""
     try:
-        _count(call)
+        metrics.record_call(
+            kind=call.kind,
+            endpoint=call.endpoint,
+            outcome=call.outcome,
+            business_id=call.business_id,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            first_token_ms=call.first_token_ms,
+            total_ms=call.total_ms,
+        )
+        if call.business_id and settings.LLAMA_BUSINESS_TOKEN_BUDGET:
+            state.add_tokens(call.business_id, call.prompt_tokens + call.completion_tokens)
         # Shielded: a second cancellation of the caller must not lose the record half-written.
         await asyncio.shield(sync_to_async(_write_call, thread_sensitive=True)(call))
     except Exception:  # accounting must never break or hide the reply's own outcome
         logger.exception("could not record an inference call (%s via %s)", call.outcome, call.endpoint)
 
 
-_accounting: set[asyncio.Future[None]] = set()
+_accounting: set[asyncio.Task[None]] = set()
 
 
 async def _record(call: _Call) -> None:
-    """The call's accounting. On a worker's long-lived reply loop, off the caller's path and off the loop (a
-    question's embedding is on the way to the first token, a reply's record on the way to its final save;
-    the metrics' round trip would hold every reply of the loop); awaited on other loops, which may end
-    before a task of theirs would run."""
+    """``_account``, off the caller's path on a worker's long-lived reply loop (a question's embedding is on
+    the way to the first token, a reply's record on the way to its final save); awaited on other loops,
+    which may end before a task of theirs would run."""
     if not aio.on_worker_loop():
         await _account(call)
         return
-    done = asyncio.ensure_future(aio.database(_account_in_thread, call))
-    _accounting.add(done)
-    done.add_done_callback(_accounting.discard)
+    task = asyncio.get_running_loop().create_task(_account(call))
+    _accounting.add(task)
+    task.add_done_callback(_accounting.discard)
 
 
 # --- Per-business fairness ---------------------------------------------------------------------------------
