@@ -350,9 +350,8 @@ class ReplyClaim:
     customer: Message
     conversation: Conversation
     reply: Message
-    questions: list[
-        WindowMessage
-    ]  # the unanswered customer messages this reply answers (a burst), oldest first
+    # The unanswered customer messages this reply answers (a burst), oldest first.
+    questions: list[WindowMessage]
     taken_over: bool  # a dead worker had started this reply
     turns: list[WindowMessage]  # the conversation before the questions, oldest first (the reply's context)
     failures: int  # the agent's latest replies that failed in a row (for the handoff trigger)
@@ -401,12 +400,15 @@ def reply_claim(*, message_id: int, worker: str, conversation_id: int | None = N
         return "answered"
     if not claim_is_stale(customer.claimed_at, customer.claimed_by, now):
         return "busy"
-    taken_over = customer.claimed_at is not None
-    reply = _claim_taken_over(customer, now, worker) if taken_over else _claim_fresh(customer, now, worker)
+    if customer.claimed_at is None:
+        # Fresh after all (a task without its conversation, or a race the one-trip claim just lost): the
+        # one-trip claim checks everything again under its conditional update. None: another worker's won.
+        return _claim_in_one_trip(message_id, conversation.pk, now, worker) or "busy"
+    reply = _claim_taken_over(customer, now, worker)
     if reply is None:
         return "busy"  # another worker won the conditional update
     customer.claimed_at, customer.claimed_by = now, worker[:100]
-    return _claim_of(customer, conversation, reply, window, taken_over)
+    return _claim_of(customer, conversation, reply, window, taken_over=True)
 
 
 def _claim_of(
@@ -534,26 +536,6 @@ def _claim_in_one_trip(
         customer.channel,
     )
     return _claim_of(customer, conversation, _stored(reply), window, taken_over=False, agent=agent)
-
-
-def _claim_fresh(customer: Message, now: dt.datetime, worker: str) -> Message | None:
-    """Claim a customer message nobody has claimed, and create its reply row, in one statement (one round
-    trip on the way to the first token). None when another worker's update came first."""
-    reply = _reply_row(customer)
-    insert, params = _message_insert_select(reply)
-    table = connection.ops.quote_name(Message._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH claimed AS (UPDATE {table} SET claimed_at = %s, claimed_by = %s "
-            "WHERE id = %s AND status = %s AND claimed_at IS NULL RETURNING id) "
-            f"{insert} FROM claimed RETURNING id",
-            [now, worker[:100], customer.pk, Message.Status.RECEIVED, *params],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    reply.pk = row[0]
-    return _stored(reply)
 
 
 def _reply_row(customer: Message) -> Message:

@@ -121,6 +121,31 @@ def test_a_burst_gets_one_answer_to_all_of_it(pool_server: Any, shop: Any) -> No
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_tasks_one_trip_claim_writes_nothing_when_it_may_not_claim(pool_server: Any, shop: Any) -> None:
+    # As the real task runs it (with its conversation): a burst's older message, a conversation with staff
+    # and another conversation's id are declined without a claim or a reply row.
+    pool_server.script("Yes, the Pocket gas stove is in stock.")
+    older, newer = receive(shop, "hi"), receive(shop, "stoves?")
+    assert older is not None and newer is not None
+    conversation = older.conversation_id
+    assert async_to_sync(run_reply)(older.pk, conversation_id=conversation) == "answered"
+    elsewhere = receive(shop, "hello", contact_external_id="4915550002")
+    assert elsewhere is not None
+    # The wrong conversation's id: the message is claimed in its own conversation, never in that one.
+    assert async_to_sync(run_reply)(elsewhere.pk, conversation_id=conversation) == "done"
+    assert Message.objects.get(role="agent", reply_to=elsewhere).conversation_id == elsewhere.conversation_id
+    conversation_handoff(business=shop, conversation_id=conversation, reason="staff took over")
+    assert async_to_sync(run_reply)(newer.pk, conversation_id=conversation) == "human"
+    assert Message.objects.filter(conversation_id=conversation, role="agent").count() == 0
+    assert list(
+        Message.objects.filter(conversation_id=conversation)
+        .values_list("claimed_at", "status")
+        .order_by("pk")
+    ) == [(None, "received"), (None, "skipped")]
+    assert pool_server.chat_requests == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_live_claim_makes_a_second_task_wait(pool_server: Any, shop: Any) -> None:
     message = receive(shop, "stove?")
     assert message is not None
