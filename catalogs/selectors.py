@@ -690,9 +690,6 @@ def _quote_lexeme(lexeme: str) -> str:
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-_TSVECTOR_ENTRY = re.compile(r"'((?:[^']|'')+)'(?::([0-9A-D,]+))?")
-
-
 def _leg_score(mode: SearchMode, vector: object, lexical: float, rank: object) -> float | None:
     """The score of one row for a search mode, before item-only boosts; None: the row does not match."""
     if mode == "vector":
@@ -707,17 +704,38 @@ def _leg_score(mode: SearchMode, vector: object, lexical: float, rank: object) -
 
 def _lexical_score(tsvector_text: str, idf: dict[str, float]) -> float:
     """Share of the query's idf mass the row holds, each word weighted by its best field (title > ...)."""
-    if not idf:
+    if not idf or not tsvector_text:
         return 0.0
     got = 0.0
-    for match in _TSVECTOR_ENTRY.finditer(tsvector_text or ""):
-        lexeme = match.group(1).replace("''", "'")
-        if lexeme in idf:
-            positions = (match.group(2) or "").split(",")
+    for lexeme, weight in idf.items():
+        positions = _tsvector_positions(tsvector_text, lexeme)
+        if positions is not None:
             # A position without a letter is weight D.
-            best = max(FIELD_WEIGHTS.get(p[-1] if p and p[-1] in "ABC" else "D", 0.0) for p in positions)
-            got += idf[lexeme] * best
+            got += weight * max(
+                FIELD_WEIGHTS.get(p[-1] if p and p[-1] in "ABC" else "D", 0.0) for p in positions
+            )
     return got / sum(idf.values())
+
+
+def _tsvector_positions(tsvector_text: str, lexeme: str) -> list[str] | None:
+    """The positions of ``lexeme`` in a tsvector's text (``'lamp':3A,7 'led':4``), None when it is not there.
+
+    A search for the few words of the question, not a parse of the row's every entry (the search scores
+    dozens of rows of dozens of entries each, on the way to the first token)."""
+    quoted = _quote_lexeme(lexeme)  # as the tsvector's text quotes it
+    at = tsvector_text.find(quoted)
+    while at >= 0:
+        end = at + len(quoted)
+        after = tsvector_text[end : end + 1]
+        # An entry starts the text or follows a space, and ends at ":" (positions), a space or the end.
+        # Quotes inside a lexeme are doubled, so a match that fails this lies inside a longer lexeme.
+        if (at == 0 or tsvector_text[at - 1] == " ") and after in ("", ":", " "):
+            if after != ":":
+                return [""]
+            stop = tsvector_text.find(" ", end)
+            return tsvector_text[end + 1 : stop if stop >= 0 else None].split(",")
+        at = tsvector_text.find(quoted, at + 1)
+    return None
 
 
 def _trigram_score(row_trigrams: Sequence[str] | None, trigram_words: list[str]) -> float:

@@ -340,3 +340,21 @@ def test_a_prepared_search_run_with_the_callers_vector_is_the_same_search(bike_s
     assert prepared is not None
     assert ids(selectors.run_search(prepared, vector)) == ids(search(bike_shop, question, limit=5))
     assert selectors.prepare_search(bike_shop, "   ") is None
+
+
+def test_the_lexical_score_reads_each_word_of_postgres_tsvector_text() -> None:
+    # The tsvector's own text form: weights, a lexeme with a quote, lexemes that start or end with another.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (setweight(to_tsvector('simple', 'stovetop lamp'), 'A') || "
+            "setweight(to_tsvector('simple', 'stove'), 'B') || to_tsvector('simple', 'stove lamp'))::text, "
+            "$$'o''stove':1A 'stove''s':2A 'x':3$$::tsvector::text"
+        )
+        weighted, quoted = cursor.fetchone()
+    assert selectors._lexical_score(weighted, {"stove": 1.0}) == pytest.approx(0.6)  # its best field: B
+    assert selectors._lexical_score(weighted, {"lamp": 1.0, "stove": 3.0}) == pytest.approx((1.0 + 1.8) / 4)
+    assert selectors._lexical_score(weighted, {"stovetop": 1.0, "top": 1.0}) == pytest.approx(0.5)
+    # "stove" is inside two longer lexemes here, and is not a word of its own.
+    assert selectors._lexical_score(quoted, {"stove": 1.0}) == 0.0
+    assert selectors._lexical_score(quoted, {"stove's": 1.0, "x": 1.0}) == pytest.approx((1.0 + 0.2) / 2)
+    assert selectors._lexical_score("", {"stove": 1.0}) == 0.0
