@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,12 +134,18 @@ def _prepare_search(business: Business | int, query: str) -> PreparedSearch | No
     return prepare_search(business, query, limit=SEARCH_LIMIT)
 
 
-async def retrieve(business: Business | int, query: str) -> list[Any]:
+HandedVector = Callable[[], Awaitable[list[float] | None]]
+
+
+async def retrieve(
+    business: Business | int, query: str, handed_vector: HandedVector | None = None
+) -> list[Any]:
     """The business's catalog rows (items and document chunks) for ``query``, best first.
 
     The search's word statistics are read while the query's embedding is on its way (they do not need it):
-    the vector's wait and the statistics' round trips overlap."""
-    vector = asyncio.ensure_future(_query_vector(query.strip()))
+    the vector's wait and the statistics' round trips overlap. ``handed_vector``: the query's vector from
+    an embedding started earlier (None when none came: the query is embedded here)."""
+    vector = asyncio.ensure_future(_query_vector(query.strip(), handed_vector))
     # Not awaited when the statistics fail or nothing can match: its outcome then is nobody's business.
     vector.add_done_callback(lambda done: done.cancelled() or done.exception())
     try:
@@ -161,9 +167,9 @@ class Prefetch:
     hits: asyncio.Task[list[Any]]
 
     @classmethod
-    def start(cls, business_id: int, question: str) -> Prefetch:
-        query = retrieval_query(question, [])
-        task = asyncio.create_task(retrieve(business_id, query))
+    def start(cls, business_id: int, question: str, handed_vector: HandedVector | None = None) -> Prefetch:
+        query = prefetch_query(question)
+        task = asyncio.create_task(retrieve(business_id, query, handed_vector))
         # Unused (a refusal, a follow-up read with the turns, a burst): its outcome is nobody's business.
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
         return cls(query, task)
@@ -172,14 +178,27 @@ class Prefetch:
         self.hits.cancel()
 
 
-async def _query_vector(query: str) -> list[float] | None:
-    """With pool embeddings, the query's vector from this event loop (the sync path would hop to the
-    pool client's own loop thread from inside this one's sync_to_async, and block this reply on it)."""
+def prefetch_query(question: str) -> str:
+    """The retrieval query of a question read without its conversation (a prefetch's)."""
+    return retrieval_query(question, [])
+
+
+async def _query_vector(query: str, handed_vector: HandedVector | None = None) -> list[float] | None:
     if settings.EMBEDDINGS_BACKEND != "pool":
         return None  # the local model runs inside run_search(), in the database thread
+    if handed_vector is not None:
+        vector = await handed_vector()
+        if vector is not None:
+            return vector
+    return await embed_query(query)
+
+
+async def embed_query(query: str) -> list[float]:
+    """With pool embeddings, the query's vector from this event loop (the sync path would hop to the
+    pool client's own loop thread from inside this one's sync_to_async, and block this reply on it)."""
     from agents.inference.client import embed
 
-    [vector] = await embed([query[:1000]], model=settings.EMBEDDINGS_MODEL or None)
+    [vector] = await embed([query.strip()[:1000]], model=settings.EMBEDDINGS_MODEL or None)
     return vector
 
 

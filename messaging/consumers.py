@@ -18,7 +18,7 @@ from agents.selectors import agent_for
 from businesses.models import Business
 from businesses.selectors import business_for_widget_key, origin_allowed
 from config import aio
-from messaging import ratelimits, selectors, services, streams
+from messaging import query_vectors, ratelimits, selectors, services, streams
 from messaging.models import Channel, Conversation, Message
 from messaging.visitors import visitor_from_token, visitor_token_issue
 
@@ -58,7 +58,12 @@ def _open_conversation(business: Business, visitor_id: str) -> Conversation:
 
 
 def _receive(
-    business: Business, visitor_id: str, text: str, client_id: str, conversation_id: int | None
+    business: Business,
+    visitor_id: str,
+    text: str,
+    client_id: str,
+    conversation_id: int | None,
+    query_vector_token: str | None,
 ) -> Message | None:
     return services.message_receive(
         business=business,
@@ -67,6 +72,7 @@ def _receive(
         text=text,
         client_message_id=client_id,
         conversation_id=conversation_id,
+        query_vector_token=query_vector_token,
     )
 
 
@@ -248,8 +254,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if self.conversation_id is None:
             conversation = await aio.database(_open_conversation, self.business, self.visitor_id)
             await self.join(conversation.pk)
+        token = query_vectors.new_token()
         message = await aio.database(
-            _receive, self.business, self.visitor_id, text.strip(), client_id, self.conversation_id
+            _receive, self.business, self.visitor_id, text.strip(), client_id, self.conversation_id, token
         )
         if message is None:
             # A resend (the socket dropped before the ack): answer with the stored one, store nothing.
@@ -260,6 +267,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                     {"type": "message.created", "message": selectors.message_payload(stored)}
                 )
             return
+        if token and message.status == Message.Status.RECEIVED:
+            # Its reply is queued: the question's vector is fetched while the task is on its way.
+            query_vectors.hand_over_soon(token, message.text)
         if message.conversation_id != self.conversation_id:
             await self.join(message.conversation_id)
         payload = selectors.message_payload(message)

@@ -43,7 +43,7 @@ def group_send(group: str, event: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(group, event)
 
 
-def _enqueue_reply(message: Message) -> None:
+def _enqueue_reply(message: Message, query_vector_token: str | None = None) -> None:
     from messaging.tasks import reply
 
     wait = (
@@ -58,6 +58,7 @@ def _enqueue_reply(message: Message) -> None:
             "conversation_id": message.conversation_id,
             "business_id": message.business_id,
             "text": message.text,
+            **({"query_vector_token": query_vector_token} if query_vector_token else {}),
         },
         countdown=wait or None,
     )
@@ -138,6 +139,7 @@ def message_receive(
     contact_name: str = "",
     received_at: dt.datetime | None = None,
     conversation_id: int | None = None,
+    query_vector_token: str | None = None,
 ) -> Message | None:
     """Store a customer's message and, when the agent has the conversation, queue its reply on commit.
 
@@ -148,6 +150,8 @@ def message_receive(
     ``conversation_id``: the contact's conversation as the caller knows it (an open chat socket). While it is
     theirs and open, the message goes straight into it, in two statements without a transaction; otherwise
     the contact's open conversation is looked up (or created) under the contact's row lock.
+
+    ``query_vector_token``: the caller will hand the question's vector over under it (messaging.query_vectors).
     """
     received_at = received_at or timezone.now()
     message = Message(
@@ -162,7 +166,7 @@ def message_receive(
     if conversation_id is not None:
         message.conversation_id = conversation_id
         if _insert_into_open_conversation(message, contact_external_id, received_at):
-            _queue_reply(message)
+            _queue_reply(message, query_vector_token)
             return message
     with transaction.atomic(durable=True):
         conversation = conversation_open(
@@ -179,7 +183,7 @@ def message_receive(
                 message.save(force_insert=True)
         except IntegrityError:
             return None
-        return _message_received(message, received_at)
+        return _message_received(message, received_at, query_vector_token)
 
 
 def _insert_into_open_conversation(
@@ -228,15 +232,17 @@ def _insert_into_open_conversation(
     return True
 
 
-def _queue_reply(message: Message) -> None:
+def _queue_reply(message: Message, query_vector_token: str | None = None) -> None:
     """Queue the reply when the agent has the conversation (on commit: at once outside a transaction)."""
     if message.status == Message.Status.RECEIVED:
-        transaction.on_commit(lambda: _enqueue_reply(message))
+        transaction.on_commit(lambda: _enqueue_reply(message, query_vector_token))
 
 
-def _message_received(message: Message, received_at: dt.datetime) -> Message:
+def _message_received(
+    message: Message, received_at: dt.datetime, query_vector_token: str | None = None
+) -> Message:
     """Queue the reply (on commit), and note when the customer last wrote."""
-    _queue_reply(message)
+    _queue_reply(message, query_vector_token)
     Conversation.objects.filter(pk=message.conversation_id).filter(
         Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
     ).update(last_customer_message_at=received_at, updated_at=timezone.now())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -38,7 +39,7 @@ from agents.models import Agent
 from agents.prompts import Turn, handoff_reason
 from agents.selectors import agent_for
 from config import aio
-from messaging import streams
+from messaging import query_vectors, streams
 from messaging.models import Message
 from messaging.ratelimits import _clients as _redis_clients
 from messaging.ratelimits import redis
@@ -258,14 +259,16 @@ async def run_reply(
     conversation_id: int | None = None,
     business_id: int | None = None,
     text: str | None = None,
+    query_vector_token: str | None = None,
 ) -> str:
     """The whole reply, in the caller's event loop. Returns what happened: ``done``, ``cut``, ``failed``,
     ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``.
 
     ``conversation_id``, ``business_id`` and ``text`` (the customer's message) come with the task: the lock
-    is taken without a query, and retrieval for ``text`` starts while the reply is claimed."""
+    is taken without a query, and retrieval for ``text`` starts while the reply is claimed, with the vector
+    the chat socket hands over under ``query_vector_token`` (messaging.query_vectors)."""
     try:
-        return await _run_reply(message_id, queued_at, conversation_id, business_id, text)
+        return await _run_reply(message_id, queued_at, conversation_id, business_id, text, query_vector_token)
     finally:
         if not aio.on_worker_loop():
             await _close_loop_clients()
@@ -288,6 +291,7 @@ async def _run_reply(
     conversation_id: int | None,
     business_id: int | None,
     text: str | None,
+    query_vector_token: str | None,
 ) -> str:
     started = time.perf_counter()
     wall_start = time.time()
@@ -300,7 +304,10 @@ async def _run_reply(
     if not await hold.lock():
         return "busy"
     locked = time.perf_counter()
-    prefetch = agent.Prefetch.start(business_id, text) if business_id and text else None
+    prefetch = None
+    if business_id and text:
+        handed = functools.partial(query_vectors.take, query_vector_token) if query_vector_token else None
+        prefetch = agent.Prefetch.start(business_id, text, handed)
     try:
         loaded = await _claim_and_load(message_id, worker, conversation_id)
         if isinstance(loaded, str):

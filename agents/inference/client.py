@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -157,13 +158,27 @@ async def _account(call: _Call) -> None:
 
 
 _accounting: set[asyncio.Task[None]] = set()
+_account_in_background: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "account_in_background", default=False
+)
+
+
+@contextlib.contextmanager
+def accounting_in_background() -> Iterator[None]:
+    """Calls made inside leave their accounting to a task of the running loop, which the caller promises
+    outlives them (the ASGI server's loop, as a worker's reply loop always does)."""
+    token = _account_in_background.set(True)
+    try:
+        yield
+    finally:
+        _account_in_background.reset(token)
 
 
 async def _record(call: _Call) -> None:
-    """``_account``, off the caller's path on a worker's long-lived reply loop (a question's embedding is on
-    the way to the first token, a reply's record on the way to its final save); awaited on other loops,
-    which may end before a task of theirs would run."""
-    if not aio.on_worker_loop():
+    """``_account``, off the caller's path on a long-lived loop (a question's embedding is on the way to the
+    first token, a reply's record on the way to its final save); awaited on other loops, which may end
+    before a task of theirs would run."""
+    if not (aio.on_worker_loop() or _account_in_background.get()):
         await _account(call)
         return
     task = asyncio.get_running_loop().create_task(_account(call))

@@ -1,0 +1,126 @@
+"""messaging.query_vectors: a widget question's embedding, started by the chat socket and handed to its reply
+task through the real Redis, with the test inference server as the pool's embedding endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from agents.respond import prefetch_query
+from config.asgi import application
+from messaging import query_vectors
+from messaging.models import Message
+from messaging.ratelimits import redis
+from messaging.services import message_receive
+from messaging.tasks import run_reply
+from tests.factories import BusinessFactory
+from tests.fixtures.catalogs import SMALL_CATALOG_CSV
+from tests.inference_server import InferenceServer, embedding_of
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+QUESTION = "how much is the stove?"
+
+
+@pytest.fixture
+def pool_embeddings(settings: Any, pool_server: InferenceServer) -> InferenceServer:
+    settings.EMBEDDINGS_BACKEND = "pool"
+    return pool_server
+
+
+def embedding_calls(server: InferenceServer) -> int:
+    return server.requests_by_path.get("/v1/embeddings", 0)
+
+
+async def test_the_handed_over_vector_is_the_questions_and_stays_for_a_retried_task(
+    pool_embeddings: InferenceServer,
+) -> None:
+    token = query_vectors.new_token()
+    assert token is not None
+    await query_vectors.hand_over(token, QUESTION)
+    expected = embedding_of(prefetch_query(QUESTION))
+    for _ in range(2):  # the first read does not consume it
+        assert await query_vectors.take(token) == pytest.approx(expected, abs=1e-6)
+    assert embedding_calls(pool_embeddings) == 1
+
+
+async def test_without_a_vector_the_task_waits_a_bounded_time_and_a_failed_embedding_says_so_at_once(
+    pool_embeddings: InferenceServer,
+) -> None:
+    started = time.monotonic()
+    assert await query_vectors.take("never-handed-over") is None  # a socket process that died
+    assert query_vectors.WAIT_SECONDS - 0.1 <= time.monotonic() - started < query_vectors.WAIT_SECONDS + 1
+    pool_embeddings.fault("status", status=500)
+    token = query_vectors.new_token()
+    assert token is not None
+    await query_vectors.hand_over(token, QUESTION)
+    started = time.monotonic()
+    assert await query_vectors.take(token) is None
+    assert time.monotonic() - started < 0.5
+
+
+def test_nothing_is_handed_over_with_the_local_model(settings: Any) -> None:
+    settings.EMBEDDINGS_BACKEND = "local"  # it embeds inside the search, in the database thread
+    assert query_vectors.new_token() is None
+
+
+@pytest.fixture
+def shop(pool_embeddings: InferenceServer, import_catalog: Any) -> Any:
+    business = BusinessFactory()
+    import_catalog(business, SMALL_CATALOG_CSV, embed=True)
+    return business
+
+
+def test_the_reply_searches_with_the_handed_over_vector_and_without_it_embeds_itself(
+    pool_embeddings: InferenceServer, shop: Any
+) -> None:
+    pool_embeddings.script("The Pocket gas stove is 39.90 EUR.")
+    widget = {"business": shop, "channel": "widget", "contact_external_id": "v1"}
+
+    def ask(client_id: str, token: str | None) -> tuple[str, int, Message]:
+        message = message_receive(
+            text=QUESTION, client_message_id=client_id, query_vector_token=token, **widget
+        )
+        assert message is not None
+        if token:
+            async_to_sync(query_vectors.hand_over)(token, message.text)
+        before = embedding_calls(pool_embeddings)
+        known = {"conversation_id": message.conversation_id, "business_id": shop.pk, "text": message.text}
+        outcome = async_to_sync(run_reply)(message.pk, query_vector_token=token, **known)
+        return outcome, embedding_calls(pool_embeddings) - before, Message.objects.get(reply_to=message)
+
+    outcome, embedded, answer = ask("c1", query_vectors.new_token())
+    assert (outcome, embedded, answer.status) == ("done", 0, "done")
+    assert any("stove" in citation["title"].lower() for citation in answer.citations)
+    # A token whose vector never came: the reply goes on, and embeds the question itself.
+    outcome, embedded, answer = ask("c2", None)
+    assert (outcome, embedded, answer.status) == ("done", 1, "done")
+
+
+async def test_the_chat_socket_hands_the_questions_vector_over_once_its_reply_is_queued(
+    pool_embeddings: InferenceServer,
+) -> None:
+    business = await database_sync_to_async(BusinessFactory)()
+    ws = WebsocketCommunicator(
+        application, f"/ws/chat/{business.widget_key}/", headers=[(b"origin", b"https://shop.example")]
+    )
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "hello"})
+    assert (await ws.receive_json_from(timeout=5))["type"] == "ready"
+    await ws.send_json_to({"type": "message", "client_id": "c1", "text": f"  {QUESTION} "})
+    assert (await ws.receive_json_from(timeout=5))["type"] == "message.created"
+    for _ in range(100):
+        keys = await redis().keys("query-vector:*")
+        if keys:
+            break
+        await asyncio.sleep(0.02)
+    assert len(keys) == 1
+    token = keys[0].decode().split(":", 1)[1]
+    assert await query_vectors.take(token) == pytest.approx(embedding_of(prefetch_query(QUESTION)), abs=1e-6)
+    await ws.disconnect()
