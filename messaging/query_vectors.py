@@ -15,7 +15,7 @@ message: nothing crosses from one conversation or business to another.
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 import logging
 import uuid
 from array import array
@@ -23,7 +23,7 @@ from typing import cast
 
 from django.conf import settings
 
-from agents.inference.client import accounting_in_background
+from agents.inference.client import accounting_in_background, run_in_background
 from agents.respond import embed_query, prefetch_query
 from messaging.ratelimits import redis
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 WAIT_SECONDS = 1  # the embedding takes milliseconds: this only bounds a handover that never comes
 TTL_SECONDS = 60
-_pending: set[asyncio.Task[None]] = set()
+_pending: set[concurrent.futures.Future[None]] = set()
 
 
 def _key(token: str) -> str:
@@ -45,11 +45,11 @@ def new_token() -> str | None:
 
 
 def hand_over_soon(token: str, question: str) -> None:
-    """Embed ``question`` as the reply's prefetch will query it, in a task of the running (long-lived) loop:
-    the caller goes on at once."""
-    task = asyncio.get_running_loop().create_task(hand_over(token, question))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
+    """Embed ``question`` as the reply's prefetch will query it, on the pool client's own loop thread: the
+    caller goes on at once, and the pool's routing round trips never hold the chat socket's event loop."""
+    future = run_in_background(hand_over(token, question))
+    _pending.add(future)
+    future.add_done_callback(_pending.discard)
 
 
 async def hand_over(token: str, question: str) -> None:

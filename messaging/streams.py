@@ -19,6 +19,7 @@ import logging
 import weakref
 from typing import Any
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from messaging.ratelimits import redis
@@ -36,10 +37,21 @@ def cancel_key(message_id: int | str) -> str:
     return f"reply:{message_id}:cancel"
 
 
-async def log_append(message_id: int, entry: dict[str, Any]) -> None:
+async def log_append(
+    message_id: int, entry: dict[str, Any], *, then_send: tuple[str, dict[str, Any]] | None = None
+) -> None:
+    """Append ``entry`` to the reply's log; with ``then_send`` (a group, an event), send the event to the group
+    in the same round trip. Redis runs a pipeline's commands in order, so the entry is logged before the event
+    is published: a client resuming from the log never misses what the group had. The event is published as
+    the channel layer's own ``group_send`` would (same server, same channel name, its serializer)."""
     pipe = redis().pipeline(transaction=False)
     pipe.rpush(log_key(message_id), json.dumps(entry))
     pipe.expire(log_key(message_id), LOG_TTL_SECONDS)
+    if then_send is not None:
+        group, event = then_send
+        layer = get_channel_layer()
+        # The layer's own naming and serializer (channels_redis 4's pub/sub layer; tests cover the delivery).
+        pipe.publish(layer._get_group_channel_name(group), layer.serialize(event))
     await pipe.execute()
 
 

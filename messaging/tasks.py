@@ -214,12 +214,11 @@ class _Stream:
             entry = {"seq": self.seq, "text": "".join(self.buffer), "reset": self.reset}
             self.buffer.clear()
             self.reset = False
-            # Logged before it is sent: a client resuming from the log never misses what the group had.
-            await streams.log_append(self.message_id, entry)
             event = {"type": "reply.delta", "message_id": self.message_id, "sent_at": time.time(), **entry}
             if self.created is not None:
                 event["created"], self.created = self.created, None
-            await self.layer.group_send(self.group, event)
+            # Logged, then sent, in one round trip.
+            await streams.log_append(self.message_id, entry, then_send=(self.group, event))
             self.sends += 1
             self.last_send = time.monotonic()
 

@@ -22,6 +22,7 @@ iterates closes the upstream connection too.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import json
@@ -166,7 +167,7 @@ _account_in_background: contextvars.ContextVar[bool] = contextvars.ContextVar(
 @contextlib.contextmanager
 def accounting_in_background() -> Iterator[None]:
     """Calls made inside leave their accounting to a task of the running loop, which the caller promises
-    outlives them (the ASGI server's loop, as a worker's reply loop always does)."""
+    outlives them (this module's own loop thread, as a worker's reply loop always does)."""
     token = _account_in_background.set(True)
     try:
         yield
@@ -667,6 +668,12 @@ def _runner_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=loop.run_forever, name="llama-sync", daemon=True).start()
             _runner = (os.getpid(), loop)
         return _runner[1]
+
+
+def run_in_background(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start a coroutine of this module on the client's own loop thread and return at once: its blocking
+    Redis round trips (routing, metrics) then hold that thread, never the caller's event loop."""
+    return asyncio.run_coroutine_threadsafe(coroutine, _runner_loop())
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

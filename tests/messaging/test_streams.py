@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import asyncio
 
+from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from messaging import streams
 from messaging.ratelimits import redis
+
+
+async def test_an_entry_logged_with_its_event_reaches_the_groups_members_as_a_group_send_would() -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("conv.9", channel)
+    try:
+        event = {"type": "reply.delta", "message_id": 9, "seq": 1, "text": "The ", "reset": False}
+        await streams.log_append(9, {"seq": 1, "text": "The ", "reset": False}, then_send=("conv.9", event))
+        assert await asyncio.wait_for(layer.receive(channel), timeout=2) == event
+        assert await streams.log_read(9) == [{"seq": 1, "text": "The ", "reset": False}]
+    finally:
+        await layer.group_discard("conv.9", channel)
 
 
 async def test_the_log_reads_back_what_followed_a_sequence_number() -> None:
