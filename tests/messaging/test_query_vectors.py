@@ -4,6 +4,8 @@ task through the real Redis, with the test inference server as the pool's embedd
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from typing import Any
 
@@ -17,7 +19,7 @@ from config.asgi import application
 from messaging import query_vectors
 from messaging.models import Message
 from messaging.ratelimits import redis
-from messaging.services import message_receive
+from messaging.services import conversation_handoff, message_receive
 from messaging.tasks import run_reply
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
@@ -98,12 +100,22 @@ def test_the_reply_searches_with_the_handed_over_vector_and_without_it_embeds_it
     outcome, embedded, answer = ask("c1", query_vectors.new_token())
     assert (outcome, embedded, answer.status) == ("done", 0, "done")
     assert any("stove" in citation["title"].lower() for citation in answer.citations)
-    # A token whose vector never came: the reply goes on, and embeds the question itself.
+    # No token (a messaging channel's message, or a task queued by an older release): it embeds the question.
     outcome, embedded, answer = ask("c2", None)
     assert (outcome, embedded, answer.status) == ("done", 1, "done")
 
 
-async def test_the_chat_socket_hands_the_questions_vector_over_once_its_reply_is_queued(
+async def queued_replies() -> dict[int, dict[str, Any]]:
+    """The reply tasks waiting in the broker's ``replies`` list: message id -> the task's keyword arguments."""
+    tasks = {}
+    for raw in await redis().lrange("replies", 0, -1):
+        envelope = json.loads(raw)
+        args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+        tasks[args[0]] = kwargs
+    return tasks
+
+
+async def test_the_chat_socket_hands_the_questions_vector_to_its_queued_reply_and_none_when_staff_answer(
     pool_embeddings: InferenceServer,
 ) -> None:
     business = await database_sync_to_async(BusinessFactory)()
@@ -114,13 +126,22 @@ async def test_the_chat_socket_hands_the_questions_vector_over_once_its_reply_is
     await ws.send_json_to({"type": "hello"})
     assert (await ws.receive_json_from(timeout=5))["type"] == "ready"
     await ws.send_json_to({"type": "message", "client_id": "c1", "text": f"  {QUESTION} "})
-    assert (await ws.receive_json_from(timeout=5))["type"] == "message.created"
-    for _ in range(100):
-        keys = await redis().keys("query-vector:*")
-        if keys:
-            break
-        await asyncio.sleep(0.02)
-    assert len(keys) == 1
-    token = keys[0].decode().split(":", 1)[1]
+    created = await ws.receive_json_from(timeout=5)
+    assert created["type"] == "message.created"
+    token = (await queued_replies())[created["message"]["id"]]["query_vector_token"]
     assert await query_vectors.take(token) == pytest.approx(embedding_of(prefetch_query(QUESTION)), abs=1e-6)
+    assert embedding_calls(pool_embeddings) == 1
+
+    # Staff have the conversation: no reply is queued, so nothing is embedded or handed over.
+    conversation_id = created["message"]["conversation_id"]
+    await database_sync_to_async(conversation_handoff)(
+        business=business, conversation_id=conversation_id, reason="test"
+    )
+    await ws.send_json_to({"type": "message", "client_id": "c2", "text": "still there?"})
+    frames = [await ws.receive_json_from(timeout=5) for _ in range(2)]  # the handoff, then the message
+    created = next(frame for frame in frames if frame["type"] == "message.created")
+    await asyncio.sleep(0.3)
+    assert created["message"]["id"] not in await queued_replies()
+    assert len(await redis().keys("query-vector:*")) == 1
+    assert embedding_calls(pool_embeddings) == 1
     await ws.disconnect()
