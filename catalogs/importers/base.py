@@ -102,10 +102,95 @@ _PRICE_RE = re.compile(r"^(?P<number>[+-]?\d[\d.,' \u00a0\u202f]*)$")
 _CANONICAL_PRICE = re.compile(r"(\d{1,12}(?:\.\d{1,4})?) ([A-Z]{3})")
 
 
+# "Price on request" as shops write it in a price cell (docs/catalogs.md lists them). Compared after
+# ``_on_request_key``: case-folded, punctuation and spacing tidied, so "P.O.A.", "p. o. a." and "(POA)" match.
+PRICE_ON_REQUEST_PHRASES = (
+    # English
+    "on request",
+    "price on request",
+    "upon request",
+    "price upon request",
+    "POA",
+    "P.O.A.",
+    "price on application",
+    "price upon application",
+    "call for price",
+    "ask for price",
+    "contact us",
+    # German
+    "auf Anfrage",
+    "Preis auf Anfrage",
+    "a.A.",
+    # French
+    "sur demande",
+    "prix sur demande",
+    # Italian
+    "su richiesta",
+    "prezzo su richiesta",
+    # Spanish
+    "a consultar",
+    "bajo pedido",
+    "precio a consultar",
+    # Dutch
+    "op aanvraag",
+    "prijs op aanvraag",
+)
+
+
+def _on_request_key(text: str) -> str:
+    """``" (Price: on-request!) "`` -> ``"price on request"``; ``"P. O. A."`` -> ``"p.o.a"``.
+
+    Dots inside are kept (without the spaces after them) so that an abbreviation only matches its own
+    spelling: ``"a.A."`` is "auf Anfrage", ``"AA"`` stays a bad price.
+    """
+    key = re.sub(r"[^\w.]+", " ", text.casefold()).replace("_", " ")
+    key = re.sub(r"\.\s*", ".", key)
+    return re.sub(r"\s+", " ", key).strip(" .")
+
+
+_ON_REQUEST_KEYS = frozenset(_on_request_key(phrase) for phrase in PRICE_ON_REQUEST_PHRASES)
+# A currency beside the phrase ("on request EUR", "EUR POA", "€ auf Anfrage"): a code or symbol at either end.
+_KNOWN_CURRENCY_CODES = frozenset(
+    {*CURRENCY_SYMBOLS.values(), "CHF", "SEK", "NOK", "DKK", "CZK", "HUF", "CAD", "AUD", "NZD", "MXN", "ZAR"}
+)
+_ON_REQUEST_CURRENCY = (
+    re.compile(r"^(?P<code>[A-Za-z]{3})\s+(?P<rest>.+)$"),
+    re.compile(r"^(?P<rest>.+?)\s+(?P<code>[A-Za-z]{3})$"),
+)
+
+
+def price_on_request(raw: str) -> tuple[bool, str]:
+    """Whether a price cell says "price on request" (in any of ``PRICE_ON_REQUEST_PHRASES``), and the
+    currency written beside the phrase, if any: ``"Auf Anfrage"`` -> (True, ""), ``"POA EUR"`` ->
+    (True, "EUR"), ``"9.99"`` -> (False, "")."""
+    text = raw.strip()
+    if not text or any(ch.isdigit() for ch in text):
+        return False, ""
+    # Symbols first: the key drops them as punctuation, which would lose the currency.
+    for symbol, code in _SYMBOLS_LONGEST_FIRST:
+        if text.startswith(symbol) or text.endswith(symbol):
+            rest = text.removeprefix(symbol) if text.startswith(symbol) else text.removesuffix(symbol)
+            if _on_request_key(rest) in _ON_REQUEST_KEYS:
+                return True, code
+    if _on_request_key(text) in _ON_REQUEST_KEYS:
+        return True, ""
+    for pattern in _ON_REQUEST_CURRENCY:
+        match = pattern.match(text)
+        if not match or _on_request_key(match.group("rest")) not in _ON_REQUEST_KEYS:
+            continue
+        code = match.group("code")
+        # A code as feeds write it ("EUR"), or a known one in any case ("eur"); "not on request" is no price.
+        if code.isupper() or code.upper() in _KNOWN_CURRENCY_CODES:
+            return True, code.upper()
+    return False, ""
+
+
 def parse_price(raw: str) -> tuple[Decimal | None, str]:
     """``"9.99 USD"``, ``"USD 9.99"``, ``"$9.99"``, ``"9,99 EUR"``, ``"1.234,56 EUR"`` -> (Decimal, currency).
 
-    Empty -> (None, ""). Raises ``ValueError`` with the reason when the text is not a price.
+    Empty -> (None, ""). "Price on request" (``price_on_request``) -> (None, the currency beside it, if any):
+    the item has no price, which the agent tells a customer as "price on request". Raises ``ValueError``
+    with the reason when the text is not a price.
     """
     text = raw.strip()
     if not text:
@@ -113,6 +198,9 @@ def parse_price(raw: str) -> tuple[Decimal | None, str]:
     canonical = _CANONICAL_PRICE.fullmatch(text)
     if canonical:
         return Decimal(canonical.group(1)).quantize(_CENT), canonical.group(2)
+    on_request, on_request_currency = price_on_request(text)
+    if on_request:
+        return None, on_request_currency
     currency = ""
     for symbol, code in _SYMBOLS_LONGEST_FIRST:
         if symbol in text:
