@@ -32,6 +32,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATABASE_NAME = "bizagent"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLAMA_MODEL_NAME = "smollm2-135m-instruct"
+# llama-cpp-python's server generates for one request at a time (one model behind one lock): the pool
+# registers the embedded endpoint with this many slots, so that further replies queue in the pool.
+LLAMA_SERVER_SLOTS = 1
 
 
 class EmbeddedServiceError(RuntimeError):
@@ -254,6 +257,34 @@ class _RedisService(_ProcessService):
         _wait_until(self._ping, 15, "redis-server", self.folder / "redis.log")
 
 
+def llama_server_args(model: Path, port: int) -> list[str]:
+    """The command line of the embedded llama.cpp server (llama-cpp-python's ``llama_cpp.server``)."""
+    return [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--model_alias",
+        LLAMA_MODEL_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "4096",
+        # Every core: the server runs one generation at a time, and cores-1 left a 2-core machine
+        # generating on a single thread.
+        "--n_threads",
+        str(os.cpu_count() or 1),
+        # On by default: any request that arrives (another reply, the pool's own health probe) ends the
+        # stream being generated with the role chunk and [DONE], no text. The pool queues requests for the
+        # one slot (LLAMA_SERVER_SLOTS) instead.
+        "--interrupt_requests",
+        "False",
+    ]
+
+
 class _LlamaService(_ProcessService):
     def is_running(self) -> bool:
         return bool(embedded_llama_url())
@@ -266,26 +297,7 @@ class _LlamaService(_ProcessService):
             )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(smollm2_model_path()),
-                "--model_alias",
-                LLAMA_MODEL_NAME,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "4096",
-                "--n_threads",
-                str(max(1, (os.cpu_count() or 2) - 1)),
-            ],
-            "llama.log",
-        )
+        proc = self._spawn(llama_server_args(smollm2_model_path(), port), "llama.log")
         llama_state_file().write_text(json.dumps({"pid": proc.pid, "url": url, "model": LLAMA_MODEL_NAME}))
         _wait_until(lambda: _http_ok(f"{url}/v1/models"), 120, "llama.cpp server", self.folder / "llama.log")
 

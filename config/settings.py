@@ -170,11 +170,14 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 LLAMA_CONNECT_TIMEOUT = env_float("LLAMA_CONNECT_TIMEOUT", 2.0, minimum=0.01)
 LLAMA_FIRST_TOKEN_TIMEOUT = env_float("LLAMA_FIRST_TOKEN_TIMEOUT", 20.0, minimum=0.01)
 LLAMA_IDLE_TIMEOUT = env_float("LLAMA_IDLE_TIMEOUT", 15.0, minimum=0.01)
+# LLAMA_REPLY_TIMEOUT counts from the first endpoint slot a call gets, after any LLAMA_QUEUE_TIMEOUT wait.
 LLAMA_REPLY_TIMEOUT = env_float("LLAMA_REPLY_TIMEOUT", 120.0, minimum=0.1)
 # Routing, health and fairness of the pool (docs/inference.md).
 LLAMA_MAX_TRIES = env_int("LLAMA_MAX_TRIES", 3, minimum=1, maximum=10)
 LLAMA_ENDPOINT_MAX_CONCURRENCY = env_int("LLAMA_ENDPOINT_MAX_CONCURRENCY", 64, minimum=1)
-LLAMA_QUEUE_TIMEOUT = env_float("LLAMA_QUEUE_TIMEOUT", 5.0, minimum=0.0)
+# Seconds a call may wait for its business slot and an endpoint slot, in all: ten replies of 5-10 s queued
+# on the embedded server's single slot get through.
+LLAMA_QUEUE_TIMEOUT = env_float("LLAMA_QUEUE_TIMEOUT", 90.0, minimum=0.0)
 LLAMA_CIRCUIT_FAILURES = env_int("LLAMA_CIRCUIT_FAILURES", 3, minimum=1)
 LLAMA_CIRCUIT_COOLDOWN = env_float("LLAMA_CIRCUIT_COOLDOWN", 5.0, minimum=0.01)
 LLAMA_PROBE_INTERVAL = env_float("LLAMA_PROBE_INTERVAL", 5.0, minimum=0.0)

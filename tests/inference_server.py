@@ -29,6 +29,10 @@ None = until cleared):
 - ``no_done`` (the whole reply, then a clean end of body without ``data: [DONE]``)
 - ``garbage`` (junk lines between events: non-JSON ``data:``, lines without a field, odd fields)
 - ``hang`` (after ``after`` tokens, default 0, nothing more until the client goes away)
+- ``empty`` (the role chunk, then ``data: [DONE]``: no content, no ``finish_reason``, no usage; what
+  llama-cpp-python's server sends for a stream it interrupted because another request arrived)
+- ``busy_probe`` (not a chat fault: while it is set, ``/health`` and ``/v1/models`` wait until no chat
+  stream is being written, as llama-cpp-python's ``/v1/models`` waits for the lock a generation holds)
 
 Stream options (attributes): ``crlf`` (CRLF line endings), ``pings`` (``: ping`` comments),
 ``usage`` (``asked``: only with ``stream_options.include_usage``, as vLLM; ``always``, as some llama.cpp
@@ -36,7 +40,8 @@ builds; ``never``), ``tool_calls`` (a list of ``{"name", "arguments"}`` streamed
 ``extra_keys`` (unknown keys on every chunk, as newer vLLM and llama.cpp's ``timings``).
 
 Counters: ``requests_by_path``, ``chat_requests``, ``open_connections``, ``active_streams`` (chat streams
-being written now), ``aborted_streams`` (streams whose client went away before the end).
+being written now), ``peak_streams`` (the most written at once), ``aborted_streams`` (streams whose client
+went away before the end).
 
 As a process: ``python -m tests.inference_server --port 8123 [--reply TEXT] [--token-delay 0.01]``; control
 it with ``POST /_control`` (JSON: ``reply``, ``echo``, ``token_delay``, ``fault`` = ``{"kind": ..., ...}``,
@@ -118,6 +123,7 @@ class InferenceServer:
         self.chat_requests = 0
         self.open_connections = 0
         self.active_streams = 0
+        self.peak_streams = 0
         self.aborted_streams = 0
         self._queue: list[str] = []
         self._faults: list[_Fault] = []
@@ -205,6 +211,8 @@ class InferenceServer:
             "no_done",
             "garbage",
             "hang",
+            "empty",
+            "busy_probe",
         }
         if kind not in kinds:
             raise ValueError(f"unknown fault {kind!r}; one of {sorted(kinds)}")
@@ -220,6 +228,7 @@ class InferenceServer:
             self.requests.clear()
             self.requests_by_path.clear()
             self.chat_requests = 0
+            self.peak_streams = 0
             self.aborted_streams = 0
 
     def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -236,6 +245,7 @@ class InferenceServer:
             "requests_by_path": dict(self.requests_by_path),
             "open_connections": self.open_connections,
             "active_streams": self.active_streams,
+            "peak_streams": self.peak_streams,
             "aborted_streams": self.aborted_streams,
         }
 
@@ -324,6 +334,9 @@ class InferenceServer:
         writer: asyncio.StreamWriter,
     ) -> bool:
         loading = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+        if path in ("/health", "/v1/health", "/v1/models") and self._peek_fault("busy_probe"):
+            while self.active_streams:
+                await asyncio.sleep(0.01)
         if path in ("/health", "/v1/health"):
             if self._peek_fault("loading"):
                 return await self._json(writer, 503, loading)
@@ -405,7 +418,7 @@ class InferenceServer:
             code = int(status.params.get("status", 500))
             message = str(status.params.get("message", f"injected {code}"))
             if status.params.get("shape", "nested") == "flat":
-                payload = {
+                payload: dict[str, Any] = {
                     "object": "error",
                     "message": message,
                     "type": "InternalServerError",
@@ -417,7 +430,9 @@ class InferenceServer:
                     "error": {"message": message, "type": "InternalServerError", "param": None, "code": code}
                 }
             return await self._json(writer, code, payload, "Retry-After: 1\r\n" if code == 429 else "")
-        fault = self._take_fault("slow_first_token", "inband_error", "drop", "no_done", "garbage", "hang")
+        fault = self._take_fault(
+            "slow_first_token", "inband_error", "drop", "no_done", "garbage", "hang", "empty"
+        )
         text = self._reply_for(body)
         pieces = tokens_of(text)
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
@@ -448,6 +463,7 @@ class InferenceServer:
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         self.active_streams += 1
+        self.peak_streams = max(self.peak_streams, self.active_streams)
         # The client going away is seen at once, even while we sleep between tokens.
         gone = asyncio.ensure_future(reader.read(1))
         streamer = asyncio.ensure_future(self._stream(writer, body, pieces, prompt_tokens, fault))
@@ -514,6 +530,10 @@ class InferenceServer:
             await self._fault_now(kind, writer, event, params)
             return False
         await event(chunk({"role": "assistant", "content": ""}))
+        if kind == "empty":
+            await event("[DONE]")
+            await send("")
+            return True
         if self.pings:
             await send(f": ping{end}{end}")
         if kind == "slow_first_token":

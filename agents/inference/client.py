@@ -3,12 +3,22 @@
 ``stream_chat`` routes a chat completion to an endpoint (routing.py), streams it over a shared httpx
 connection pool, and yields ``TextDelta`` / ``ToolCalls`` / ``Usage`` / ``StreamEnd`` (types.py).
 
-Failure semantics:
+Waiting: a call first waits for one of its business's slots (``LLAMA_BUSINESS_MAX_CONCURRENCY``), then for
+a slot on an endpoint (each endpoint serves ``max`` requests at once; the embedded llama.cpp server one),
+both within ``LLAMA_QUEUE_TIMEOUT`` in all. ``LLAMA_REPLY_TIMEOUT`` counts from the first endpoint slot, and
+each try's first-token timeout from the moment it got its slot, so time spent queueing is never held against
+the server.
+
+Failure semantics (the one retry policy of a chat completion):
 - before the first token (connect error, timeout, HTTP 429/5xx/401/404, in-band error, a stream that ends
-  early), the request is retried on another endpoint, up to ``LLAMA_MAX_TRIES`` tries and within
-  ``LLAMA_REPLY_TIMEOUT``; when no try succeeds: ``PoolUnavailable``;
+  early, a stream that ends with no text and no tool call: ``empty_completion``), the request is retried, up
+  to ``LLAMA_MAX_TRIES`` tries and within ``LLAMA_REPLY_TIMEOUT``: first on endpoints not tried yet, then,
+  once every endpoint has been tried, on any of them again after a short backoff; when no try succeeds:
+  ``PoolUnavailable``;
 - after the first token nothing is retried (the caller has shown the text): ``StreamCut``;
 - HTTP 400/413/422 mean the request itself is wrong: ``RequestRejected``, no retry, no circuit failure.
+- When no endpoint is healthy (every one marked unhealthy by a probe or its circuit open) the pool still
+  tries them ("panic", state.pick), rather than failing without a try.
 
 Close the stream when you stop early, so that the upstream request is closed at once::
 
@@ -27,6 +37,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import random
 import threading
 import time
 import weakref
@@ -64,7 +75,13 @@ T = TypeVar("T")
 
 # Statuses that say the request is wrong, not the server: another endpoint would answer the same.
 _REJECTED = {400, 413, 422}
+# Polling for a free slot: starts short (a slot freed by a short call is taken at once) and backs off, with
+# jitter so that waiting workers do not poll in step.
 _QUEUE_POLL_SECONDS = 0.05
+_QUEUE_POLL_MAX_SECONDS = 0.25
+# Before trying an endpoint again (every endpoint has been tried): a short pause, doubled each round.
+_RETRY_BACKOFF_SECONDS = 0.2
+_RETRY_BACKOFF_MAX_SECONDS = 1.0
 _DRAIN_SECONDS = 0.5
 
 # --- One httpx client per event loop ---------------------------------------------------------------------
@@ -117,6 +134,7 @@ class _Call:
     completion_tokens: int = 0
     first_token_ms: float | None = None
     total_ms: float = 0.0
+    panic: bool = False  # at least one try was routed in panic mode (no endpoint was healthy)
 
 
 def _write_call(call: _Call) -> None:
@@ -190,8 +208,15 @@ async def _record(call: _Call) -> None:
 # --- Per-business fairness ---------------------------------------------------------------------------------
 
 
-def _business_enter(business_id: int) -> str | None:
-    """Take one of the business's concurrency slots after checking its token budget."""
+async def _poll_pause(waited: int) -> None:
+    """Sleep between two polls for a slot (the ``waited``-th poll)."""
+    pause = min(_QUEUE_POLL_MAX_SECONDS, _QUEUE_POLL_SECONDS * 1.5**waited)
+    await asyncio.sleep(pause * random.uniform(0.8, 1.2))
+
+
+async def _business_enter(business_id: int, *, until: float) -> str | None:
+    """Take one of the business's concurrency slots after checking its token budget, waiting for one until
+    ``until`` (loop time). The budget refuses at once; a full cap refuses only after the wait."""
     if not business_id:
         return None
     budget = settings.LLAMA_BUSINESS_TOKEN_BUDGET
@@ -204,13 +229,20 @@ def _business_enter(business_id: int) -> str | None:
                 f"business {business_id} has used {used} of its {budget} tokens in this {window}-second "
                 f"window (LLAMA_BUSINESS_TOKEN_BUDGET); the window resets in {resets} s"
             )
+    loop = asyncio.get_running_loop()
     lease = state.new_lease()
     cap = settings.LLAMA_BUSINESS_MAX_CONCURRENCY
-    if state.acquire(state.business_inflight_key(business_id), lease, cap) < 0:
-        raise BudgetExceeded(
-            f"business {business_id} already has {cap} inference requests in flight "
-            f"(LLAMA_BUSINESS_MAX_CONCURRENCY); try again when one finishes"
-        )
+    key = state.business_inflight_key(business_id)
+    waited = 0
+    while state.acquire(key, lease, cap) < 0:
+        if loop.time() >= until:
+            raise BudgetExceeded(
+                f"business {business_id} had {cap} inference requests in flight "
+                f"(LLAMA_BUSINESS_MAX_CONCURRENCY) for {settings.LLAMA_QUEUE_TIMEOUT:g} s "
+                f"(LLAMA_QUEUE_TIMEOUT); try again when one finishes"
+            )
+        await _poll_pause(waited)
+        waited += 1
     return lease
 
 
@@ -243,7 +275,8 @@ _last_probe_check = float("-inf")
 
 
 def _maybe_probe(endpoints: list[Endpoint]) -> None:
-    """Probe the pool in a daemon thread when nobody has for ``LLAMA_PROBE_INTERVAL`` seconds."""
+    """Probe the pool in a daemon thread when nobody has for ``LLAMA_PROBE_INTERVAL`` seconds (at the end of
+    a call; endpoints with requests in flight are skipped by the probe itself)."""
     global _last_probe_check
     interval = settings.LLAMA_PROBE_INTERVAL
     now = time.monotonic()
@@ -264,27 +297,31 @@ def _maybe_probe(endpoints: list[Endpoint]) -> None:
 async def _pick(
     endpoints: list[Endpoint],
     *,
-    tried: set[str],
     affinity_key: str | None,
     give_up_at: float,
     reasons: dict[str, str],
 ) -> tuple[Endpoint, state.Pick] | None:
     """An endpoint and the pick that holds one of its slots, or None (``reasons`` says why for each endpoint).
 
-    One Redis round trip: the order comes from the ring or two random draws (routing.py), the loads,
-    circuits, health and caps are applied atomically in Redis (state.pick)."""
+    One Redis round trip per poll: the order comes from the ring or two random draws (routing.py), the loads,
+    circuits, health, caps and panic mode are applied atomically in Redis (state.pick). When every candidate
+    is at its cap, polls until ``give_up_at``."""
     loop = asyncio.get_running_loop()
+    waited = 0
     while True:
-        candidates = [endpoint for endpoint in endpoints if endpoint.url not in tried]
-        if not candidates:
-            return None
-        order, mode = routing.candidate_order(candidates, affinity_key=affinity_key)
+        order, mode = routing.candidate_order(endpoints, affinity_key=affinity_key)
         picked = state.pick(
             [(e.url, e.max_concurrency, e.weight) for e in order],
             mode=mode,
             load_factor=settings.LLAMA_AFFINITY_LOAD_FACTOR,
         )
         if picked.chosen is not None:
+            if picked.panic:
+                logger.warning(
+                    "no healthy inference endpoint: panic mode, trying %s anyway (%s)",
+                    picked.chosen,
+                    ", ".join(f"{url}: {status}" for url, status in picked.statuses.items()),
+                )
             return next(e for e in order if e.url == picked.chosen), picked
         full = "full" in picked.statuses.values()
         if not full or loop.time() >= give_up_at:
@@ -297,42 +334,74 @@ async def _pick(
                 elif status in ("open", "trial"):
                     reasons[url] = f"circuit open: {states[url].circuit_reason}"
                 elif status == "full":
-                    reasons[url] = f"at its cap of {by_url[url].max_concurrency} requests in flight"
+                    reasons[url] = (
+                        f"at its cap of {by_url[url].max_concurrency} requests in flight "
+                        f"for {settings.LLAMA_QUEUE_TIMEOUT:g} s (LLAMA_QUEUE_TIMEOUT)"
+                    )
             return None
-        await asyncio.sleep(_QUEUE_POLL_SECONDS)
+        await _poll_pause(waited)
+        waited += 1
 
 
 class _Retry(Exception):
-    """A failure before the first token: try another endpoint."""
+    """A failure before the first token: try again (another endpoint first)."""
+
+
+@dataclass
+class _Try:
+    endpoint: Endpoint
+    # Its circuit was clean (closed, no failure counted, not marked unhealthy) when it was picked: a success
+    # then has nothing to reset, and no round trip to make.
+    clean: bool
+    # The call's deadline (loop time): LLAMA_REPLY_TIMEOUT from the first endpoint slot the call got.
+    deadline: float
 
 
 async def _tries(
     endpoints: list[Endpoint],
     call: _Call,
     *,
-    deadline: float,
+    queue_until: float,
     affinity_key: str | None,
     reasons: dict[str, str],
-) -> AsyncGenerator[tuple[Endpoint, bool], None]:
+) -> AsyncGenerator[_Try, None]:
     """The endpoints to try in turn, each holding a slot (its lease) until the caller moves on: up to
-    ``LLAMA_MAX_TRIES``, each endpoint once, before ``deadline``. Use with ``contextlib.aclosing``: the last
-    lease is released when the caller leaves. With each endpoint comes whether its circuit was clean (closed,
-    no failure counted) when it was picked: a success then has nothing to reset, and no round trip to make."""
+    ``LLAMA_MAX_TRIES``. Endpoints not tried yet come first; once every one has been tried, any may be tried
+    again after a short backoff (a pool of one endpoint retries on it). The first slot is waited for until
+    ``queue_until``; the deadline (``LLAMA_REPLY_TIMEOUT``) starts when it is obtained, and later tries wait
+    for a slot at most ``LLAMA_QUEUE_TIMEOUT`` each, within that deadline. Use with ``contextlib.aclosing``:
+    the last lease is released when the caller leaves."""
     loop = asyncio.get_running_loop()
     tried: set[str] = set()
-    give_up_at = min(deadline, loop.time() + settings.LLAMA_QUEUE_TIMEOUT)
-    while call.tries < settings.LLAMA_MAX_TRIES and loop.time() < deadline:
-        picked = await _pick(
-            endpoints, tried=tried, affinity_key=affinity_key, give_up_at=give_up_at, reasons=reasons
+    deadline: float | None = None
+    rounds = 0
+    while call.tries < settings.LLAMA_MAX_TRIES and (deadline is None or loop.time() < deadline):
+        candidates = [endpoint for endpoint in endpoints if endpoint.url not in tried]
+        if not candidates:
+            # Every endpoint has failed once in this call: pause before trying them again.
+            rounds += 1
+            pause = min(_RETRY_BACKOFF_MAX_SECONDS, _RETRY_BACKOFF_SECONDS * 2 ** (rounds - 1))
+            if deadline is not None and loop.time() + pause >= deadline:
+                return
+            await asyncio.sleep(pause * random.uniform(0.8, 1.2))
+            tried.clear()
+            candidates = list(endpoints)
+        give_up_at = (
+            queue_until if deadline is None else min(deadline, loop.time() + settings.LLAMA_QUEUE_TIMEOUT)
         )
+        picked = await _pick(candidates, affinity_key=affinity_key, give_up_at=give_up_at, reasons=reasons)
         if picked is None:
             return
         endpoint, slot = picked
+        if deadline is None:
+            deadline = loop.time() + settings.LLAMA_REPLY_TIMEOUT
         tried.add(endpoint.url)
         call.tries += 1
         call.endpoint = endpoint.url
+        if slot.panic:
+            call.panic = True
         try:
-            yield endpoint, slot.clean
+            yield _Try(endpoint, slot.clean, deadline)
         finally:
             _release(state.inflight_key(endpoint.url), slot.lease)
 
@@ -379,10 +448,13 @@ async def _error_text(response: httpx.Response, until: float) -> str:
 async def _attempt(
     endpoint: Endpoint, request: ChatRequest, call: _Call, started: float, deadline: float
 ) -> AsyncGenerator[StreamEvent, None]:
-    """One try on one endpoint. Raises _Retry before the first token, StreamCut after it."""
+    """One try on one endpoint. Raises _Retry until text was yielded (an empty completion included),
+    StreamCut after it. ``deadline`` is the call's; the first-token timeout counts from now (the slot is
+    held), not from when the call started waiting."""
     loop = asyncio.get_running_loop()
     model = request.model or endpoint.model or settings.LLAMA_MODEL
     call.model = model
+    call.first_token_ms = None
     first_deadline = min(deadline, loop.time() + settings.LLAMA_FIRST_TOKEN_TIMEOUT)
     http = _http()
     outgoing = http.build_request(
@@ -409,14 +481,17 @@ async def _attempt(
                 )
             raise _Retry(f"HTTP {response.status_code}: {message}")
         parser = StreamParser()
-        parts: list[str] = []
+        parts: list[str] = []  # the text yielded to the caller
+        # Whitespace before the first visible character is held back: a stream of only whitespace is an
+        # empty completion, and until the caller has been shown something, a failure can still be retried.
+        held: list[str] = []
         chunks = response.aiter_bytes()
         idle = settings.LLAMA_IDLE_TIMEOUT
 
         def cut(reason: str) -> StreamCut | _Retry:
             return (
                 StreamCut(reason, partial_text="".join(parts), endpoint=endpoint.url)
-                if parser.started
+                if parts
                 else _Retry(reason)
             )
 
@@ -440,8 +515,13 @@ async def _attempt(
             if parser.started and call.first_token_ms is None:
                 call.first_token_ms = (time.perf_counter() - started) * 1000
             for text in texts:
-                parts.append(text)
-                yield TextDelta(text)
+                if not parts and not text.strip():
+                    held.append(text)
+                    continue
+                for piece in (*held, text):
+                    parts.append(piece)
+                    yield TextDelta(piece)
+                held.clear()
             if parser.error is not None:
                 raise cut(f"in-band error: {parser.error}")
             if parser.done:
@@ -459,6 +539,16 @@ async def _attempt(
         await response.aclose()
     call.endpoint = endpoint.url
     calls = parser.tool_calls()
+    if not parts and not calls:
+        # llama-cpp-python's server ends a stream it interrupted (another request arrived, with its
+        # interrupt_requests on) with the role chunk and [DONE]: nothing to show, so a failed try.
+        raise _Retry(
+            f"empty_completion: the stream ended with no text and no tool call "
+            f"(finish_reason {parser.finish_reason or 'none'}, {len(''.join(held))} whitespace characters)"
+        )
+    for piece in held:
+        parts.append(piece)
+        yield TextDelta(piece)
     if calls:
         yield ToolCalls(calls)
     if parser.prompt_tokens is not None:
@@ -478,10 +568,11 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
     """Stream one chat completion through the pool (see the module docstring for failure semantics)."""
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.LLAMA_REPLY_TIMEOUT
+    # One queueing budget for the business slot and the first endpoint slot together.
+    queue_until = loop.time() + settings.LLAMA_QUEUE_TIMEOUT
     call = _Call(kind="chat", business_id=request.business_id or None)
     try:
-        business_lease = _business_enter(request.business_id)
+        business_lease = await _business_enter(request.business_id, until=queue_until)
     except BudgetExceeded:
         # Counted in the metrics only: nothing was sent, so there is no call to record.
         metrics.record_call(
@@ -495,6 +586,7 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
             total_ms=None,
         )
         raise
+    endpoints: list[Endpoint] = []
     try:
         endpoints = [endpoint for endpoint in await apool_endpoints() if endpoint.serves("chat")]
         if not endpoints:
@@ -502,14 +594,16 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
                 "no inference endpoint configured (LLAMA_POOL is empty, the embedded llama.cpp server is "
                 "not running and the admin lists none)"
             )
-        _maybe_probe(endpoints)
         reasons: dict[str, str] = {}
-        tries = _tries(endpoints, call, deadline=deadline, affinity_key=request.affinity_key, reasons=reasons)
+        tries = _tries(
+            endpoints, call, queue_until=queue_until, affinity_key=request.affinity_key, reasons=reasons
+        )
         async with contextlib.aclosing(tries):
-            async for endpoint, clean in tries:
+            async for current in tries:
+                endpoint = current.endpoint
                 try:
                     async with contextlib.aclosing(
-                        _attempt(endpoint, request, call, started, deadline)
+                        _attempt(endpoint, request, call, started, current.deadline)
                     ) as events:
                         async for event in events:
                             yield event
@@ -521,7 +615,7 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
                 except StreamCut as exc:
                     state.record_failure(endpoint.url, exc.reason)
                     raise
-                if not clean:
+                if not current.clean:
                     state.record_success(endpoint.url)
                 call.outcome = "ok"
                 return
@@ -537,6 +631,10 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
         raise
     finally:
         _business_leave(request.business_id, business_lease)
+        # After the call, not before: its own slot is given back, so the endpoint it used may be idle and
+        # worth probing (busy endpoints are not probed: health.py).
+        if endpoints:
+            _maybe_probe(endpoints)
         call.total_ms = (time.perf_counter() - started) * 1000
         await _record(call)
 
@@ -583,7 +681,7 @@ async def embed(texts: list[str], *, model: str | None = None) -> list[list[floa
         return []
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.LLAMA_REPLY_TIMEOUT
+    queue_until = loop.time() + settings.LLAMA_QUEUE_TIMEOUT
     model = model or settings.EMBEDDINGS_MODEL
     call = _Call(kind="embeddings", business_id=None, model=model)
     try:
@@ -591,11 +689,12 @@ async def embed(texts: list[str], *, model: str | None = None) -> list[list[floa
         if not endpoints:
             raise PoolUnavailable("no inference endpoint serves embeddings")
         reasons: dict[str, str] = {}
-        tries = _tries(endpoints, call, deadline=deadline, affinity_key=None, reasons=reasons)
+        tries = _tries(endpoints, call, queue_until=queue_until, affinity_key=None, reasons=reasons)
         async with contextlib.aclosing(tries):
-            async for endpoint, clean in tries:
+            async for current in tries:
+                endpoint = current.endpoint
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout_at(current.deadline):
                         response = await _http().post(
                             f"{endpoint.url}/v1/embeddings",
                             json={"model": model, "input": texts, "encoding_format": "float"},
@@ -623,7 +722,7 @@ async def embed(texts: list[str], *, model: str | None = None) -> list[list[floa
                     reasons[endpoint.url] = reason
                     state.record_failure(endpoint.url, reason)
                     continue
-                if not clean:
+                if not current.clean:
                     state.record_success(endpoint.url)
                 call.outcome = "ok"
                 return vectors

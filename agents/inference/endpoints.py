@@ -7,12 +7,20 @@
 Options: ``weight`` (relative share of traffic, default 1), ``key`` (bearer API key, default
 ``LLAMA_API_KEY``), ``model`` (served model name, default ``LLAMA_MODEL``), ``max`` (requests in flight
 on this endpoint across all workers, default ``LLAMA_ENDPOINT_MAX_CONCURRENCY``) and ``kind`` (``chat``,
-``embeddings`` or ``any``, default ``any``). An endpoint's id is its base URL without the trailing slash.
+``embeddings`` or ``any``, default ``any``). A base URL may be written with or without ``/v1`` (vLLM, Ollama
+and the OpenAI SDK write ``http://host:8000/v1``) and a trailing slash; an endpoint's id is the URL without
+either, and the client adds ``/v1/...`` to it. The same holds for endpoints added in the admin.
+
+An endpoint's ``max`` is what its server really serves at once: the embedded llama.cpp server (llama-cpp-
+python's) serves one request at a time, so it is registered with one slot whatever
+``LLAMA_ENDPOINT_MAX_CONCURRENCY`` says; further requests wait for that slot in the pool (client.py), not
+inside the server.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -27,6 +35,12 @@ logger = logging.getLogger(__name__)
 KINDS = ("any", "chat", "embeddings")
 # How long a process trusts its copy of the endpoint list before reading the admin rows again.
 REFRESH_SECONDS = 10.0
+_V1_SUFFIX = re.compile(r"(/v1)?/*$")
+
+
+def base_url(url: str) -> str:
+    """``url`` without a trailing ``/v1`` and trailing slashes: ``http://gpu1:8000/v1/`` -> ``http://gpu1:8000``."""
+    return _V1_SUFFIX.sub("", url.strip().rstrip("/"), count=1)
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,7 @@ def parse_pool(
             )
         endpoints.append(
             Endpoint(
-                url=url.rstrip("/"),
+                url=base_url(url),
                 weight=weight,
                 api_key=fields.get("key", default_key),
                 model=fields.get("model", default_model),
@@ -107,9 +121,9 @@ def _configured() -> list[Endpoint]:
         return []
     return [
         Endpoint(
-            url=url.rstrip("/"),
+            url=base_url(url),
             model=embedded.LLAMA_MODEL_NAME,
-            max_concurrency=settings.LLAMA_ENDPOINT_MAX_CONCURRENCY,
+            max_concurrency=embedded.LLAMA_SERVER_SLOTS,
             source="embedded",
         )
     ]
@@ -126,7 +140,7 @@ def _admin_rows() -> list[Endpoint]:
         return []
     return [
         Endpoint(
-            url=row.base_url.rstrip("/"),
+            url=base_url(row.base_url),
             weight=row.weight,
             api_key=row.api_key or settings.LLAMA_API_KEY,
             model=row.model or settings.LLAMA_MODEL,

@@ -3,8 +3,14 @@
 ``probe_pool()`` probes every endpoint: ``GET /health`` (vLLM: 200 empty body; llama.cpp: 200
 ``{"status":"ok"}``, 503 while the model loads), falling back to ``GET /v1/models`` where there is no
 ``/health``; then ``GET /v1/models`` to check that the endpoint serves the model it is configured for.
-An endpoint whose last probe failed is skipped by routing until a probe passes. Nobody has to schedule
-probes: the first request after ``LLAMA_PROBE_INTERVAL`` seconds starts one in a background thread
+An endpoint whose last probe failed is skipped by routing until a probe passes or a real request to it
+succeeds (while no endpoint is healthy, routing tries them anyway: panic mode, state.py).
+
+Busy is not down. An endpoint with requests in flight is not probed at all: its real requests are the health
+signal then (their failures count toward its circuit, a success clears an "unhealthy" mark). A server that
+serves one request at a time (llama-cpp-python's: its ``/v1/models`` waits for the lock a generation holds)
+would answer a probe only after the generation, so a probe that times out while requests are in flight
+records the endpoint as healthy and busy, never as unhealthy. Nobody has to schedule probes: the first request after ``LLAMA_PROBE_INTERVAL`` seconds starts one in a background thread
 (one prober at a time across all workers, by a Redis lock). A Celery beat entry or cron running
 ``manage.py llama_pool probe`` can call it too.
 """
@@ -68,8 +74,28 @@ def _model_ids(response: httpx.Response) -> list[str]:
         return []
 
 
+def _busy(endpoint: Endpoint, inflight: int, why: str) -> ProbeResult:
+    """Record a busy endpoint as healthy, unless a probe already marked it unhealthy (then only a real
+    request that succeeds clears the mark: a busy server is not evidence that it recovered)."""
+    current = state.read_states([endpoint.url])[endpoint.url]
+    reason = f"busy: {why} with {inflight} request(s) in flight"
+    if current.healthy is False:
+        return ProbeResult(endpoint.url, False, current.health_reason, current.served_models, 0.0)
+    state.write_health(
+        endpoint.url, ok=True, reason=reason, models=list(current.served_models), latency_ms=0.0
+    )
+    return ProbeResult(endpoint.url, True, reason, current.served_models, 0.0)
+
+
+def _inflight(endpoint: Endpoint) -> int:
+    return state.read_states([endpoint.url])[endpoint.url].inflight
+
+
 def probe(endpoint: Endpoint) -> ProbeResult:
-    """Probe one endpoint and store the result in Redis."""
+    """Probe one idle endpoint and store the result in Redis (a busy one: see the module docstring)."""
+    inflight = _inflight(endpoint)
+    if inflight:
+        return _busy(endpoint, inflight, "not probed")
     started = time.perf_counter()
     ok, reason, models = False, "", []
     try:
@@ -91,6 +117,12 @@ def probe(endpoint: Endpoint) -> ProbeResult:
                     reason = f"model {wanted!r} is not served here (serves: {', '.join(models) or 'nothing'})"
                 else:
                     ok, reason = True, "ok"
+    except httpx.TimeoutException as exc:
+        # A request that started while we probed holds a one-at-a-time server: busy, not down.
+        inflight = _inflight(endpoint)
+        if inflight:
+            return _busy(endpoint, inflight, f"the probe timed out ({type(exc).__name__})")
+        reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
     except httpx.HTTPError as exc:
         reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
     latency_ms = (time.perf_counter() - started) * 1000

@@ -4,7 +4,8 @@ calls of every Celery worker on every machine (in-process counters would show on
 Exported (prefix ``bizagent_inference_``): ``requests_total{kind,endpoint,outcome}`` (outcome ``refused``,
 endpoint ``none``: a business cap or budget refused the call before anything was sent),
 ``tokens_total{endpoint,business,type}``, ``first_token_seconds{endpoint}`` and ``duration_seconds{endpoint}``
-histograms, and gauges read at scrape time: ``inflight{endpoint}``, ``circuit_open{endpoint}`` (0 closed,
+histograms, ``panic_total{endpoint}`` (tries routed in panic mode: no endpoint was healthy, state.pick
+counts them in the same round trip), and gauges read at scrape time: ``inflight{endpoint}``, ``circuit_open{endpoint}`` (0 closed,
 1 half-open, 2 open), ``endpoint_healthy{endpoint}`` (1, 0, or -1 never probed).
 """
 
@@ -71,9 +72,17 @@ class PoolCollector:
 
         client = state.client()
         pipe = client.pipeline(transaction=False)
-        for name in ("requests", "tokens", "first_token", "first_token:sum", "duration", "duration:sum"):
+        for name in (
+            "requests",
+            "tokens",
+            "first_token",
+            "first_token:sum",
+            "duration",
+            "duration:sum",
+            "panic",
+        ):
             pipe.hgetall(_KEY + name)
-        requests, tokens, first, first_sum, duration, duration_sum = map(_decode, pipe.execute())
+        requests, tokens, first, first_sum, duration, duration_sum, panic = map(_decode, pipe.execute())
 
         counter = CounterMetricFamily(
             "bizagent_inference_requests", "Calls to the pool", labels=["kind", "endpoint", "outcome"]
@@ -89,6 +98,14 @@ class PoolCollector:
         for key, value in sorted(tokens.items()):
             token_counter.add_metric(key.split(_SEP), float(value))
         yield token_counter
+        panic_counter = CounterMetricFamily(
+            "bizagent_inference_panic",
+            "Tries routed while no endpoint was healthy (panic mode)",
+            labels=["endpoint"],
+        )
+        for key, value in sorted(panic.items()):
+            panic_counter.add_metric([key], float(value))
+        yield panic_counter
         for name, help_text, buckets, sums in (
             ("first_token_seconds", "Time to first token", first, first_sum),
             ("duration_seconds", "Whole call", duration, duration_sum),
@@ -149,6 +166,14 @@ def reset() -> None:
     state.client().delete(
         *(
             _KEY + name
-            for name in ("requests", "tokens", "first_token", "first_token:sum", "duration", "duration:sum")
+            for name in (
+                "requests",
+                "tokens",
+                "first_token",
+                "first_token:sum",
+                "duration",
+                "duration:sum",
+                "panic",
+            )
         )
     )

@@ -5,7 +5,9 @@
   on its own after the longest possible reply, so a dead process cannot leak a slot for ever.
 - ``circuit:<endpoint>``: a hash (state, consecutive failures, open_until, reason); ``circuit:<endpoint>:trial``
   is the single half-open trial, claimed with SET NX.
-- ``health:<endpoint>``: the last active probe (ok, reason, served models, checked_at).
+- ``health:<endpoint>``: the last active probe (ok, reason, served models, checked_at); ``ok`` is ``1``
+  (healthy, or busy: a probe skipped or timed out while requests were in flight) or ``0`` (unhealthy).
+  A real request that succeeds clears a ``0``: real requests weigh more than probes.
 - ``business:<id>:tokens:<window>``: prompt+completion tokens used in a fixed window.
 
 The sync redis client is used from async code too: each call is one round trip (well under a millisecond
@@ -53,16 +55,22 @@ end
 return 0
 """
 
-# A success closes the circuit (writes only when there is something to reset).
+# A success closes the circuit and clears an "unhealthy" mark left by a probe (writes only when there is
+# something to reset). KEYS: circuit hash, trial key, health hash. ARGV: now.
 _SUCCEED = """
 local state = redis.call('HGET', KEYS[1], 'state')
 local failures = redis.call('HGET', KEYS[1], 'failures')
+local changed = 0
 if (state and state ~= 'closed') or (failures and failures ~= '0') then
   redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'reason', '')
   redis.call('DEL', KEYS[2])
-  return 1
+  changed = 1
 end
-return 0
+if redis.call('HGET', KEYS[3], 'ok') == '0' then
+  redis.call('HSET', KEYS[3], 'ok', '1', 'reason', 'ok (a request succeeded)', 'checked_at', ARGV[1])
+  changed = 1
+end
+return changed
 """
 
 # Claim the single half-open trial of an open circuit whose cooldown has passed.
@@ -80,15 +88,19 @@ return 0
 
 
 # Route and take a slot in one round trip. KEYS: per candidate, in the caller's order: inflight zset,
-# circuit hash, health hash, trial key. ARGV: now, lease expiry, lease, trial ttl ms, mode (ring | p2c),
-# load factor, then cap and weight per candidate. Eligible: last probe not failed, circuit closed, under
-# its cap. Choice: a due half-open trial first; then, for "ring", the first candidate within its bounded
-# load (consistent hashing with bounded loads); for "p2c", the less loaded per weight of the first two;
-# else the least loaded per weight. Returns {chosen index or 0, whether the chosen one's circuit holds
-# anything a success must reset (1) or not (0), then count and status per candidate}.
+# circuit hash, health hash, trial key; then the panic counter hash. ARGV: now, lease expiry, lease, trial
+# ttl ms, mode (ring | p2c), load factor, then cap and weight per candidate. Eligible: last probe not
+# failed, circuit closed, under its cap. Choice: a due half-open trial first; then, for "ring", the first
+# candidate within its bounded load (consistent hashing with bounded loads); for "p2c", the less loaded per
+# weight of the first two; else the least loaded per weight.
+# Panic (Envoy's panic threshold, at 0%): when no candidate is healthy (every one unhealthy or its circuit
+# open), health and circuits are ignored and the least loaded candidate under its cap is taken (status
+# "panic"; "full" when at its cap, so the caller queues), and the panic counter is bumped.
+# Returns {chosen index or 0, whether the chosen one's circuit or health holds anything a success must reset
+# (1) or not (0), whether this was a panic pick (1) or not (0), then count and status per candidate}.
 _PICK = """
 local now = tonumber(ARGV[1])
-local n = #KEYS / 4
+local n = (#KEYS - 1) / 4
 local counts, statuses, caps, weights, dirty = {}, {}, {}, {}, {}
 for i = 1, n do
   local zkey = KEYS[4 * i - 3]
@@ -107,7 +119,8 @@ for i = 1, n do
   if (status == 'ok' or status == 'trial') and caps[i] > 0 and count >= caps[i] then status = 'full' end
   counts[i] = count
   statuses[i] = status
-  dirty[i] = ((circuit[1] and circuit[1] ~= 'closed') or (circuit[3] and circuit[3] ~= '0')) and 1 or 0
+  dirty[i] = ((circuit[1] and circuit[1] ~= 'closed') or (circuit[3] and circuit[3] ~= '0')
+              or healthy == '0') and 1 or 0
 end
 local chosen = 0
 for i = 1, n do
@@ -118,6 +131,19 @@ for i = 1, n do
       break
     end
     statuses[i] = 'open'
+  end
+end
+local panic = 0
+if chosen == 0 then
+  local healthy_any = false
+  for i = 1, n do
+    if statuses[i] == 'ok' or statuses[i] == 'full' then healthy_any = true end
+  end
+  if not healthy_any then
+    panic = 1
+    for i = 1, n do
+      if caps[i] > 0 and counts[i] >= caps[i] then statuses[i] = 'full' else statuses[i] = 'panic' end
+    end
   end
 end
 if chosen == 0 and ARGV[5] == 'ring' then
@@ -143,7 +169,8 @@ elseif chosen == 0 and ARGV[5] == 'p2c' then
 end
 if chosen == 0 then
   for i = 1, n do
-    if statuses[i] == 'ok' and (chosen == 0 or counts[i] / weights[i] < counts[chosen] / weights[chosen]) then
+    if (statuses[i] == 'ok' or statuses[i] == 'panic')
+       and (chosen == 0 or counts[i] / weights[i] < counts[chosen] / weights[chosen]) then
       chosen = i
     end
   end
@@ -153,14 +180,17 @@ if chosen > 0 then
   redis.call('ZADD', zkey, ARGV[2], ARGV[3])
   redis.call('PEXPIREAT', zkey, math.floor(tonumber(ARGV[2]) * 1000) + 1000)
   counts[chosen] = counts[chosen] + 1
+  if panic == 1 then redis.call('HINCRBY', KEYS[#KEYS], ARGV[6 + 2 * n + chosen], 1) end
 end
-local out = {chosen, chosen > 0 and dirty[chosen] or 0}
+local out = {chosen, chosen > 0 and dirty[chosen] or 0, panic}
 for i = 1, n do
   out[#out + 1] = counts[i]
   out[#out + 1] = statuses[i]
 end
 return out
 """
+
+PANIC_KEY = PREFIX + "metrics:panic"
 
 
 @cache
@@ -204,8 +234,10 @@ def business_tokens_key(business_id: int, now: float | None = None) -> str:
 
 
 def lease_seconds() -> float:
-    # No single call outlives the reply deadline, so a lease older than that belongs to a dead worker.
-    # The margin covers clock skew between machines (leases are scored by each worker's wall clock).
+    # The longest a live call holds a slot: it may queue up to LLAMA_QUEUE_TIMEOUT for its slots, and
+    # its deadline (LLAMA_REPLY_TIMEOUT) counts from the first endpoint slot it got. A lease older than that
+    # belongs to a dead worker. The margin covers clock skew between machines (leases are scored by each
+    # worker's wall clock).
     return settings.LLAMA_REPLY_TIMEOUT + settings.LLAMA_QUEUE_TIMEOUT + 5.0
 
 
@@ -224,9 +256,12 @@ class Pick:
     chosen: str | None  # the endpoint whose slot ``lease`` now holds
     lease: str
     counts: dict[str, int]
-    statuses: dict[str, str]  # ok | trial | full | open | unhealthy
-    # The chosen endpoint's circuit is closed with no failure counted: a success has nothing to reset.
+    statuses: dict[str, str]  # ok | trial | full | open | unhealthy | panic
+    # The chosen endpoint's circuit is closed with no failure counted and no probe marked it unhealthy: a
+    # success has nothing to reset.
     clean: bool = False
+    # No candidate was healthy: health and circuits were ignored for this pick.
+    panic: bool = False
 
 
 def pick(order: list[tuple[str, int, int]], *, mode: str, load_factor: float) -> Pick:
@@ -245,15 +280,17 @@ def pick(order: list[tuple[str, int, int]], *, mode: str, load_factor: float) ->
     for name, cap, weight in order:
         keys += [inflight_key(name), circuit_key(name), health_key(name), circuit_key(name) + ":trial"]
         args += [cap, weight]
+    keys.append(PANIC_KEY)
+    args += [name for name, _, _ in order]
     reply = _script(settings.REDIS_URL, _PICK)(keys=keys, args=args)
     chosen = int(reply[0])
-    counts = {name: int(reply[2 + 2 * i]) for i, (name, _, _) in enumerate(order)}
+    counts = {name: int(reply[3 + 2 * i]) for i, (name, _, _) in enumerate(order)}
     statuses = {
         name: (raw.decode() if isinstance(raw, bytes) else str(raw))
-        for (name, _, _), raw in zip(order, reply[3::2], strict=True)
+        for (name, _, _), raw in zip(order, reply[4::2], strict=True)
     }
     clean = bool(chosen) and not int(reply[1])
-    return Pick(order[chosen - 1][0] if chosen else None, lease, counts, statuses, clean)
+    return Pick(order[chosen - 1][0] if chosen else None, lease, counts, statuses, clean, bool(int(reply[2])))
 
 
 def release(key: str, lease: str) -> None:
@@ -319,7 +356,12 @@ def record_failure(endpoint: str, reason: str) -> bool:
 
 
 def record_success(endpoint: str) -> None:
-    _run(_SUCCEED, [circuit_key(endpoint), circuit_key(endpoint) + ":trial"], [])
+    """Close the circuit and clear a probe's "unhealthy" mark (a real request just succeeded)."""
+    _run(
+        _SUCCEED,
+        [circuit_key(endpoint), circuit_key(endpoint) + ":trial", health_key(endpoint)],
+        [time.time()],
+    )
 
 
 def claim_trial(endpoint: str) -> bool:

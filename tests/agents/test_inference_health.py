@@ -164,7 +164,8 @@ def test_chat_command_streams_and_reports(pool_server: InferenceServer) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_chat_command_reports_an_unavailable_pool(pool_server: InferenceServer) -> None:
     pool_server.fault("status", status=500)
-    with pytest.raises(CommandError, match=r"^PoolUnavailable: no endpoint answered after 1 tries"):
+    # One endpoint: LLAMA_MAX_TRIES (3) tries on it, with a short backoff between them.
+    with pytest.raises(CommandError, match=r"^PoolUnavailable: no endpoint answered after 3 tries"):
         call_command("llama_pool", "chat", "Hello?", stdout=io.StringIO())
 
 
@@ -229,7 +230,7 @@ def test_embeddings_in_input_order_and_failover(
     assert embed_sync(["blue mug"]) == [embedding_of("blue mug")]
     assert embed_sync([]) == []
     good.fault("status", status=500)
-    with pytest.raises(PoolUnavailable, match="no endpoint returned embeddings after 2 tries"):
+    with pytest.raises(PoolUnavailable, match="no endpoint returned embeddings after 3 tries"):
         embed_sync(["x"])
 
 
