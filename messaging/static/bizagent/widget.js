@@ -603,12 +603,16 @@ textarea::placeholder{color:var(--mu);opacity:1}
         }
         const info = h("div", "ci");
         info.append(h("span", "ct", str(c.title || c.name)));
-        const price = this.money(c.sale_price != null && c.sale_price !== "" ? c.sale_price : c.price, c.currency);
+        const onSale = c.sale_price != null && c.sale_price !== "";
+        const price = this.money(onSale ? c.sale_price : c.price, c.currency);
         if (price) {
           const p = h("span", "cp", price);
-          const was = c.sale_price != null && c.sale_price !== "" ? this.money(c.price, c.currency) : "";
+          const was = onSale ? this.money(c.price, c.currency) : "";
           if (was && was !== price) p.append(" ", h("s", null, was));
           info.append(p);
+        } else if (c.price === null && !onSale) {
+          // An item the catalog lists with no price ("on request" in its feed); a card without the key says nothing.
+          info.append(h("span", "cp", "Price on request"));
         }
         const avail = str(c.availability_label || c.availability).replace(/_/g, " ");
         if (avail) {
