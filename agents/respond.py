@@ -1,27 +1,35 @@
-"""``respond()``: one streamed, grounded answer to a customer's question.
+"""``respond()``: one streamed answer to a customer's question, its facts rendered from the data.
 
 It knows nothing of stored conversations: the caller (messaging.tasks.reply) passes the recent turns and
 the question, and consumes the events::
 
     async with contextlib.aclosing(respond(business=b, agent=a, turns=t, question=q, affinity_key=k)) as ev:
         async for event in ev:
-            TextDelta(text)          # any number, as the model streams
-            Citations(items)         # once, before the first delta: the rows the prompt quoted
+            Citations(items)         # once, first: the rows retrieved
+            TextDelta(text)          # any number: only text that has passed its checks
             Usage(prompt_tokens, completion_tokens)
-            Done(text, cards, grounding, ...)  # last, or instead:
-            Cut(reason, text) / Failed(reason)
+            Done(text, cards, grounding, ...)  # always last
 
-``Done.text`` is the text to store and show: after grounding it may differ from the streamed deltas
-(a corrected price, a withheld reply); clients replace the streamed text with it. Timings (ms) are in
-``Done.timings`` / ``Cut.timings`` / ``Failed.timings``: retrieval, prompt, first_token, total.
+How an answer is made (docs/agent.md, "How a fact reaches an answer"):
 
-Closing the generator (``aclose()``) closes the upstream request at once (used for "stop").
+1. retrieval, then ``agents.answers.plan``: which rows answer the question (items, an FAQ passage, the
+   business facts), or nothing relevant (the agent's no-results message, without a model call);
+2. the factual answer is rendered from those rows (``answers.render``) and streamed at once: prices,
+   stock and policies never come from the model;
+3. the model may add a sentence around it (a tip, a follow-up question). It streams into a buffer, and each
+   complete sentence is shown only when ``grounding.screen`` passes it; the rest is dropped and recorded.
+   A model that fails, is busy past the pool's wait, or says nothing leaves the answer as it is;
+4. the whole text goes through the grounding check once more (prices, stock, policy claims) as the last line.
+
+So every text a customer sees, streamed, stopped or final, has been checked: a stopped reply keeps what was
+shown. Closing the generator (``aclose()``) closes the upstream request at once (used for "stop").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,17 +38,28 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from agents import grounding
+from agents import answers, grounding
 from agents.inference import types as inference
 from agents.inference.client import stream_chat
 from agents.models import Agent
-from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, retrieval_query
+from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, private_text, retrieval_query
 from businesses.models import Business
 from catalogs.selectors import PreparedSearch, prepare_search, run_search
 from config import aio
 
 SEARCH_LIMIT = 6
 REFUSAL = "Sorry, that is not something I can help with here."
+INTERNALS_REFUSAL = (
+    "I can't share how I'm set up, but I'm happy to help with our products, prices, stock and shop policies."
+)
+# What the model may add to a composed answer: a sentence or two, so a short request (the single slot of a
+# small server is not held for long) and an early close once they are in.
+ADDITION_TOKENS = 60
+SMALLTALK_TOKENS = 80
+MAX_ADDED_SENTENCES = 2
+# A model that keeps saying what may not be shown is stopped: it is not going to add anything useful.
+MAX_DROPPED_SENTENCES = 3
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 @dataclass(frozen=True)
@@ -74,27 +93,14 @@ class Done:
     text: str
     cards: list[dict[str, Any]]
     grounding: dict[str, Any]
-    raw_text: str  # what the model said, before grounding
+    raw_text: str  # what the model said, before screening ("" when it was not asked or failed)
     finish_reason: str = "stop"
     endpoint: str = ""
     no_results: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Cut:
-    reason: str
-    text: str
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Failed:
-    reason: str
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-Event = TextDelta | Citations | Usage | Done | Cut | Failed
+Event = TextDelta | Citations | Usage | Done
 
 
 def _ground_item(hit: Any) -> grounding.GroundItem:
@@ -127,11 +133,30 @@ def _entry(hit: Any) -> DataEntry:
     return DataEntry(ref=f"doc:{hit.chunk_id}", fields={"title": hit.title, "text": hit.text})
 
 
+def _row(hit: Any) -> answers.Row:
+    if hit.kind == "item":
+        return answers.Row(
+            kind="item",
+            ref=f"item:{hit.item_id}",
+            title=hit.title,
+            text=hit.text,
+            score=float(hit.score),
+            item=_ground_item(hit),
+            category=hit.category or "",
+            lexical=float(hit.fulltext_score),
+            vector=float(hit.vector_score),
+        )
+    return answers.Row(
+        kind="chunk", ref=f"doc:{hit.chunk_id}", title=hit.title, text=hit.text, score=float(hit.score)
+    )
+
+
 def _prepare_search(business: Business | int, query: str) -> PreparedSearch | None:
     if isinstance(business, int):
         # The search reads only the business's id: no query to load the row (a prefetch knows just the id).
         business = Business(pk=business)
-    return prepare_search(business, query, limit=SEARCH_LIMIT)
+    # "Is the X in stock?" must find the X to say that it is not: stock words are a preference here.
+    return prepare_search(business, query, limit=SEARCH_LIMIT, stock_words="prefer")
 
 
 HandedVector = Callable[[], Awaitable[list[float] | None]]
@@ -206,6 +231,16 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 2)
 
 
+def _joined(shown: list[str]) -> str:
+    return "".join(shown).strip()
+
+
+def _separator(shown: list[str]) -> str:
+    if not shown:
+        return ""
+    return "\n" if "\n" in _joined(shown) else " "
+
+
 async def respond(
     *,
     business: Business,
@@ -215,14 +250,16 @@ async def respond(
     affinity_key: str | None,
     prefetched: Prefetch | None = None,
 ) -> AsyncGenerator[Event, None]:
-    """Retrieve, assemble, stream, ground (see the module docstring for the events)."""
+    """Retrieve, compose from the data, let the model add what passes the checks (see the module docstring)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    if forbidden_topic(agent, question):
+    signals = answers.signals(question)
+    refusal = REFUSAL if forbidden_topic(agent, question) else INTERNALS_REFUSAL if signals.internals else ""
+    if refusal:
         timings["total"] = _ms(started)
         yield Citations([])
-        yield TextDelta(REFUSAL)
-        yield Done(text=REFUSAL, cards=[], grounding={}, raw_text=REFUSAL, timings=timings)
+        yield TextDelta(refusal)
+        yield Done(text=refusal, cards=[], grounding={"refused": True}, raw_text="", timings=timings)
         return
 
     t = time.perf_counter()
@@ -238,83 +275,141 @@ async def respond(
             for h in hits
         ]
     )
-    items = [_ground_item(h) for h in hits if h.kind == "item" and h.item_id is not None]
-    out_of_hours = not is_open(agent, timezone_name=business.timezone, now=timezone.now())
-
-    if not hits and not agent.business_facts.strip():
-        # Nothing to ground an answer on: the business's fallback, without spending a model call.
+    cited = [_ground_item(h) for h in hits if h.kind == "item" and h.item_id is not None]
+    plan = answers.plan(question, [_row(h) for h in hits], business_facts=agent.business_facts)
+    composed = answers.render(plan)
+    if plan.no_results and not signals.smalltalk:
+        # Nothing relevant to ground an answer on: the business's fallback, without spending a model call.
         timings["total"] = _ms(started)
         yield TextDelta(agent.no_results_message)
         yield Done(
             text=agent.no_results_message,
             cards=[],
-            grounding={},
-            raw_text=agent.no_results_message,
+            grounding={"answer": "none"},
+            raw_text="",
             no_results=True,
             timings=timings,
         )
         return
 
+    shown: list[str] = []
+    if composed:
+        timings["first_token"] = _ms(started)
+        shown.append(composed)
+        yield TextDelta(composed)
+
+    out_of_hours = not is_open(agent, timezone_name=business.timezone, now=timezone.now())
+    passages = [h.text for h in hits if h.kind == "chunk"] + [agent.business_facts]
+    context = grounding.Screen(
+        items=list(plan.items),
+        cited=cited,
+        passages=passages,
+        descriptions=[h.text for h in hits if h.kind == "item" and h.item_id in plan_ids(plan)],
+        answer=composed,
+        private=private_text(agent),
+    )
     t = time.perf_counter()
     prompt = assemble(
         agent,
         business_name=business.name,
-        entries=[_entry(h) for h in hits],
+        entries=[_entry(h) for h in hits if h.kind == "item" and h.item_id in plan_ids(plan)],
         turns=turns,
         question=question,
         budget_tokens=max(256, settings.AGENT_PROMPT_TOKEN_BUDGET - agent.max_reply_tokens),
         out_of_hours=out_of_hours,
+        answer=composed,
     )
     timings["prompt"] = _ms(t)
     request = inference.ChatRequest(
         business_id=business.pk,
         messages=prompt.messages,
         affinity_key=affinity_key,
-        max_tokens=agent.max_reply_tokens,
+        max_tokens=min(agent.max_reply_tokens, ADDITION_TOKENS if composed else SMALLTALK_TOKENS),
         temperature=agent.temperature,
         top_p=agent.top_p,
         model=agent.model or None,
     )
-    parts: list[str] = []
+    raw: list[str] = []
+    dropped: list[dict[str, str]] = []
     end: inference.StreamEnd | None = None
+    model_error = ""
     pool_started = time.perf_counter()
+
+    def take(sentence: str) -> str | None:
+        """The sentence as shown (with its separator), or None when the screen holds it back."""
+        why = grounding.screen(sentence, context)
+        if why is not None:
+            dropped.append({"sentence": sentence[:300], "reason": why})
+            return None
+        return _separator(shown) + sentence
+
     try:
         async with contextlib.aclosing(stream_chat(request)) as stream:
+            pending = ""
             async for event in stream:
                 if isinstance(event, inference.TextDelta):
-                    if not parts:
-                        timings["first_token"] = _ms(started)
+                    if not raw:
                         timings["pool_first_token"] = _ms(pool_started)
-                    parts.append(event.text)
-                    yield TextDelta(event.text)
+                    raw.append(event.text)
+                    pending += event.text
+                    *complete, pending = _SENTENCE_END.split(pending)
+                    for sentence in filter(None, (s.strip() for s in complete)):
+                        if (piece := take(sentence)) is not None:
+                            timings.setdefault("first_token", _ms(started))
+                            shown.append(piece)
+                            yield TextDelta(piece)
+                    if (
+                        len(shown) - bool(composed) >= MAX_ADDED_SENTENCES
+                        or len(dropped) >= MAX_DROPPED_SENTENCES
+                    ):
+                        break  # closing the stream closes the upstream request: the slot is free at once
                 elif isinstance(event, inference.Usage):
                     yield Usage(event.prompt_tokens, event.completion_tokens)
                 elif isinstance(event, inference.StreamEnd):
                     end = event
-    except inference.StreamCut as exc:
-        timings["total"] = _ms(started)
-        yield Cut(reason=exc.reason, text="".join(parts), timings=timings)
-        return
+            else:
+                # The model finished: its last words form a sentence even without a full stop.
+                if pending.strip() and (piece := take(pending.strip())) is not None:
+                    timings.setdefault("first_token", _ms(started))
+                    shown.append(piece)
+                    yield TextDelta(piece)
     except inference.InferenceError as exc:
-        timings["total"] = _ms(started)
-        if parts:
-            yield Cut(reason=str(exc), text="".join(parts), timings=timings)
-        else:
-            yield Failed(reason=f"{type(exc).__name__}: {exc}", timings=timings)
-        return
+        # The answer stands without the model's words (a busy pool, a cut stream, a refusal).
+        model_error = f"{type(exc).__name__}: {exc}"
 
-    raw = "".join(parts).strip()
-    result = grounding.check(raw, items, mode=agent.grounding_mode)
-    text, result = grounding.apply(raw, result, withheld_message=agent.withheld_message)
+    if not shown:
+        # Small talk the model could not answer: the agent's greeting still answers a "hello".
+        shown.append(agent.greeting)
+        yield TextDelta(agent.greeting)
+    text = _joined(shown)
+    # The quoted passage sentences are the shop's own words (their figures are FAQ figures, not prices of a
+    # product): blanked, offsets kept, for the price and stock check.
+    unquoted = text
+    for quote in plan.quotes:
+        unquoted = unquoted.replace(quote, " " * len(quote))
+    result = grounding.check(unquoted, cited, mode=agent.grounding_mode)
+    result.issues += grounding.policy_issues(text, passages)
+    result.ok = not result.issues
+    final, result = grounding.apply(text, result, withheld_message=agent.withheld_message)
     if out_of_hours and agent.out_of_hours_message.strip():
-        text = f"{text}\n\n{agent.out_of_hours_message.strip()}"
+        final = f"{final}\n\n{agent.out_of_hours_message.strip()}"
     timings["total"] = _ms(started)
     yield Done(
-        text=text,
-        cards=grounding.cards_for(result, items),
-        grounding=result.as_json(),
-        raw_text=raw,
-        finish_reason=end.finish_reason if end else "unknown",
+        text=final,
+        cards=grounding.cards_for(result, cited),
+        grounding={
+            **result.as_json(),
+            "answer": plan.kind,
+            "language": plan.language,
+            "dropped": dropped,
+            **({"model_error": model_error[:500]} if model_error else {}),
+        },
+        raw_text="".join(raw).strip(),
+        finish_reason=end.finish_reason if end else ("error" if model_error else "closed"),
         endpoint=end.endpoint if end else "",
         timings=timings,
     )
+
+
+def plan_ids(plan: answers.Plan) -> set[int]:
+    return {item.item_id for item in plan.items}

@@ -64,6 +64,8 @@ SKU_BOOST = 1.0
 # An item outside a price range stated in the question, or one that cannot be bought now, is demoted.
 BUDGET_PENALTY = 0.05
 UNAVAILABLE_PENALTY = 0.02
+# ...and more when the question asks for what is in stock, read as a preference (prepare_search's stock_words).
+STOCK_ASKED_PENALTY = 0.1
 UNAVAILABLE = frozenset({"out_of_stock", "discontinued"})
 # Below this share of a word's trigrams, two words only share a suffix ("-ing").
 TRIGRAM_MIN_SIMILARITY = 0.5
@@ -357,6 +359,8 @@ class PreparedSearch:
     trigram_words: list[str]
     skus: list[str]
     budget: tuple[Decimal | None, Decimal | None]
+    # "in stock" in the question, read as a preference: unavailable rows are demoted, not hidden.
+    prefer_in_stock: bool = False
 
 
 def prepare_search(
@@ -368,9 +372,13 @@ def prepare_search(
     mode: SearchMode = "hybrid",
     include_chunks: bool = True,
     read_question: bool = True,
+    stock_words: Literal["filter", "prefer"] = "filter",
 ) -> PreparedSearch | None:
     """Everything of ``search`` that does not need the query's vector: the filters read from the question,
-    the word statistics (one or two round trips), the SKU check, the statements. None for an empty query."""
+    the word statistics (one or two round trips), the SKU check, the statements. None for an empty query.
+
+    ``stock_words="prefer"``: "in stock" in the question demotes unavailable rows instead of hiding them (a
+    chat agent asked "is the X in stock?" must find the X to say it is not)."""
     query = (query or "").strip()[:1000]
     if not query or limit <= 0:
         return None
@@ -379,7 +387,10 @@ def prepare_search(
     # over budget is demoted, not hidden, because customers stretch budgets and the agent can say so).
     # Explicit ``filters`` are always hard.
     asked = filters_from_question(query) if hybrid and read_question else SearchFilters()
-    filters = _merge_filters(filters, SearchFilters(in_stock_only=asked.in_stock_only))
+    prefer_in_stock = asked.in_stock_only and stock_words == "prefer"
+    filters = _merge_filters(
+        filters, SearchFilters(in_stock_only=asked.in_stock_only and not prefer_in_stock)
+    )
     budget = (
         asked.min_price if filters.min_price is None else None,
         asked.max_price if filters.max_price is None else None,
@@ -519,6 +530,7 @@ def prepare_search(
         trigram_words=trigram_words,
         skus=skus,
         budget=budget,
+        prefer_in_stock=prefer_in_stock,
     )
 
 
@@ -564,6 +576,7 @@ def run_search(prepared: PreparedSearch, query_vector: list[float] | None = None
         trigram_words=prepared.trigram_words,
         skus=prepared.skus,
         budget=prepared.budget,
+        prefer_in_stock=prepared.prefer_in_stock,
     )
 
 
@@ -760,6 +773,7 @@ def _fuse(
     trigram_words: list[str],
     skus: list[str],
     budget: tuple[Decimal | None, Decimal | None],
+    prefer_in_stock: bool = False,
 ) -> list[SearchHit]:
     sku_set = set(skus)
     low, high = budget
@@ -784,7 +798,7 @@ def _fuse(
             ):
                 score -= BUDGET_PENALTY
             if availability in UNAVAILABLE:
-                score -= UNAVAILABLE_PENALTY
+                score -= STOCK_ASKED_PENALTY if prefer_in_stock else UNAVAILABLE_PENALTY
         hits.append(
             SearchHit(
                 kind="item",

@@ -58,8 +58,6 @@ from messaging.services import (
 logger = logging.getLogger(__name__)
 
 PARTIAL_SAVE_SECONDS = 0.5
-MAX_ATTEMPTS = 3  # before the first token only: nothing has been shown, so a retry is invisible
-FAILED_TEXT = "Sorry, I can't answer right now. Please try again in a moment."
 STOPPED = "stopped by the customer"
 
 
@@ -389,45 +387,38 @@ async def _stream_reply(
     cancels = streams.cancel_watch()
     stop_asked = await cancels.watch(reply_id)
     timings["stream_setup"] = round((time.perf_counter() - setup_started) * 1000, 2)
-    final: agent.Done | agent.Cut | agent.Failed | None = None
+    final: agent.Done | None = None
     citations: list[dict[str, Any]] = []
     usage: dict[str, Any] = {}
 
     async def consume() -> None:
+        # respond() always ends with Done: a model that fails leaves the answer composed from the data.
         nonlocal final, citations, usage
-        for attempt in range(MAX_ATTEMPTS):
-            events = agent.respond(
-                business=claim.customer.business,
-                agent=agent_row,
-                turns=turns,
-                question=question,
-                affinity_key=f"conv-{claim.conversation.pk}",
-                prefetched=prefetch,
-            )
-            async with contextlib.aclosing(events) as iterator:
-                async for event in iterator:
-                    if isinstance(event, agent.TextDelta):
-                        if "first_token" not in timings:
-                            timings["first_token"] = round((time.perf_counter() - started) * 1000, 2)
-                        if not stream.announced:
-                            stream.announce_with_first_delta(claim.reply)
-                        await stream.add(event.text)
-                    elif isinstance(event, agent.Citations):
-                        citations = [asdict(c) for c in event.items]
-                    elif isinstance(event, agent.Usage):
-                        usage = {
-                            "prompt_tokens": event.prompt_tokens,
-                            "completion_tokens": event.completion_tokens,
-                        }
-                    else:
-                        final = event
-            if isinstance(final, agent.Failed) and not stream.parts and attempt + 1 < MAX_ATTEMPTS:
-                logger.warning(
-                    "reply %s: attempt %s failed before any text: %s", reply_id, attempt + 1, final.reason
-                )
-                await asyncio.sleep(0.2 * (attempt + 1))
-                continue
-            return
+        events = agent.respond(
+            business=claim.customer.business,
+            agent=agent_row,
+            turns=turns,
+            question=question,
+            affinity_key=f"conv-{claim.conversation.pk}",
+            prefetched=prefetch,
+        )
+        async with contextlib.aclosing(events) as iterator:
+            async for event in iterator:
+                if isinstance(event, agent.TextDelta):
+                    if "first_token" not in timings:
+                        timings["first_token"] = round((time.perf_counter() - started) * 1000, 2)
+                    if not stream.announced:
+                        stream.announce_with_first_delta(claim.reply)
+                    await stream.add(event.text)
+                elif isinstance(event, agent.Citations):
+                    citations = [asdict(c) for c in event.items]
+                elif isinstance(event, agent.Usage):
+                    usage = {
+                        "prompt_tokens": event.prompt_tokens,
+                        "completion_tokens": event.completion_tokens,
+                    }
+                else:
+                    final = event
 
     async def watch() -> None:
         # A stop asked before the watch began left its key (checked here, beside the stream's start).
@@ -454,7 +445,7 @@ async def _stream_reply(
         raise consumer.exception()  # type: ignore[misc]
     await stream.close()
 
-    if isinstance(final, agent.Done) and not stopped:
+    if final is not None and not stopped:
         timings.update({k: v for k, v in final.timings.items() if k != "first_token"})
         status, text, cards, grounding, error = (
             Message.Status.DONE,
@@ -465,20 +456,9 @@ async def _stream_reply(
         )
         if final.no_results:
             grounding = {**grounding, "no_results": True}
-    elif stopped:
-        status, text, cards, grounding, error = Message.Status.CUT, stream.text, [], {}, STOPPED
-    elif isinstance(final, agent.Cut):
-        timings.update({k: v for k, v in final.timings.items() if k != "first_token"})
-        status, text, cards, grounding, error = (
-            Message.Status.CUT,
-            final.text or stream.text,
-            [],
-            {},
-            final.reason,
-        )
     else:
-        reason = final.reason if isinstance(final, agent.Failed) else "no reply"
-        status, text, cards, grounding, error = Message.Status.FAILED, FAILED_TEXT, [], {}, reason
+        # Stopped: what the customer saw stays, and all of it had passed its checks before it was shown.
+        status, text, cards, grounding, error = Message.Status.CUT, stream.text, [], {}, STOPPED
     timings["total"] = round((time.perf_counter() - started) * 1000, 2)
     timings["group_sends"] = stream.sends + 1
     await hold.stop_renewing()
