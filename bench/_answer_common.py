@@ -74,6 +74,8 @@ def machine() -> dict[str, Any]:
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
+    if not commit:  # not a git checkout (e.g. a `git archive` export): the caller may say what it is
+        commit, dirty = os.environ.get("BENCH_COMMIT", "unknown"), ""
     return {
         "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "commit": commit + (" (+ uncommitted changes)" if dirty else ""),
