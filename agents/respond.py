@@ -52,11 +52,6 @@ REFUSAL = "Sorry, that is not something I can help with here."
 INTERNALS_REFUSAL = (
     "I can't share how I'm set up, but I'm happy to help with our products, prices, stock and shop policies."
 )
-# What the model may add to a composed answer: a sentence or two, so a short request (the single slot of a
-# small server is not held for long) and an early close once they are in.
-ADDITION_TOKENS = 60
-SMALLTALK_TOKENS = 80
-MAX_ADDED_SENTENCES = 2
 # A model that keeps saying what may not be shown is stopped: it is not going to add anything useful.
 MAX_DROPPED_SENTENCES = 3
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -231,6 +226,63 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 2)
 
 
+@dataclass
+class _ModelWords:
+    """What the model adds to an answer: its sentences, each shown only when ``grounding.screen`` passes it.
+
+    The model streams into a buffer; a complete sentence is checked and then shown or dropped (and recorded
+    in ``dropped``). The request is closed as soon as its limit of sentences is in or the
+    model keeps saying what may not be shown: the server's slot is free at once. A model that fails leaves
+    ``error`` set and the answer as it was."""
+
+    raw: list[str] = field(default_factory=list)
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    end: inference.StreamEnd | None = None
+    error: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def _take(self, sentence: str, context: grounding.Screen, shown: list[str]) -> TextDelta | None:
+        why = grounding.screen(sentence, context)
+        if why is not None:
+            self.dropped.append({"sentence": sentence[:300], "reason": why})
+            return None
+        piece = _separator(shown) + sentence
+        shown.append(piece)
+        return TextDelta(piece)
+
+    async def stream(
+        self, request: inference.ChatRequest, context: grounding.Screen, shown: list[str], *, limit: int
+    ) -> AsyncGenerator[TextDelta | Usage, None]:
+        """Yield the model's sentences that pass, at most ``limit`` (appended to ``shown``), and its usage."""
+        started = time.perf_counter()
+        added_before = len(shown)
+        pending = ""
+        try:
+            async with contextlib.aclosing(stream_chat(request)) as events:
+                async for event in events:
+                    if isinstance(event, inference.TextDelta):
+                        if not self.raw:
+                            self.timings["pool_first_token"] = _ms(started)
+                        self.raw.append(event.text)
+                        *complete, pending = _SENTENCE_END.split(pending + event.text)
+                        for sentence in filter(None, (s.strip() for s in complete)):
+                            if (delta := self._take(sentence, context, shown)) is not None:
+                                yield delta
+                        added = len(shown) - added_before
+                        if added >= limit or len(self.dropped) >= MAX_DROPPED_SENTENCES:
+                            return  # closing the stream closes the upstream request
+                    elif isinstance(event, inference.Usage):
+                        yield Usage(event.prompt_tokens, event.completion_tokens)
+                    elif isinstance(event, inference.StreamEnd):
+                        self.end = event
+            # The model finished: its last words form a sentence even without a full stop.
+            if pending.strip() and (delta := self._take(pending.strip(), context, shown)) is not None:
+                yield delta
+        except inference.InferenceError as exc:
+            # The answer stands without the model's words (a busy pool, a cut stream, a refusal).
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
 def _joined(shown: list[str]) -> str:
     return "".join(shown).strip()
 
@@ -324,58 +376,21 @@ async def respond(
         business_id=business.pk,
         messages=prompt.messages,
         affinity_key=affinity_key,
-        max_tokens=min(agent.max_reply_tokens, ADDITION_TOKENS if composed else SMALLTALK_TOKENS),
+        # A short request, closed once its sentences are in: a small server's single slot is held briefly.
+        max_tokens=min(agent.max_reply_tokens, settings.AGENT_MODEL_TOKENS),
         temperature=agent.temperature,
         top_p=agent.top_p,
         model=agent.model or None,
     )
-    raw: list[str] = []
-    dropped: list[dict[str, str]] = []
-    end: inference.StreamEnd | None = None
-    model_error = ""
-    pool_started = time.perf_counter()
-
-    def take(sentence: str) -> str | None:
-        """The sentence as shown (with its separator), or None when the screen holds it back."""
-        why = grounding.screen(sentence, context)
-        if why is not None:
-            dropped.append({"sentence": sentence[:300], "reason": why})
-            return None
-        return _separator(shown) + sentence
-
-    try:
-        async with contextlib.aclosing(stream_chat(request)) as stream:
-            pending = ""
-            async for event in stream:
-                if isinstance(event, inference.TextDelta):
-                    if not raw:
-                        timings["pool_first_token"] = _ms(pool_started)
-                    raw.append(event.text)
-                    pending += event.text
-                    *complete, pending = _SENTENCE_END.split(pending)
-                    for sentence in filter(None, (s.strip() for s in complete)):
-                        if (piece := take(sentence)) is not None:
-                            timings.setdefault("first_token", _ms(started))
-                            shown.append(piece)
-                            yield TextDelta(piece)
-                    if (
-                        len(shown) - bool(composed) >= MAX_ADDED_SENTENCES
-                        or len(dropped) >= MAX_DROPPED_SENTENCES
-                    ):
-                        break  # closing the stream closes the upstream request: the slot is free at once
-                elif isinstance(event, inference.Usage):
-                    yield Usage(event.prompt_tokens, event.completion_tokens)
-                elif isinstance(event, inference.StreamEnd):
-                    end = event
-            else:
-                # The model finished: its last words form a sentence even without a full stop.
-                if pending.strip() and (piece := take(pending.strip())) is not None:
-                    timings.setdefault("first_token", _ms(started))
-                    shown.append(piece)
-                    yield TextDelta(piece)
-    except inference.InferenceError as exc:
-        # The answer stands without the model's words (a busy pool, a cut stream, a refusal).
-        model_error = f"{type(exc).__name__}: {exc}"
+    model = _ModelWords()
+    # Small talk is the model's alone (two sentences at least); an answer gets what the setting allows.
+    limit = settings.AGENT_MODEL_SENTENCES if composed else max(2, settings.AGENT_MODEL_SENTENCES)
+    if limit:
+        async for event in model.stream(request, context, shown, limit=limit):
+            if isinstance(event, TextDelta):
+                timings.setdefault("first_token", _ms(started))
+            yield event
+        timings.update(model.timings)
 
     if not shown:
         # Small talk the model could not answer: the agent's greeting still answers a "hello".
@@ -401,12 +416,12 @@ async def respond(
             **result.as_json(),
             "answer": plan.kind,
             "language": plan.language,
-            "dropped": dropped,
-            **({"model_error": model_error[:500]} if model_error else {}),
+            "dropped": model.dropped,
+            **({"model_error": model.error[:500]} if model.error else {}),
         },
-        raw_text="".join(raw).strip(),
-        finish_reason=end.finish_reason if end else ("error" if model_error else "closed"),
-        endpoint=end.endpoint if end else "",
+        raw_text="".join(model.raw).strip(),
+        finish_reason=model.end.finish_reason if model.end else ("error" if model.error else "closed"),
+        endpoint=model.end.endpoint if model.end else "",
         timings=timings,
     )
 

@@ -203,6 +203,10 @@ CATALOG_IMPORT_LEASE_SECONDS = env_int("CATALOG_IMPORT_LEASE_SECONDS", 7200, min
 # --- Agent replies and the chat websocket (docs/agent.md, docs/websocket-protocol.md) ----------------------
 # Tokens for the prompt and the reply together (the reply's share is the agent's max reply tokens).
 AGENT_PROMPT_TOKEN_BUDGET = env_int("AGENT_PROMPT_TOKEN_BUDGET", 3072, minimum=512)
+# What the model may add to an answer composed from the data (agents.answers): at most this many sentences
+# that pass the checks, and this many tokens asked for (a short request holds a small server's slot briefly).
+AGENT_MODEL_SENTENCES = env_int("AGENT_MODEL_SENTENCES", 2, minimum=0, maximum=50)
+AGENT_MODEL_TOKENS = env_int("AGENT_MODEL_TOKENS", 80, minimum=16)
 # How long a reply waits for more customer messages, so that a burst gets one answer (messaging apps; the
 # widget answers at once by default).
 REPLY_BURST_WAIT_SECONDS = env_float("REPLY_BURST_WAIT_SECONDS", 3.0, minimum=0.0)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 
 from agents.prompts import (
     DATA_CLOSE,
@@ -20,7 +21,7 @@ from agents.prompts import (
     is_open,
     retrieval_query,
 )
-from agents.respond import ADDITION_TOKENS, INTERNALS_REFUSAL, Citations, Done, TextDelta, Usage, respond
+from agents.respond import INTERNALS_REFUSAL, Citations, Done, TextDelta, Usage, respond
 from agents.selectors import agent_for
 from agents.services import agent_update
 from tests.factories import BusinessFactory
@@ -103,7 +104,7 @@ def test_the_facts_come_from_the_row_and_the_model_adds_a_checked_sentence(
     assert next(e for e in events if isinstance(e, Usage)).completion_tokens > 0
     request = pool_server.requests[-1]
     assert request.headers["x-session-id"] == "c1"
-    assert request.body["max_tokens"] == ADDITION_TOKENS
+    assert request.body["max_tokens"] == settings.AGENT_MODEL_TOKENS
     assert request.body["messages"][-1] == {"role": "user", "content": "how much is the tent?"}
     # The model is told the answer, and sees only the rows of the answer.
     system = request.body["messages"][0]["content"]
@@ -337,3 +338,15 @@ def test_handoff_triggers_and_hours() -> None:
     assert is_open(agent, timezone_name="Europe/Berlin", now=monday_10) is True
     assert is_open(agent, timezone_name="Europe/Berlin", now=monday_10 + dt.timedelta(hours=9)) is False
     assert is_open(agent, timezone_name="Europe/Berlin", now=monday_10 + dt.timedelta(days=1)) is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_answers_from_the_data_alone_when_the_model_may_add_nothing(
+    pool_server: Any, shop: Any, settings: Any
+) -> None:
+    settings.AGENT_MODEL_SENTENCES = 0
+    done = collect(
+        business=shop, agent=agent_for(shop), turns=[], question="how much is the tent?", affinity_key=None
+    )[-1]
+    assert done.text == TENT_FACTS
+    assert pool_server.chat_requests == 0

@@ -71,9 +71,14 @@ def _reply_of(customer_id: int, timeout: float = 15.0) -> Message:
     raise AssertionError(f"no finished reply to {customer_id}")
 
 
+TENT_FACTS = "Ridgeline 2-person tent: 249.00 EUR, in stock."
+# Sentences the model adds to an answer: they pass the checks (no price, number or product of their own).
+CHATTY = " ".join(["Camping is more fun with good gear."] * 40)
+
+
 def test_full_streamed_conversation(stack: Any, shop: Any) -> None:
-    answer = "The Ridgeline 2-person tent costs 249.00 EUR and is in stock."
-    stack.inference.script(answer)
+    stack.inference.script("Great for a weekend in the hills.")
+    answer = f"{TENT_FACTS} Great for a weekend in the hills."
     client = Client(stack.chat_url(shop))
     ready = client.hello()
     assert ready["conversation_id"] is None
@@ -99,7 +104,7 @@ def test_full_streamed_conversation(stack: Any, shop: Any) -> None:
 
     reply = Message.objects.get(pk=reply_id)
     assert (reply.role, reply.status, reply.text) == ("agent", "done", answer)
-    assert reply.usage["completion_tokens"] == len(answer.split())
+    assert reply.usage["completion_tokens"] == len("Great for a weekend in the hills.".split())
     assert {"queue_wait", "retrieval", "prompt", "first_token", "total"} <= set(reply.timings)
     assert "TENT-2P" in [c["external_id"] for c in reply.citations]
     customer = Message.objects.get(pk=created["message"]["id"])
@@ -119,31 +124,26 @@ def test_full_streamed_conversation(stack: Any, shop: Any) -> None:
     again.close()
 
 
-def test_grounding_corrects_a_wrong_price(stack: Any, shop: Any) -> None:
+def test_a_wrong_price_from_the_model_is_never_shown(stack: Any, shop: Any) -> None:
     stack.inference.script("The Pocket gas stove is only 19.90 EUR.")
     client = Client(stack.chat_url(shop))
     client.hello()
     client.send(type="message", client_id="c1", text="price of the gas stove?")
     done = client.until("message.done")
-    assert done["text"] == "The Pocket gas stove is only 39.90 EUR."
-    assert done["grounding"]["action"] == "corrected"
-    assert done["grounding"]["issues"] == [
-        {
-            "kind": "wrong_price",
-            "text": "19.90 EUR",
-            "item_id": done["cards"][0]["item_id"],
-            "expected": "39.90 EUR",
-        }
+    assert done["text"] == "Pocket gas stove: 39.90 EUR, in stock."
+    assert "19.90" not in "".join(d["text"] for d in client.deltas(done["message_id"]))
+    assert done["grounding"]["ok"] is True
+    assert done["grounding"]["dropped"] == [
+        {"sentence": "The Pocket gas stove is only 19.90 EUR.", "reason": "wrong_price"}
     ]
     reply = Message.objects.get(pk=done["message_id"])
-    assert reply.grounding["ok"] is False
-    assert reply.text == "The Pocket gas stove is only 39.90 EUR."
+    assert reply.text == "Pocket gas stove: 39.90 EUR, in stock."
     client.close()
 
 
 def test_resume_after_dropped_socket_mid_reply(stack: Any, shop: Any) -> None:
-    answer = " ".join(f"word{i}" for i in range(60))
-    stack.inference.script(answer)
+    answer = f"{TENT_FACTS} {CHATTY}"
+    stack.inference.script(CHATTY)
     stack.inference.token_delay = 0.03
     first = Client(stack.chat_url(shop))
     ready = first.hello()
@@ -174,8 +174,8 @@ def test_resume_after_dropped_socket_mid_reply(stack: Any, shop: Any) -> None:
 
 
 def test_worker_sigkill_mid_reply_yields_exactly_one_complete_reply(stack: Any, shop: Any) -> None:
-    answer = " ".join(f"tok{i}" for i in range(80))
-    stack.inference.script(answer)
+    answer = f"{TENT_FACTS} {CHATTY}"
+    stack.inference.script(CHATTY)
     stack.inference.token_delay = 0.03
     client = Client(stack.chat_url(shop))
     client.hello()
@@ -185,7 +185,7 @@ def test_worker_sigkill_mid_reply_yields_exactly_one_complete_reply(stack: Any, 
     while True:
         customer = Message.objects.get(pk=customer_id)
         reply = Message.objects.filter(reply_to_id=customer_id).first()
-        if customer.claimed_by and reply is not None and len(reply.text) > 20:
+        if customer.claimed_by and reply is not None and len(reply.text) > len(TENT_FACTS) + 20:
             break
         assert time.monotonic() < deadline, "the reply did not start"
         time.sleep(0.05)
@@ -203,14 +203,14 @@ def test_worker_sigkill_mid_reply_yields_exactly_one_complete_reply(stack: Any, 
 
 
 def test_inference_failure_before_first_token_is_invisible(stack: Any, shop: Any) -> None:
-    stack.inference.script("The Pocket gas stove is 39.90 EUR.")
+    stack.inference.script("Need a gas canister too?")
     stack.inference.fault("status", status=500, times=1)
     client = Client(stack.chat_url(shop))
     client.hello()
     client.send(type="message", client_id="c1", text="stove price?")
     done = client.until("message.done")
     assert done["status"] == "done"
-    assert done["text"] == "The Pocket gas stove is 39.90 EUR."
+    assert done["text"] == "Pocket gas stove: 39.90 EUR, in stock. Need a gas canister too?"
     assert [f for f in client.frames if f["type"] == "error"] == []
     assert stack.inference.chat_requests == 2
     client.close()
@@ -224,7 +224,8 @@ def test_stop_cancels_upstream_generation(stack: Any, shop: Any) -> None:
     client.send(type="message", client_id="c1", text="tents?")
     while not any(f["type"] == "delta" for f in client.frames):
         client.recv()
-    assert stack.inference.active_streams == 1
+    # The answer from the data comes first; the model's words are on their way.
+    assert stack.inference.wait_for(lambda: stack.inference.active_streams == 1, timeout=5)
     stopped_at = time.monotonic()
     client.send(type="stop")
     assert stack.inference.wait_for(lambda: stack.inference.active_streams == 0, timeout=2)
@@ -235,7 +236,7 @@ def test_stop_cancels_upstream_generation(stack: Any, shop: Any) -> None:
     assert stack.inference.aborted_streams == 1
     reply = Message.objects.get(pk=done["message_id"])
     assert (reply.status, reply.error) == ("cut", "stopped by the customer")
-    assert done["text"] == reply.text
+    assert done["text"] == reply.text == TENT_FACTS
     client.close()
 
 
