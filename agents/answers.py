@@ -302,10 +302,11 @@ def _best_passage(question: str, passages: list[Row]) -> tuple[Row, list[str], f
     return best
 
 
-def plan(question: str, rows: list[Row], *, business_facts: str = "", default_language: str = "en") -> Plan:
-    """What answers ``question`` among the retrieved ``rows`` (best first) and the business facts."""
+def plan(question: str, rows: list[Row], *, business_facts: str = "", language: str = "") -> Plan:
+    """What answers ``question`` among the retrieved ``rows`` (best first) and the business facts.
+    ``language``: the answer's (default: the question's; a translated question keeps the customer's)."""
     sig = signals(question)
-    language = language_of(question, default_language)
+    language = language or language_of(question)
     items = _choose_items(sig, rows)
     passages = _passage_rows(rows)
     passage = _best_passage(question, passages + facts_rows(business_facts))

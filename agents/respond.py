@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from agents import answers, grounding
 from agents.inference import types as inference
-from agents.inference.client import stream_chat
+from agents.inference.client import complete_chat, stream_chat
 from agents.models import Agent
 from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, private_text, retrieval_query
 from businesses.models import Business
@@ -327,8 +327,19 @@ async def respond(
             for h in hits
         ]
     )
-    cited = [_ground_item(h) for h in hits if h.kind == "item" and h.item_id is not None]
     plan = answers.plan(question, [_row(h) for h in hits], business_facts=agent.business_facts)
+    if plan.no_results and plan.language != "en" and not signals.smalltalk:
+        # Catalogs are mostly written in one language: a question in another that found nothing is asked
+        # again in English ("Wie viel kostet eine Klingel?" -> "How much is a bell?"), if the model can.
+        t = time.perf_counter()
+        english = await _in_english(business.pk, question)
+        if english:
+            hits = await retrieve(business, retrieval_query(english, turns))
+            plan = answers.plan(
+                english, [_row(h) for h in hits], business_facts=agent.business_facts, language=plan.language
+            )
+        timings["translation"] = _ms(t)
+    cited = [_ground_item(h) for h in hits if h.kind == "item" and h.item_id is not None]
     composed = answers.render(plan)
     if plan.no_results and not signals.smalltalk:
         # Nothing relevant to ground an answer on: the business's fallback, without spending a model call.
@@ -424,6 +435,29 @@ async def respond(
         endpoint=model.end.endpoint if model.end else "",
         timings=timings,
     )
+
+
+TRANSLATE_PROMPT = "Translate the customer's message into English. Reply with the English translation only."
+
+
+async def _in_english(business_id: int, question: str) -> str:
+    """The question in English, from the model ("" when it cannot: a busy or failing pool, or an answer
+    that is not an English sentence; a small model often cannot, and the question then stays unanswered)."""
+    request = inference.ChatRequest(
+        business_id=business_id,
+        messages=[{"role": "system", "content": TRANSLATE_PROMPT}, {"role": "user", "content": question}],
+        max_tokens=2 * len(question.split()) + 16,
+        temperature=0.0,
+        top_p=1.0,
+    )
+    try:
+        result = await complete_chat(request)
+    except inference.InferenceError:
+        return ""
+    english = result.text.strip().splitlines()[0].strip(" \"'") if result.text.strip() else ""
+    if not english or english.lower() == question.lower() or answers.language_of(english, "") != "en":
+        return ""
+    return english[:300]
 
 
 def plan_ids(plan: answers.Plan) -> set[int]:

@@ -21,7 +21,7 @@ from agents.prompts import (
     is_open,
     retrieval_query,
 )
-from agents.respond import INTERNALS_REFUSAL, Citations, Done, TextDelta, Usage, respond
+from agents.respond import INTERNALS_REFUSAL, TRANSLATE_PROMPT, Citations, Done, TextDelta, Usage, respond
 from agents.selectors import agent_for
 from agents.services import agent_update
 from tests.factories import BusinessFactory
@@ -350,3 +350,34 @@ def test_answers_from_the_data_alone_when_the_model_may_add_nothing(
     )[-1]
     assert done.text == TENT_FACTS
     assert pool_server.chat_requests == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_question_in_another_language_is_searched_in_english_and_answered_in_its_own(
+    pool_server: Any, shop: Any
+) -> None:
+    def model(body: dict[str, Any]) -> str:
+        if body["messages"][0]["content"] == TRANSLATE_PROMPT:
+            return "How much is a tent?"
+        return "Viel Spaß beim Zelten!"
+
+    pool_server.script(model)
+    done = collect(
+        business=shop,
+        agent=agent_for(shop),
+        turns=[],
+        question="Wie viel kostet ein Zelt?",
+        affinity_key=None,
+    )[-1]
+    assert done.text == "Ridgeline 2-person tent: 249.00 EUR, auf Lager. Viel Spaß beim Zelten!"
+    assert done.grounding["language"] == "de"
+    # A model that cannot translate leaves the question unanswered, not answered wrongly.
+    pool_server.script("Zelt!")
+    done = collect(
+        business=shop,
+        agent=agent_for(shop),
+        turns=[],
+        question="Wie viel kostet ein Zelt?",
+        affinity_key=None,
+    )[-1]
+    assert done.no_results
