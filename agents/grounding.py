@@ -215,15 +215,21 @@ def _content_words(text: str) -> set[str]:
     return {w for w in _words(text) if w not in _STOPWORDS and len(w) > 1}
 
 
+# A sentence that names a product by its full title or SKU names it for sure (more surely than it names a
+# variant whose title shares all its words but one: "size M" against "size S").
+EXACT_MENTION = 2.0
+
+
 def mention_score(sentence: str, item: GroundItem) -> float:
-    """How surely ``sentence`` names ``item``: 1 for the full title or the SKU, else the share of the
-    title's content words present (counted only from two words up: one shared word names nothing)."""
+    """How surely ``sentence`` names ``item``: ``EXACT_MENTION`` for the full title or the SKU, else the
+    share of the title's content words present (counted only from two words up: one shared word names
+    nothing)."""
     lowered = " ".join(_words(sentence))
     title = " ".join(_words(item.title))
     if title and f" {title} " in f" {lowered} ":
-        return 1.0
+        return EXACT_MENTION
     if item.external_id and re.search(rf"(?<![\w-]){re.escape(item.external_id)}(?![\w-])", sentence, re.I):
-        return 1.0
+        return EXACT_MENTION
     wanted = _content_words(item.title)
     if not wanted:
         return 0.0
@@ -235,9 +241,22 @@ def mention_score(sentence: str, item: GroundItem) -> float:
 
 
 def mentioned_items(sentence: str, items: list[GroundItem]) -> list[GroundItem]:
-    """The cited items the sentence names, best first."""
+    """The cited items the sentence names, best first. An item named only by words that all belong to the
+    title of an item named in full is not named ("..., size M, sage green" spelled out does not also name
+    "..., size S, sage green", whose words are all there but the size)."""
     scored = [(mention_score(sentence, item), item) for item in items]
-    return [item for score, item in sorted(scored, key=lambda pair: -pair[0]) if score > 0]
+    exact = [_content_words(item.title) for score, item in scored if score >= EXACT_MENTION]
+    present = set(_words(sentence))
+
+    def shadowed(item: GroundItem) -> bool:
+        words = _content_words(item.title) & present
+        return any(words <= title for title in exact)
+
+    return [
+        item
+        for score, item in sorted(scored, key=lambda pair: -pair[0])
+        if score >= EXACT_MENTION or (score > 0 and not shadowed(item))
+    ]
 
 
 def _position(sentence: str, item: GroundItem) -> int:
@@ -464,6 +483,13 @@ _INTERNAL_MARKERS = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+# A small model hedges ("I'm sorry, I don't have access to product information"): next to an answer from the
+# data that is noise at best, and reads as if the answer were not there.
+_HEDGE = re.compile(
+    r"\b(?:sorry|apologi[sz]e|unfortunately|as an ai|language model|i (?:do not|don't) have (?:access|information)|"
+    r"i (?:can ?not|can't|am unable to|'m unable to|am not able to)|leider|entschuldig\w*|désolé)\b",
+    re.IGNORECASE,
+)
 # Words that promise money or a deal: shown only when the answer or the shop's policies say so too (not a
 # description: a poisoned feed may say "everything is free").
 _OFFER = re.compile(
@@ -501,6 +527,8 @@ def screen(sentence: str, context: Screen) -> str | None:
     that agrees with the passage, no other product, nothing of the prompt, nothing the answer said already."""
     if _INTERNAL_MARKERS.search(sentence):
         return "internals"
+    if _HEDGE.search(sentence):
+        return "hedge"
     if _shingles(sentence) & _shingles(context.private):
         return "recites the instructions"
     result = check(sentence, context.items)

@@ -238,3 +238,29 @@ def test_a_yes_where_the_policy_says_no_is_a_wrong_policy() -> None:
     assert [issue.kind for issue in issues] == ["wrong_policy"]
     # The passage's own sentences never contradict it.
     assert grounding.policy_issues(FAQ["returns"], [FAQ["returns"]]) == []
+
+
+def test_a_variant_named_in_full_is_not_confused_with_its_siblings() -> None:
+    """ "size M" is out of stock while "size S" is in stock: the stock claim of the M line is the M's."""
+    m = item(8, "Electra Uptown 8 city bike, size M, sage green", "699.00", availability="out_of_stock")
+    s = item(9, "Electra Uptown 8 city bike, size S, sage green", "699.00")
+    text = answers.render(answers.plan("Is the Electra Uptown in size M available?", [m, s]))
+    assert text.startswith("Electra Uptown 8 city bike, size M, sage green: 699.00 EUR, out of stock.")
+    result = grounding.check(text, [s.item, m.item])  # type: ignore[list-item]
+    assert result.ok, result.issues
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "I'm sorry for any confusion.",
+        "Unfortunately I don't have access to specific product information.",
+        "As an AI, I cannot check the warehouse.",
+    ],
+)
+def test_screen_drops_hedges_next_to_an_answer(sentence: str) -> None:
+    rows = [item(1, "Tern Folder 20 folding bike", "749.00")]
+    assert (
+        grounding.screen(sentence, _screen(rows, "Tern Folder 20 folding bike: 749.00 EUR, in stock."))
+        == "hedge"
+    )
