@@ -205,7 +205,10 @@ CATALOG_IMPORT_LEASE_SECONDS = env_int("CATALOG_IMPORT_LEASE_SECONDS", 7200, min
 AGENT_PROMPT_TOKEN_BUDGET = env_int("AGENT_PROMPT_TOKEN_BUDGET", 3072, minimum=512)
 # What the model may add to an answer composed from the data (agents.answers): at most this many sentences
 # that pass the checks, and this many tokens asked for (a short request holds a small server's slot briefly).
-AGENT_MODEL_SENTENCES = env_int("AGENT_MODEL_SENTENCES", 2, minimum=0, maximum=50)
+# Unset: none with the embedded SmolLM2-135M, two with a configured LLAMA_POOL (agents.respond.model_sentences).
+AGENT_MODEL_SENTENCES: int | None = (
+    env_int("AGENT_MODEL_SENTENCES", 2, minimum=0, maximum=50) if env_str("AGENT_MODEL_SENTENCES") else None
+)
 AGENT_MODEL_TOKENS = env_int("AGENT_MODEL_TOKENS", 80, minimum=16)
 # How long a reply waits for more customer messages, so that a burst gets one answer (messaging apps; the
 # widget answers at once by default).

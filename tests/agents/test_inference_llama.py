@@ -1,4 +1,4 @@
-"""The pool client against the real llama.cpp server with SmolLM2-135M (the embedded default)."""
+"""The pool client and the answers against the real llama.cpp server with SmolLM2-135M (the default)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,23 @@ import importlib.util
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 
 import httpx
 import pytest
 
+from agents.grounding import find_prices
 from agents.inference.client import complete_chat, stream_chat
 from agents.inference.health import probe_pool
 from agents.inference.types import ChatRequest, StreamEnd, TextDelta, Usage
+from agents.respond import Done, respond
+from agents.respond import TextDelta as RespondDelta
+from agents.selectors import agent_for
 from config import embedded
+from tests.factories import BusinessFactory
+from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 
 pytestmark = [
     pytest.mark.llama,
@@ -33,24 +39,9 @@ pytestmark = [
 def llama_server() -> Iterator[str]:
     port = embedded.free_port()
     url = f"http://127.0.0.1:{port}"
+    # The embedded server's own command line: its flags (one request never interrupts another) are tested too.
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(embedded.smollm2_model_path()),
-            "--model_alias",
-            embedded.LLAMA_MODEL_NAME,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            "--n_threads",
-            "1",
-        ],
+        embedded.llama_server_args(embedded.smollm2_model_path(), port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ},
@@ -115,3 +106,55 @@ def test_streams_a_reply_from_smollm2(
     result = asyncio.run(complete_chat(request))
     assert result.text.strip()
     assert result.endpoint == llama_server
+
+
+FAQ_MD = """# Help
+
+## Returns
+Unused gear can be returned within 30 days. Tents that have been used outdoors cannot be returned.
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_answers_from_the_catalog_with_the_real_model(
+    llama_server: str,
+    llama_pool: Callable[..., None],
+    settings: object,
+    import_catalog: Callable[..., object],
+) -> None:
+    """The weak model answers real questions: every fact comes from the data, nothing it says unchecked
+    reaches the customer, and nothing is empty."""
+    llama_pool(LLAMA_FIRST_TOKEN_TIMEOUT=60, LLAMA_IDLE_TIMEOUT=60)
+    settings.LLAMA_POOL = llama_server  # type: ignore[attr-defined]
+    settings.LLAMA_MODEL = embedded.LLAMA_MODEL_NAME  # type: ignore[attr-defined]
+    business = BusinessFactory()
+    import_catalog(business, SMALL_CATALOG_CSV, embed=True)
+    import_catalog(business, FAQ_MD, filename="faq.md", embed=True)
+    agent = agent_for(business)
+    prices = {Decimal("249.00"), Decimal("189.50"), Decimal("39.90")}
+
+    async def ask(question: str) -> tuple[str, Done]:
+        shown: list[str] = []
+        async with contextlib.aclosing(
+            respond(business=business, agent=agent, turns=[], question=question, affinity_key="llama")
+        ) as events:
+            async for event in events:
+                if isinstance(event, RespondDelta):
+                    shown.append(event.text)
+                elif isinstance(event, Done):
+                    return "".join(shown), event
+        raise AssertionError("respond() ended without Done")
+
+    for question, fact in [
+        ("how much is the tent?", "249.00 EUR"),
+        ("is the alpine down sleeping bag in stock?", "out of stock"),
+        ("Can I return a tent I used outdoors?", "cannot be returned"),
+        ("hello!", ""),
+    ]:
+        shown, done = asyncio.run(ask(question))
+        assert done.text.strip(), question
+        assert fact in done.text, (question, done.text)
+        assert shown == done.text, "what was streamed is what is kept"
+        assert done.grounding["ok"] is True, done.grounding
+        assert {m.amount for m in find_prices(done.text)} <= prices, done.text
+        assert "<<<" not in done.text
