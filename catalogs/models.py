@@ -11,10 +11,12 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Concat
 from pgvector.django import HnswIndex, VectorField
 
 from businesses.models import Business
+from catalogs.links import ABSOLUTE_SQL_REGEX, ROOT_RELATIVE_SQL_REGEX
 
 EMBEDDING_DIMENSIONS = 384
 
@@ -92,6 +94,19 @@ class Item(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["business", "external_id"], name="item_unique_external_id"),
+            # Only http(s) links and paths on this server (catalogs/links.py), whatever writes the row.
+            models.CheckConstraint(
+                condition=Q(url="")
+                | Q(url__iregex=ABSOLUTE_SQL_REGEX)
+                | Q(url__regex=ROOT_RELATIVE_SQL_REGEX),
+                name="item_url_http_only",
+            ),
+            models.CheckConstraint(
+                condition=Q(image_url="")
+                | Q(image_url__iregex=ABSOLUTE_SQL_REGEX)
+                | Q(image_url__regex=ROOT_RELATIVE_SQL_REGEX),
+                name="item_image_url_http_only",
+            ),
         ]
         indexes = [
             models.Index(fields=["business", "is_active"], name="item_business_active"),

@@ -45,6 +45,7 @@ from django.utils import timezone
 from businesses.models import Business
 from catalogs.importers import FileRejected, ParsedChunk, ParsedRow, RowError, Source, gunzipped, open_source
 from catalogs.importers import normalize_format as _normalize_format
+from catalogs.links import http_link
 from catalogs.models import Chunk, Document, Import, Item, item_search_text
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,10 @@ class _Counts:
 
     def error(self, row: int, column: str, reason: str) -> None:
         self.failed += 1
+        self.warn(row, column, reason)
+
+    def warn(self, row: int, column: str, reason: str) -> None:
+        """A report line for a row that still imports (it is not counted as failed)."""
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append({"row": row, "column": column, "reason": reason})
 
@@ -369,6 +374,29 @@ def _upsert_staged(business: Business, staged: list[tuple[Any, ...]], now: Any) 
             cursor.execute(_UPSERT_SQL, {**params, "reembed": False})
 
 
+LINK_DROPPED = "not an http(s) link: dropped, the item imports without it"
+
+
+def _drop_unsafe_links(row: ParsedRow, counts: _Counts) -> None:
+    """Every importer's rows pass here before the COPY upsert (which skips URLField validation): a link that
+    is not http(s) (catalogs/links.py) is emptied, and the row imports with a line in the report."""
+    fields = row.fields
+    for name in ("url", "image_url"):
+        link = http_link(fields.get(name))
+        if link is None:
+            counts.warn(row.row_number, name, LINK_DROPPED)
+        fields[name] = link or ""
+    for variant in fields.get("variants") or []:
+        if isinstance(variant, dict) and "image_url" in variant:
+            link = http_link(variant["image_url"])
+            if link is None:
+                counts.warn(row.row_number, "variant_image_url", LINK_DROPPED)
+            if link:
+                variant["image_url"] = link
+            else:
+                del variant["image_url"]
+
+
 def _write_items(imp: Import, source: Source, progress: _Progress, counts: _Counts) -> None:
     business = imp.business
     batch_size = settings.CATALOG_IMPORT_BATCH_SIZE
@@ -386,6 +414,7 @@ def _write_items(imp: Import, source: Source, progress: _Progress, counts: _Coun
                 counts.error(result.row_number, "id", f"duplicate id {eid!r} (first on row {first})")
                 continue
             seen[eid] = result.row_number
+            _drop_unsafe_links(result, counts)
             batch.append(result)
             if len(batch) >= batch_size:
                 _flush_items(business, batch, counts)

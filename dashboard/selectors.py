@@ -219,7 +219,8 @@ def import_status(imp: Import) -> dict[str, object]:
         "errors_url": reverse(
             "dashboard:catalog_import_errors", kwargs={"slug": imp.business.slug, "import_id": imp.pk}
         )
-        if imp.is_finished and (imp.failed_count or imp.error_message)
+        # error_report also holds lines for rows that imported with a change (a dropped link).
+        if imp.is_finished and (imp.failed_count or imp.error_message or imp.error_report)
         else None,
     }
 
