@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Literal
 
 from agents import grounding
-from agents.text import content_stems, overlap, sentences
+from agents.text import content_stems, met, overlap, rarities, sentences
 
 # --- Relevance ------------------------------------------------------------------------------------------
 # Scores are the hybrid search's (catalogs.selectors): cosine similarity of all-MiniLM-L6-v2 plus lexical
@@ -218,17 +218,31 @@ def language_of(text: str, default: str = "en") -> str:
 
 def best_sentences(question: str, text: str, *, limit: int = 2) -> list[str]:
     """The sentences of ``text`` that answer ``question`` best (in their order in the text); the first
-    sentences when none shares a word with it."""
+    sentences when none shares a word with it. After the best one, a sentence that answers a word of the
+    question the chosen ones do not ("Switzerland" after "Shipping ... costs ...") comes before one that
+    says the same again; one that says the same again is still quoted when it scores nearly as well (a
+    second return rule)."""
     candidates = sentences(text)
     if not candidates:
         return []
     stems = content_stems(question)
-    scored = [(overlap(stems, s), i) for i, s in enumerate(candidates)]
-    top = max(score for score, _ in scored)
+    rarity = rarities(candidates)
+    scores = [overlap(stems, s, rarity) for s in candidates]
+    top = max(scores)
     if top <= 0:
         return candidates[:limit]
-    ranked = sorted(scored, key=lambda pair: (-pair[0], pair[1]))[:limit]
-    return [candidates[i] for i in sorted(i for score, i in ranked if score >= top * 0.75)]
+    chosen = [max(range(len(candidates)), key=lambda i: (scores[i], -i))]
+    covered = set(met(stems, candidates[chosen[0]]))
+    while len(chosen) < limit:
+        rest = [i for i in range(len(candidates)) if i not in chosen]
+        gains = {i: overlap(stems - covered, candidates[i], rarity) for i in rest}
+        eligible = [i for i in rest if gains[i] > 0 or scores[i] >= top * 0.75]
+        if not eligible:
+            break
+        pick = max(eligible, key=lambda i: (gains[i], scores[i], -i))
+        chosen.append(pick)
+        covered |= set(met(stems, candidates[pick]))
+    return [candidates[i] for i in sorted(chosen)]
 
 
 def _detail(question: str, row: Row) -> str:
@@ -289,9 +303,11 @@ def _best_passage(question: str, passages: list[Row]) -> tuple[Row, list[str], f
     best: tuple[Row, list[str], float] | None = None
     for rank, row in enumerate(passages):
         quotes = best_sentences(question, row.text)
-        shared = max((overlap(stems, q) for q in quotes), default=0.0)
+        # What the quotes say together: "shipping ... costs" in one sentence and "Switzerland" in the next
+        # answer "shipping to Switzerland cost" better than a sentence with two of the three words.
+        shared = overlap(stems, " ".join(quotes))
         heading = overlap(stems, row.title)
-        if heading > shared:
+        if heading and heading >= shared:
             # The heading speaks for its passage ("Opening hours" above "Monday to Friday 10:00 to 19:00"):
             # the passage answers as a whole.
             quotes, shared = sentences(row.text)[:PASSAGE_QUOTE_MAX], heading

@@ -3,6 +3,7 @@ them: a light stemmer, content words, related words, negation, sentence splittin
 
 from __future__ import annotations
 
+import math
 import re
 
 _WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*", re.UNICODE)
@@ -276,11 +277,35 @@ def expanded(stems: set[str]) -> set[str]:
     return out
 
 
-def overlap(question_stems: set[str], sentence: str) -> float:
-    """How much of the question a sentence speaks to: shared (or related) words, longer words counting more
-    (they say more than "day" or "new")."""
-    shared = expanded(question_stems) & expanded(content_stems(sentence))
-    return sum(1.0 + min(len(s), 8) / 8 for s in shared)
+def met(question_stems: set[str], sentence: str) -> dict[str, str]:
+    """The question's words a sentence meets, by itself or by a related word: {question word: its word}."""
+    have = expanded(content_stems(sentence))
+    found = {}
+    for stem_ in question_stems:
+        hits = expanded({stem_}) & have
+        if hits:
+            found[stem_] = stem_ if stem_ in hits else min(hits)
+    return found
+
+
+def overlap(question_stems: set[str], sentence: str, rarity: dict[str, float] | None = None) -> float:
+    """How much of the question a sentence speaks to: each question word it meets (itself or a related
+    word) once, longer words counting more (they say more than "day" or "new"), and with ``rarity`` (from
+    ``rarities``) words that few of the sentences around it hold counting more ("Switzerland" says more than
+    "shipping" in a shipping passage)."""
+    return sum(
+        (1.0 + min(len(stem_), 8) / 8) * (rarity or {}).get(word, 1.0)
+        for stem_, word in met(question_stems, sentence).items()
+    )
+
+
+def rarities(texts: list[str]) -> dict[str, float]:
+    """How rare each word is among ``texts`` (an inverse document frequency, 1 for a word in all of them)."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word in expanded(content_stems(text)):
+            counts[word] = counts.get(word, 0) + 1
+    return {word: 1.0 + math.log(len(texts) / count) for word, count in counts.items()}
 
 
 def is_negative(text: str) -> bool:

@@ -264,3 +264,27 @@ def test_screen_drops_hedges_next_to_an_answer(sentence: str) -> None:
         grounding.screen(sentence, _screen(rows, "Tern Folder 20 folding bike: 749.00 EUR, in stock."))
         == "hedge"
     )
+
+
+def test_the_quotes_answer_every_word_of_the_question_they_can() -> None:
+    shipping = answers.Row(
+        kind="chunk",
+        ref="doc:costs",
+        title="Help: Shipping costs",
+        text="Shipping within Germany costs 4.95 EUR and is free for orders over 50 EUR. Shipping to other EU "
+        "countries costs 9.90 EUR and is free over 120 EUR. Switzerland: 14.90 EUR, plus import duties.",
+        score=0.65,
+    )
+    times = answers.Row(
+        kind="chunk",
+        ref="doc:times",
+        title="Help: Delivery times",
+        text="Delivery within Germany takes 1-2 working days; to Austria, Switzerland and the Benelux "
+        "countries 2-4 working days.",
+        score=0.6,
+    )
+    text = answers.render(answers.plan("how much does shipping to switzerland cost?", [shipping, times]))
+    assert text == (
+        "Shipping within Germany costs 4.95 EUR and is free for orders over 50 EUR. "
+        "Switzerland: 14.90 EUR, plus import duties."
+    )
