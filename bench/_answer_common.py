@@ -92,6 +92,8 @@ def machine() -> dict[str, Any]:
 def setup_django() -> None:
     """Embedded PostgreSQL and Redis (handles), the llama.cpp server when LLAMA_POOL is unset, Django."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # The stack's development defaults, as `./dev start` runs them (settings default to production).
+    os.environ.setdefault("DEBUG", "1")
     os.environ.setdefault("BIZAGENT_REDIS_DB", REDIS_DB)
     from config import embedded
 
@@ -133,6 +135,15 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # Every visitor of a bench comes from this one machine's address: the per-address limits of the chat
+        # socket (meant for one attacker's many chats) would refuse them; a load test is many customers.
+        for name, value in (
+            ("CHAT_ADDRESS_MAX_CONNECTIONS", "1000"),
+            ("CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE", "1000"),
+            ("CHAT_ADDRESS_MESSAGES_PER_MINUTE", "1000"),
+            ("CHAT_ADDRESS_BUSINESS_SHARE_PERCENT", "99"),
+        ):
+            env.setdefault(name, value)
         return env
 
     def start(self) -> None:
