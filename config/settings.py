@@ -183,7 +183,9 @@ LLAMA_CIRCUIT_COOLDOWN = env_float("LLAMA_CIRCUIT_COOLDOWN", 5.0, minimum=0.01)
 LLAMA_PROBE_INTERVAL = env_float("LLAMA_PROBE_INTERVAL", 5.0, minimum=0.0)
 LLAMA_AFFINITY_LOAD_FACTOR = env_float("LLAMA_AFFINITY_LOAD_FACTOR", 1.25, minimum=1.0)
 LLAMA_BUSINESS_MAX_CONCURRENCY = env_int("LLAMA_BUSINESS_MAX_CONCURRENCY", 8, minimum=1)
-LLAMA_BUSINESS_TOKEN_BUDGET = env_int("LLAMA_BUSINESS_TOKEN_BUDGET", 0, minimum=0)
+# Prompt+completion tokens per business per window (0 = no budget): bounds what one tenant's traffic, or an
+# attack on its chat, costs. Over it the model is not asked; replies are composed from the data alone.
+LLAMA_BUSINESS_TOKEN_BUDGET = env_int("LLAMA_BUSINESS_TOKEN_BUDGET", 200_000, minimum=0)
 LLAMA_BUSINESS_BUDGET_WINDOW = env_int("LLAMA_BUSINESS_BUDGET_WINDOW", 3600, minimum=1)
 EMBEDDINGS_BACKEND = env_choice("EMBEDDINGS_BACKEND", "local", ("local", "pool"))
 # With EMBEDDINGS_BACKEND=pool: the model name sent to /v1/embeddings (must give 384 dimensions).
@@ -238,6 +240,21 @@ META_APP_SECRET = env_str("META_APP_SECRET")
 META_VERIFY_TOKEN = env_str("META_VERIFY_TOKEN")
 # Graph API sends: seconds per request, tries on 429/5xx/transport errors, back-off base and cap (seconds).
 META_GRAPH_TIMEOUT = env_float("META_GRAPH_TIMEOUT", 10.0, minimum=0.1)
+# Per client address, at each business (docs/security.md, "Chat socket"): open sockets, visitors minted for a
+# hello without a token, messages per minute, and the most of the business's cap one address may take.
+CHAT_ADDRESS_MAX_CONNECTIONS = env_int("CHAT_ADDRESS_MAX_CONNECTIONS", 20, minimum=1)
+CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE = env_int("CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE", 10, minimum=1)
+CHAT_ADDRESS_MESSAGES_PER_MINUTE = env_int("CHAT_ADDRESS_MESSAGES_PER_MINUTE", 60, minimum=1)
+CHAT_ADDRESS_BUSINESS_SHARE_PERCENT = env_int(
+    "CHAT_ADDRESS_BUSINESS_SHARE_PERCENT", 10, minimum=1, maximum=99
+)
+# The client's address comes from this header only when set (e.g. X-Forwarded-For behind our own proxy),
+# read TRUSTED_PROXY_HOPS entries from the right; unset, the TCP peer (a client can forge any header).
+TRUSTED_PROXY_HEADER = env_str("TRUSTED_PROXY_HEADER")
+TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 1, minimum=1, maximum=16)
+# The ASGI server's websocket frame limit (uvicorn --ws-max-size; config/stack.py passes it): a frame above
+# it is refused by the server before the application reads it (uvicorn's own default is 16 MiB).
+WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=16 * 1024)
 META_SEND_MAX_TRIES = env_int("META_SEND_MAX_TRIES", 4, minimum=1, maximum=10)
 META_SEND_BACKOFF = env_float("META_SEND_BACKOFF", 0.5, minimum=0.0)
 META_SEND_BACKOFF_CAP = env_float("META_SEND_BACKOFF_CAP", 8.0, minimum=0.0)

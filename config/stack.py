@@ -32,6 +32,16 @@ def say(source: str, line: str) -> None:
         print(f"{colour}{source:>6} |{RESET if colour else ''} {line}", flush=True)
 
 
+def uvicorn_limits() -> list[str]:
+    """uvicorn options every deployment needs (docs/security.md, "Chat socket"): the websocket frame limit
+    (uvicorn reads up to 16 MiB otherwise before the application can refuse it), and no X-Forwarded-For
+    rewriting of the client address (uvicorn trusts it from 127.0.0.1 by default: the chat's per-address
+    limits read the header themselves, and only when TRUSTED_PROXY_HEADER says so)."""
+    from django.conf import settings
+
+    return ["--ws-max-size", str(settings.WS_MAX_MESSAGE_BYTES), "--no-proxy-headers"]
+
+
 def _pump(source: str, stream: IO[bytes]) -> None:
     for raw in iter(stream.readline, b""):
         say(source, raw.decode(errors="replace").rstrip())
@@ -137,6 +147,7 @@ class Stack:
                 "--lifespan",
                 "off",
                 "--no-access-log",
+                *uvicorn_limits(),
             ],
         )
         base = f"http://{self.host}:{self.port}"

@@ -29,6 +29,13 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY = 4429
 
 
+_REFUSALS = {
+    "rate_limited": "Too many messages; wait a minute.",
+    "address_rate_limited": "Too many messages from your network; wait a minute.",
+    "business_rate_limited": "This chat is busy; try again in a minute.",
+}
+
+
 def _business(widget_key: str) -> Business | None:
     return business_for_widget_key(widget_key)
 
@@ -106,6 +113,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         self.sent_seq: dict[int, int] = {}
         self.registered = False
+        self.address_registered = False
+        # Per-address limits (docs/security.md, "Chat socket"): the peer, or the trusted proxy's header.
+        self.address = ratelimits.client_address(self.scope)
         key = self.scope["url_route"]["kwargs"]["widget_key"]
         self.business = await aio.database(_business, key)
         await self.accept()
@@ -120,12 +130,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self.business = None
             await self.error("origin_not_allowed", f"Origin {origin or '(none)'} may not open this chat.")
             await self.close(CLOSE_FORBIDDEN)
+            return
+        if not await ratelimits.address_connection_open(self.business.pk, self.address, self.channel_name):
+            self.business = None
+            await self.error(
+                "too_many_address_connections", "Too many chat windows are open from your network."
+            )
+            await self.close(CLOSE_TOO_MANY)
+            return
+        self.address_registered = True
 
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.registered and self.business is not None and self.visitor_id:
             await ratelimits.connection_close(self.business.pk, self.visitor_id, self.channel_name)
+        if self.address_registered and self.business is not None:
+            await ratelimits.address_connection_close(self.business.pk, self.address, self.channel_name)
 
     async def error(self, code: str, detail: str, **extra: Any) -> None:
         await self.send_json({"type": "error", "code": code, "detail": detail, **extra})
@@ -169,6 +190,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         token = content.get("visitor_token")
         visitor_id = visitor_from_token(self.business.pk, token if isinstance(token, str) else None)
         if visitor_id is None:
+            # Every visitor gets its own message limit: minting them is what an address is limited in.
+            if not await ratelimits.new_visitor_allowed(self.business.pk, self.address):
+                await self.error(
+                    "too_many_new_visitors", "Too many new chats from your network; try again in a minute."
+                )
+                await self.close(CLOSE_TOO_MANY)
+                return
             token, visitor_id = visitor_token_issue(self.business.pk)
         if not await ratelimits.connection_open(self.business.pk, visitor_id, self.channel_name):
             await self.error("too_many_connections", "This visitor has too many chat windows open.")
@@ -240,15 +268,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 client_id=client_id,
             )
             return
-        refused = await ratelimits.message_allowed(self.business.pk, self.visitor_id)
+        refused = await ratelimits.message_allowed(self.business.pk, self.visitor_id, self.address)
         if refused:
-            await self.error(
-                refused,
-                "Too many messages; wait a minute."
-                if refused == "rate_limited"
-                else "This chat is busy; try again in a minute.",
-                client_id=client_id,
-            )
+            await self.error(refused, _REFUSALS[refused], client_id=client_id)
             return
         started = time.perf_counter()
         if self.conversation_id is None:

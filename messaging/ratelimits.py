@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 import weakref
+from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -58,20 +60,108 @@ async def hit_all(limits: list[tuple[str, int]], *, window: int = 60) -> int | N
     return None
 
 
-async def message_allowed(business_id: int, visitor_id: str) -> str | None:
-    """None when a message may be stored, else the error code."""
-    refused = await hit_all(
-        [
-            (f"v:{business_id}:{visitor_id}", settings.CHAT_VISITOR_MESSAGES_PER_MINUTE),
-            (f"b:{business_id}", settings.CHAT_BUSINESS_MESSAGES_PER_MINUTE),
-        ]
+# --- Client addresses ---------------------------------------------------------------------------------------
+
+
+def client_address(scope: dict[str, Any]) -> str | None:
+    """The address a connection's limits are counted under, or None when there is none (a unix socket
+    without a configured proxy header).
+
+    Without ``TRUSTED_PROXY_HEADER`` it is the TCP peer, and no header is read: a client can write any
+    X-Forwarded-For it likes. With it, our proxies append to that header, so the entry ``TRUSTED_PROXY_HOPS``
+    from the right is what the outermost of them saw; anything left of it came from the client. A header
+    with fewer entries, or one that is not an address, falls back to the peer. IPv6 addresses count per /64
+    (one subscriber's usual allocation: a client has the whole /64 to pick from)."""
+    chosen: str | None = None
+    name = settings.TRUSTED_PROXY_HEADER.lower().encode("latin-1")
+    if name:
+        values = [value.decode("latin-1") for key, value in scope.get("headers") or [] if key.lower() == name]
+        entries = [part.strip() for value in values for part in value.split(",") if part.strip()]
+        hops = settings.TRUSTED_PROXY_HOPS
+        if len(entries) >= hops:
+            chosen = entries[-hops]
+    address = _parse_address(chosen) if chosen else None
+    if address is None:
+        peer = scope.get("client")
+        address = _parse_address(str(peer[0])) if peer else None
+    if address is None:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as proxies write it: ``203.0.113.9``, ``2001:db8::1``, and with a port ``203.0.113.9:443``
+    or ``[2001:db8::1]:443``."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def address_message_limit() -> int:
+    """Messages per minute one address may send to one business: CHAT_ADDRESS_MESSAGES_PER_MINUTE, and never
+    more than its share (CHAT_ADDRESS_BUSINESS_SHARE_PERCENT) of the business's cap, so that no single
+    address can fill the cap and lock the business's other customers out."""
+    share = settings.CHAT_BUSINESS_MESSAGES_PER_MINUTE * settings.CHAT_ADDRESS_BUSINESS_SHARE_PERCENT // 100
+    return max(1, min(settings.CHAT_ADDRESS_MESSAGES_PER_MINUTE, share))
+
+
+# --- Limits ----------------------------------------------------------------------------------------------------
+
+
+async def message_allowed(business_id: int, visitor_id: str, address: str | None = None) -> str | None:
+    """None when a message may be stored, else the error code. Counted per visitor, per address (at this
+    business) and per business, in that order: a refused message counts against none of them."""
+    limits = [(f"v:{business_id}:{visitor_id}", settings.CHAT_VISITOR_MESSAGES_PER_MINUTE)]
+    codes = ["rate_limited"]
+    if address is not None:
+        limits.append((f"a:{business_id}:{address}", address_message_limit()))
+        codes.append("address_rate_limited")
+    limits.append((f"b:{business_id}", settings.CHAT_BUSINESS_MESSAGES_PER_MINUTE))
+    codes.append("business_rate_limited")
+    refused = await hit_all(limits)
+    return None if refused is None else codes[refused]
+
+
+async def new_visitor_allowed(business_id: int, address: str | None) -> bool:
+    """Count one visitor id minted for a ``hello`` without a valid token; False (not counted) over
+    CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE for this address at this business."""
+    if address is None:
+        return True
+    return await hit(f"nv:{business_id}:{address}", limit=settings.CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE)
+
+
+async def address_connection_open(business_id: int, address: str | None, channel_name: str) -> bool:
+    """Register a socket from an address; False (and not registered) over CHAT_ADDRESS_MAX_CONNECTIONS."""
+    if address is None:
+        return True
+    return await _register(
+        f"aconns:{business_id}:{address}", channel_name, settings.CHAT_ADDRESS_MAX_CONNECTIONS
     )
-    return None if refused is None else ("rate_limited", "business_rate_limited")[refused]
+
+
+async def address_connection_close(business_id: int, address: str | None, channel_name: str) -> None:
+    if address is not None:
+        await redis().zrem(f"aconns:{business_id}:{address}", channel_name)
 
 
 async def connection_open(business_id: int, visitor_id: str, channel_name: str) -> bool:
     """Register a socket of a visitor; False (and not registered) when it has too many open."""
-    key = f"conns:{business_id}:{visitor_id}"
+    return await _register(
+        f"conns:{business_id}:{visitor_id}", channel_name, settings.CHAT_VISITOR_MAX_CONNECTIONS
+    )
+
+
+async def _register(key: str, channel_name: str, limit: int) -> bool:
     now = time.time()
     pipe = redis().pipeline()
     # Entries of processes that died without a disconnect fall out after a day.
@@ -80,7 +170,7 @@ async def connection_open(business_id: int, visitor_id: str, channel_name: str) 
     pipe.zcard(key)
     pipe.expire(key, 86400)
     _, _, count, _ = await pipe.execute()
-    if int(count) > settings.CHAT_VISITOR_MAX_CONNECTIONS:
+    if int(count) > limit:
         await redis().zrem(key, channel_name)
         return False
     return True
