@@ -18,6 +18,7 @@ RESULTS = ROOT / "bench" / "results"
 def setup_django(**settings_env: str) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DEBUG", "1")  # settings default to production, which needs real secrets
     os.environ.setdefault("BIZAGENT_REDIS_DB", "13")
     os.environ.update(settings_env)
     import django

@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
 
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DEBUG", "1")  # settings default to production, which needs real secrets
     if not os.environ.get("DATABASE_URL"):
         from config import embedded
 

@@ -47,6 +47,7 @@ CATALOG = "id,title,description,availability,price,link,image_link,brand,product
 
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DEBUG", "1")  # this process; the measured stack runs with DEBUG off (below)
     os.environ["BIZAGENT_DB_NAME"] = BENCH_DB
     os.environ.setdefault("BIZAGENT_REDIS_DB", "14")
     from config import embedded
@@ -156,6 +157,10 @@ class Stack:
                 "DEBUG": "0",
                 "SECRET_KEY": secrets.token_urlsafe(48),
                 "ALLOWED_HOSTS": "127.0.0.1,localhost",
+                # Production requires its own key; this process's, so both read the same stored secrets.
+                "FIELD_ENCRYPTION_KEY": settings.FIELD_ENCRYPTION_KEY,
+                # Plain HTTP on loopback, without a TLS proxy in front.
+                "SECURE_SSL_REDIRECT": "0",
             },
         )
         kind, size = self.pool.split()

@@ -192,6 +192,10 @@ def main() -> int:
             "DEBUG": "0",
             "SECRET_KEY": secrets.token_urlsafe(50),
             "ALLOWED_HOSTS": "127.0.0.1",
+            # Production requires its own key; this process's, so both read the same stored secrets.
+            "FIELD_ENCRYPTION_KEY": settings.FIELD_ENCRYPTION_KEY,
+            # Plain HTTP on loopback, without a TLS proxy in front.
+            "SECURE_SSL_REDIRECT": "0",
             "BIZAGENT_DB_NAME": DB_NAME,
             "BIZAGENT_REDIS_DB": REDIS_DB,
             "META_APP_SECRET": SECRET,

@@ -2,15 +2,12 @@
 access tokens and app secrets (messaging), inference endpoint API keys (agents).
 
 The key is ``settings.FIELD_ENCRYPTION_KEY`` (urlsafe base64 of 32 bytes; several comma-separated keys
-rotate: the first encrypts, all decrypt) or, when unset, derived from ``SECRET_KEY`` so that development
-works without configuration. Changing SECRET_KEY without setting FIELD_ENCRYPTION_KEY makes stored
-secrets unreadable: set FIELD_ENCRYPTION_KEY in production.
+rotate: the first encrypts, all decrypt). Settings require it when DEBUG is off and validate it; only in
+development do they derive a stand-in from ``SECRET_KEY`` (docs/security.md, "Deployment defaults").
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from functools import lru_cache
 from typing import Any
 
@@ -23,11 +20,10 @@ PREFIX = "fernet:"
 
 
 @lru_cache(maxsize=4)
-def _fernet(key_setting: str, secret_key: str) -> MultiFernet:
+def _fernet(key_setting: str) -> MultiFernet:
     keys = [k.strip() for k in key_setting.split(",") if k.strip()]
     if not keys:
-        digest = hashlib.sha256(b"bizagent.field-encryption:" + secret_key.encode()).digest()
-        keys = [base64.urlsafe_b64encode(digest).decode()]
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY is empty")
     try:
         return MultiFernet([Fernet(k.encode()) for k in keys])
     except ValueError as exc:
@@ -37,7 +33,7 @@ def _fernet(key_setting: str, secret_key: str) -> MultiFernet:
 
 
 def fernet() -> MultiFernet:
-    return _fernet(settings.FIELD_ENCRYPTION_KEY, settings.SECRET_KEY)
+    return _fernet(settings.FIELD_ENCRYPTION_KEY)
 
 
 def encrypt(value: str) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -12,13 +15,22 @@ from config.env import env_bool, env_choice, env_float, env_int, env_list, env_s
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = env_bool("DEBUG", default=True)
+# Off unless set, as in Django itself: `./dev start`, `./dev test` and the test and type-check settings
+# (config/settings_dev.py) turn it on explicitly. Off, the checks below refuse to start without real secrets.
+DEBUG = env_bool("DEBUG", default=False)
 
 _INSECURE_KEY = "django-insecure-bizagent-development-key-do-not-use-in-production"
 SECRET_KEY = env_str("SECRET_KEY") or (_INSECURE_KEY if DEBUG else "")
-if not DEBUG and (not SECRET_KEY or SECRET_KEY.startswith("django-insecure") or len(SECRET_KEY) < 32):
+# The same bar as Django's own deploy check (security.W009): 50+ characters, 5+ distinct ones.
+if not DEBUG and (
+    not SECRET_KEY
+    or SECRET_KEY.startswith("django-insecure")
+    or len(SECRET_KEY) < 50
+    or len(set(SECRET_KEY)) < 5
+):
     raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a random value of at least 32 characters when DEBUG is off."
+        "SECRET_KEY must be set to a random value of at least 50 characters when DEBUG is off "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(50))')."
     )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else [])
@@ -232,8 +244,33 @@ CHAT_VISITOR_MAX_CONNECTIONS = env_int("CHAT_VISITOR_MAX_CONNECTIONS", 5, minimu
 META_GRAPH_URL = env_url(
     "META_GRAPH_URL", "https://graph.facebook.com/v23.0", schemes=("http", "https")
 ).rstrip("/")
-# Key for tokens and secrets at rest (Fernet, urlsafe base64 of 32 bytes); derived from SECRET_KEY if unset.
+# Key for tokens and secrets at rest (Fernet, urlsafe base64 of 32 bytes; comma-separated keys rotate: the
+# first encrypts, all decrypt). Required when DEBUG is off; in development a key derived from SECRET_KEY
+# stands in, so that one leaked development key never decrypts production data.
 FIELD_ENCRYPTION_KEY = env_str("FIELD_ENCRYPTION_KEY")
+if FIELD_ENCRYPTION_KEY:
+    from cryptography.fernet import Fernet
+
+    try:
+        for _key in FIELD_ENCRYPTION_KEY.split(","):
+            Fernet(_key.strip().encode())
+    except ValueError as exc:
+        # The value is a secret: never repeat it in the message.
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEY is not valid: expected comma-separated Fernet keys, urlsafe base64 of 32 bytes "
+            "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+        ) from exc
+elif DEBUG:
+    # Development only: derived from SECRET_KEY (as it always was here, so a development database's stored
+    # tokens stay readable). Production never derives it.
+    FIELD_ENCRYPTION_KEY = base64.urlsafe_b64encode(
+        hashlib.sha256(b"bizagent.field-encryption:" + SECRET_KEY.encode()).digest()
+    ).decode()
+else:
+    raise ImproperlyConfigured(
+        "FIELD_ENCRYPTION_KEY must be set when DEBUG is off: it encrypts channel tokens and secrets at rest "
+        "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+    )
 # One Meta app per deployment (docs/channels.md): its App Secret verifies X-Hub-Signature-256 on every
 # webhook, its verify token answers the subscription handshake. Accounts may also carry their own.
 META_APP_SECRET = env_str("META_APP_SECRET")
@@ -285,10 +322,27 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- HTTPS (docs/security.md "Deployment defaults"; `manage.py check --deploy` passes with the README's
+# production settings) ---------------------------------------------------------------------------------------
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+# Load balancer probes and the metrics scraper reach the service over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Only behind a proxy that sets this header itself (and strips it from clients): otherwise any client could
+# claim HTTPS. The value names the header as Django sees it, e.g. HTTP_X_FORWARDED_PROTO.
+_PROXY_SSL_HEADER = env_str("SECURE_PROXY_SSL_HEADER")
+if _PROXY_SSL_HEADER:
+    if not re.fullmatch(r"HTTP_[A-Z0-9_]+", _PROXY_SSL_HEADER):
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={_PROXY_SSL_HEADER!r} is not valid: expected a header name as Django "
+            "sees it, like HTTP_X_FORWARDED_PROTO"
+        )
+    SECURE_PROXY_SSL_HEADER = (_PROXY_SSL_HEADER, "https")
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 LOGGING = {

@@ -12,7 +12,10 @@ from config.settings import BASE_DIR
 
 
 def load_settings(**env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}}
+    """Import the settings in a fresh process; development mode unless ``env`` sets DEBUG."""
+    unset = {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "FIELD_ENCRYPTION_KEY", "SECURE_PROXY_SSL_HEADER"}
+    clean = {k: v for k, v in os.environ.items() if k not in unset}
+    env = {"DEBUG": "1", **env}
     return subprocess.run(
         [sys.executable, "-c", "import config.settings as s; print('DEBUG', s.DEBUG)"],
         env={**clean, **env},
@@ -23,7 +26,8 @@ def load_settings(**env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-GOOD_KEY = "k" * 50
+GOOD_KEY = "a-real-production-secret-key-with-many-characters-0123456789"
+FIELD_KEY = "x" * 43 + "="
 
 
 @pytest.mark.parametrize(
@@ -53,7 +57,9 @@ def test_bad_values_stop_start_up_naming_the_variable(env: dict[str, str], named
 
 
 def test_production_settings_load_with_a_real_key() -> None:
-    result = load_settings(DEBUG="0", SECRET_KEY=GOOD_KEY, ALLOWED_HOSTS="shop.example")
+    result = load_settings(
+        DEBUG="0", SECRET_KEY=GOOD_KEY, ALLOWED_HOSTS="shop.example", FIELD_ENCRYPTION_KEY=FIELD_KEY
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "DEBUG False"
 
