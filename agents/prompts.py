@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.models import Agent
+from agents.text import content_stems, stem, words
 
 # Rough: 4 characters a token for English and most European languages; the budget has slack for it.
 CHARS_PER_TOKEN = 4
@@ -222,9 +223,23 @@ def _contains(text: str, phrase: str) -> bool:
 
 
 def forbidden_topic(agent: Agent, question: str) -> str | None:
-    return next(
-        (str(t) for t in agent.forbidden_topics or [] if str(t).strip() and _contains(question, str(t))), None
-    )
+    """The forbidden topic the question is about: every word of the topic is in the question, in some form
+    ("politics" forbids "your political views?", "competitors" forbids "which competitor is cheaper")."""
+    asked = [stem(word) for word in words(question)]
+    for topic in (str(t) for t in agent.forbidden_topics or []):
+        wanted = content_stems(topic)
+        if wanted and all(any(_same_word(w, a) for a in asked) for w in wanted):
+            return topic
+    return None
+
+
+def _same_word(one: str, other: str) -> bool:
+    """Two stems of the same word: equal, or one the start of the other from six letters on ("politic",
+    "political"; not "polit" from "polite")."""
+    if one == other:
+        return True
+    short, long_ = sorted((one, other), key=len)
+    return len(short) >= 6 and long_.startswith(short)
 
 
 def handoff_reason(agent: Agent, question: str, *, consecutive_failures: int = 0) -> str | None:

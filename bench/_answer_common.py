@@ -264,9 +264,20 @@ class Reply:
     error: str = ""
     handoff: str = ""
     timings: dict[str, Any] = field(default_factory=dict)
+    message_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def read_stored(self) -> Reply:
+        """The grounding result and timings from the stored reply (the customer's socket gets neither)."""
+        from messaging.models import Message
+
+        if self.message_id is not None:
+            stored = Message.objects.filter(pk=self.message_id).values("grounding", "timings").first()
+            if stored is not None:
+                self.grounding, self.timings = stored["grounding"], stored["timings"] or {}
+        return self
 
 
 class Visitor:
@@ -334,8 +345,7 @@ class Visitor:
                 reply.status = frame.get("status", "")
                 reply.text = frame.get("text") or ""
                 reply.cards = frame.get("cards") or []
-                reply.grounding = frame.get("grounding")
-                reply.timings = frame.get("timings") or {}
+                reply.message_id = frame.get("message_id")
                 reply.done_s = now
                 return reply
             elif kind == "handoff":

@@ -200,7 +200,9 @@ def main() -> int:
             say(f"warm-up: {warm.status} in {seconds(warm.done_s)} s: {one_line(warm.text, 80)!r}")
         for number, question in enumerate(questions, 1):
             business = businesses[question["shop"]]
-            reply = asyncio.run(ask_fresh(stack.chat_url(business), question["q"], timeout=args.timeout))
+            reply = asyncio.run(
+                ask_fresh(stack.chat_url(business), question["q"], timeout=args.timeout)
+            ).read_stored()
             item = item_amounts(business, question["item"]) if question.get("item") else set()
             result = score(question, reply, known[question["shop"]], item)
             rows.append({"n": number, **question, **result, **reply.as_dict()})

@@ -168,7 +168,7 @@ def main() -> int:
             if args.only and args.only != name:
                 continue
             started = time.perf_counter()
-            replies = asyncio.run(run(url, args.timeout))
+            replies = [reply.read_stored() for reply in asyncio.run(run(url, args.timeout))]
             parts.append((name, replies, summarise(name, replies, time.perf_counter() - started)))
     titles = {
         "sequential": "(a) one visitor, ten questions in a row",

@@ -244,6 +244,22 @@ CHAT_VISITOR_MAX_CONNECTIONS = env_int("CHAT_VISITOR_MAX_CONNECTIONS", 5, minimu
 META_GRAPH_URL = env_url(
     "META_GRAPH_URL", "https://graph.facebook.com/v23.0", schemes=("http", "https")
 ).rstrip("/")
+# Key for tokens and secrets at rest (Fernet, urlsafe base64 of 32 bytes); derived from SECRET_KEY if unset.
+FIELD_ENCRYPTION_KEY = env_str("FIELD_ENCRYPTION_KEY")
+# One Meta app per deployment (docs/channels.md): its App Secret verifies X-Hub-Signature-256 on every
+# webhook, its verify token answers the subscription handshake. Accounts may also carry their own.
+META_APP_SECRET = env_str("META_APP_SECRET")
+META_VERIFY_TOKEN = env_str("META_VERIFY_TOKEN")
+# Graph API sends: seconds per request, tries on 429/5xx/transport errors, back-off base and cap (seconds).
+META_GRAPH_TIMEOUT = env_float("META_GRAPH_TIMEOUT", 10.0, minimum=0.1)
+# Per client address, at each business (docs/security.md, "Chat socket"): open sockets, visitors minted for a
+# hello without a token, messages per minute, and the most of the business's cap one address may take.
+CHAT_ADDRESS_MAX_CONNECTIONS = env_int("CHAT_ADDRESS_MAX_CONNECTIONS", 20, minimum=1)
+
+# --- Messaging channels -----------------------------------------------------------------------------------
+META_GRAPH_URL = env_url(
+    "META_GRAPH_URL", "https://graph.facebook.com/v23.0", schemes=("http", "https")
+).rstrip("/")
 # Key for tokens and secrets at rest (Fernet, urlsafe base64 of 32 bytes; comma-separated keys rotate: the
 # first encrypts, all decrypt). Required when DEBUG is off; in development a key derived from SECRET_KEY
 # stands in, so that one leaked development key never decrypts production data.
@@ -274,12 +290,11 @@ else:
 # One Meta app per deployment (docs/channels.md): its App Secret verifies X-Hub-Signature-256 on every
 # webhook, its verify token answers the subscription handshake. Accounts may also carry their own.
 META_APP_SECRET = env_str("META_APP_SECRET")
+# The app's id: WhatsApp Embedded Signup exchanges its code with it (and checks tokens belong to this app).
+META_APP_ID = env_str("META_APP_ID")
 META_VERIFY_TOKEN = env_str("META_VERIFY_TOKEN")
 # Graph API sends: seconds per request, tries on 429/5xx/transport errors, back-off base and cap (seconds).
 META_GRAPH_TIMEOUT = env_float("META_GRAPH_TIMEOUT", 10.0, minimum=0.1)
-# Per client address, at each business (docs/security.md, "Chat socket"): open sockets, visitors minted for a
-# hello without a token, messages per minute, and the most of the business's cap one address may take.
-CHAT_ADDRESS_MAX_CONNECTIONS = env_int("CHAT_ADDRESS_MAX_CONNECTIONS", 20, minimum=1)
 CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE = env_int("CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE", 10, minimum=1)
 CHAT_ADDRESS_MESSAGES_PER_MINUTE = env_int("CHAT_ADDRESS_MESSAGES_PER_MINUTE", 60, minimum=1)
 CHAT_ADDRESS_BUSINESS_SHARE_PERCENT = env_int(
@@ -310,6 +325,8 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+# --- HTTPS (docs/security.md "Deployment defaults"; `manage.py check --deploy` passes with the README's
+# production settings) ---------------------------------------------------------------------------------------
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
@@ -322,27 +339,10 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-# --- HTTPS (docs/security.md "Deployment defaults"; `manage.py check --deploy` passes with the README's
-# production settings) ---------------------------------------------------------------------------------------
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-# Load balancer probes and the metrics scraper reach the service over plain HTTP inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
-# Only behind a proxy that sets this header itself (and strips it from clients): otherwise any client could
-# claim HTTPS. The value names the header as Django sees it, e.g. HTTP_X_FORWARDED_PROTO.
-_PROXY_SSL_HEADER = env_str("SECURE_PROXY_SSL_HEADER")
-if _PROXY_SSL_HEADER:
-    if not re.fullmatch(r"HTTP_[A-Z0-9_]+", _PROXY_SSL_HEADER):
-        raise ImproperlyConfigured(
-            f"SECURE_PROXY_SSL_HEADER={_PROXY_SSL_HEADER!r} is not valid: expected a header name as Django "
-            "sees it, like HTTP_X_FORWARDED_PROTO"
-        )
-    SECURE_PROXY_SSL_HEADER = (_PROXY_SSL_HEADER, "https")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 LOGGING = {

@@ -331,7 +331,7 @@ async def _run_reply(
             await layer.group_send(
                 group, {"type": "message.created", "message": message_payload(claim.reply)}
             )
-            await layer.group_send(group, _done_event(claim.reply.pk, said, "done", [], {}, {}))
+            await layer.group_send(group, _done_event(claim.reply.pk, said, "done", []))
             return "handoff"
 
         # Only a taken-over reply can have streamed already: its numbering goes on from the log.
@@ -352,23 +352,10 @@ async def _run_reply(
         await hold.release()
 
 
-def _done_event(
-    message_id: int,
-    text: str,
-    status: str,
-    cards: list[Any],
-    grounding: dict[str, Any],
-    timings: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "type": "message.done",
-        "message_id": message_id,
-        "text": text,
-        "status": status,
-        "cards": cards,
-        "grounding": grounding,
-        "timings": timings,
-    }
+def _done_event(message_id: int, text: str, status: str, cards: list[Any]) -> dict[str, Any]:
+    """The end of a reply as the customer's socket gets it: what the customer reads, nothing else (the
+    grounding result and the timings stay on the stored message, for the business and for benchmarks)."""
+    return {"type": "message.done", "message_id": message_id, "text": text, "status": status, "cards": cards}
 
 
 async def _stream_reply(
@@ -482,9 +469,7 @@ async def _stream_reply(
     if not stream.announced:
         claim.reply.text, claim.reply.status = text, status
         await stream.announce(claim.reply)
-    await stream.layer.group_send(
-        stream.group, _done_event(reply_id, text, status, cards, grounding, timings)
-    )
+    await stream.layer.group_send(stream.group, _done_event(reply_id, text, status, cards))
     if stopped:
         return "stopped"
     return {Message.Status.DONE: "done", Message.Status.CUT: "cut"}.get(status, "failed")

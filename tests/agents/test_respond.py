@@ -249,10 +249,20 @@ def test_nothing_relevant_gives_the_fallback_without_a_model_call(pool_server: A
 
 @pytest.mark.django_db(transaction=True)
 def test_forbidden_topic_is_declined_without_a_model_call(pool_server: Any, shop: Any) -> None:
-    agent = agent_update(shop, forbidden_topics=["politics"])
-    events = collect(business=shop, agent=agent, turns=[], question="what about politics?", affinity_key=None)
-    assert events[-1].text == "Sorry, that is not something I can help with here."
+    agent = agent_update(shop, forbidden_topics=["politics", "competitors"])
+    for question in (
+        "what about politics?",
+        "Your POLITICAL views?",
+        "which competitor sells tents cheaper?",
+    ):
+        events = collect(business=shop, agent=agent, turns=[], question=question, affinity_key=None)
+        assert events[-1].text == "Sorry, that is not something I can help with here.", question
     assert pool_server.chat_requests == 0
+    # A word that merely starts like a topic's is not the topic ("polite").
+    events = collect(
+        business=shop, agent=agent, turns=[], question="be polite: tent price?", affinity_key=None
+    )
+    assert events[-1].text.startswith(TENT_FACTS)
 
 
 @pytest.mark.django_db(transaction=True)
