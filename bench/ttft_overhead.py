@@ -218,7 +218,7 @@ async def conversation(
                     row["chars"] += len(frame["text"])
                 elif frame["type"] == "message.done":
                     row["total"] = (now - sent) * 1000
-                    row["timings"] = frame.get("timings", {})
+                    row["message_id"] = frame["message_id"]  # its timings are read from the stored reply
                     row["status"] = frame["status"]
                     break
                 elif frame["type"] == "error":
@@ -286,6 +286,16 @@ def pct(values: list[float], p: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def with_stored_timings(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each reply's timings from its stored message (the customer's socket does not get them)."""
+    from messaging.models import Message
+
+    stored = dict(
+        Message.objects.filter(pk__in=[r["message_id"] for r in results]).values_list("pk", "timings")
+    )
+    return [{**r, "timings": stored.get(r["message_id"]) or {}} for r in results]
 
 
 async def run_level(
@@ -370,7 +380,9 @@ def main() -> None:
         for level in args.concurrency:
             meter = CpuMeter(stack)
             started = time.perf_counter()
-            results = asyncio.run(run_level(url, level, args.rounds, "how much is the stove?", args.think))
+            results = with_stored_timings(
+                asyncio.run(run_level(url, level, args.rounds, "how much is the stove?", args.think))
+            )
             seconds = time.perf_counter() - started
             row = report(
                 level,
