@@ -9,10 +9,11 @@ from django.http import HttpRequest
 from agents.inference import state
 from agents.inference.endpoints import reset_endpoint_cache
 from agents.models import InferenceCall, InferenceEndpoint
+from config.admin_site import WriteOnlySecretsAdmin
 
 
 @admin.register(InferenceEndpoint)
-class InferenceEndpointAdmin(admin.ModelAdmin):
+class InferenceEndpointAdmin(WriteOnlySecretsAdmin):
     list_display = ["name", "base_url", "model", "weight", "kind", "enabled", "live_state"]
     list_filter = ["enabled", "kind"]
     search_fields = ["name", "base_url", "model"]

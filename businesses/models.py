@@ -28,6 +28,8 @@ class Business(models.Model):
     widget_key = models.CharField(max_length=40, unique=True, default=new_widget_key)
     # Exact origins ("https://shop.example") whose pages may open the widget's websocket.
     allowed_origins = ArrayField(models.CharField(max_length=200), default=list, blank=True)
+    # /demo/<slug>/ shows the catalog and the agent to anyone: served only when the owner turns it on.
+    demo_page_enabled = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

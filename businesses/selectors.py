@@ -44,6 +44,12 @@ def membership_for(user: User | AnonymousUser, business_slug: str) -> Membership
         raise Http404 from exc
 
 
+def business_for_demo_page(slug: str) -> Business | None:
+    """The business whose public demo storefront is at /demo/<slug>/, when its owner turned it on (a business
+    that did not is indistinguishable from one that does not exist)."""
+    return Business.objects.filter(slug=slug, demo_page_enabled=True).first()
+
+
 def business_for_api_key(raw_key: str) -> Business | None:
     if not raw_key:
         return None

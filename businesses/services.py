@@ -66,6 +66,13 @@ def business_set_allowed_origins(business: Business, *, origins: list[str]) -> B
     return business
 
 
+def business_set_demo_page(business: Business, *, enabled: bool) -> Business:
+    """Turn the public demo storefront (/demo/<slug>/) on or off; off is the default."""
+    business.demo_page_enabled = enabled
+    business.save(update_fields=["demo_page_enabled"])
+    return business
+
+
 def membership_add(business: Business, *, user: User, role: str = Membership.Role.STAFF) -> Membership:
     membership, _ = Membership.objects.update_or_create(business=business, user=user, defaults={"role": role})
     return membership

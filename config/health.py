@@ -1,7 +1,15 @@
-"""Liveness and readiness endpoints for load balancers and orchestrators."""
+"""Liveness and readiness endpoints for load balancers and orchestrators.
+
+``/readyz`` is public (a load balancer sends no credentials): it answers ``{"status": "ok"}`` with 200 or
+``{"status": "not ok"}`` with 503 and nothing else. The checks' details (endpoint addresses, exception text)
+go only to a caller with ``Authorization: Bearer <METRICS_TOKEN>``, as for /metrics. The inference check reads
+the pool's stored health (Redis) and probes only endpoints whose last probe is older than the probe interval,
+at most once per interval across all processes (a Redis lock): a flood of requests is not a flood of probes.
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 
@@ -42,10 +50,41 @@ def check_worker() -> CheckResult:
     return True, f"{len(replies)} worker(s)"
 
 
-def check_inference() -> CheckResult:
-    from agents.inference.health import pool_readiness
+# Readiness never probes the pool more often than this (LLAMA_PROBE_INTERVAL when longer).
+MIN_PROBE_INTERVAL = 5.0
 
-    return pool_readiness()
+
+def check_inference() -> CheckResult:
+    from agents.inference import state
+    from agents.inference.endpoints import pool_endpoints
+    from agents.inference.health import pool_status, probe_endpoints
+
+    endpoints = pool_endpoints()
+    if not endpoints:
+        return (
+            False,
+            "no inference endpoint configured (LLAMA_POOL unset and the embedded server is not running)",
+        )
+    rows = pool_status()
+    checked = {row.url: row.checked_at for row in rows}
+    interval = max(settings.LLAMA_PROBE_INTERVAL, MIN_PROBE_INTERVAL)
+    now = time.time()
+    stale = [
+        endpoint
+        for endpoint in endpoints
+        if checked.get(endpoint.url) is None or now - (checked[endpoint.url] or 0.0) >= interval
+    ]
+    if stale and state.try_lock("readyz-probe", interval):
+        probe_endpoints(stale)
+        rows = pool_status()
+    ready = [row for row in rows if row.healthy and row.routable]
+    problems = [
+        f"{row.url}: {row.health_reason if not row.healthy else 'circuit ' + row.circuit}"
+        for row in rows
+        if row not in ready
+    ]
+    detail = f"{len(ready)}/{len(rows)} endpoint(s) ready"
+    return bool(ready), detail + (f" ({'; '.join(problems)})" if problems else "")
 
 
 CHECKS: dict[str, Callable[[], CheckResult]] = {
@@ -61,6 +100,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def may_see_details(request: HttpRequest) -> bool:
+    """The caller sent ``Authorization: Bearer <METRICS_TOKEN>`` (no token configured: nobody may)."""
+    token = settings.METRICS_TOKEN
+    given = request.headers.get("Authorization", "")
+    return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     results: dict[str, dict[str, object]] = {}
@@ -72,6 +118,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         results[name] = {"ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)}
     ready = all(result["ok"] for result in results.values())
-    return JsonResponse(
-        {"status": "ready" if ready else "not ready", "checks": results}, status=200 if ready else 503
-    )
+    status = 200 if ready else 503
+    if not may_see_details(request):
+        return JsonResponse({"status": "ok" if ready else "not ok"}, status=status)
+    return JsonResponse({"status": "ready" if ready else "not ready", "checks": results}, status=status)

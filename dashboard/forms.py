@@ -51,6 +51,14 @@ class OriginsForm(forms.Form):
         return lines
 
 
+class DemoPageForm(forms.Form):
+    demo_page_enabled = forms.BooleanField(
+        required=False,
+        label="Publish a demo page",
+        help_text="Anyone with the address can see your catalog and chat with your agent there.",
+    )
+
+
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What uses this key, e.g. 'nightly catalog sync'.")
 

@@ -20,6 +20,7 @@ urlpatterns = [
     path("app/<slug:slug>/install/", core.install, name="install"),
     path("app/<slug:slug>/install/origins/", core.install_origins, name="install_origins"),
     path("app/<slug:slug>/install/theme/", core.install_theme, name="install_theme"),
+    path("app/<slug:slug>/install/demo-page/", core.install_demo_page, name="install_demo_page"),
     path("app/<slug:slug>/api-keys/", core.api_keys, name="api_keys"),
     path("app/<slug:slug>/api-keys/<int:api_key_id>/revoke/", core.api_key_revoke, name="api_key_revoke"),
     # Catalog (owners and staff)

@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from businesses.models import Business
-from businesses.selectors import business_for_widget_key, origin_allowed, scoped
+from businesses.selectors import business_for_demo_page, business_for_widget_key, origin_allowed, scoped
 from catalogs.models import Availability, Item
 
 WIDGET_PATH = Path(__file__).resolve().parent / "static" / "bizagent" / "widget.js"
@@ -139,7 +139,7 @@ def demo_products(business: Business) -> list[Item]:
 
 @require_GET
 def demo_shop(request: HttpRequest, slug: str) -> HttpResponse:
-    business = Business.objects.filter(slug=slug).first()
+    business = business_for_demo_page(slug)
     if business is None:
         raise Http404
     widget_src = request.build_absolute_uri("/widget.js")

@@ -15,7 +15,7 @@ from businesses import services as business_services
 from businesses.models import ApiKey
 from businesses.selectors import businesses_for_user
 from dashboard import selectors
-from dashboard.forms import ApiKeyForm, OriginsForm, ThemeForm
+from dashboard.forms import ApiKeyForm, DemoPageForm, OriginsForm, ThemeForm
 from dashboard.permissions import member_view
 
 
@@ -69,6 +69,8 @@ def _install(
             "theme_form": theme_form
             or ThemeForm(initial={k: getattr(agent, k) for k in ThemeForm.base_fields}),
             "agent": agent,
+            "demo_page_form": DemoPageForm(initial={"demo_page_enabled": business.demo_page_enabled}),
+            "demo_page_url": f"{settings.PUBLIC_URL}/demo/{business.slug}/",
         },
         status=status,
     )
@@ -89,6 +91,18 @@ def install_theme(request: HttpRequest) -> HttpResponse:
         return _install(request, theme_form=form, status=400)
     agent_update(business, **form.cleaned_data)
     messages.success(request, "Theme saved. Your site's widget picks it up within a minute.")
+    return redirect("dashboard:install", slug=business.slug)
+
+
+@member_view("owner")
+@require_POST
+def install_demo_page(request: HttpRequest) -> HttpResponse:
+    business = request.business  # type: ignore[attr-defined]
+    form = DemoPageForm(request.POST)
+    form.is_valid()  # one optional checkbox: always valid, absent means off
+    enabled = bool(form.cleaned_data.get("demo_page_enabled"))
+    business_services.business_set_demo_page(business, enabled=enabled)
+    messages.success(request, "Demo page published." if enabled else "Demo page turned off.")
     return redirect("dashboard:install", slug=business.slug)
 
 

@@ -17,8 +17,9 @@ def test_healthz_answers_while_the_process_lives(client: Client) -> None:
 
 def test_readyz_names_each_failing_check_and_answers_503(client: Client) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with override_settings(LLAMA_POOL=dead):
-        response = client.get("/readyz")
+    # The details are for the operator's token only (tests/security/test_disclosure.py: the public answer).
+    with override_settings(LLAMA_POOL=dead, METRICS_TOKEN="ops-token"):
+        response = client.get("/readyz", HTTP_AUTHORIZATION="Bearer ops-token")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "not ready"

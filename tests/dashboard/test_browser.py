@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from businesses.models import Business, Membership
-from businesses.services import business_set_allowed_origins
+from businesses.services import business_set_allowed_origins, business_set_demo_page
 from catalogs.models import Import, Item
 from messaging.models import Conversation, Message
 from tests.dashboard.test_analytics import _dataset
@@ -196,6 +196,7 @@ def test_takeover_and_a_staff_reply_reach_the_open_widget(
     membership = owner_of(name="Ridgeline Tents", slug="ridgeline-tents")
     business = membership.business
     business_set_allowed_origins(business, origins=[base])
+    business_set_demo_page(business, enabled=True)
     import_catalog(business, CATALOG, embed=True)
 
     customer = new_page()

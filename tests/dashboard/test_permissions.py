@@ -72,6 +72,7 @@ HOSTILE_POST = {
     "theme_color": "#000000",
     "theme_position": "left",
     "theme_dark_mode": "dark",
+    "demo_page_enabled": "on",
     "whatsapp-kind": "whatsapp",
     "whatsapp-phone_number_id": "5550001",
     "whatsapp-access_token": "EAAG-stolen-token-000000",
@@ -110,6 +111,7 @@ def _snapshot(business: Business) -> tuple[object, ...]:
     return (
         agent.theme() if agent else None,
         business.allowed_origins,
+        business.demo_page_enabled,
         business.name,
         sorted(ApiKey.objects.filter(business=business).values_list("pk", "name", "revoked_at")),
         sorted(Conversation.objects.filter(business=business).values_list("pk", "state", "handoff_reason")),

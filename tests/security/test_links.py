@@ -147,6 +147,7 @@ def test_templates_render_only_http_links() -> None:
 def test_pages_never_render_a_javascript_link(client: Client, import_catalog: Callable[..., Any]) -> None:
     membership = MembershipFactory()
     shop = membership.business
+    Business.objects.filter(pk=shop.pk).update(demo_page_enabled=True)
     import_catalog(
         shop, _csv([("EVIL", "javascript:alert(document.domain)", "JaVaScRiPt:alert(1)"), ("OK", "", "")])
     )

@@ -65,7 +65,9 @@ def demo_shop(stack: Any, import_catalog: Callable[..., Any]) -> Business:
 @pytest.fixture
 def shop(stack: Any, import_catalog: Callable[..., Any]) -> Business:
     """A small business with only the catalog above (its storefront is the same demo page template)."""
-    business = BusinessFactory(name="Ridge Shop", slug="ridge-shop", allowed_origins=[stack.asgi.url])
+    business = BusinessFactory(
+        name="Ridge Shop", slug="ridge-shop", allowed_origins=[stack.asgi.url], demo_page_enabled=True
+    )
     import_catalog(business, CATALOG.replace("{base}", stack.asgi.url), embed=True)
     return business
 

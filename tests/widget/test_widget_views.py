@@ -132,7 +132,7 @@ def test_config_of_an_unknown_key_is_404(client: Client) -> None:
 def test_demo_page_lists_the_business_catalog_escaped_and_embeds_the_widget(
     client: Client, import_catalog: Callable[..., Any]
 ) -> None:
-    shop = BusinessFactory(slug="trail-shop", allowed_origins=["http://testserver"])
+    shop = BusinessFactory(slug="trail-shop", allowed_origins=["http://testserver"], demo_page_enabled=True)
     other = BusinessFactory(slug="other-shop")
     import_catalog(shop, CATALOG)
     import_catalog(
@@ -156,7 +156,7 @@ def test_demo_page_lists_the_business_catalog_escaped_and_embeds_the_widget(
 
 
 def test_demo_page_warns_when_its_origin_is_not_allowed(client: Client) -> None:
-    BusinessFactory(slug="strict-shop", allowed_origins=["https://shop.example"])
+    BusinessFactory(slug="strict-shop", allowed_origins=["https://shop.example"], demo_page_enabled=True)
     html = client.get("/demo/strict-shop/").content.decode()
     assert "This page's origin (http://testserver) is not in" in html
 

@@ -34,6 +34,9 @@ class Command(BaseCommand):
                     timezone_name="Europe/Berlin",
                     allowed_origins=[settings.PUBLIC_URL, "http://localhost:8000", "http://127.0.0.1:8000"],
                 )
+            # The one business whose demo storefront is on without its owner asking (docs/security.md).
+            if not business.demo_page_enabled:
+                services.business_set_demo_page(business, enabled=True)
         self.stdout.write(f"demo business {business.slug!r} ready (login {DEMO_EMAIL})")
         self._import_demo_catalog(business)
 
