@@ -1,4 +1,4 @@
-"""The only code that sends to Meta: Graph API POSTs with bounded retries.
+"""The only code that speaks to Meta: Graph API POSTs (sends) and GETs (ownership checks) with bounded retries.
 
 Transient failures (transport errors, HTTP 429 and 5xx, and Meta's rate-limit error codes) are retried
 with exponential back-off and jitter, honouring ``Retry-After`` up to ``META_SEND_BACKOFF_CAP``; after
@@ -15,6 +15,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,14 +91,38 @@ def _delay(attempt: int, retry_after: str | None) -> float:
 def post(node: str, body: dict[str, Any], *, token: str, edge: str = "messages") -> GraphResult:
     """POST ``body`` to ``{META_GRAPH_URL}/{node}/{edge}``. Raises TransientGraphError when every try
     failed transiently; returns the final result otherwise (ok or not)."""
-    url = f"{settings.META_GRAPH_URL}/{node}/{edge}"
-    headers = {"Authorization": f"Bearer {token}"}
+    return _request("POST", node, edge, token=token, body=body)
+
+
+def get(
+    node: str, *, token: str | None, edge: str = "", params: Mapping[str, str] | None = None
+) -> GraphResult:
+    """GET ``{META_GRAPH_URL}/{node}[/{edge}]`` (reads used to verify what a token controls), with the same
+    retry policy as ``post``. ``token`` None: no Authorization header (the OAuth code exchange, whose
+    credentials Meta takes as query parameters)."""
+    return _request("GET", node, edge, token=token, params=params)
+
+
+def _request(
+    method: str,
+    node: str,
+    edge: str,
+    *,
+    token: str | None,
+    body: dict[str, Any] | None = None,
+    params: Mapping[str, str] | None = None,
+) -> GraphResult:
+    url = f"{settings.META_GRAPH_URL}/{node}/{edge}" if edge else f"{settings.META_GRAPH_URL}/{node}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     tries = settings.META_SEND_MAX_TRIES
     last = ""
     for attempt in range(tries):
         retry_after: str | None = None
         try:
-            response = _client().post(url, json=body, headers=headers)
+            if method == "POST":
+                response = _client().post(url, json=body, headers=headers)
+            else:
+                response = _client().get(url, params=dict(params or {}), headers=headers)
         except httpx.TransportError as exc:
             last = f"transport error: {type(exc).__name__}"
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -15,6 +16,7 @@ from catalogs.models import Import, Item
 from messaging.meta.services import channel_account_connect
 from messaging.models import Channel, ChannelAccount, Contact, Conversation, Message
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
+from tests.fixtures.meta import grant
 
 
 def make_conversation(
@@ -58,13 +60,21 @@ def make_import(business: Business) -> Import:
     )
 
 
+@pytest.fixture(autouse=True)
+def _graph_stand_in(graph_api: Any) -> Any:
+    """Connecting a channel asks Meta first: every dashboard test talks to a loopback Graph stand-in."""
+    return graph_api
+
+
 def make_channel_account(business: Business) -> ChannelAccount:
+    fields = {
+        "access_token": "EAAG-test-token-0123456789",
+        "waba_id": f"WABA_{business.pk}",
+        "phone_number_id": str(100000 + business.pk),
+    }
+    grant("whatsapp", **fields)  # the service asks Meta (the Graph stand-in) before it connects
     return channel_account_connect(
-        business=business,
-        kind="whatsapp",
-        access_token="EAAG-test-token-0123456789",
-        phone_number_id=str(100000 + business.pk),
-        verify_token="verify-token-of-the-test-0001",
+        business=business, kind="whatsapp", verify_token="verify-token-of-the-test-0001", **fields
     )
 
 

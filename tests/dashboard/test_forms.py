@@ -315,7 +315,10 @@ def _wa(**change: str) -> dict[str, str]:
     return form
 
 
-def test_whatsapp_connect_shows_the_verify_token_once_and_masks_the_token(tenant_a: Tenant) -> None:
+def test_whatsapp_connect_shows_the_verify_token_once_and_masks_the_token(
+    tenant_a: Tenant, graph_api: Any
+) -> None:
+    graph_api.grant_waba("EAAG-real-looking-token-9876", "102290129340398", {"106540352242922": "+1 555 0100"})
     client = _owner_client(tenant_a)
     response = client.post(f"/app/{tenant_a.business.slug}/channels/whatsapp/connect/", _wa())
     assert response.status_code == 200
@@ -325,10 +328,11 @@ def test_whatsapp_connect_shows_the_verify_token_once_and_masks_the_token(tenant
     assert webhook_url("whatsapp").startswith("http://127.0.0.1:8000/")
     assert webhook_url("whatsapp") in html
     account = ChannelAccount.objects.get(business=tenant_a.business, phone_number_id="106540352242922")
-    assert (account.kind, account.access_token, account.active) == (
+    assert (account.kind, account.access_token, account.active, account.display_phone_number) == (
         "whatsapp",
         "EAAG-real-looking-token-9876",
         True,
+        "15550100",
     )
     later = client.get(f"/app/{tenant_a.business.slug}/channels/").content.decode()
     assert "EAAG-real-looking-token-9876" not in later
@@ -362,15 +366,21 @@ def test_channel_connect_refuses_bad_input(
     assert ChannelAccount.objects.count() == before
 
 
-def test_a_number_connected_to_another_business_is_refused(tenant_a: Tenant, tenant_b: Tenant) -> None:
+def test_a_number_connected_to_another_business_is_refused(
+    tenant_a: Tenant, tenant_b: Tenant, graph_api: Any
+) -> None:
     taken = ChannelAccount.objects.get(business=tenant_b.business).phone_number_id
+    # Even with a token Meta accepts for that number (both manage the WABA), it stays the other business's.
+    graph_api.grant_waba("EAAG-real-looking-token-9876", "102290129340398", {taken: "15550100"})
     before = sorted(ChannelAccount.objects.values_list("pk", "business_id", "access_token"))
     response = _owner_client(tenant_a).post(
         f"/app/{tenant_a.business.slug}/channels/whatsapp/connect/", _wa(phone_number_id=taken)
     )
     assert response.status_code == 400
     form = next(p["form"] for p in response.context["panels"] if p["kind"] == "whatsapp")
-    assert form.non_field_errors() == ["this whatsapp account is connected to another business"]
+    assert form.non_field_errors() == [
+        "this WhatsApp number is already connected to another business; it must be disconnected there first"
+    ]
     assert sorted(ChannelAccount.objects.values_list("pk", "business_id", "access_token")) == before
 
 
