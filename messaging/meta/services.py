@@ -198,8 +198,6 @@ def _account_save(
 ) -> ChannelAccount:
     with transaction.atomic(durable=True):
         existing = (
-        # Tenants' own app secrets are cached for webhook intake: this process reads them afresh.
-        transaction.on_commit(meta_selectors.signing_keys_forget)
             ChannelAccount.objects.select_for_update()
             .filter(kind=kind, active=True, **{routing_field: getattr(confirmed, routing_field)})
             .first()
