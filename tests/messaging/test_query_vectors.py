@@ -20,7 +20,7 @@ from messaging import query_vectors
 from messaging.models import Message
 from messaging.ratelimits import redis
 from messaging.services import conversation_handoff, message_receive
-from messaging.tasks import run_reply
+from messaging.replies.engine import run_reply
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 from tests.inference_server import InferenceServer, embedding_of

@@ -1,0 +1,1 @@
+"""Plumbing every app may use: the bottom layer, below ``businesses`` (it imports no app of the project)."""

@@ -1,0 +1,20 @@
+"""Queueing Celery tasks from services: by name, after the current transaction commits.
+
+Services never import task modules (a task module imports its services: that would be a cycle), and a task
+never sees rows that are not committed yet. The queue comes from the task's name (``CELERY_TASK_ROUTES`` in
+``config.celery``), as for a task called directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import current_app
+from django.db import transaction
+
+
+def enqueue_on_commit(name: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> None:
+    """Send task ``name`` with these arguments once the current transaction commits (at once outside one)."""
+    transaction.on_commit(
+        lambda: current_app.send_task(name, args=args, kwargs=kwargs, countdown=countdown or None)
+    )

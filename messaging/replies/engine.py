@@ -1,0 +1,297 @@
+"""One reply: one customer message (or a burst of them) -> one streamed, stored agent reply.
+
+``run_reply(message_id)`` is what the ``reply`` task (messaging.tasks) runs. The whole reply runs on the worker process's long-lived event loop (``config.aio``), whose connections to Redis,
+the channel layer and the pool stay open from one reply to the next.
+
+Exactly once:
+- a per-conversation Redis lock keeps replies of one conversation in order;
+- the customer message is claimed by a conditional update with a lease (``claimed_at``/``claimed_by``),
+  renewed while the reply runs. A redelivered or duplicate task finds the claim held (retries later), or
+  the message answered (returns). A claim whose worker process is gone (SIGKILL) or whose lease ran out is
+  taken over, and the takeover restarts the same reply message (its first delta carries ``reset``);
+- the final save is conditional on still holding the claim.
+
+Streaming: deltas are coalesced (one send per ``REPLY_COALESCE_MS``), numbered per message (``seq``),
+appended to the Redis log (``messaging.streams``) before each group send (resume), and the partial text is
+saved about every 0.5 s. ``stop`` sets a cancel key and publishes on it; the worker listens and cancels the
+stream, which closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from agents import respond as agent
+from agents.models import Agent
+from agents.prompts import Turn, handoff_reason
+from agents.selectors import agent_for
+from config import aio
+from messaging import query_vectors, streams
+from messaging.models import Message
+from messaging.ratelimits import _clients as _redis_clients
+from messaging.replies.claim import ReplyClaim, reply_claim, reply_finish, reply_handoff, worker_id
+from messaging.replies.hold import ConversationHold
+from messaging.replies.stream import ReplyStream
+from messaging.selectors import message_payload
+
+logger = logging.getLogger(__name__)
+
+STOPPED = "stopped by the customer"
+
+db = aio.database
+
+
+async def _claim_and_load(
+    message_id: int, worker: str, conversation_id: int
+) -> tuple[ReplyClaim, Agent] | str:
+    """The claim and the agent's settings (the usual claim reads them in the same round trip)."""
+    claim = await db(reply_claim, message_id=message_id, worker=worker, conversation_id=conversation_id)
+    if isinstance(claim, str):
+        return claim
+    if claim.agent is not None:
+        return claim, claim.agent
+    # The first reply of a business creates its agent's settings with the defaults.
+    return claim, await db(agent_for, claim.customer.business)
+
+
+def _conversation_of(message_id: int) -> int | None:
+    return Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).first()
+
+
+async def run_reply(
+    message_id: int,
+    queued_at: float | None = None,
+    conversation_id: int | None = None,
+    business_id: int | None = None,
+    text: str | None = None,
+    query_vector_token: str | None = None,
+) -> str:
+    """The whole reply, in the caller's event loop. Returns what happened: ``done``, ``cut``, ``failed``,
+    ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``.
+
+    ``conversation_id``, ``business_id`` and ``text`` (the customer's message) come with the task: the lock
+    is taken without a query, and retrieval for ``text`` starts while the reply is claimed, with the vector
+    the chat socket hands over under ``query_vector_token`` (messaging.query_vectors)."""
+    try:
+        return await _run_reply(message_id, queued_at, conversation_id, business_id, text, query_vector_token)
+    finally:
+        if not aio.on_worker_loop():
+            await _close_loop_clients()
+
+
+async def _close_loop_clients() -> None:
+    """Close the connections a short-lived loop opened (a test's ``async_to_sync``): its loop ends here."""
+    from agents.inference.transport import close_clients
+
+    await close_clients()
+    await streams.close_cancel_watch()
+    client = _redis_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
+async def _run_reply(
+    message_id: int,
+    queued_at: float | None,
+    conversation_id: int | None,
+    business_id: int | None,
+    text: str | None,
+    query_vector_token: str | None,
+) -> str:
+    started = time.perf_counter()
+    wall_start = time.time()
+    worker = f"{worker_id()}:{uuid.uuid4().hex[:8]}"
+    if conversation_id is None:  # a task queued by an older release
+        conversation_id = await db(_conversation_of, message_id)
+        if conversation_id is None:
+            return "gone"
+    hold = ConversationHold(conversation_id, worker)
+    if not await hold.lock():
+        return "busy"
+    locked = time.perf_counter()
+    prefetch = None
+    if business_id and text:
+        handed = functools.partial(query_vectors.take, query_vector_token) if query_vector_token else None
+        prefetch = agent.Prefetch.start(business_id, text, handed)
+    try:
+        loaded = await _claim_and_load(message_id, worker, conversation_id)
+        if isinstance(loaded, str):
+            return loaded
+        claim, agent_row = loaded
+        turns = [Turn(role=m.role, text=m.text) for m in claim.turns]
+        timings: dict[str, Any] = {
+            "lock": round((locked - started) * 1000, 2),
+            "claim": round((time.perf_counter() - locked) * 1000, 2),
+        }
+        if queued_at is not None:
+            timings["queue_wait"] = round(max(0.0, wall_start - queued_at) * 1000, 2)
+        question = "\n".join(m.text for m in claim.questions) or claim.customer.text
+        group = claim.conversation.group_name
+
+        reason = handoff_reason(agent_row, question, consecutive_failures=claim.failures)
+        if reason:
+            said = agent_row.handoff_message
+            if not await db(reply_handoff, claim=claim, worker=worker, reason=reason, text=said):
+                return "lost"
+            await hold.release()
+            claim.reply.text, claim.reply.status = said, Message.Status.DONE
+            layer = get_channel_layer()
+            await layer.group_send(
+                group, {"type": "message.created", "message": message_payload(claim.reply)}
+            )
+            await layer.group_send(group, _done_event(claim.reply.pk, said, "done", []))
+            return "handoff"
+
+        # Only a taken-over reply can have streamed already: its numbering goes on from the log.
+        seq = await streams.log_last_seq(claim.reply.pk) if claim.taken_over else 0
+        stream = ReplyStream(group, claim.reply.pk, seq, reset=seq > 0)
+        hold.renew(claim.customer.pk)
+        return await _stream_reply(
+            claim, agent_row, turns, question, stream, timings, started, hold, prefetch
+        )
+    except asyncio.CancelledError:
+        if hold.lost:
+            logger.warning("reply to message %s: another worker took the claim over", message_id)
+            return "lost"
+        raise
+    finally:
+        if prefetch is not None:
+            prefetch.cancel()
+        await hold.release()
+
+
+def _done_event(message_id: int, text: str, status: str, cards: list[Any]) -> dict[str, Any]:
+    """The end of a reply as the customer's socket gets it: what the customer reads, nothing else (the
+    grounding result and the timings stay on the stored message, for the business and for benchmarks)."""
+    return {"type": "message.done", "message_id": message_id, "text": text, "status": status, "cards": cards}
+
+
+async def _stream_reply(
+    claim: ReplyClaim,
+    agent_row: Any,
+    turns: list[Turn],
+    question: str,
+    stream: ReplyStream,
+    timings: dict[str, Any],
+    started: float,
+    hold: ConversationHold,
+    prefetch: agent.Prefetch | None,
+) -> str:
+    reply_id = claim.reply.pk
+    setup_started = time.perf_counter()
+    cancels = streams.cancel_watch()
+    stop_asked = await cancels.watch(reply_id)
+    timings["stream_setup"] = round((time.perf_counter() - setup_started) * 1000, 2)
+    final: agent.Done | None = None
+    citations: list[dict[str, Any]] = []
+    usage: dict[str, Any] = {}
+
+    async def consume() -> None:
+        # respond() always ends with Done: a model that fails leaves the answer composed from the data.
+        nonlocal final, citations, usage
+        events = agent.respond(
+            business=claim.customer.business,
+            agent=agent_row,
+            turns=turns,
+            question=question,
+            affinity_key=f"conv-{claim.conversation.pk}",
+            prefetched=prefetch,
+        )
+        async with contextlib.aclosing(events) as iterator:
+            async for event in iterator:
+                if isinstance(event, agent.TextDelta):
+                    if "first_token" not in timings:
+                        timings["first_token"] = round((time.perf_counter() - started) * 1000, 2)
+                    if not stream.announced:
+                        stream.announce_with_first_delta(claim.reply)
+                    await stream.add(event.text)
+                elif isinstance(event, agent.Citations):
+                    citations = [asdict(c) for c in event.items]
+                elif isinstance(event, agent.Usage):
+                    usage = {
+                        "prompt_tokens": event.prompt_tokens,
+                        "completion_tokens": event.completion_tokens,
+                    }
+                else:
+                    final = event
+
+    async def watch() -> None:
+        # A stop asked before the watch began left its key (checked here, beside the stream's start).
+        try:
+            if await streams.cancel_requested(reply_id):
+                return
+        except Exception:
+            # A Redis hiccup must not end the reply: later stops still come through the watch.
+            logger.warning("reply %s: could not check for an earlier stop", reply_id, exc_info=True)
+        await stop_asked.wait()
+
+    consumer = asyncio.create_task(consume())
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.wait({consumer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (consumer, watcher):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(consumer, watcher, return_exceptions=True)
+        cancels.unwatch(reply_id, stop_asked)
+    stopped = watcher.done() and not watcher.cancelled() and watcher.exception() is None
+    if consumer.done() and not consumer.cancelled() and consumer.exception() is not None:
+        raise consumer.exception()  # type: ignore[misc]
+    await stream.close()
+
+    if final is not None and not stopped:
+        timings.update({k: v for k, v in final.timings.items() if k != "first_token"})
+        status, text, cards, grounding, error = (
+            Message.Status.DONE,
+            final.text,
+            final.cards,
+            final.grounding,
+            "",
+        )
+        if final.no_results:
+            grounding = {**grounding, "no_results": True}
+    else:
+        # Stopped: what the customer saw stays, and all of it had passed its checks before it was shown.
+        status, text, cards, grounding, error = Message.Status.CUT, stream.text, [], {}, STOPPED
+    timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+    timings["group_sends"] = stream.sends + 1
+    await hold.stop_renewing()
+    saved = await db(
+        reply_finish,
+        claim=claim,
+        worker=stream_worker(claim),
+        status=status,
+        text=text,
+        citations=citations,
+        cards=cards,
+        grounding=grounding,
+        usage=usage,
+        timings=timings,
+        error=error,
+    )
+    if not saved:
+        logger.warning("reply %s: another worker took the claim over before the final save", reply_id)
+        return "lost"
+    await hold.release()
+    if not stream.announced:
+        claim.reply.text, claim.reply.status = text, status
+        await stream.announce(claim.reply)
+    await stream.layer.group_send(stream.group, _done_event(reply_id, text, status, cards))
+    if stopped:
+        return "stopped"
+    return {Message.Status.DONE: "done", Message.Status.CUT: "cut"}.get(status, "failed")
+
+
+def stream_worker(claim: ReplyClaim) -> str:
+    """The worker id the claim was made with (kept on the customer message)."""
+    return claim.customer.claimed_by or ""
