@@ -106,6 +106,9 @@ def widget_config(request: HttpRequest, widget_key: str) -> HttpResponse:
                 "origin_allowed": origin_allowed(
                     business, request.headers.get("Origin") or _same_origin(request)
                 ),
+                # The business's own sites: a URL in a reply is a link only to these, this server and the
+                # shop's catalog links (widget.js), never to a site a feed or a model slipped in.
+                "link_origins": [origin for origin in business.allowed_origins if "*" not in origin],
             }
         )
         response["Cache-Control"] = CONFIG_CACHE_CONTROL

@@ -86,9 +86,18 @@
   const INLINE =
     /\*\*([^*\n]+?)\*\*|__([^_\n]+?)__|\[([^\]\n]+)\]\(([^()\s]+)\)|`([^`\n]+)`|(https?:\/\/[^\s<>()[\]"']*[^\s<>()[\]"'.,;:!?])/g;
 
+  // Origins a link in a reply may point to: the shop's own page, this server, and the origins of the shop's
+  // catalog links (its cards) and of its configured sites. A URL elsewhere in a reply (a poisoned feed's
+  // "order at https://phish.example") is shown as text, never as a link on the shop's site.
+  const linkOrigins = new Set([location.origin, new URL(BASE).origin]);
+  const trustOriginOf = (raw) => {
+    const url = safeUrl(raw, BASE);
+    if (url) linkOrigins.add(new URL(url).origin);
+  };
+
   const link = (href, text) => {
     const url = safeUrl(href);
-    if (!url) return document.createTextNode(text);
+    if (!url || !linkOrigins.has(new URL(url).origin)) return document.createTextNode(text);
     const a = h("a", null, text);
     a.href = url;
     a.target = "_blank";
@@ -544,6 +553,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
     render(msg) {
       const el = msg.el;
       const bubble = el.querySelector(".bubble");
+      for (const c of msg.cards) if (c && typeof c === "object") trustOriginOf(c.url || c.link);
       if (msg.role === "customer") bubble.textContent = msg.text;
       else markdown(msg.text, bubble);
       bubble.hidden = !msg.text && msg.status === "streaming";
@@ -1040,6 +1050,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       .then((cfg) => {
         if (!cfg) return;
         widget.state.originAllowed = cfg.origin_allowed !== false;
+        if (Array.isArray(cfg.link_origins)) cfg.link_origins.forEach(trustOriginOf);
         widget.setAgent(cfg.agent);
       })
       .catch(() => {})
