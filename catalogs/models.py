@@ -139,6 +139,21 @@ class Item(models.Model):
         )
 
 
+def item_embedding_text(
+    *, title: str, brand: str = "", category: str = "", description: str = "", max_chars: int = 2000
+) -> str:
+    """The text an item's vector is computed from: "title. brand. category. description".
+
+    One definition for the importer and the search benchmark: the title leads because the model truncates
+    at 256 tokens, and brand and category give short titles the context a customer's words refer to.
+    """
+    parts = [part.strip().rstrip(".") for part in (title, brand, category) if part and part.strip()]
+    text = ". ".join(parts)
+    if description and description.strip():
+        text = f"{text}. {description.strip()}" if text else description.strip()
+    return text[:max_chars]
+
+
 def item_search_text(
     *,
     title: str,
@@ -150,12 +165,10 @@ def item_search_text(
 ) -> str:
     """The text that is embedded for an item: "title. brand. category. <key attributes>. description".
 
-    Built on ``catalogs.embeddings.item_embedding_text`` (one definition shared with the search benchmark);
+    Built on ``item_embedding_text`` (one definition shared with the search benchmark);
     the attributes a customer names (colour, size, material...) go before the description because the
     model truncates long inputs.
     """
-    from catalogs.embeddings import item_embedding_text
-
     attrs = attributes or {}
     attr_parts = [f"{k.replace('_', ' ')}: {attrs[k]}" for k in SEARCH_ATTRIBUTE_KEYS if attrs.get(k)]
     options: set[str] = set()

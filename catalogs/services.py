@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -47,6 +47,7 @@ from catalogs.importers import FileRejected, ParsedChunk, ParsedRow, RowError, S
 from catalogs.importers import normalize_format as _normalize_format
 from catalogs.links import http_link
 from catalogs.models import Chunk, Document, Import, Item, item_search_text
+from common.tasks import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -155,10 +156,7 @@ def import_start(
             imp.file.save(name, upload if isinstance(upload, File) else File(upload), save=False)
         imp.save()
         if enqueue:
-            from catalogs.tasks import run_import
-
-            import_id = imp.pk
-            transaction.on_commit(lambda: run_import.delay(import_id))
+            enqueue_on_commit("catalogs.tasks.run_import", imp.pk)
     return imp
 
 
@@ -450,57 +448,82 @@ def _document_kind(filename: str, faq_table: bool) -> str:
     return Document.Kind.PAGE
 
 
+DOCUMENT_BATCH = 500
+
+
 def _write_document(imp: Import, source: Source, progress: _Progress, counts: _Counts) -> None:
+    """Replace the document's chunks with the file's, streaming: chunks are written in batches as they are
+    read (memory holds one batch, not the document), and a chunk whose text did not change gets its old
+    vector back in SQL (``_OLD_VECTORS``), never through Python."""
     business = imp.business
-    chunks: list[ParsedChunk] = []
+    document, _ = Document.objects.update_or_create(
+        business=business,
+        filename=imp.original_filename,
+        defaults={
+            "kind": _document_kind(imp.original_filename, source.format in ("csv", "tsv", "xlsx")),
+            "is_active": True,
+        },
+    )
+    old_hashes = set(document.chunks.values_list("content_hash", flat=True))
+    chunk_table = Chunk._meta.db_table
+    with connection.cursor() as cursor:
+        # The old vectors wait in a temporary table (dropped at commit) while the old chunks make way.
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {_OLD_VECTORS} ON COMMIT DROP AS "
+            f"SELECT DISTINCT ON (content_hash) content_hash, embedding, embedding_model FROM {chunk_table} "
+            "WHERE document_id = %s AND embedding IS NOT NULL",
+            [document.pk],
+        )
+    document.chunks.all().delete()
+    new_hashes: set[str] = set()
+    title = ""
+    ordinal = 0
+    rows: list[Chunk] = []
     for result in source.results():
         counts.rows_done += 1
         if isinstance(result, RowError):
             counts.error(result.row_number, result.column, result.reason)
         elif isinstance(result, ParsedChunk):
-            chunks.append(result)
-        progress.publish(Import.Phase.WRITING, counts.rows_done)
-    if not chunks:
-        raise FileRejected("the document holds no text")
-    title = (
-        next((c.heading.split(" > ")[0] for c in chunks if c.heading), "") or Path(imp.original_filename).stem
-    )
-    document, _ = Document.objects.update_or_create(
-        business=business,
-        filename=imp.original_filename,
-        defaults={
-            "title": title[:300],
-            "kind": _document_kind(imp.original_filename, source.format in ("csv", "tsv", "xlsx")),
-            "is_active": True,
-        },
-    )
-    old = {c.content_hash: (c.embedding, c.embedding_model) for c in document.chunks.all()}
-    new_hashes: set[str] = set()
-    rows: list[Chunk] = []
-    for ordinal, chunk in enumerate(chunks):
-        digest = hashlib.sha256(f"{chunk.heading}\n{chunk.text}".encode()).hexdigest()
-        vector, model = old.get(digest, (None, ""))
-        if digest in old:
-            counts.unchanged += 1
-        else:
-            counts.created += 1
-        new_hashes.add(digest)
-        rows.append(
-            Chunk(
-                business=business,
-                document=document,
-                ordinal=ordinal,
-                heading=chunk.heading,
-                text=chunk.text,
-                content_hash=digest,
-                embedding=vector,
-                embedding_model=model,
+            if not title and result.heading:
+                title = result.heading.split(" > ")[0]
+            digest = hashlib.sha256(f"{result.heading}\n{result.text}".encode()).hexdigest()
+            if digest in old_hashes:
+                counts.unchanged += 1
+            else:
+                counts.created += 1
+            new_hashes.add(digest)
+            rows.append(
+                Chunk(
+                    business=business,
+                    document=document,
+                    ordinal=ordinal,
+                    heading=result.heading,
+                    text=result.text,
+                    content_hash=digest,
+                )
             )
+            ordinal += 1
+            if len(rows) >= DOCUMENT_BATCH:
+                Chunk.objects.bulk_create(rows)
+                rows = []
+        progress.publish(Import.Phase.WRITING, counts.rows_done)
+    if rows:
+        Chunk.objects.bulk_create(rows)
+    if not ordinal:
+        raise FileRejected("the document holds no text")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {chunk_table} AS c SET embedding = o.embedding, embedding_model = o.embedding_model "
+            f"FROM {_OLD_VECTORS} AS o WHERE c.document_id = %s AND c.content_hash = o.content_hash",
+            [document.pk],
         )
-    counts.retired = len(set(old) - new_hashes)
-    # Replace the chunks: ordinals shift when a section is inserted, vectors follow their text by hash.
-    document.chunks.all().delete()
-    Chunk.objects.bulk_create(rows, batch_size=500)
+        cursor.execute(f"DROP TABLE {_OLD_VECTORS}")
+    counts.retired = len(old_hashes - new_hashes)
+    document.title = (title or Path(imp.original_filename).stem)[:300]
+    document.save(update_fields=["title"])
+
+
+_OLD_VECTORS = "catalog_import_old_vectors"
 
 
 def _embed_pending(imp: Import, progress: _Progress) -> int:
@@ -582,6 +605,8 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
     counts = _Counts()
     stack = ExitStack()  # holds the unpacked copy of a .gz upload until the import ends
     try:
+        if not imp.file:
+            raise FileRejected("the uploaded file is gone (deleted after CATALOG_UPLOAD_RETENTION_DAYS)")
         path = Path(imp.file.path)
         if path.stat().st_size > settings.CATALOG_MAX_UPLOAD_BYTES:
             raise FileRejected(f"the file is over the limit of {settings.CATALOG_MAX_UPLOAD_BYTES:,} bytes")
@@ -682,3 +707,28 @@ def import_file(
     result = import_run(import_id=imp.pk, progress=progress)
     assert result is not None
     return result
+
+
+def import_uploads_purge(*, now: datetime | None = None) -> int:
+    """Delete the uploaded files of imports that finished more than CATALOG_UPLOAD_RETENTION_DAYS ago; the
+    ``Import`` rows keep their counts, error report and timings. Returns how many files were deleted. A
+    pending or running import keeps its file whatever its age."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.CATALOG_UPLOAD_RETENTION_DAYS)
+    done = 0
+    stale = (
+        Import.objects.filter(state__in=[Import.State.SUCCEEDED, Import.State.FAILED], finished_at__lt=cutoff)
+        .exclude(file="")
+        .only("pk", "file")
+    )
+    for imp in stale.iterator(chunk_size=500):
+        name = imp.file.name or ""
+        # The row first: an import run again after this finds no file and fails cleanly; a crash between the
+        # two leaves an orphan file, not a row pointing at nothing.
+        if Import.objects.filter(pk=imp.pk).exclude(file="").update(file="") == 1:
+            imp.file.storage.delete(name)
+            done += 1
+    if done:
+        logger.info(
+            "deleted %d catalog uploads older than %d days", done, settings.CATALOG_UPLOAD_RETENTION_DAYS
+        )
+    return done

@@ -15,10 +15,9 @@ from catalogs.embeddings import (
     LocalMiniLMBackend,
     PoolEmbeddingBackend,
     get_backend,
-    item_embedding_text,
     reembed_stale,
 )
-from catalogs.models import Item
+from catalogs.models import Item, item_embedding_text
 from tests.factories import BusinessFactory
 from tests.inference_server import InferenceServer, embedding_of
 
