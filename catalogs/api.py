@@ -1,7 +1,8 @@
 """REST API of catalog imports, authenticated with ``Authorization: Bearer <api key>``.
 
 - ``POST /api/v1/catalog/imports`` (multipart: ``file``; optional ``mode``, ``format``, ``sheet``,
-  ``mapping`` as JSON) -> 202 ``{"id": ..., "state": "pending", "status_url": ...}``
+  ``mapping`` as JSON; ``mode=full`` needs ``confirm_full_sync=true``)
+  -> 202 ``{"id": ..., "state": "pending", "status_url": ...}``
 - ``GET /api/v1/catalog/imports/<id>`` -> the import's status (live progress while it runs)
 - ``GET /api/v1/catalog/imports/<id>/errors.csv`` -> the bad rows as CSV
 
@@ -73,6 +74,12 @@ class ImportForm:
         if mode not in Import.Mode.values:
             errors["mode"] = f"one of {', '.join(Import.Mode.values)}"
         form.mode = mode
+        # A full sync retires every item the file does not list: the caller says so explicitly.
+        confirmed = str(data.get("confirm_full_sync") or "").lower() in ("1", "true", "yes")
+        if mode == Import.Mode.FULL and not confirmed:
+            errors["confirm_full_sync"] = (
+                "a full sync retires every item missing from the file: send confirm_full_sync=true"
+            )
         fmt = (data.get("format") or "").strip().lower() or None
         if fmt and fmt not in FORMATS and fmt not in FORMAT_ALIASES:
             errors["format"] = f"one of {', '.join(FORMATS)}"

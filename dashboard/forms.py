@@ -91,6 +91,20 @@ class UploadForm(forms.Form):
         ],
         initial="upsert",
     )
+    # A full sync retires every item the file does not list: a wrong file empties the shop's catalog.
+    confirm_full_sync = forms.BooleanField(
+        required=False,
+        label="I understand: items missing from this file will be retired and the agent will stop offering them",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("mode") == "full" and not cleaned.get("confirm_full_sync"):
+            self.add_error(
+                "confirm_full_sync",
+                "Confirm the full sync: every item missing from the file will be retired.",
+            )
+        return cleaned
 
     def clean_file(self) -> object:
         upload = self.cleaned_data["file"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from businesses.models import Membership
 from catalogs.import_selectors import import_error_report_csv
-from catalogs.models import Availability
+from catalogs.models import Availability, Import
 from catalogs.services import ImportRejected, import_start
 from dashboard import selectors
 from dashboard.forms import ItemFilterForm, SearchPreviewForm, UploadForm
@@ -37,8 +39,17 @@ def catalog(request: HttpRequest) -> HttpResponse:
 def catalog_upload(request: HttpRequest) -> HttpResponse:
     """Start an import. Answers JSON to the drag-and-drop script, a redirect to a plain form post."""
     business = request.business  # type: ignore[attr-defined]
+    membership = request.membership  # type: ignore[attr-defined]
     form = UploadForm(request.POST, request.FILES)
     wants_json = request.headers.get("Accept", "").startswith("application/json")
+    # Staff add and update items; retiring the whole catalog is the owner's decision.
+    if request.POST.get("mode") == Import.Mode.FULL and membership.role != Membership.Role.OWNER:
+        if wants_json:
+            message = "Only an owner can run a full sync."
+            return JsonResponse(
+                {"errors": {"mode": [{"message": message, "code": "owner_only"}]}}, status=403
+            )
+        raise PermissionDenied("Only an owner can run a full sync.")
     if not form.is_valid():
         if wants_json:
             return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
@@ -130,7 +141,7 @@ def catalog_search(request: HttpRequest) -> HttpResponse:
     form = SearchPreviewForm(request.GET or None)
     hits = None
     if form.is_valid():
-        from catalogs.selectors import search
+        from catalogs.search import search
 
         hits = search(business, form.cleaned_data["q"], limit=form.cleaned_data.get("limit") or 10)
     if request.headers.get("HX-Request") or request.GET.get("partial"):

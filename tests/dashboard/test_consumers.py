@@ -28,7 +28,9 @@ def _session_cookie(user: Any) -> bytes:
 
 
 async def _open(slug: str, import_id: int, user: Any | None) -> tuple[WebsocketCommunicator, bool, Any]:
-    headers = [(b"cookie", await _session_cookie(user))] if user is not None else []
+    # The admin's own page opens the socket (the origin check: tests/security/test_accounts.py).
+    headers = [(b"origin", b"http://localhost:8000")]
+    headers += [(b"cookie", await _session_cookie(user))] if user is not None else []
     communicator = WebsocketCommunicator(application, f"/ws/app/{slug}/imports/{import_id}/", headers=headers)
     connected, code = await communicator.connect()
     return communicator, connected, code
