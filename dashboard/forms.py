@@ -7,14 +7,42 @@ import zoneinfo
 from typing import Any
 
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
 from agents.models import Agent
 from businesses.services import normalize_origin
 from catalogs.models import Availability
+from dashboard.login_throttle import login_failed, login_succeeded, login_throttled
 from messaging.models import Channel, ChannelAccount, Conversation
 
 TIMEZONES = sorted(zoneinfo.available_timezones())
+
+
+class SignInForm(AuthenticationForm):
+    """Django's sign-in form on the email in lower case (how sign-up stores it), throttled per account and
+    per address before the password is checked (``dashboard.login_throttle``)."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "Please enter a correct email and password.",
+        "throttled": "Too many sign-in attempts. Wait a few minutes and try again, or reset your password.",
+    }
+
+    def clean(self) -> dict[str, Any]:
+        username = (self.cleaned_data.get("username") or "").strip().lower()
+        self.cleaned_data["username"] = username
+        if self.request is None or not username:
+            return super().clean()
+        if login_throttled(self.request, username):
+            raise ValidationError(self.error_messages["throttled"], code="throttled")
+        try:
+            cleaned = super().clean()
+        except ValidationError:
+            login_failed(self.request, username)
+            raise
+        login_succeeded(self.request, username)
+        return cleaned
 
 
 class SignUpForm(forms.Form):

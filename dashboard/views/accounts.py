@@ -12,11 +12,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from businesses.services import business_create
-from dashboard.forms import BusinessForm, SignUpForm
+from dashboard.forms import BusinessForm, SignInForm, SignUpForm
 from dashboard.services import account_signup
 
 login_view = auth_views.LoginView.as_view(
-    template_name="dashboard/login.html", redirect_authenticated_user=True
+    template_name="dashboard/login.html", authentication_form=SignInForm, redirect_authenticated_user=True
 )
 logout_view = auth_views.LogoutView.as_view()
 

@@ -1,8 +1,9 @@
 """Accounts and the admin's own surfaces: the dashboard websocket's origin check, full sync for owners only
-after a confirmation."""
+after a confirmation, and sign-in throttling that cannot be bypassed and reveals no account."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from django.test import Client
 from businesses.models import Membership
 from catalogs.models import Import
 from config.asgi import application
-from tests.factories import BusinessFactory, MembershipFactory
+from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 
 # --- The dashboard websocket checks the page's origin (cross-site websocket hijacking) ---------------------
 
@@ -112,6 +113,78 @@ def test_an_owner_s_full_sync_needs_the_confirmation() -> None:
     response = _upload(client, owner.business.slug, mode="full", confirm_full_sync="on")
     assert response.status_code == 201, response.content
     assert list(Import.objects.filter(business=owner.business).values_list("mode", flat=True)) == ["full"]
+
+
+# --- Sign-in throttling: per account and per address, in Redis ---------------------------------------------
+
+
+def _login(client: Client, username: str, password: str, address: str = "203.0.113.7") -> Any:
+    return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+@pytest.mark.django_db
+def test_sign_in_is_throttled_per_account_whatever_the_letter_case(settings: Any) -> None:
+    settings.LOGIN_FAILURES_PER_ACCOUNT = 3
+    settings.LOGIN_FAILURES_PER_ADDRESS = 100
+    user = UserFactory(username="owner@shop.example")
+    client = Client()
+    for n, spelling in enumerate(["owner@shop.example", "OWNER@shop.example", "Owner@Shop.Example"]):
+        response = _login(client, spelling, "wrong-password", address=f"198.51.100.{n}")
+        assert response.status_code == 200
+        assert "Please enter a correct email and password" in response.content.decode()
+    # Now even the right password, from a new address and in another case, is refused for a while.
+    response = _login(client, "OWNER@SHOP.EXAMPLE", "correct-horse-battery", address="198.51.100.99")
+    assert response.status_code == 200
+    assert "Too many sign-in attempts" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+    assert user.last_login is None
+
+
+@pytest.mark.django_db
+def test_sign_in_is_throttled_per_address(settings: Any) -> None:
+    settings.LOGIN_FAILURES_PER_ACCOUNT = 100
+    settings.LOGIN_FAILURES_PER_ADDRESS = 3
+    UserFactory(username="owner@shop.example")
+    client = Client()
+    for n in range(3):
+        _login(client, f"guess{n}@shop.example", "wrong-password")
+    response = _login(client, "owner@shop.example", "correct-horse-battery")
+    assert "Too many sign-in attempts" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+    # Another address is not held back by this one's failures.
+    response = _login(Client(), "owner@shop.example", "correct-horse-battery", address="192.0.2.1")
+    assert response.status_code == 302
+
+
+@pytest.mark.django_db
+def test_throttling_reveals_no_account(settings: Any) -> None:
+    settings.LOGIN_FAILURES_PER_ACCOUNT = 2
+    settings.LOGIN_FAILURES_PER_ADDRESS = 100
+    UserFactory(username="owner@shop.example")
+    pages = {}
+    for username in ("owner@shop.example", "nobody@shop.example"):
+        client = Client()
+        for n in range(3):
+            response = _login(client, username, "wrong-password", address=f"198.51.100.{n}")
+        page = response.content.decode().replace(username, "EMAIL")
+        pages[username] = re.sub(r'(csrfmiddlewaretoken" value="|nonce=")[^"]+', r"\1", page)
+    assert "Too many sign-in attempts" in pages["owner@shop.example"]
+    assert pages["owner@shop.example"] == pages["nobody@shop.example"]
+
+
+@pytest.mark.django_db
+def test_a_successful_sign_in_is_case_insensitive_and_clears_the_account_s_failures(settings: Any) -> None:
+    settings.LOGIN_FAILURES_PER_ACCOUNT = 3
+    settings.LOGIN_FAILURES_PER_ADDRESS = 100
+    UserFactory(username="owner@shop.example")
+    client = Client()
+    _login(client, "owner@shop.example", "wrong-password")
+    _login(client, "owner@shop.example", "wrong-password")
+    assert _login(client, "Owner@Shop.example", "correct-horse-battery").status_code == 302
+    client.logout()
+    _login(client, "owner@shop.example", "wrong-password")
+    _login(client, "owner@shop.example", "wrong-password")
+    assert _login(client, "owner@shop.example", "correct-horse-battery").status_code == 302
 
 
 @pytest.mark.django_db
