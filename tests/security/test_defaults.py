@@ -25,8 +25,6 @@ README_PRODUCTION = {
     "SECURE_HSTS_SECONDS": "31536000",
     "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
     "SECURE_HSTS_PRELOAD": "1",
-    "EMAIL_URL": "smtp+tls://mailer:secret@smtp.example:587",
-    "DEFAULT_FROM_EMAIL": "Shop agent <noreply@shop-agent.example>",
 }
 
 _OURS = {
