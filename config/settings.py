@@ -136,12 +136,18 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900, minimum=60)
 }
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
+WEBHOOK_PURGE_SECONDS = env_float("WEBHOOK_PURGE_SECONDS", 3600.0, minimum=60.0)
 # Periodic work (run ONE `celery -A config beat`; ./dev start runs it inside its ingest/outbound worker).
 CELERY_BEAT_SCHEDULE = {
     # Webhook deliveries left pending or failed (a lost publish, a database error) are processed again.
     "sweep-webhook-deliveries": {
         "task": "messaging.meta.tasks.sweep_deliveries",
         "schedule": env_float("WEBHOOK_SWEEP_SECONDS", 60.0, minimum=1.0),
+    },
+    # Webhook bodies hold customers' messages: emptied WEBHOOK_BODY_RETENTION_DAYS after processing.
+    "purge-webhook-bodies": {
+        "task": "messaging.meta.tasks.purge_webhook_bodies",
+        "schedule": WEBHOOK_PURGE_SECONDS,
     },
 }
 CELERY_TASK_ALWAYS_EAGER = False
@@ -209,6 +215,8 @@ EMBEDDINGS_MODEL = env_str("EMBEDDINGS_MODEL", "sentence-transformers/all-MiniLM
 CATALOG_MAX_UPLOAD_BYTES = env_int("CATALOG_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024, minimum=1)
 # An XLSX whose members would inflate past this is refused as a zip bomb (checked before opening it).
 CATALOG_XLSX_MAX_UNCOMPRESSED_BYTES = env_int("CATALOG_XLSX_MAX_UNCOMPRESSED_BYTES", 2 * 1024**3, minimum=1)
+# Uploaded files are deleted this many days after their import finished (the Import row keeps its summary).
+CATALOG_UPLOAD_RETENTION_DAYS = env_int("CATALOG_UPLOAD_RETENTION_DAYS", 7, minimum=0)
 # Rows per upsert statement, and texts per embedding call.
 CATALOG_IMPORT_BATCH_SIZE = env_int("CATALOG_IMPORT_BATCH_SIZE", 1000, minimum=1)
 CATALOG_EMBED_BATCH_SIZE = env_int("CATALOG_EMBED_BATCH_SIZE", 64, minimum=1)
@@ -240,22 +248,21 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1)
 CHAT_VISITOR_MESSAGES_PER_MINUTE = env_int("CHAT_VISITOR_MESSAGES_PER_MINUTE", 20, minimum=1)
 CHAT_BUSINESS_MESSAGES_PER_MINUTE = env_int("CHAT_BUSINESS_MESSAGES_PER_MINUTE", 600, minimum=1)
 CHAT_VISITOR_MAX_CONNECTIONS = env_int("CHAT_VISITOR_MAX_CONNECTIONS", 5, minimum=1)
-
-# --- Messaging channels -----------------------------------------------------------------------------------
-META_GRAPH_URL = env_url(
-    "META_GRAPH_URL", "https://graph.facebook.com/v23.0", schemes=("http", "https")
-).rstrip("/")
-# Key for tokens and secrets at rest (Fernet, urlsafe base64 of 32 bytes); derived from SECRET_KEY if unset.
-FIELD_ENCRYPTION_KEY = env_str("FIELD_ENCRYPTION_KEY")
-# One Meta app per deployment (docs/channels.md): its App Secret verifies X-Hub-Signature-256 on every
-# webhook, its verify token answers the subscription handshake. Accounts may also carry their own.
-META_APP_SECRET = env_str("META_APP_SECRET")
-META_VERIFY_TOKEN = env_str("META_VERIFY_TOKEN")
-# Graph API sends: seconds per request, tries on 429/5xx/transport errors, back-off base and cap (seconds).
-META_GRAPH_TIMEOUT = env_float("META_GRAPH_TIMEOUT", 10.0, minimum=0.1)
 # Per client address, at each business (docs/security.md, "Chat socket"): open sockets, visitors minted for a
 # hello without a token, messages per minute, and the most of the business's cap one address may take.
 CHAT_ADDRESS_MAX_CONNECTIONS = env_int("CHAT_ADDRESS_MAX_CONNECTIONS", 20, minimum=1)
+CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE = env_int("CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE", 10, minimum=1)
+CHAT_ADDRESS_MESSAGES_PER_MINUTE = env_int("CHAT_ADDRESS_MESSAGES_PER_MINUTE", 60, minimum=1)
+CHAT_ADDRESS_BUSINESS_SHARE_PERCENT = env_int(
+    "CHAT_ADDRESS_BUSINESS_SHARE_PERCENT", 10, minimum=1, maximum=99
+)
+# The client's address comes from this header only when set (e.g. X-Forwarded-For behind our own proxy),
+# read TRUSTED_PROXY_HOPS entries from the right; unset, the TCP peer (a client can forge any header).
+TRUSTED_PROXY_HEADER = env_str("TRUSTED_PROXY_HEADER")
+TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 1, minimum=1, maximum=16)
+# The ASGI server's websocket frame limit (uvicorn --ws-max-size; config/stack.py passes it): a frame above
+# it is refused by the server before the application reads it (uvicorn's own default is 16 MiB).
+WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=16 * 1024)
 
 # --- Messaging channels -----------------------------------------------------------------------------------
 META_GRAPH_URL = env_url(
@@ -296,23 +303,17 @@ META_APP_ID = env_str("META_APP_ID")
 META_VERIFY_TOKEN = env_str("META_VERIFY_TOKEN")
 # Graph API sends: seconds per request, tries on 429/5xx/transport errors, back-off base and cap (seconds).
 META_GRAPH_TIMEOUT = env_float("META_GRAPH_TIMEOUT", 10.0, minimum=0.1)
-CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE = env_int("CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE", 10, minimum=1)
-CHAT_ADDRESS_MESSAGES_PER_MINUTE = env_int("CHAT_ADDRESS_MESSAGES_PER_MINUTE", 60, minimum=1)
-CHAT_ADDRESS_BUSINESS_SHARE_PERCENT = env_int(
-    "CHAT_ADDRESS_BUSINESS_SHARE_PERCENT", 10, minimum=1, maximum=99
-)
-# The client's address comes from this header only when set (e.g. X-Forwarded-For behind our own proxy),
-# read TRUSTED_PROXY_HOPS entries from the right; unset, the TCP peer (a client can forge any header).
-TRUSTED_PROXY_HEADER = env_str("TRUSTED_PROXY_HEADER")
-TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 1, minimum=1, maximum=16)
-# The ASGI server's websocket frame limit (uvicorn --ws-max-size; config/stack.py passes it): a frame above
-# it is refused by the server before the application reads it (uvicorn's own default is 16 MiB).
-WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=16 * 1024)
 META_SEND_MAX_TRIES = env_int("META_SEND_MAX_TRIES", 4, minimum=1, maximum=10)
 META_SEND_BACKOFF = env_float("META_SEND_BACKOFF", 0.5, minimum=0.0)
 META_SEND_BACKOFF_CAP = env_float("META_SEND_BACKOFF_CAP", 8.0, minimum=0.0)
 # Mark inbound messages read and show a typing indicator while the agent answers.
 META_MARK_READ = env_bool("META_MARK_READ", True)
+# Webhook intake (docs/security.md, "Webhook intake"): the largest body read (Meta's are at most 3 MB), how
+# long per-account app secrets stay decrypted in process memory, and how many days a processed delivery's
+# body is kept before it is emptied.
+WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+WEBHOOK_SECRET_CACHE_SECONDS = env_float("WEBHOOK_SECRET_CACHE_SECONDS", 30.0, minimum=0.0)
+WEBHOOK_BODY_RETENTION_DAYS = env_int("WEBHOOK_BODY_RETENTION_DAYS", 7, minimum=1)
 
 # --- Files and static ---------------------------------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -326,8 +327,6 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-# --- HTTPS (docs/security.md "Deployment defaults"; `manage.py check --deploy` passes with the README's
-# production settings) ---------------------------------------------------------------------------------------
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
@@ -345,10 +344,27 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- HTTPS (docs/security.md "Deployment defaults"; `manage.py check --deploy` passes with the README's
+# production settings) ---------------------------------------------------------------------------------------
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+# Load balancer probes and the metrics scraper reach the service over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Only behind a proxy that sets this header itself (and strips it from clients): otherwise any client could
+# claim HTTPS. The value names the header as Django sees it, e.g. HTTP_X_FORWARDED_PROTO.
+_PROXY_SSL_HEADER = env_str("SECURE_PROXY_SSL_HEADER")
+if _PROXY_SSL_HEADER:
+    if not re.fullmatch(r"HTTP_[A-Z0-9_]+", _PROXY_SSL_HEADER):
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={_PROXY_SSL_HEADER!r} is not valid: expected a header name as Django "
+            "sees it, like HTTP_X_FORWARDED_PROTO"
+        )
+    SECURE_PROXY_SSL_HEADER = (_PROXY_SSL_HEADER, "https")
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 LOGGING = {

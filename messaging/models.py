@@ -242,10 +242,23 @@ class WebhookDelivery(models.Model):
     summary = models.JSONField(default=dict, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # SHA-256 of the raw body and who signed it (services.delivery_digest), unique per endpoint: a replay is
+    # acknowledged and not stored again. Empty on rows stored before it existed.
+    body_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # The body is emptied WEBHOOK_BODY_RETENTION_DAYS after the delivery was processed (it holds customers'
+    # messages); the row, its digest and its summary stay.
+    body_purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["state", "received_at"], name="webhook_delivery_state"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["platform", "body_sha256"],
+                condition=~Q(body_sha256=""),
+                name="webhook_delivery_unique_body",
+            ),
         ]
 
     def __str__(self) -> str:

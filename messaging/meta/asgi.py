@@ -8,7 +8,8 @@ other methods, every other URL) goes to the wrapped application unchanged.
 
 Skipped for these POSTs, on purpose: Django middleware (sessions, CSRF, which the view exempts anyway) and
 ``ALLOWED_HOSTS`` (the response carries no URL built from the Host header). Body size is capped at
-``DATA_UPLOAD_MAX_MEMORY_SIZE`` like Django (413 above it; Meta's payloads are at most 3 MB).
+``WEBHOOK_MAX_BODY_BYTES`` (and ``DATA_UPLOAD_MAX_MEMORY_SIZE``): 413 above it, before reading when the
+Content-Length says so; Meta's payloads are at most 3 MB.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from django.conf import settings
-
-from messaging.meta.views import PLATFORMS, intake
+from messaging.meta.views import PLATFORMS, intake, max_body_bytes
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -43,7 +42,12 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
 
 
 async def _webhook_post(platform: str, scope: Scope, receive: Receive, send: Send) -> None:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    limit = max_body_bytes()
+    for name, value in scope.get("headers", []):
+        # Refused before a byte of the body is read when the client announces it is too large.
+        if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
+            await _respond(send, 413, b"payload too large")
+            return
     chunks: list[bytes] = []
     size = 0
     more = True

@@ -1,17 +1,19 @@
 """Reads for channel accounts and webhook deliveries.
 
-Tenant reads take the business first. The routing reads (``route_account``, ``signing_accounts``,
+Tenant reads take the business first. The routing reads (``route_account``, ``own_app_secrets``,
 ``verify_tokens``) cannot: a webhook names an account id, not a business, and finding the business is
 exactly their job. They only ever return active accounts.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.urls import reverse
 
 from businesses.models import Business
@@ -113,20 +115,58 @@ def route_account(platform: str, account_id: str) -> ChannelAccount | None:
     return qs.filter(instagram_account_id=account_id).first() or qs.filter(page_id=account_id).first()
 
 
-def signing_accounts(ids: set[str]) -> list[ChannelAccount]:
-    """Active accounts with their own app secret that a delivery naming these ids may come for."""
-    if not ids:
-        return []
-    return list(
-        ChannelAccount.objects.filter(active=True)
-        .exclude(app_secret="")
-        .filter(
-            Q(phone_number_id__in=ids)
-            | Q(waba_id__in=ids)
-            | Q(page_id__in=ids)
-            | Q(instagram_account_id__in=ids)
-        )
-    )
+@dataclass(frozen=True)
+class SigningKey:
+    """One app secret of tenants that bring their own Meta app, and the accounts it signs for: (account id,
+    the ids a delivery for it names)."""
+
+    secret: str
+    accounts: tuple[tuple[int, frozenset[str]], ...]
+
+
+def own_app_secrets() -> list[SigningKey]:
+    """Active accounts with their own app secret, grouped by secret (decrypted here: one query)."""
+    groups: dict[str, list[tuple[int, frozenset[str]]]] = {}
+    for account in ChannelAccount.objects.filter(active=True).exclude(app_secret="").order_by("pk"):
+        if not account.app_secret:
+            continue
+        ids = (account.phone_number_id, account.waba_id, account.page_id, account.instagram_account_id)
+        groups.setdefault(account.app_secret, []).append((account.pk, frozenset(i for i in ids if i)))
+    return [SigningKey(secret, tuple(accounts)) for secret, accounts in groups.items()]
+
+
+# Tenants' own app secrets, decrypted, in this process's memory for WEBHOOK_SECRET_CACHE_SECONDS: a delivery
+# not signed by the deployment's secret is checked against them without a query or a decryption, so forged
+# requests cost hashing only. A connect or disconnect in this process forgets them at once; other processes
+# see it within the TTL (a delivery refused meanwhile is retried by Meta).
+_keys: tuple[float, list[SigningKey]] | None = None
+_keys_lock = threading.Lock()
+
+
+def signing_keys_fresh() -> list[SigningKey] | None:
+    """The cached keys while they are fresh, else None. No database work."""
+    cached = _keys
+    if cached is not None and time.monotonic() - cached[0] < settings.WEBHOOK_SECRET_CACHE_SECONDS:
+        return cached[1]
+    return None
+
+
+def signing_keys_load() -> list[SigningKey]:
+    """(On a database thread.) The keys, loaded unless another thread has just done it: one load per TTL
+    however many requests find them stale at once."""
+    global _keys
+    with _keys_lock:
+        fresh = signing_keys_fresh()
+        if fresh is not None:
+            return fresh
+        keys = own_app_secrets()
+        _keys = (time.monotonic(), keys)
+        return keys
+
+
+def signing_keys_forget() -> None:
+    global _keys
+    _keys = None
 
 
 def verify_tokens(platform: str) -> list[str]:

@@ -6,6 +6,7 @@ Graph API calls happen outside transactions (read, commit, call, then write in a
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import threading
@@ -96,7 +97,6 @@ def channel_account_connect(
             raise ChannelAccountError(f"{field_name} is required for {kind}")
     if not token:
         raise ChannelAccountError("access_token is required")
-    routing_field = _REQUIRED[kind][0]
     # Asked before anything is read or written: whether an id is taken is nobody's business but its owner's.
     try:
         if kind == ChannelAccount.Kind.WHATSAPP:
@@ -196,7 +196,10 @@ def _account_save(
     template_name: str,
     template_language: str,
 ) -> ChannelAccount:
+    routing_field = _REQUIRED[kind][0]
     with transaction.atomic(durable=True):
+        # Tenants' own app secrets are cached for webhook intake: this process reads them afresh.
+        transaction.on_commit(meta_selectors.signing_keys_forget)
         existing = (
             ChannelAccount.objects.select_for_update()
             .filter(kind=kind, active=True, **{routing_field: getattr(confirmed, routing_field)})
@@ -233,6 +236,7 @@ def channel_account_disconnect(*, business: Business, account_id: int) -> bool:
         updated = ChannelAccount.objects.filter(business=business, pk=account_id, active=True).update(
             active=False, access_token="", app_secret="", verify_token="", updated_at=timezone.now()
         )
+        transaction.on_commit(meta_selectors.signing_keys_forget)
     return updated == 1
 
 
@@ -263,18 +267,26 @@ def _candidate_ids(raw_body: bytes) -> set[str]:
     return ids
 
 
-def webhook_signers(raw_body: bytes, header: str | None) -> list[int] | None:
-    """The accounts whose own app secret signed this body, or None when none did."""
+def webhook_signers(raw_body: bytes, header: str, keys: list[meta_selectors.SigningKey]) -> list[int] | None:
+    """The accounts whose own app secret signed this body, or None when none did. No database work: ``keys``
+    come from ``meta_selectors.signing_keys_*``. The body is parsed only once a secret has verified it (to
+    check it names an account of that secret); a forged one costs one HMAC per distinct secret."""
     from messaging.meta.signature import signature_valid
 
-    if not header:
+    matching = [key for key in keys if signature_valid(raw_body, header, key.secret)]
+    if not matching:
         return None
-    verified = [
-        account.pk
-        for account in meta_selectors.signing_accounts(_candidate_ids(raw_body))
-        if signature_valid(raw_body, header, account.app_secret)
-    ]
+    ids = _candidate_ids(raw_body)
+    verified = sorted(pk for key in matching for pk, account_ids in key.accounts if account_ids & ids)
     return verified or None
+
+
+def delivery_digest(body: bytes, verified_accounts: list[int]) -> str:
+    """What makes a delivery a replay: the raw bytes (not the parsed JSON: other whitespace is another body,
+    and needs its own valid signature) and who signed them (the deployment's app, or a tenant's own secret
+    for these accounts), so bytes one tenant signs never shadow another's delivery."""
+    signer = ",".join(map(str, sorted(verified_accounts))) or "app"
+    return hashlib.sha256(signer.encode() + b"\n" + body).hexdigest()
 
 
 # Processing is scheduled, not enqueued per delivery: a Celery publish costs several times the insert, and
@@ -337,14 +349,51 @@ def webhook_deliveries_process_pending(*, batch: int = 100) -> int:
 
 def webhook_delivery_store(
     *, platform: str, body: bytes, signature: str, verified_accounts: list[int] | None = None
-) -> int:
-    """Store a verified delivery (committed before the caller answers 200) and queue its processing."""
-    with transaction.atomic(durable=True):
-        delivery = WebhookDelivery.objects.create(
-            platform=platform, body=body, signature=signature[:100], verified_accounts=verified_accounts or []
-        )
-        transaction.on_commit(_schedule_processing)
+) -> int | None:
+    """Store a verified delivery (committed before the caller answers 200) and queue its processing. None
+    when the same delivery was stored before (a replay: Meta retries for up to 7 days): nothing is stored or
+    queued, and the caller still answers 200."""
+    verified = verified_accounts or []
+    digest = delivery_digest(body, verified)
+    try:
+        with transaction.atomic(durable=True):
+            delivery = WebhookDelivery.objects.create(
+                platform=platform,
+                body=body,
+                signature=signature[:100],
+                verified_accounts=verified,
+                body_sha256=digest,
+            )
+            transaction.on_commit(_schedule_processing)
+    except IntegrityError:
+        if WebhookDelivery.objects.filter(platform=platform, body_sha256=digest).exists():
+            return None
+        raise
     return delivery.pk
+
+
+def webhook_bodies_purge(*, older_than: dt.timedelta, batch: int = 1000) -> int:
+    """Empty the bodies of deliveries received more than ``older_than`` ago that are done or failed (they
+    hold customers' messages); the rows keep their metadata and digest. Pending and running ones are kept.
+    Short transactions of ``batch`` rows; safe to run twice. Returns how many were emptied."""
+    cutoff = timezone.now() - older_than
+    finished = [WebhookDelivery.State.DONE, WebhookDelivery.State.FAILED]
+    purged = 0
+    while True:
+        ids = list(
+            WebhookDelivery.objects.filter(
+                state__in=finished, received_at__lt=cutoff, body_purged_at__isnull=True
+            ).values_list("pk", flat=True)[:batch]
+        )
+        if not ids:
+            return purged
+        with transaction.atomic(durable=True):
+            # The state again: a failed row the sweeper has just claimed is left to it.
+            purged += WebhookDelivery.objects.filter(pk__in=ids, state__in=finished).update(
+                body=b"", body_purged_at=timezone.now()
+            )
+        if len(ids) < batch:
+            return purged
 
 
 def _route(

@@ -30,6 +30,15 @@ def signature_valid(raw_body: bytes, header: str | None, app_secret: str) -> boo
     )
 
 
+def signature_well_formed(header: str | None) -> bool:
+    """Whether the header could be a signature at all (``sha256=`` and 64 hex digits): anything else is
+    refused without hashing the body."""
+    if not header or not header.startswith(PREFIX):
+        return False
+    digest = header[len(PREFIX) :].strip()
+    return len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest)
+
+
 def token_matches(given: str, expected: str) -> bool:
     """Constant-time comparison of a verify token; an empty expected token matches nothing."""
     if not expected:

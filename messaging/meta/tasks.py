@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from messaging.meta import graph, services
@@ -75,3 +76,10 @@ def sweep_deliveries(older_than_seconds: int = 60) -> int:
     for delivery_id in ids:
         process_delivery.delay(delivery_id)
     return len(ids)
+
+
+@shared_task(name="messaging.meta.tasks.purge_webhook_bodies", acks_late=True)
+def purge_webhook_bodies() -> int:
+    """Empty the bodies of deliveries processed more than WEBHOOK_BODY_RETENTION_DAYS ago, keeping the rows
+    (celery beat, every WEBHOOK_PURGE_SECONDS)."""
+    return services.webhook_bodies_purge(older_than=dt.timedelta(days=settings.WEBHOOK_BODY_RETENTION_DAYS))

@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from config import aio
 from messaging.meta import selectors as meta_selectors
 from messaging.meta import services
-from messaging.meta.signature import HEADER, signature_valid, token_matches
+from messaging.meta.signature import HEADER, signature_valid, signature_well_formed, token_matches
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,21 +70,46 @@ async def webhook(request: HttpRequest, platform: str) -> HttpResponse:
         return HttpResponseForbidden("verification failed", content_type="text/plain")
     if request.method != "POST":
         return HttpResponseNotAllowed(["GET", "POST"])
+    length = request.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > max_body_bytes():
+        return HttpResponse(b"payload too large", status=413, content_type="text/plain")
     status, text = await intake(platform, request.body, request.headers.get(HEADER))
     return HttpResponse(text, status=status, content_type="text/plain")
 
 
+def max_body_bytes() -> int:
+    """The largest webhook body read: WEBHOOK_MAX_BODY_BYTES, within Django's own upload limit."""
+    return min(settings.WEBHOOK_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
 async def intake(platform: str, body: bytes, header: str | None) -> tuple[int, bytes]:
     """A POSTed delivery: (403, ...) with nothing stored on a bad or missing signature, else stored and
-    committed, then (200, ...). ``body`` must be the exact bytes Meta signed: never re-serialised JSON.
-    Shared by the Django view and the ASGI fast path (messaging/meta/asgi.py)."""
+    committed, then (200, ...); a replay of a stored delivery is answered 200 and not stored again.
+    ``body`` must be the exact bytes Meta signed: never re-serialised JSON. Shared by the Django view and the
+    ASGI fast path (messaging/meta/asgi.py).
+
+    Cheap refusals first (docs/security.md, "Webhook intake"): the size, then the signature over the raw
+    bytes with the deployment's secret, then with tenants' own secrets from process memory. Nothing is
+    parsed and the database is not touched before a secret has verified the bytes (except reloading the
+    tenants' secrets, at most once per WEBHOOK_SECRET_CACHE_SECONDS)."""
+    if len(body) > max_body_bytes():
+        return 413, b"payload too large"
     verified: list[int] | None = []
     if not signature_valid(body, header, settings.META_APP_SECRET):
-        verified = await _in_db_thread(services.webhook_signers)(body, header) if header else None
+        verified = None
+        if header and signature_well_formed(header):
+            keys = meta_selectors.signing_keys_fresh()
+            if keys is None:
+                keys = await _in_db_thread(meta_selectors.signing_keys_load)()
+            verified = services.webhook_signers(body, header, keys) if keys else None
     if verified is None:
         logger.warning("webhook %s: bad or missing signature (%d bytes), rejected", platform, len(body))
         return 403, b"bad signature"
-    await _in_db_thread(services.webhook_delivery_store)(
+    stored = await _in_db_thread(services.webhook_delivery_store)(
         platform=platform, body=body, signature=header or "", verified_accounts=verified
     )
+    if stored is None:
+        logger.info(
+            "webhook %s: a delivery stored before (%d bytes), acknowledged again", platform, len(body)
+        )
     return 200, b"EVENT_RECEIVED"

@@ -4,6 +4,7 @@ tenant isolation. Tasks run in-process (called directly); the Graph API is the l
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -36,14 +37,15 @@ def now_ts() -> int:
 
 
 def deliver(
-    payload: Any, platform: str = "whatsapp", verified: list[int] | None = None
+    payload: Any, platform: str = "whatsapp", verified: list[int] | None = None, indent: int | None = None
 ) -> dict[str, Any] | None:
-    """Store a delivery as the webhook view does and process it in-process, as the worker would."""
-    body, header = signed(payload)
+    """Store a delivery as the webhook view does and process it in-process, as the worker would. The same
+    bytes again are a replay, not stored (None); ``indent`` gives the same events in other bytes."""
+    body, header = signed(json.dumps(payload, indent=indent).encode() if indent else payload)
     delivery_id = services.webhook_delivery_store(
         platform=platform, body=body, signature=header, verified_accounts=verified
     )
-    return process_delivery(delivery_id)
+    return None if delivery_id is None else process_delivery(delivery_id)
 
 
 @pytest.fixture
@@ -213,7 +215,7 @@ def test_unsupported_types_get_a_polite_note_and_never_crash(
         }
     ]
     # Redelivered: nothing new stored, nothing sent again.
-    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[message]))) == {"duplicate": 1}
+    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[message])), indent=1) == {"duplicate": 1}
     assert Message.objects.count() == 2
 
 
@@ -329,7 +331,8 @@ def test_duplicates_twice_and_hours_apart_store_one_message_and_get_one_reply(
 ) -> None:
     payload = wa_delivery(wa_change(PHONE_ID, messages=[wa_text("Hello?", wamid=WAMID, timestamp=now_ts())]))
     assert deliver(payload) == {"received": 1}
-    assert deliver(payload) == {"duplicate": 1}
+    assert deliver(payload) is None  # the same bytes: a replay, not even stored
+    assert deliver(payload, indent=1) == {"duplicate": 1}
     customer = Message.objects.get()
     # The agent answers (no catalog: the business's fallback, no model call) and the answer is sent.
     assert reply(customer.pk) == "done"
@@ -337,7 +340,7 @@ def test_duplicates_twice_and_hours_apart_store_one_message_and_get_one_reply(
     assert send_message(answer.pk) == "sent"
     # Meta retries for days: the same wamid hours later changes nothing and sends nothing.
     Message.objects.filter(pk=customer.pk).update(created_at=timezone.now() - dt.timedelta(hours=30))
-    assert deliver(payload) == {"duplicate": 1}
+    assert deliver(payload, indent=2) == {"duplicate": 1}
     assert reply(customer.pk) == "answered"
     assert send_message(answer.pk) == "skipped"
     assert Message.objects.filter(role="customer").count() == 1
