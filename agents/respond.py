@@ -40,11 +40,11 @@ from django.utils import timezone
 
 from agents import answers, grounding
 from agents.inference import types as inference
-from agents.inference.client import complete_chat, stream_chat
+from agents.inference.chat import complete_chat, stream_chat
 from agents.models import Agent
 from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, private_text, retrieval_query
 from businesses.models import Business
-from catalogs.selectors import PreparedSearch, prepare_search, run_search
+from catalogs.search import PreparedSearch, prepare_search, run_search
 from config import aio
 
 SEARCH_LIMIT = 6
@@ -54,7 +54,8 @@ INTERNALS_REFUSAL = (
 )
 # A model that keeps saying what may not be shown is stopped: it is not going to add anything useful.
 MAX_DROPPED_SENTENCES = 3
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# Between two sentences: white space after . ! ? or a line break (kept: the model's lists and paragraphs stay).
+_SENTENCE_END = re.compile(r"((?<=[.!?])\s+|\s*\n\s*)")
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ async def _query_vector(query: str, handed_vector: HandedVector | None = None) -
 async def embed_query(query: str) -> list[float]:
     """With pool embeddings, the query's vector from this event loop (the sync path would hop to the
     pool client's own loop thread from inside this one's sync_to_async, and block this reply on it)."""
-    from agents.inference.client import embed
+    from agents.inference.embeddings import embed
 
     [vector] = await embed([query.strip()[:1000]], model=settings.EMBEDDINGS_MODEL or None)
     return vector
@@ -241,12 +242,15 @@ class _ModelWords:
     error: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
-    def _take(self, sentence: str, context: grounding.Screen, shown: list[str]) -> TextDelta | None:
+    def _take(self, sentence: str, gap: str, context: grounding.Screen, shown: list[str]) -> TextDelta | None:
+        """The sentence as shown, after the white space the model put before it (a line break stays one),
+        or None when the screen holds it back."""
         why = grounding.screen(sentence, context)
         if why is not None:
             self.dropped.append({"sentence": sentence[:300], "reason": why})
             return None
-        piece = _separator(shown) + sentence
+        breaks = min(2, gap.count("\n"))
+        piece = ("\n" * breaks if breaks else _separator(shown)) + sentence if shown else sentence
         shown.append(piece)
         return TextDelta(piece)
 
@@ -256,7 +260,7 @@ class _ModelWords:
         """Yield the model's sentences that pass, at most ``limit`` (appended to ``shown``), and its usage."""
         started = time.perf_counter()
         added_before = len(shown)
-        pending = ""
+        pending = gap = ""
         try:
             async with contextlib.aclosing(stream_chat(request)) as events:
                 async for event in events:
@@ -264,10 +268,21 @@ class _ModelWords:
                         if not self.raw:
                             self.timings["pool_first_token"] = _ms(started)
                         self.raw.append(event.text)
+                        # [sentence, gap, sentence, gap, ..., the sentence still coming]
                         *complete, pending = _SENTENCE_END.split(pending + event.text)
-                        for sentence in filter(None, (s.strip() for s in complete)):
-                            if (delta := self._take(sentence, context, shown)) is not None:
-                                yield delta
+                        for sentence, after in zip(complete[::2], complete[1::2], strict=True):
+                            if sentence.strip():
+                                delta = self._take(sentence.strip(), gap, context, shown)
+                                if delta is not None:
+                                    yield delta
+                                # A held-back sentence's line breaks still separate what comes next.
+                                gap = (
+                                    after
+                                    if delta is not None
+                                    else max(gap, after, key=lambda g: g.count("\n"))
+                                )
+                            else:
+                                gap += after
                         added = len(shown) - added_before
                         if added >= limit or len(self.dropped) >= MAX_DROPPED_SENTENCES:
                             return  # closing the stream closes the upstream request
@@ -276,7 +291,7 @@ class _ModelWords:
                     elif isinstance(event, inference.StreamEnd):
                         self.end = event
             # The model finished: its last words form a sentence even without a full stop.
-            if pending.strip() and (delta := self._take(pending.strip(), context, shown)) is not None:
+            if pending.strip() and (delta := self._take(pending.strip(), gap, context, shown)) is not None:
                 yield delta
         except inference.InferenceError as exc:
             # The answer stands without the model's words (a busy pool, a cut stream, a refusal).
