@@ -18,7 +18,8 @@ from _pool_common import pct, setup_django, start_server, write
 
 
 async def load(seconds: float, concurrency: int, kill_at: float, victim) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
-    from agents.inference.client import close_clients, stream_chat
+    from agents.inference.chat import stream_chat
+    from agents.inference.transport import close_clients
     from agents.inference.types import ChatRequest, PoolUnavailable, StreamCut, StreamEnd, TextDelta
 
     records: list[dict[str, object]] = []

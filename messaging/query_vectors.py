@@ -23,7 +23,8 @@ from typing import cast
 
 from django.conf import settings
 
-from agents.inference.client import accounting_in_background, run_in_background
+from agents.inference.accounting import accounting_in_background
+from agents.inference.background import run_in_background
 from agents.respond import embed_query, prefetch_query
 from messaging.ratelimits import redis
 

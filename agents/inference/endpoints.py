@@ -9,11 +9,11 @@ Options: ``weight`` (relative share of traffic, default 1), ``key`` (bearer API 
 on this endpoint across all workers, default ``LLAMA_ENDPOINT_MAX_CONCURRENCY``) and ``kind`` (``chat``,
 ``embeddings`` or ``any``, default ``any``). A base URL may be written with or without ``/v1`` (vLLM, Ollama
 and the OpenAI SDK write ``http://host:8000/v1``) and a trailing slash; an endpoint's id is the URL without
-either, and the client adds ``/v1/...`` to it. The same holds for endpoints added in the admin.
+either, and the pool adds ``/v1/...`` to it. The same holds for endpoints added in the admin.
 
 An endpoint's ``max`` is what its server really serves at once: the embedded llama.cpp server (llama-cpp-
 python's) serves one request at a time, so it is registered with one slot whatever
-``LLAMA_ENDPOINT_MAX_CONCURRENCY`` says; further requests wait for that slot in the pool (client.py), not
+``LLAMA_ENDPOINT_MAX_CONCURRENCY`` says; further requests wait for that slot in the pool (tries.py), not
 inside the server.
 """
 

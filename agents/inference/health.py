@@ -10,13 +10,16 @@ Busy is not down. An endpoint with requests in flight is not probed at all: its 
 signal then (their failures count toward its circuit, a success clears an "unhealthy" mark). A server that
 serves one request at a time (llama-cpp-python's: its ``/v1/models`` waits for the lock a generation holds)
 would answer a probe only after the generation, so a probe that times out while requests are in flight
-records the endpoint as healthy and busy, never as unhealthy. Nobody has to schedule probes: the first request after ``LLAMA_PROBE_INTERVAL`` seconds starts one in a background thread
-(one prober at a time across all workers, by a Redis lock). A Celery beat entry or cron running
-``manage.py llama_pool probe`` can call it too.
+records the endpoint as healthy and busy, never as unhealthy.
+
+Nobody has to schedule probes: the end of a chat call, when nobody has probed for ``LLAMA_PROBE_INTERVAL``
+seconds, starts one in a background thread (``maybe_probe``; one prober at a time across all workers, by a
+Redis lock). A Celery beat entry or cron running ``manage.py llama_pool probe`` can call it too.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -140,6 +143,24 @@ def probe_endpoints(endpoints: list[Endpoint]) -> list[ProbeResult]:
 def probe_pool() -> list[ProbeResult]:
     """Probe every endpoint now (for a periodic task, the command and /readyz)."""
     return probe_endpoints(pool_endpoints())
+
+
+_last_probe_check = float("-inf")
+
+
+def maybe_probe(endpoints: list[Endpoint]) -> None:
+    """Probe the pool in a daemon thread when nobody has for ``LLAMA_PROBE_INTERVAL`` seconds (at the end of
+    a call; endpoints with requests in flight are skipped by the probe itself)."""
+    global _last_probe_check
+    interval = settings.LLAMA_PROBE_INTERVAL
+    now = time.monotonic()
+    # Checked in-process first: the Redis lock is asked at most once per interval by each process.
+    if interval <= 0 or now - _last_probe_check < interval:
+        return
+    _last_probe_check = now
+    if not state.try_lock("probe", interval):
+        return
+    threading.Thread(target=probe_endpoints, args=(endpoints,), name="llama-probe", daemon=True).start()
 
 
 def pool_status() -> list[EndpointStatus]:

@@ -10,13 +10,12 @@
   A real request that succeeds clears a ``0``: real requests weigh more than probes.
 - ``business:<id>:tokens:<window>``: prompt+completion tokens used in a fixed window.
 
-The sync redis client is used from async code too: each call is one round trip (well under a millisecond
-on an idle local socket, about one under load), and cleanup in ``finally`` needs no await. A reply worker's
-loop serves many replies, so each call holds them all for that round trip. An async client per loop was
-measured (bench/ttft_overhead.py, interleaved, Dec 2) and made no difference at 10 or 50 conversations,
-while redis-py's asyncio path costs more Python per call: not kept. Instead there are fewer calls on the
-loop: the pick says whether a success has anything to reset (most calls: no ``record_success`` at all), and
-a reply worker gives its slots back from a thread (the client's ``_release``).
+The sync redis client is used from async code too: each call is one round trip, and cleanup in ``finally``
+needs no await. A reply worker's loop serves many replies, so each call holds them all for that round trip;
+an asyncio client per loop gained nothing and costs more Python per call (docs/benchmarks.md, *Inference
+pool*). Instead there are fewer calls on the loop: the pick says whether a success has anything to reset
+(most calls: no ``record_success`` at all), and a reply worker gives its slots back from a thread
+(``slots.release``).
 """
 
 from __future__ import annotations

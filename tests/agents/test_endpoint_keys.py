@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from django.db import connection
 
 from agents.inference import types
-from agents.inference.client import stream_chat
+from agents.inference.chat import stream_chat
 from agents.inference.endpoints import pool_endpoints, reset_endpoint_cache
 from agents.models import InferenceEndpoint
 

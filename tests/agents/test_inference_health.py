@@ -14,7 +14,8 @@ from django.core.management.base import CommandError
 from django.test import Client
 
 from agents.inference import state
-from agents.inference.client import embed, embed_sync, stream_chat
+from agents.inference.chat import stream_chat
+from agents.inference.embeddings import embed, embed_sync
 from agents.inference.endpoints import parse_pool, reset_endpoint_cache
 from agents.inference.health import pool_readiness, pool_status, probe_pool
 from agents.inference.types import ChatRequest, PoolUnavailable

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from agents.grounding import find_prices
-from agents.inference.client import complete_chat, stream_chat
+from agents.inference.chat import complete_chat, stream_chat
 from agents.inference.health import probe_pool
 from agents.inference.types import ChatRequest, StreamEnd, TextDelta, Usage
 from agents.respond import Done, respond

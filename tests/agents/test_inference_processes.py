@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 
 from agents.inference import state
-from agents.inference.client import stream_chat
+from agents.inference.chat import stream_chat
 from agents.inference.types import ChatRequest, PoolUnavailable
 from tests.inference_server import InferenceServer
 
@@ -27,7 +27,7 @@ import asyncio, contextlib, os, sys
 import django
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
 django.setup()
-from agents.inference.client import stream_chat
+from agents.inference.chat import stream_chat
 from agents.inference.types import ChatRequest, TextDelta
 
 async def main():

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents.inference import state
-from agents.inference.client import stream_chat
+from agents.inference.chat import stream_chat
 from agents.inference.endpoints import apool_endpoints
 from agents.inference.routing import ring_order
 from agents.inference.types import (

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from agents.inference.client import complete_chat, stream_chat
+from agents.inference.chat import complete_chat, stream_chat
 from agents.inference.sse import StreamParser, error_message
 from agents.inference.types import (
     ChatRequest,
@@ -321,11 +321,11 @@ async def test_silence_between_tokens_past_the_idle_timeout_cuts_the_reply(
 def test_each_event_loop_gets_its_own_connections(pool_server: InferenceServer) -> None:
     import asyncio
 
-    from agents.inference import client
+    from agents.inference import transport
 
     async def once() -> object:
         await collect(ask())
-        return client._clients[asyncio.get_running_loop()]
+        return transport._clients[asyncio.get_running_loop()]
 
     loops: list[asyncio.AbstractEventLoop] = []
 
@@ -338,5 +338,5 @@ def test_each_event_loop_gets_its_own_connections(pool_server: InferenceServer) 
     assert first is not second
     # The first loop's client was dropped when the second loop asked for one (clients of loops that other
     # tests left open are none of this test's business).
-    assert loops[0] not in client._clients
-    assert loops[1] in client._clients and loops[1].is_closed()
+    assert loops[0] not in transport._clients
+    assert loops[1] in transport._clients and loops[1].is_closed()

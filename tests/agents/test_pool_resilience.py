@@ -20,7 +20,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents.inference import health, metrics, state
-from agents.inference.client import stream_chat
+from agents.inference.chat import stream_chat
 from agents.inference.endpoints import (
     Endpoint,
     apool_endpoints,

@@ -11,8 +11,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agents.inference import state
-from agents.inference.client import close_clients, stream_chat
+from agents.inference.chat import stream_chat
 from agents.inference.health import pool_status, probe_pool
+from agents.inference.transport import close_clients
 from agents.inference.types import ChatRequest, InferenceError, StreamEnd, TextDelta, ToolCalls, Usage
 
 
