@@ -394,7 +394,10 @@ def test_a_question_in_another_language_is_searched_in_english_and_answered_in_i
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_models_line_breaks_stay_so_its_lists_stay_lists(pool_server: Any, shop: Any) -> None:
+def test_the_models_line_breaks_stay_so_its_lists_stay_lists(
+    pool_server: Any, shop: Any, settings: Any
+) -> None:
+    settings.AGENT_MODEL_SENTENCES = 5
     pool_server.script("Good choice.\n\n- Freestanding\n- Two doors")
     done = collect(
         business=shop, agent=agent_for(shop), turns=[], question="how much is the tent?", affinity_key=None
