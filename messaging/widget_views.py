@@ -98,17 +98,17 @@ def widget_config(request: HttpRequest, widget_key: str) -> HttpResponse:
     if business is None:
         response = JsonResponse({"error": "unknown widget key"}, status=404)
     else:
+        allowed = origin_allowed(business, request.headers.get("Origin") or _same_origin(request))
         response = JsonResponse(
             {
                 "agent": agent_public(business),
                 # Lets the widget say "not available on this site" instead of retrying a refused socket.
                 # The websocket consumer is what enforces the list; this only mirrors it.
-                "origin_allowed": origin_allowed(
-                    business, request.headers.get("Origin") or _same_origin(request)
-                ),
-                # The business's own sites: a URL in a reply is a link only to these, this server and the
-                # shop's catalog links (widget.js), never to a site a feed or a model slipped in.
-                "link_origins": [origin for origin in business.allowed_origins if "*" not in origin],
+                "origin_allowed": allowed,
+                # The business's own sites, for a page on one of them (the list is not shown to others): a
+                # URL in a reply is a link only to these, this server and the shop's catalog links
+                # (widget.js), never to a site a feed or a model slipped in.
+                "link_origins": [o for o in business.allowed_origins if "*" not in o] if allowed else [],
             }
         )
         response["Cache-Control"] = CONFIG_CACHE_CONTROL

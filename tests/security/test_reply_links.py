@@ -67,5 +67,9 @@ def test_the_widget_config_names_the_business_sites_and_no_other_business(client
 
     shop = BusinessFactory(allowed_origins=["https://shop.example", "https://*.shop.example"])
     BusinessFactory(allowed_origins=["https://other.example"])
-    config = client.get(f"/api/widget/{shop.widget_key}/config").json()  # type: ignore[attr-defined]
+    url = f"/api/widget/{shop.widget_key}/config"
+    config = client.get(url, HTTP_ORIGIN="https://shop.example").json()  # type: ignore[attr-defined]
     assert config["link_origins"] == ["https://shop.example"]
+    # A page elsewhere learns nothing of the business's sites.
+    elsewhere = client.get(url, HTTP_ORIGIN="https://evil.example").json()  # type: ignore[attr-defined]
+    assert elsewhere["link_origins"] == []

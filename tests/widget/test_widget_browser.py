@@ -45,10 +45,12 @@ CATALOG = (
     "Rechargeable camp lantern with 300 lumens.,out of stock,34.90 EUR,"
     "https://shop.example/p/lamp-x,https://shop.example/img/lamp-x.jpg,Lumen,lanterns\n"
 )
+# What the model adds to the answer composed from the row: every sentence passes the answer's checks.
 TENT_REPLY = (
-    "Yes! The **Ridgeline 2-person tent** is in stock for 249.00 EUR.\n\n"
+    "Yes! It is a **great pick** for two.\n\n"
     "- Freestanding, three seasons\n- Two doors\n\nSee [the product page](https://shop.example/p/tent-2p)."
 )
+TENT_FACTS = "Ridgeline 2-person tent: 249.00 EUR, in stock."
 
 
 @pytest.fixture
@@ -163,8 +165,9 @@ def test_demo_page_streams_an_answer_and_shows_the_product_card(
         time.sleep(0.03)
     wait_done(bp)
     final = agent_texts(bp)[-1]
+    # The answer from the row first, then the model's words (each sentence shown once it passed its checks).
     assert final == (
-        "Yes! The Ridgeline 2-person tent is in stock for 249.00 EUR."
+        "Ridgeline 2-person tent: 249.00 EUR, in stock. Yes! It is a great pick for two."
         "Freestanding, three seasonsTwo doorsSee the product page."
     )
     partials = [s for s in seen if s != final]
@@ -173,7 +176,7 @@ def test_demo_page_streams_an_answer_and_shows_the_product_card(
 
     # Markdown subset: bold, a list, a safe link.
     assert bp.shadow_eval("return root.querySelector('.msg.agent:not(.greeting) strong').textContent") == (
-        "Ridgeline 2-person tent"
+        "great pick"
     )
     assert bp.shadow_eval("return root.querySelectorAll('.msg.agent:not(.greeting) li').length") == 2
     link = bp.shadow_eval(
@@ -203,7 +206,10 @@ def test_demo_page_streams_an_answer_and_shows_the_product_card(
     publish_screenshot(artifacts_dir / "widget-desktop.png")
 
 
-SLOW_REPLY = " ".join(f"word{i}" for i in range(1, 41)) + "."
+# A long reply for the streaming tests: the model's sentences after the tent's answer, one delta each.
+SLOW_SENTENCES = " ".join(["Camping is more fun with good gear."] * 8)
+SLOW_REPLY = f"{TENT_FACTS} {SLOW_SENTENCES}"
+LONG_QUESTION = "Tell me all about the tent"
 
 
 def streaming_text(bp: BrowserPage) -> str | None:
@@ -215,14 +221,14 @@ def streaming_text(bp: BrowserPage) -> str | None:
 def test_reload_keeps_the_history_and_a_streaming_reply_continues(
     stack: Any, shop: Business, new_page: Callable[..., BrowserPage]
 ) -> None:
-    stack.inference.script(SLOW_REPLY)
-    stack.inference.token_delay = 0.15  # 41 tokens: about 6 s of streaming
+    stack.inference.script(SLOW_SENTENCES)
+    stack.inference.token_delay = 0.1  # 57 tokens: about 6 s of streaming
     bp = new_page()
     open_widget(bp, demo_url(stack, shop))
-    ask(bp, "Tell me a long story")
+    ask(bp, LONG_QUESTION)
     bp.page.wait_for_function(
         "() => (document.querySelector('bizagent-widget').shadowRoot"
-        ".querySelector('.msg.streaming .bubble')?.textContent || '').length > 10"
+        ".querySelector('.msg.streaming .bubble')?.textContent || '').length > 60"
     )
     before = streaming_text(bp)
     assert before is not None and SLOW_REPLY.startswith(before)
@@ -233,7 +239,7 @@ def test_reload_keeps_the_history_and_a_streaming_reply_continues(
     customer = bp.shadow_eval(
         "return [...root.querySelectorAll('.msg.customer .bubble')].map(b => b.textContent)"
     )
-    assert customer == ["Tell me a long story"]
+    assert customer == [LONG_QUESTION]
     bp.page.wait_for_function(
         "(n) => (document.querySelector('bizagent-widget').shadowRoot"
         ".querySelector('.msg.streaming .bubble')?.textContent || '').length > n",
@@ -254,7 +260,7 @@ def test_reload_keeps_the_history_and_a_streaming_reply_continues(
         "() => [...document.querySelector('bizagent-widget').shadowRoot.querySelectorAll('.msg[data-id] .bubble')]"
         ".map(b => b.textContent)"
     )
-    assert texts == ["Tell me a long story", SLOW_REPLY]
+    assert texts == [LONG_QUESTION, SLOW_REPLY]
     assert Conversation.objects.filter(business=shop).count() == 1
     assert_clean(bp)
 
@@ -262,15 +268,15 @@ def test_reload_keeps_the_history_and_a_streaming_reply_continues(
 def test_a_dropped_connection_reconnects_and_resumes_the_stream(
     stack: Any, shop: Business, new_page: Callable[..., BrowserPage]
 ) -> None:
-    stack.inference.script(SLOW_REPLY)
+    stack.inference.script(SLOW_SENTENCES)
     stack.inference.token_delay = 0.1
     bp = new_page()
     sockets = watch_sockets(bp)
     open_widget(bp, demo_url(stack, shop))
-    ask(bp, "Tell me a long story")
+    ask(bp, LONG_QUESTION)
     bp.page.wait_for_function(
         "() => (document.querySelector('bizagent-widget').shadowRoot"
-        ".querySelector('.msg.streaming .bubble')?.textContent || '').length > 5"
+        ".querySelector('.msg.streaming .bubble')?.textContent || '').length > 60"
     )
     # The network drops the socket mid-reply (closed under the widget, which did not ask for it).
     bp.shadow_eval("host.ws.close(); return true")
@@ -313,8 +319,10 @@ def test_markup_from_the_model_and_the_catalog_renders_as_text(
 ) -> None:
     title = '<script>alert("catalog")</script> Lumen camp lantern'
     assert shop.items.get(external_id="LAMP-X").title == title
-    reply = f"Our {title} is out of stock. <img src=x onerror=alert('reply')> [x](javascript:alert('link'))"
-    stack.inference.script(reply)
+    model = "<img src=x onerror=alert('reply')> [x](javascript:alert('link'))"
+    stack.inference.script(model)
+    # The answer from the row (its title is the catalog's markup, as text), then the model's markup, as text.
+    reply = f"{title}: 34.90 EUR, out of stock. {model}"
     bp = new_page()
     open_widget(bp, demo_url(stack, shop))
     ask(bp, "Do you sell a camp lantern? <b>bold</b><img src=y onerror=alert('customer')>")
@@ -433,9 +441,9 @@ def test_the_host_pages_aggressive_css_does_not_change_the_widget(
 def test_keyboard_only_use_and_right_to_left_text(
     stack: Any, shop: Business, new_page: Callable[..., BrowserPage], static_origin: Callable[[str], str]
 ) -> None:
-    stack.inference.script(
-        "\u0646\u0639\u0645\u060c \u0644\u062f\u064a\u0646\u0627 \u062e\u064a\u0645\u0629."
-    )
+    # The catalog is English: an Arabic question finds nothing, and the shop's own (Arabic) message answers.
+    arabic_not_found = "\u0646\u0639\u0645\u060c \u0644\u062f\u064a\u0646\u0627 \u062e\u064a\u0645\u0629."
+    agent_update(shop, no_results_message=arabic_not_found)
     url = static_origin(
         "<!doctype html><title>Keys</title><button id=page-button>A page button</button>"
         f'<script src="{stack.asgi.url}/widget.js" data-agent="{shop.widget_key}" async></script>'
@@ -465,7 +473,7 @@ def test_keyboard_only_use_and_right_to_left_text(
     # The announcement for screen readers carries the finished reply once.
     page.wait_for_timeout(100)
     assert bp.shadow_eval("return root.querySelector('[aria-live=polite]').textContent") == (
-        "Assistant: \u0646\u0639\u0645\u060c \u0644\u062f\u064a\u0646\u0627 \u062e\u064a\u0645\u0629."
+        f"Assistant: {arabic_not_found}"
     )
     # Tab reaches the send button; Escape closes and gives focus back to the launcher.
     page.keyboard.press("Tab")
@@ -506,14 +514,14 @@ def test_a_narrow_screen_gets_a_full_screen_panel(
 def test_stop_cuts_the_reply_upstream(
     stack: Any, shop: Business, new_page: Callable[..., BrowserPage]
 ) -> None:
-    stack.inference.script(SLOW_REPLY)
+    stack.inference.script(SLOW_SENTENCES)
     stack.inference.token_delay = 0.15
     bp = new_page()
     open_widget(bp, demo_url(stack, shop))
-    ask(bp, "Tell me a long story")
+    ask(bp, LONG_QUESTION)
     bp.page.wait_for_function(
         "() => (document.querySelector('bizagent-widget').shadowRoot"
-        ".querySelector('.msg.streaming .bubble')?.textContent || '').length > 5"
+        ".querySelector('.msg.streaming .bubble')?.textContent || '').length > 60"
     )
     send = bp.page.locator("bizagent-widget button.send")
     assert send.get_attribute("aria-label") == "Stop the reply"
@@ -531,27 +539,21 @@ def test_stop_cuts_the_reply_upstream(
     assert_clean(bp)
 
 
-def test_a_failed_reply_says_so_in_plain_words_and_retry_asks_again(
+def test_a_model_that_refuses_leaves_the_answer_from_the_catalog(
     stack: Any, shop: Business, new_page: Callable[..., BrowserPage]
 ) -> None:
-    # A 400 is the server refusing this request: the reply fails at once, no retry, no circuit opened.
+    # A 400 is the server refusing this request: no retry, no circuit opened, and no apology either: the
+    # customer still gets the catalog's answer.
     stack.inference.fault("status", status=400)
     bp = new_page()
     open_widget(bp, demo_url(stack, shop))
     ask(bp, "Do you have a 2-person tent?")
     wait_done(bp)
-    assert agent_texts(bp) == ["Sorry, I can't answer right now. Please try again in a moment."]
-    stack.inference.clear_faults()
-    stack.inference.script(TENT_REPLY)
-    bp.page.locator("bizagent-widget .meta.err button", has_text="Try again").click()
-    wait_done(bp, count=2)
-    assert agent_texts(bp)[-1].startswith("Yes! The Ridgeline 2-person tent is in stock")
-    questions = list(
-        Message.objects.filter(business=shop, role=Message.Role.CUSTOMER)
-        .order_by("pk")
-        .values_list("text", flat=True)
-    )
-    assert questions == ["Do you have a 2-person tent?", "Do you have a 2-person tent?"]
+    assert agent_texts(bp) == [TENT_FACTS]
+    assert bp.shadow_eval("return root.querySelectorAll('.msg.agent .meta.err').length") == 0
+    reply = Message.objects.get(business=shop, role=Message.Role.AGENT)
+    assert (reply.status, reply.text) == (Message.Status.DONE, TENT_FACTS)
+    assert "RequestRejected" in reply.grounding["model_error"]
     assert_clean(bp)
 
 
@@ -615,15 +617,15 @@ def test_theme_from_agent_settings_and_the_js_api(
 def test_the_server_going_away_mid_reply_is_survived_with_back_off_and_resume(
     stack: Any, shop: Business, new_page: Callable[..., BrowserPage]
 ) -> None:
-    stack.inference.script(SLOW_REPLY)
-    stack.inference.token_delay = 0.25  # about 10 s of streaming: it outlasts the outage
+    stack.inference.script(SLOW_SENTENCES)
+    stack.inference.token_delay = 0.2  # about 11 s of streaming: it outlasts the outage
     bp = new_page()
     sockets = watch_sockets(bp)
     open_widget(bp, demo_url(stack, shop))
-    ask(bp, "Tell me a long story")
+    ask(bp, LONG_QUESTION)
     bp.page.wait_for_function(
         "() => (document.querySelector('bizagent-widget').shadowRoot"
-        ".querySelector('.msg.streaming .bubble')?.textContent || '').length > 5"
+        ".querySelector('.msg.streaming .bubble')?.textContent || '').length > 60"
     )
     # The ASGI server dies (every socket to it is gone); the worker keeps streaming into the log meanwhile.
     stack.asgi.stop()
@@ -725,7 +727,7 @@ def test_a_person_takes_over_and_their_reply_raises_the_unread_badge(
     )
     assert texts == [
         "Can I return worn boots?",
-        "Let me check that for you.",
+        "Granite waterproof hiking boots: 159.00 EUR, in stock. Let me check that for you.",
         "Hi, Sam here: yes, within 30 days.",
     ]
     assert bp.shadow_eval("return root.querySelector('.msg[data-role=staff] .sr').textContent") == "Staff: "

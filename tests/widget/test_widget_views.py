@@ -72,7 +72,7 @@ def test_config_is_public_and_says_whether_the_origin_may_connect(client: Client
     assert response["Vary"] == "Origin"
     body = response.json()
     assert body["origin_allowed"] is True
-    assert set(body) == {"agent", "origin_allowed"}
+    assert set(body) == {"agent", "origin_allowed", "link_origins"}
     assert body["agent"] == {
         "name": "Trail & Co assistant",
         "greeting": "Hi! How can I help you today?",
@@ -106,7 +106,8 @@ def test_config_carries_the_agent_settings_and_nothing_else(client: Client) -> N
         theme_dark_mode="dark",
     )
     response = client.get(f"/api/widget/{business.widget_key}/config", HTTP_ORIGIN="https://shop.example")
-    assert response.json() == {
+    assert response.json()["link_origins"] == business.allowed_origins
+    assert {k: v for k, v in response.json().items() if k != "link_origins"} == {
         "agent": {
             "name": "Ridge Guide",
             "greeting": "Welcome!",
