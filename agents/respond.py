@@ -45,7 +45,7 @@ from agents.models import Agent
 from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, private_text, retrieval_query
 from businesses.models import Business
 from catalogs.search import PreparedSearch, prepare_search, run_search
-from config import aio
+from common import aio
 
 SEARCH_LIMIT = 6
 REFUSAL = "Sorry, that is not something I can help with here."

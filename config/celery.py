@@ -39,6 +39,6 @@ def _embedded_services(**_: object) -> None:
 @worker_shutdown.connect
 @worker_process_shutdown.connect
 def _stop_reply_loop(**_: object) -> None:
-    from config import aio
+    from common import aio
 
     aio.stop()

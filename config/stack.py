@@ -110,7 +110,7 @@ class Stack:
 
         python = sys.executable
         # Replies spend their time waiting on the inference stream, so each reply worker runs many at once on
-        # its event loop (config.aio), one process per core (their Python is on one GIL per process);
+        # its event loop (common.aio), one process per core (their Python is on one GIL per process);
         # imports and embeddings are CPU-bound and get a worker of processes.
         no_beat: tuple[str, ...] = ()
         workers = [

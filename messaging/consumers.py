@@ -1,7 +1,7 @@
 """The chat websocket (``/ws/chat/<widget key>/``), protocol in docs/websocket-protocol.md.
 
 The consumer never calls the inference pool: it stores messages through services (which queue the reply
-task) and relays the conversation group's events. ORM work sits in plain helpers run through ``config.aio.database``.
+task) and relays the conversation group's events. ORM work sits in plain helpers run through ``common.aio.database``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.conf import settings
 from agents.selectors import agent_for
 from businesses.models import Business
 from businesses.selectors import business_for_widget_key, origin_allowed
-from config import aio
+from common import aio
 from messaging import query_vectors, ratelimits, selectors, services, streams
 from messaging.models import Channel, Conversation, Message
 from messaging.visitors import visitor_from_token, visitor_token_issue

@@ -1,7 +1,7 @@
 """The reply task: a thin caller of ``messaging.replies.engine.run_reply`` on the worker's reply loop.
 
 ``reply(message_id)`` runs on the ``replies`` queue (acks_late and reject-on-worker-lost are global). The
-reply runs on the worker process's long-lived event loop (``config.aio``); see messaging/replies/ for the
+reply runs on the worker process's long-lived event loop (``common.aio``); see messaging/replies/ for the
 claim protocol, the lock and lease, and the stream.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from config import aio
+from common import aio
 from messaging.replies.engine import run_reply
 
 

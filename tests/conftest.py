@@ -47,7 +47,7 @@ def _reply_loop_stopped(django_db_setup: None) -> Iterator[None]:
     from asgiref.sync import sync_to_async
     from django.db import connections
 
-    from config import aio
+    from common import aio
 
     yield
     aio.stop()

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from agents.inference import metrics, state
-from config import aio
+from common import aio
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
-from config import aio, embedded
+from common import aio
+from config import embedded
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import logging
 import random
 
 from agents.inference import state
-from config import aio
+from common import aio
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
-from config import aio
+from common import aio
 from messaging.meta import selectors as meta_selectors
 from messaging.meta import services
 from messaging.meta.signature import HEADER, signature_valid, signature_well_formed, token_matches
@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 
 def _in_db_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-    """``fn`` on the process's database threads (config.aio), each keeping its connection: Django's ASGI
+    """``fn`` on the process's database threads (common.aio), each keeping its connection: Django's ASGI
     handler would give every request a thread, and a connection, of its own."""
 
     def run(*args: Any, **kwargs: Any) -> T:

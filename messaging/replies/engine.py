@@ -1,6 +1,6 @@
 """One reply: one customer message (or a burst of them) -> one streamed, stored agent reply.
 
-``run_reply(message_id)`` is what the ``reply`` task (messaging.tasks) runs. The whole reply runs on the worker process's long-lived event loop (``config.aio``), whose connections to Redis,
+``run_reply(message_id)`` is what the ``reply`` task (messaging.tasks) runs. The whole reply runs on the worker process's long-lived event loop (``common.aio``), whose connections to Redis,
 the channel layer and the pool stay open from one reply to the next.
 
 Exactly once:
@@ -34,7 +34,7 @@ from agents import respond as agent
 from agents.models import Agent
 from agents.prompts import Turn, handoff_reason
 from agents.selectors import agent_for
-from config import aio
+from common import aio
 from messaging import query_vectors, streams
 from messaging.models import Message
 from messaging.ratelimits import _clients as _redis_clients

@@ -12,7 +12,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
-from config import aio
+from common import aio
 from messaging.ratelimits import redis
 from messaging.replies.claim import claim_is_stale, reply_renew
 

@@ -12,7 +12,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from config import aio
+from common import aio
 from messaging import streams
 from messaging.models import Message
 from messaging.replies.claim import reply_save_partial

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from config import aio
+from common import aio
 from config.asgi import application
 from messaging.models import WebhookDelivery
 from tests.fixtures.meta import VERIFY_TOKEN, signed, wa_change, wa_delivery, wa_text

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from django.test import Client
 
-from config import aio
+from common import aio
 from messaging.meta.signature import sign, signature_valid
 from messaging.models import Contact, Message, WebhookDelivery
 from tests.factories import BusinessFactory

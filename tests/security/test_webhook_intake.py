@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from config import aio
+from common import aio
 from config.asgi import application
 from messaging.meta import selectors as meta_selectors
 from messaging.meta import services

@@ -1,4 +1,4 @@
-"""config.aio: the reply worker's long-lived event loop and its database threads."""
+"""common.aio: the reply worker's long-lived event loop and its database threads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from businesses.models import Business
-from config import aio
+from common import aio
 from tests.factories import BusinessFactory
 
 
