@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+import random
 
-from catalogs import services
+from celery import Task, shared_task
+
+from catalogs import services, slots
 
 # An import of a large file with embeddings runs far longer than a reply: its own limits, below the lease
 # (CATALOG_IMPORT_LEASE_SECONDS) so that a live run is never taken over.
@@ -12,13 +14,31 @@ IMPORT_SOFT_TIME_LIMIT = 3600
 IMPORT_TIME_LIMIT = 3700
 
 
+# An import whose business already has CATALOG_IMPORTS_PER_BUSINESS running waits this long (plus jitter)
+# before it asks again, without holding a worker meanwhile.
+SLOT_WAIT_SECONDS = 15
+
+
 @shared_task(
-    acks_late=True, soft_time_limit=IMPORT_SOFT_TIME_LIMIT, time_limit=IMPORT_TIME_LIMIT, ignore_result=True
+    bind=True,
+    acks_late=True,
+    soft_time_limit=IMPORT_SOFT_TIME_LIMIT,
+    time_limit=IMPORT_TIME_LIMIT,
+    ignore_result=True,
+    max_retries=None,
 )
-def run_import(import_id: int) -> None:
+def run_import(self: Task, import_id: int) -> None:
     """Run one import. Safe to deliver twice: a finished or running import is not run again (the claim is a
-    conditional update), and a deleted one is ignored."""
-    services.import_run(import_id=import_id)
+    conditional update), and a deleted one is ignored. When its business already has its share of ingest
+    workers (``catalogs.slots``), it is re-queued instead of waiting on a worker."""
+    if not slots.import_run_limited(import_id=import_id):
+        raise self.retry(countdown=SLOT_WAIT_SECONDS + random.uniform(0, SLOT_WAIT_SECONDS))
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def purge_uploads() -> int:
+    """Delete uploaded files CATALOG_UPLOAD_RETENTION_DAYS after their import finished (Celery beat)."""
+    return services.import_uploads_purge()
 
 
 @shared_task(

@@ -149,6 +149,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "messaging.meta.tasks.purge_webhook_bodies",
         "schedule": WEBHOOK_PURGE_SECONDS,
     },
+    # Catalog uploads are deleted CATALOG_UPLOAD_RETENTION_DAYS after their import finished.
+    "purge-catalog-uploads": {
+        "task": "catalogs.tasks.purge_uploads",
+        "schedule": env_float("CATALOG_PURGE_SECONDS", 3600.0, minimum=1.0),
+    },
 }
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -215,8 +220,17 @@ EMBEDDINGS_MODEL = env_str("EMBEDDINGS_MODEL", "sentence-transformers/all-MiniLM
 CATALOG_MAX_UPLOAD_BYTES = env_int("CATALOG_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024, minimum=1)
 # An XLSX whose members would inflate past this is refused as a zip bomb (checked before opening it).
 CATALOG_XLSX_MAX_UNCOMPRESSED_BYTES = env_int("CATALOG_XLSX_MAX_UNCOMPRESSED_BYTES", 2 * 1024**3, minimum=1)
+# Bounded memory per import (docs/catalogs.md, "Limits"): XLSX shared strings (openpyxl holds them all),
+# one JSON element or JSON Lines line, one field of any format.
+CATALOG_XLSX_MAX_SHARED_STRINGS_BYTES = env_int(
+    "CATALOG_XLSX_MAX_SHARED_STRINGS_BYTES", 64 * 1024 * 1024, minimum=1024
+)
+CATALOG_MAX_RECORD_BYTES = env_int("CATALOG_MAX_RECORD_BYTES", 4 * 1024 * 1024, minimum=1024)
+CATALOG_MAX_FIELD_BYTES = env_int("CATALOG_MAX_FIELD_BYTES", 1024 * 1024, minimum=1024)
 # Uploaded files are deleted this many days after their import finished (the Import row keeps its summary).
 CATALOG_UPLOAD_RETENTION_DAYS = env_int("CATALOG_UPLOAD_RETENTION_DAYS", 7, minimum=0)
+# Imports of one business running at once on the ingest workers; more wait (re-queued), others go on.
+CATALOG_IMPORTS_PER_BUSINESS = env_int("CATALOG_IMPORTS_PER_BUSINESS", 1, minimum=1)
 # Rows per upsert statement, and texts per embedding call.
 CATALOG_IMPORT_BATCH_SIZE = env_int("CATALOG_IMPORT_BATCH_SIZE", 1000, minimum=1)
 CATALOG_EMBED_BATCH_SIZE = env_int("CATALOG_EMBED_BATCH_SIZE", 64, minimum=1)

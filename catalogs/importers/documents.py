@@ -9,10 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from catalogs.importers.base import FileRejected, ParsedChunk, RowResult
 
 MAX_CHUNK_CHARS = 1200
+# Memory per section and per line, whatever the file: a section is emitted in parts past this size.
+MAX_SECTION_CHARS = 64 * 1024
+MAX_LINE_CHARS = 64 * 1024
 _ATX = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _SETEXT = re.compile(r"^(=+|-+)\s*$")
 
@@ -53,6 +57,7 @@ def markdown_sections(lines: Iterator[str]) -> Iterator[tuple[int, str, str]]:
     path: list[tuple[int, str]] = []
     body: list[str] = []
     start = 1
+    size = 0
     previous: str | None = None
 
     def flush() -> tuple[int, str, str]:
@@ -72,9 +77,17 @@ def markdown_sections(lines: Iterator[str]) -> Iterator[tuple[int, str, str]]:
             if section[2]:
                 yield section
             path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, title)]
-            body, start = [], number
+            body, start, size = [], number, 0
         else:
             body.append(line)
+            size += len(line) + 1
+            # Bounded memory: a long section goes out in parts (same heading), at a paragraph break when
+            # there is one, else at MAX_SECTION_CHARS * 4.
+            if size > MAX_SECTION_CHARS and (not line.strip() or size > MAX_SECTION_CHARS * 4):
+                section = flush()
+                if section[2]:
+                    yield section
+                body, start, size = [], number + 1, 0
         previous = line
     section = flush()
     if section[2]:
@@ -87,9 +100,15 @@ def _chunks(sections: Iterator[tuple[int, str, str]]) -> Iterator[RowResult]:
             yield ParsedChunk(number, heading[:500], piece)
 
 
+def _bounded_lines(f: TextIO) -> Iterator[str]:
+    # A line is never read whole past MAX_LINE_CHARS: a longer one arrives in pieces (as separate lines).
+    while piece := f.readline(MAX_LINE_CHARS):
+        yield piece
+
+
 def markdown_results(path: Path) -> Iterator[RowResult]:
     with path.open(encoding="utf-8-sig", errors="replace") as f:
-        yield from _chunks(markdown_sections(iter(f)))
+        yield from _chunks(markdown_sections(_bounded_lines(f)))
 
 
 def text_results(path: Path) -> Iterator[RowResult]:

@@ -18,7 +18,9 @@ import re
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from django.conf import settings
 
 from catalogs.importers.base import (
     MAX_TITLE_CHARS,
@@ -86,7 +88,13 @@ def csv_rows(path: Path, *, delimiter: str | None = None) -> Iterator[tuple[int,
     ) as f:
         sample = f.read(SNIFF_BYTES)
         f.seek(0)
-        reader = csv.reader(f, delimiter=delimiter or sniff_delimiter(sample))
+        # Bounded memory: no field over CATALOG_MAX_FIELD_BYTES, no physical line over
+        # CATALOG_MAX_RECORD_BYTES (csv reads whole lines from its iterator).
+        csv.field_size_limit(settings.CATALOG_MAX_FIELD_BYTES)
+        reader = csv.reader(
+            _bounded_lines(f, settings.CATALOG_MAX_RECORD_BYTES),
+            delimiter=delimiter or sniff_delimiter(sample),
+        )
         number = 0
         try:
             for number, record in enumerate(reader, start=1):
@@ -95,6 +103,17 @@ def csv_rows(path: Path, *, delimiter: str | None = None) -> Iterator[tuple[int,
             raise FileRejected(f"row {number + 1}: the file is not valid CSV ({exc})") from exc
         except UnicodeDecodeError as exc:
             raise FileRejected(f"row {number + 1}: the file is not valid {encoding} text") from exc
+
+
+def _bounded_lines(f: TextIO, limit: int) -> Iterator[str]:
+    number = 0
+    while line := f.readline(limit + 1):
+        number += 1
+        if len(line) > limit:
+            raise FileRejected(
+                f"line {number} is longer than {limit:,} characters (CATALOG_MAX_RECORD_BYTES)"
+            )
+        yield line
 
 
 def _find(keys: dict[str, str], candidates: tuple[str, ...]) -> str | None:

@@ -1,12 +1,18 @@
 """XLSX workbooks: the first sheet (or a named one), read row by row with openpyxl's read-only mode.
 
 An XLSX file is a zip archive. Before openpyxl opens it, the archive's directory is checked: a zip bomb (a
-small file that inflates to gigabytes) is refused from its declared sizes, without inflating anything.
+small file that inflates to gigabytes) is refused from its declared sizes, without inflating anything
+(zipfile never inflates a member past its declared size: the CRC check fails first). openpyxl holds every
+shared string in memory, so ``xl/sharedStrings.xml`` has its own cap
+(``CATALOG_XLSX_MAX_SHARED_STRINGS_BYTES``, and at most ``MAX_SHARED_STRINGS`` strings); then the shared
+strings and the worksheets are scanned once with expat, streaming, for a text over ``CATALOG_MAX_FIELD_BYTES``
+(one cell openpyxl would otherwise build whole).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zipfile
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,11 +20,15 @@ from pathlib import Path
 
 from django.conf import settings
 
-from catalogs.importers.base import FileRejected
+from catalogs.importers.base import FileRejected, scan_xml_texts
 
 # Spreadsheet XML compresses well, but not by more than this; a bomb's members compress by 1000x and more.
 MAX_COMPRESSION_RATIO = 200
 MAX_MEMBERS = 10_000
+# Python keeps each shared string as an object (about 60 bytes before its text): this bounds that overhead.
+MAX_SHARED_STRINGS = 1_000_000
+SHARED_STRINGS = "xl/sharedStrings.xml"
+_SCANNED = re.compile(r"^xl/(sharedStrings\.xml|worksheets/[^/]+\.xml)$")
 
 
 def check_archive(path: Path) -> None:
@@ -46,6 +56,35 @@ def check_archive(path: Path) -> None:
         raise FileRejected(
             f"the XLSX workbook inflates to {total:,} bytes, over the limit of {limit:,}; refusing it as a possible zip bomb"
         )
+    shared = next((m for m in members if m.filename == SHARED_STRINGS), None)
+    shared_limit = settings.CATALOG_XLSX_MAX_SHARED_STRINGS_BYTES
+    if shared is not None and shared.file_size > shared_limit:
+        raise FileRejected(
+            f"the XLSX shared strings inflate to {shared.file_size:,} bytes, over the limit of {shared_limit:,} "
+            "(CATALOG_XLSX_MAX_SHARED_STRINGS_BYTES); save the sheet as CSV"
+        )
+    _scan_texts(path, [m.filename for m in members if _SCANNED.match(m.filename)])
+
+
+def _scan_texts(path: Path, names: list[str]) -> None:
+    """Stream each member through expat: refuse a text longer than CATALOG_MAX_FIELD_BYTES or more than
+    MAX_SHARED_STRINGS shared strings. Memory: one read and one text's length counter."""
+    with zipfile.ZipFile(path) as archive:
+        for name in names:
+            _scan_member(archive, name)
+
+
+def _scan_member(archive: zipfile.ZipFile, name: str) -> None:
+    try:
+        with archive.open(name) as member:
+            scan_xml_texts(
+                member,
+                f"the XLSX member {name}",
+                max_count=MAX_SHARED_STRINGS,
+                count_tag="si" if name == SHARED_STRINGS else "",
+            )
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise FileRejected(f"the XLSX member {name} is damaged ({exc})") from exc
 
 
 def _cell_text(value: object) -> str:

@@ -14,9 +14,10 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import iterparse
 
-from catalogs.importers.base import ColumnPlan, FileRejected, RowResult, build_item
+from catalogs.importers.base import ColumnPlan, FileRejected, RowResult, build_item, scan_xml_texts
 
 ATOM = "{http://www.w3.org/2005/Atom}"
+DTD_REFUSAL = "the XML declares a document type or entities; refused (entity expansion attack?)"
 
 
 def _local(tag: str) -> str:
@@ -47,6 +48,9 @@ def _record(element: Element) -> dict[str, str]:
 def xml_results(path: Path, mapping: Mapping[str, str] | None = None) -> Iterator[RowResult]:
     number = 0
     plans: dict[frozenset[str], ColumnPlan] = {}
+    with path.open("rb") as f:
+        # Bounded memory: no text over CATALOG_MAX_FIELD_BYTES (ElementTree would build it whole).
+        scan_xml_texts(f, "the XML feed", dtd_refusal=DTD_REFUSAL, malformed_ok=True)
     try:
         parser = iterparse(str(path), events=("start", "end"), forbid_dtd=True)
         root: Element | None = None
@@ -85,9 +89,7 @@ def xml_results(path: Path, mapping: Mapping[str, str] | None = None) -> Iterato
         if not seen_items:
             raise FileRejected("the XML feed holds no <item> or <entry> elements")
     except (DTDForbidden, EntitiesForbidden) as exc:
-        raise FileRejected(
-            "the XML declares a document type or entities; refused (entity expansion attack?)"
-        ) from exc
+        raise FileRejected(DTD_REFUSAL) from exc
     except ExternalReferenceForbidden as exc:
         raise FileRejected("the XML refers to an external entity; refused") from exc
     except ParseError as exc:
