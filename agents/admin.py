@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from agents.inference import state
 from agents.inference.endpoints import reset_endpoint_cache
 from agents.models import InferenceCall, InferenceEndpoint
-from config.admin_site import WriteOnlySecretsAdmin
+from businesses.admin_site import WriteOnlySecretsAdmin
 
 
 @admin.register(InferenceEndpoint)

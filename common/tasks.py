@@ -1,4 +1,4 @@
-"""Queueing Celery tasks from services: by name, after the current transaction commits.
+"""Queueing Celery tasks from services: by name, and after the current transaction commits.
 
 Services never import task modules (a task module imports its services: that would be a cycle), and a task
 never sees rows that are not committed yet. The queue comes from the task's name (``CELERY_TASK_ROUTES`` in
@@ -13,8 +13,11 @@ from celery import current_app
 from django.db import transaction
 
 
+def enqueue(name: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> None:
+    """Send task ``name`` with these arguments now (a caller that runs after the commit already)."""
+    current_app.send_task(name, args=args, kwargs=kwargs, countdown=countdown or None)
+
+
 def enqueue_on_commit(name: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> None:
     """Send task ``name`` with these arguments once the current transaction commits (at once outside one)."""
-    transaction.on_commit(
-        lambda: current_app.send_task(name, args=args, kwargs=kwargs, countdown=countdown or None)
-    )
+    transaction.on_commit(lambda: enqueue(name, *args, countdown=countdown, **kwargs))

@@ -42,7 +42,7 @@ PUBLIC_URL = env_url("PUBLIC_URL", "http://127.0.0.1:8000", schemes=("http", "ht
 
 INSTALLED_APPS = [
     "daphne",
-    "config.admin_site.SuperuserAdminConfig",  # django.contrib.admin, superusers only
+    "businesses.admin_site.SuperuserAdminConfig",  # django.contrib.admin, superusers only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -256,7 +256,7 @@ REPLY_LEASE_SECONDS = env_int("REPLY_LEASE_SECONDS", 20, minimum=2)
 # Streamed deltas are coalesced into one channel-layer send per this many milliseconds.
 REPLY_COALESCE_MS = env_int("REPLY_COALESCE_MS", 30, minimum=0)
 # Database threads per process for async code: a reply worker's replies, the ASGI server's websockets and
-# webhooks (config.aio).
+# webhooks (common.aio).
 DB_THREADS = env_int("DB_THREADS", 8, minimum=1)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1)
 CHAT_VISITOR_MESSAGES_PER_MINUTE = env_int("CHAT_VISITOR_MESSAGES_PER_MINUTE", 20, minimum=1)

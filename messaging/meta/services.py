@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from businesses.models import Business
+from common.tasks import enqueue
 from messaging.meta import graph, outbound, ownership, parser
 from messaging.meta import selectors as meta_selectors
 from messaging.models import ChannelAccount, Conversation, Message, OutboundPart, WebhookDelivery
@@ -308,14 +309,12 @@ def _redis() -> redis.Redis:
 
 
 def _schedule_processing() -> None:
-    from messaging.meta.tasks import process_pending
-
     try:
         if not _redis().set(SCHEDULE_FLAG, "1", nx=True, ex=SCHEDULE_TTL_SECONDS):
             return
     except redis.RedisError:
         logger.warning("webhook processing: Redis unavailable, queueing without coalescing")
-    process_pending.delay()
+    enqueue("messaging.meta.tasks.process_pending")
 
 
 def processing_schedule_clear() -> None:
@@ -485,16 +484,12 @@ def _process(delivery: WebhookDelivery) -> tuple[dict[str, Any], int | None]:
 
 
 def _enqueue_send(message_id: int) -> None:
-    from messaging.meta.tasks import send_message
-
-    send_message.delay(message_id)
+    enqueue("messaging.meta.tasks.send_message", message_id)
 
 
 def _enqueue_mark_read(account_id: int, contact_id: str, message_id: str) -> None:
     if settings.META_MARK_READ:
-        from messaging.meta.tasks import mark_read
-
-        mark_read.delay(account_id, contact_id, message_id)
+        enqueue("messaging.meta.tasks.mark_read", account_id, contact_id, message_id)
 
 
 def _inbound(account: ChannelAccount, event: parser.InboundMessage) -> str:

@@ -14,11 +14,11 @@ from django.test import Client
 from django.urls import reverse
 
 from agents.models import InferenceEndpoint
+from businesses.admin_site import SuperuserAdminSite, WriteOnlySecretsAdmin
 from businesses.crypto import EncryptedTextField
 from businesses.demo import DEMO_SLUG
 from businesses.models import Business
 from config import health
-from config.admin_site import SuperuserAdminSite, WriteOnlySecretsAdmin
 from config.embedded import free_port
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 from tests.inference_server import InferenceServer

@@ -29,7 +29,7 @@ class SuperuserAdminSite(admin.AdminSite):
 class SuperuserAdminConfig(AdminConfig):
     """Replaces ``django.contrib.admin`` in INSTALLED_APPS so that ``admin.site`` is a SuperuserAdminSite."""
 
-    default_site = "config.admin_site.SuperuserAdminSite"
+    default_site = "businesses.admin_site.SuperuserAdminSite"
 
 
 KEEP_HELP = "Stored encrypted and never shown. Leave blank to keep the current value."
