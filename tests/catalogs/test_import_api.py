@@ -41,7 +41,9 @@ def test_upload_returns_202_and_runs_to_a_status(
 ):
     business, key = shop_a
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = client.post(URL, {"file": upload(), "mode": "full", "confirm_full_sync": "true"}, **auth(key))
+        response = client.post(
+            URL, {"file": upload(), "mode": "full", "confirm_full_sync": "true"}, **auth(key)
+        )
     assert response.status_code == 202
     body = response.json()
     imp = Import.objects.get(pk=body["id"])

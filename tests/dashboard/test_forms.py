@@ -318,7 +318,9 @@ def _wa(**change: str) -> dict[str, str]:
 def test_whatsapp_connect_shows_the_verify_token_once_and_masks_the_token(
     tenant_a: Tenant, graph_api: Any
 ) -> None:
-    graph_api.grant_waba("EAAG-real-looking-token-9876", "102290129340398", {"106540352242922": "+1 555 0100"})
+    graph_api.grant_waba(
+        "EAAG-real-looking-token-9876", "102290129340398", {"106540352242922": "+1 555 0100"}
+    )
     client = _owner_client(tenant_a)
     response = client.post(f"/app/{tenant_a.business.slug}/channels/whatsapp/connect/", _wa())
     assert response.status_code == 200

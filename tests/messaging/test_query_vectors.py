@@ -19,8 +19,8 @@ from config.asgi import application
 from messaging import query_vectors
 from messaging.models import Message
 from messaging.ratelimits import redis
-from messaging.services import conversation_handoff, message_receive
 from messaging.replies.engine import run_reply
+from messaging.services import conversation_handoff, message_receive
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 from tests.inference_server import InferenceServer, embedding_of

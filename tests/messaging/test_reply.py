@@ -10,8 +10,8 @@ from asgiref.sync import async_to_sync
 
 from messaging import selectors
 from messaging.models import Conversation, Message
-from messaging.services import conversation_hand_back, conversation_handoff, message_receive, staff_reply_send
 from messaging.replies.engine import run_reply
+from messaging.services import conversation_hand_back, conversation_handoff, message_receive, staff_reply_send
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 
