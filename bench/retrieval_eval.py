@@ -3,7 +3,7 @@
     .venv/bin/python bench/retrieval_eval.py [--data bench/data/retrieval-eval] [--per-question]
 
 Each shop's catalog (Meta feed CSV) goes through the real import pipeline into a scratch business of a scratch
-database; every question is answered by ``catalogs.selectors.search`` inside its shop only, with
+database; every question is answered by ``catalogs.search.search`` inside its shop only, with
 ``mode="fulltext"``, ``mode="vector"`` and the default hybrid. nDCG uses linear gains (grade 1 or 2) over the
 judged items; recall counts grade-2 items in the top 10. Prints one JSON line and writes
 bench/results/retrieval_eval.json.
@@ -69,7 +69,7 @@ def main() -> None:
     setup_django()
 
     from catalogs.embeddings import embed_query
-    from catalogs.selectors import search
+    from catalogs.search import search
 
     questions = [
         json.loads(line) for line in (args.data / "questions.jsonl").read_text().splitlines() if line

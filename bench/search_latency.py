@@ -9,7 +9,7 @@ common, model names rare), SKUs, prices, stock, and 384-dimension vectors (the s
 basis vectors: every item distinct, no structure for the index to exploit, i.e. a pessimistic case for
 HNSW). The generated columns (search_vector, search_trigrams) and all indexes are the real ones.
 
-Then ``catalogs.selectors.search`` runs ``--queries`` queries against the first tenant, with the query
+Then ``catalogs.search.search`` runs ``--queries`` queries against the first tenant, with the query
 vector given (so the figures exclude query embedding): keyword queries, chat questions, SKUs and typos.
 Query embedding with the local model is timed separately, as is the model's throughput on titles and on
 long descriptions. Prints one JSON line and writes bench/results/search_latency.json.
@@ -406,7 +406,8 @@ def main() -> None:
     from django.db import connection
 
     from businesses.models import Business
-    from catalogs import selectors
+    from catalogs.search import search, vector_plan
+    from catalogs.search.prepare import HNSW_EF_SEARCH
 
     result: dict[str, object] = {"benchmark": "search_latency"}
     with scratch_database("bench_search_latency", keep=args.keep, reuse=args.reuse) as reused:
@@ -426,15 +427,15 @@ def main() -> None:
             result["items_total"] = cursor.fetchone()[0]
             cursor.execute("SELECT count(*) FROM catalogs_item WHERE business_id = %s", [target.pk])
             result["items_in_business"] = cursor.fetchone()[0]
-        result["vector_plan"] = selectors.vector_plan(target)
+        result["vector_plan"] = vector_plan(target)
         workload = queries(target.pk, args.queries)
         for text, vector in workload[:20]:  # warm the caches
-            selectors.search(target, text, limit=10, query_vector=vector)
+            search(target, text, limit=10, query_vector=vector)
         timings = []
         empty = 0
         for text, vector in workload:
             began = time.perf_counter()
-            hits = selectors.search(target, text, limit=10, query_vector=vector)
+            hits = search(target, text, limit=10, query_vector=vector)
             timings.append((time.perf_counter() - began) * 1000)
             empty += not hits
         by_kind: dict[str, list[float]] = {"keywords": [], "question": [], "sku": [], "typo": []}
@@ -444,7 +445,7 @@ def main() -> None:
         with connection.cursor() as cursor:
             cursor.execute("BEGIN")
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cursor.execute(f"SET LOCAL hnsw.ef_search = {selectors.HNSW_EF_SEARCH}")
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
             cursor.execute(
                 "EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM catalogs_item i WHERE i.business_id = %s "
                 "AND i.is_active AND i.embedding IS NOT NULL ORDER BY i.embedding <=> %s::vector LIMIT 40",

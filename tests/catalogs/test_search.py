@@ -20,10 +20,21 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from businesses.models import Business
-from catalogs import selectors
 from catalogs.embeddings import embed_query
 from catalogs.models import Chunk, Document, Item
-from catalogs.selectors import SearchFilters, filters_from_question, items_by_ids, search
+from catalogs.search import (
+    SearchFilters,
+    SearchHit,
+    filters_from_question,
+    fusion,
+    prepare,
+    prepare_search,
+    run_search,
+    search,
+    vector_plan,
+    words,
+)
+from catalogs.selectors import items_by_ids
 from tests.factories import BusinessFactory
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +45,7 @@ DATA = Path(__file__).resolve().parents[2] / "bench" / "data" / "retrieval-eval"
 @pytest.fixture(autouse=True)
 def _fresh_tenant_sizes() -> None:
     # The tenant-size cache lives per process; ids are reused across tests' rolled-back transactions.
-    selectors._sizes.clear()
+    prepare._sizes.clear()
 
 
 @pytest.fixture
@@ -53,7 +64,7 @@ def hardware_shop(import_catalog: Callable[..., Any]) -> Business:
     return business
 
 
-def ids(hits: list[selectors.SearchHit]) -> list[str]:
+def ids(hits: list[SearchHit]) -> list[str]:
     return [hit.external_id for hit in hits]
 
 
@@ -75,8 +86,8 @@ def test_finds_by_title_words(bike_shop: Business) -> None:
     assert top.fulltext_score > 0.5 and top.vector_score > 0.5
     assert top.score == pytest.approx(
         top.vector_score
-        + selectors.LEXICAL_WEIGHT * top.fulltext_score
-        + selectors.TRIGRAM_WEIGHT * top.trigram_score**2,
+        + fusion.LEXICAL_WEIGHT * top.fulltext_score
+        + fusion.TRIGRAM_WEIGHT * top.trigram_score**2,
         abs=1e-5,
     )
 
@@ -261,8 +272,8 @@ def test_a_small_tenant_among_a_large_one_gets_full_results_with_the_hnsw_plan(
     )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE catalogs_item")
-    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_ROWS", 0)  # force the HNSW plan for this tenant size
-    assert selectors.vector_plan(small) == "hnsw"
+    monkeypatch.setattr(prepare, "EXACT_SCAN_MAX_ROWS", 0)  # force the HNSW plan for this tenant size
+    assert vector_plan(small) == "hnsw"
     query = _random_unit_vectors(1, seed=3)[0].tolist()
     # With statistics, the planner itself prefers the business index for a tenant this small; take sorting
     # away so that it uses the HNSW index, the plan a large tenant gets, whose filter is the risk here.
@@ -298,7 +309,7 @@ def test_a_small_tenant_among_a_large_one_gets_full_results_with_the_hnsw_plan(
 
 
 def test_exact_plan_for_small_tenants(bike_shop: Business) -> None:
-    assert selectors.vector_plan(bike_shop) == "exact"
+    assert vector_plan(bike_shop) == "exact"
 
 
 def test_search_catalog_command(bike_shop: Business) -> None:
@@ -325,11 +336,11 @@ def test_empty_query_returns_nothing(bike_shop: Business) -> None:
 def test_a_prepared_search_run_with_the_callers_vector_is_the_same_search(bike_shop: Business) -> None:
     question = "a bag for the handlebar"
     vector = embed_query(question)
-    selectors._lexemes_of.clear()
+    words._lexemes_of.clear()
     with CaptureQueriesContext(connection) as first:
-        prepared = selectors.prepare_search(bike_shop, question, limit=5)
+        prepared = prepare_search(bike_shop, question, limit=5)
     with CaptureQueriesContext(connection) as again:
-        selectors.prepare_search(bike_shop, question, limit=5)
+        prepare_search(bike_shop, question, limit=5)
 
     # The words' lexemes are remembered: the second preparation only counts them in the catalog.
     def stemming(queries: CaptureQueriesContext) -> list[str]:
@@ -338,8 +349,8 @@ def test_a_prepared_search_run_with_the_callers_vector_is_the_same_search(bike_s
     assert len(stemming(first)) == 1 and stemming(again) == []
     assert len(again.captured_queries) == 1
     assert prepared is not None
-    assert ids(selectors.run_search(prepared, vector)) == ids(search(bike_shop, question, limit=5))
-    assert selectors.prepare_search(bike_shop, "   ") is None
+    assert ids(run_search(prepared, vector)) == ids(search(bike_shop, question, limit=5))
+    assert prepare_search(bike_shop, "   ") is None
 
 
 def test_the_lexical_score_reads_each_word_of_postgres_tsvector_text() -> None:
@@ -351,10 +362,10 @@ def test_the_lexical_score_reads_each_word_of_postgres_tsvector_text() -> None:
             "$$'o''stove':1A 'stove''s':2A 'x':3$$::tsvector::text"
         )
         weighted, quoted = cursor.fetchone()
-    assert selectors._lexical_score(weighted, {"stove": 1.0}) == pytest.approx(0.6)  # its best field: B
-    assert selectors._lexical_score(weighted, {"lamp": 1.0, "stove": 3.0}) == pytest.approx((1.0 + 1.8) / 4)
-    assert selectors._lexical_score(weighted, {"stovetop": 1.0, "top": 1.0}) == pytest.approx(0.5)
+    assert fusion.lexical_score(weighted, {"stove": 1.0}) == pytest.approx(0.6)  # its best field: B
+    assert fusion.lexical_score(weighted, {"lamp": 1.0, "stove": 3.0}) == pytest.approx((1.0 + 1.8) / 4)
+    assert fusion.lexical_score(weighted, {"stovetop": 1.0, "top": 1.0}) == pytest.approx(0.5)
     # "stove" is inside two longer lexemes here, and is not a word of its own.
-    assert selectors._lexical_score(quoted, {"stove": 1.0}) == 0.0
-    assert selectors._lexical_score(quoted, {"stove's": 1.0, "x": 1.0}) == pytest.approx((1.0 + 0.2) / 2)
-    assert selectors._lexical_score("", {"stove": 1.0}) == 0.0
+    assert fusion.lexical_score(quoted, {"stove": 1.0}) == 0.0
+    assert fusion.lexical_score(quoted, {"stove's": 1.0, "x": 1.0}) == pytest.approx((1.0 + 0.2) / 2)
+    assert fusion.lexical_score("", {"stove": 1.0}) == 0.0

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from businesses.models import Business
-from catalogs.selectors import SearchFilters, search
+from catalogs.search import SearchFilters, search
 
 
 class Command(BaseCommand):
