@@ -27,7 +27,7 @@ from agents import grounding
 from agents.text import content_stems, met, overlap, rarities, sentences
 
 # --- Relevance ------------------------------------------------------------------------------------------
-# Scores are the hybrid search's (catalogs.selectors): cosine similarity of all-MiniLM-L6-v2 plus lexical
+# Scores are the hybrid search's (catalogs.search): cosine similarity of all-MiniLM-L6-v2 plus lexical
 # and trigram boosts. Measured on the answer and retrieval dev sets (docs/agent.md): the best row of a
 # question about something a shop sells scores 0.48-0.85, the best row of one about something it does not
 # sell ("skateboards" in a bike shop, "pizza" in a hardware store) 0.12-0.33.

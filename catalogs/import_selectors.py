@@ -1,4 +1,4 @@
-"""Reads of catalog imports (``catalogs/selectors.py`` holds the search reads). Business first."""
+"""Reads of catalog imports (``catalogs/search/`` is the search). Business first."""
 
 from __future__ import annotations
 

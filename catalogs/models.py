@@ -28,7 +28,7 @@ class Trigrams(models.Func):
     """``catalogs_trigrams(text) -> text[]``: pg_trgm-style word trigrams (SQL function, migration 0002).
 
     pg_trgm is not available in the embedded Postgres; this immutable function gives the same tokens, and a
-    GIN index over the array serves the search's trigram leg (catalogs/selectors.py).
+    GIN index over the array serves the search's trigram leg (catalogs/search/).
     """
 
     function = "catalogs_trigrams"
@@ -72,7 +72,7 @@ class Item(models.Model):
     content_hash = models.CharField(max_length=64, blank=True)
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
     embedding_model = models.CharField(max_length=200, blank=True)
-    # Search columns (owned by catalogs/selectors.py), computed by Postgres on every write: full text with
+    # Search columns (owned by catalogs/search/), computed by Postgres on every write: full text with
     # title > brand/category > description weights, and trigrams of title and SKU for typos and SKU lookups.
     search_vector = models.GeneratedField(
         expression=SearchVector("title", weight="A", config="english")
