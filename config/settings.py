@@ -11,6 +11,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded
+from config.email import email_settings
 from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -349,9 +350,33 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
 LOGIN_FAILURES_PER_ADDRESS = env_int("LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
 LOGIN_THROTTLE_SECONDS = env_int("LOGIN_THROTTLE_SECONDS", 900, minimum=1)
+# Account links (docs/security.md, "Accounts"): a password reset link, a sign-up confirmation link and an
+# invitation link stop working after this many seconds.
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600, minimum=60)
+SIGNUP_LINK_MAX_AGE = env_int("SIGNUP_LINK_MAX_AGE", 86400, minimum=60)
+INVITATION_MAX_AGE = env_int("INVITATION_MAX_AGE", 7 * 86400, minimum=60)
+# Account mails (sign-up, password reset) sent to one address within an hour; more are dropped unsent.
+ACCOUNT_MAILS_PER_ADDRESS_PER_HOUR = env_int("ACCOUNT_MAILS_PER_ADDRESS_PER_HOUR", 5, minimum=1)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/app/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# --- Mail (config/email.py): EMAIL_URL, or the console backend (development; with DEBUG off, a warning) -----
+_email = email_settings(env_str("EMAIL_URL"))
+EMAIL_BACKEND = _email.backend
+EMAIL_HOST, EMAIL_PORT = _email.host, _email.port
+EMAIL_HOST_USER, EMAIL_HOST_PASSWORD = _email.user, _email.password
+EMAIL_USE_TLS, EMAIL_USE_SSL, EMAIL_TIMEOUT = _email.use_tls, _email.use_ssl, _email.timeout
+EMAIL_CONFIGURED = _email.configured
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL")
+if not DEFAULT_FROM_EMAIL and _email.smtp and not DEBUG:
+    # A relay refuses (or a recipient bins) mail from a made-up sender: fail now, not later in the worker.
+    raise ImproperlyConfigured(
+        "DEFAULT_FROM_EMAIL must be set when EMAIL_URL is an SMTP server and DEBUG is off "
+        "(e.g. DEFAULT_FROM_EMAIL='Shop agent <noreply@example.com>')."
+    )
+DEFAULT_FROM_EMAIL = DEFAULT_FROM_EMAIL or "bizagent <noreply@localhost>"
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -25,6 +25,8 @@ README_PRODUCTION = {
     "SECURE_HSTS_SECONDS": "31536000",
     "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
     "SECURE_HSTS_PRELOAD": "1",
+    "EMAIL_URL": "smtp://mailer:secret@smtp.shop-agent.example:587?tls=1",
+    "DEFAULT_FROM_EMAIL": "Shop agent <noreply@shop-agent.example>",
 }
 
 _OURS = {
