@@ -175,9 +175,12 @@ class Stack:
     def _wait_ready(self, base: str) -> None:
         deadline = time.monotonic() + 90
         last = ""
+        # With METRICS_TOKEN the answer names the check that is not green yet (without it: ok or not ok).
+        token = os.environ.get("METRICS_TOKEN", "")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         while time.monotonic() < deadline:
             try:
-                response = httpx.get(f"{base}/readyz", timeout=3)
+                response = httpx.get(f"{base}/readyz", timeout=3, headers=headers)
                 if response.status_code == 200:
                     say("stack", "ready: every /readyz check is green")
                     return

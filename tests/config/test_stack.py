@@ -31,6 +31,7 @@ def test_stack_starts_ready_and_stops_every_process_on_ctrl_c(
         PORT=str(port),
         WORKER_CONCURRENCY="1",
         REPLY_WORKER_PROCESSES="2",
+        METRICS_TOKEN="stack-test-token",
     )
     stack = subprocess.Popen(
         [sys.executable, "-m", "config.stack"],
@@ -63,7 +64,10 @@ def test_stack_starts_ready_and_stops_every_process_on_ctrl_c(
         assert any(line.startswith("replies1 |") for line in lines), "one reply worker process per core"
         assert any("beat: Starting" in line for line in lines), "the periodic tasks are scheduled"
 
-        readiness = httpx.get(f"{base}/readyz", timeout=10)
+        # The details are for the operator's token only (docs/security.md, "Disclosure").
+        readiness = httpx.get(
+            f"{base}/readyz", timeout=10, headers={"Authorization": "Bearer stack-test-token"}
+        )
         assert readiness.status_code == 200, readiness.text
         assert {name: check["ok"] for name, check in readiness.json()["checks"].items()} == {
             "database": True,
