@@ -22,7 +22,11 @@ def test_upload_is_imported_by_the_worker(celery_worker, client):
     # The worker reads the file from its own MEDIA_ROOT (the default): the test removes it afterwards.
     response = client.post(
         "/api/v1/catalog/imports",
-        {"file": SimpleUploadedFile("catalog.csv", SMALL_CATALOG_CSV.encode()), "mode": "full", "confirm_full_sync": "true"},
+        {
+            "file": SimpleUploadedFile("catalog.csv", SMALL_CATALOG_CSV.encode()),
+            "mode": "full",
+            "confirm_full_sync": "true",
+        },
         HTTP_AUTHORIZATION=f"Bearer {key}",
     )
     assert response.status_code == 202
