@@ -1,4 +1,4 @@
-"""The tenant (Business), who may act for it (Membership) and machine credentials (ApiKey)."""
+"""The tenant (Business), who may act for it (Membership, Invitation) and machine credentials (ApiKey)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+INVITATION_TOKEN_SALT = "businesses.Invitation.token"
 
 
 def new_widget_key() -> str:
     return "pk_" + secrets.token_urlsafe(18)
+
+
+def new_invitation_nonce() -> str:
+    return secrets.token_urlsafe(32)
 
 
 def validate_timezone(value: str) -> None:
@@ -70,3 +78,40 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class Invitation(models.Model):
+    """An owner's invitation of an email address to the business, with a role; accepted once, by that address.
+
+    The link's token is ``<pk>.<HMAC of pk and nonce under SECRET_KEY>``: the row alone (a database dump)
+    cannot make a link, a changed digit breaks the HMAC, and revoking, expiry and acceptance are the row's.
+    """
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(max_length=150)  # lower case
+    role = models.CharField(max_length=10, choices=Membership.Role.choices, default=Membership.Role.STAFF)
+    nonce = models.CharField(max_length=64, default=new_invitation_nonce, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["business", "email"], name="invitation_business_email")]
+
+    def __str__(self) -> str:
+        return f"{self.email} -> {self.business} ({self.role})"
+
+    def token(self) -> str:
+        digest = salted_hmac(INVITATION_TOKEN_SALT, f"{self.pk}:{self.nonce}", algorithm="sha256").hexdigest()
+        return f"{self.pk}.{digest}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > timezone.now()

@@ -8,8 +8,9 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
-from businesses.models import ApiKey, Business, Membership
+from businesses.models import ApiKey, Business, Invitation, Membership
 from businesses.services import hash_api_key, normalize_origin
 
 M = TypeVar("M", bound=Model)
@@ -73,3 +74,33 @@ def origin_allowed(business: Business, origin: str | None) -> bool:
     if not origin:
         return False
     return normalize_origin(origin) in {normalize_origin(o) for o in business.allowed_origins}
+
+
+def invitation_for_token(token: str) -> Invitation | None:
+    """The invitation a link's token names, whatever its state, or None for a malformed or tampered token."""
+    pk, _, _digest = token.partition(".")
+    if not pk.isdigit() or len(pk) > 18:
+        return None
+    invitation = Invitation.objects.select_related("business").filter(pk=int(pk)).first()
+    if invitation is None or not constant_time_compare(invitation.token(), token):
+        return None
+    return invitation
+
+
+def invitations_pending(business: Business) -> QuerySet[Invitation]:
+    return (
+        Invitation.objects.filter(
+            business=business,
+            accepted_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        )
+        .select_related("invited_by")
+        .order_by("-created_at")
+    )
+
+
+def members(business: Business) -> QuerySet[Membership]:
+    return (
+        Membership.objects.filter(business=business).select_related("user").order_by("role", "user__username")
+    )

@@ -23,6 +23,7 @@ app.conf.task_routes = {
     "messaging.meta.tasks.send_*": {"queue": "outbound"},
     "messaging.meta.tasks.mark_read": {"queue": "outbound"},
     "catalogs.tasks.*": {"queue": "ingest"},
+    "dashboard.tasks.*": {"queue": "outbound"},
 }
 app.autodiscover_tasks()
 

@@ -7,10 +7,12 @@ import zoneinfo
 from typing import Any
 
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
 from django.core.exceptions import ValidationError
 
 from agents.models import Agent
+from businesses.models import Membership
 from businesses.services import normalize_origin
 from catalogs.models import Availability
 from dashboard.login_throttle import login_failed, login_succeeded, login_throttled
@@ -46,10 +48,28 @@ class SignInForm(AuthenticationForm):
 
 
 class SignUpForm(forms.Form):
+    """The first step of sign-up: the address to confirm and the business to create once it is confirmed.
+    The password is chosen on the confirmation link's page (``NewPasswordForm``), so nothing is stored before."""
+
     email = forms.EmailField(max_length=150)
-    password = forms.CharField(widget=forms.PasswordInput, min_length=8, max_length=128)
     business_name = forms.CharField(max_length=200, label="Business name")
     timezone = forms.ChoiceField(choices=[(t, t) for t in TIMEZONES], initial="UTC")
+
+
+class NewPasswordForm(SetPasswordForm):  # type: ignore[type-arg]
+    """Django's "new password" pair with its validators, for an account that does not exist yet: ``email``
+    is what the similarity check compares against. It only validates; a service creates the account."""
+
+    def __init__(self, email: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(get_user_model()(username=email, email=email), *args, **kwargs)
+
+    def save(self, commit: bool = True) -> Any:
+        raise NotImplementedError("the sign-up and invitation services create the account")
+
+
+class InvitationForm(forms.Form):
+    email = forms.EmailField(max_length=150)
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.STAFF)
 
 
 class BusinessForm(forms.Form):

@@ -30,6 +30,7 @@ OBJECT_KINDS: dict[str, str] = {
     "item": "catalogs.Item",
     "conversation": "messaging.Conversation",
     "channel_account": "messaging.ChannelAccount",
+    "invitation": "businesses.Invitation",
 }
 
 

@@ -1,17 +1,24 @@
-"""Writes that span apps for the admin: signing up creates a person and their business at once."""
+"""Writes that span apps for the admin: signing up (asked by email, confirmed by a signed link, then the person
+and their business at once) and asking for a password reset link."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from businesses.models import Business
 from businesses.services import business_create
+from common.tasks import enqueue_on_commit
+from dashboard.mail import mail_allowed
+
+SIGNUP_SALT = "dashboard.signup"
 
 
 @dataclass(frozen=True)
@@ -48,3 +55,58 @@ def account_signup(*, email: str, password: str, business_name: str, timezone_na
         except ValidationError as exc:
             raise ValidationError({"business_name": exc.messages}) from exc
     return SignUp(user=user, business=business)
+
+
+@dataclass(frozen=True)
+class SignUpClaim:
+    """What a sign-up confirmation link carries (signed, not secret: the person typed it)."""
+
+    email: str
+    business_name: str
+    timezone_name: str
+
+
+class SignUpLinkRefused(Exception):
+    """Why a sign-up confirmation link does not work; ``str()`` is the message to show."""
+
+
+def signup_token(*, email: str, business_name: str, timezone_name: str) -> str:
+    """The token of a sign-up confirmation link: signed with SECRET_KEY and timestamped (it stores nothing)."""
+    return signing.dumps(
+        {"e": email.strip().lower(), "b": business_name.strip(), "t": timezone_name},
+        salt=SIGNUP_SALT,
+        compress=True,
+    )
+
+
+def signup_claim(token: str) -> SignUpClaim:
+    """The sign-up a link confirms; ``SignUpLinkRefused`` when it is tampered with, expired or already used."""
+    try:
+        data = signing.loads(token, salt=SIGNUP_SALT, max_age=settings.SIGNUP_LINK_MAX_AGE)
+    except signing.SignatureExpired as exc:
+        raise SignUpLinkRefused("This link has expired. Sign up again to get a new one.") from exc
+    except signing.BadSignature as exc:
+        raise SignUpLinkRefused("This link is not valid. Check that you copied all of it.") from exc
+    claim = SignUpClaim(email=data["e"], business_name=data["b"], timezone_name=data["t"])
+    # One account per address: once it exists the link has done its work (it cannot be used again).
+    if get_user_model().objects.filter(username__iexact=claim.email).exists():
+        raise SignUpLinkRefused("This link has already been used: the account exists. Sign in instead.")
+    return claim
+
+
+def signup_request(*, email: str, business_name: str, timezone_name: str) -> None:
+    """Queue the sign-up mail for ``email``. Creates nothing, and does the same whether or not the address
+    has an account (the worker decides which mail to send: ``dashboard.mail.send_signup_mail``)."""
+    if mail_allowed(email):
+        enqueue_on_commit(
+            "dashboard.tasks.send_signup_mail",
+            email=email.strip().lower(),
+            business_name=business_name.strip(),
+            timezone_name=timezone_name,
+        )
+
+
+def password_reset_request(*, email: str) -> None:
+    """Queue a password reset mail for ``email``; the worker finds the account, if there is one."""
+    if mail_allowed(email):
+        enqueue_on_commit("dashboard.tasks.send_password_reset_mail", email=email.strip().lower())

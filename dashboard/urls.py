@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from django.views.generic import RedirectView
 
-from dashboard.views import accounts, agent, analytics, catalog, channels, core, inbox
+from dashboard.views import accounts, agent, analytics, catalog, channels, core, inbox, team
 
 app_name = "dashboard"
 
@@ -14,6 +14,17 @@ urlpatterns = [
     path("accounts/login/", accounts.login_view, name="login"),
     path("accounts/logout/", accounts.logout_view, name="logout"),
     path("accounts/signup/", accounts.signup, name="signup"),
+    path("accounts/signup/sent/", accounts.signup_sent, name="signup_sent"),
+    path("accounts/signup/confirm/<str:token>/", accounts.signup_confirm, name="signup_confirm"),
+    path("accounts/password-reset/", accounts.password_reset, name="password_reset"),
+    path("accounts/password-reset/sent/", accounts.password_reset_done, name="password_reset_done"),
+    path(
+        "accounts/password-reset/<uidb64>/<token>/",
+        accounts.password_reset_confirm,
+        name="password_reset_confirm",
+    ),
+    path("accounts/password-reset/done/", accounts.password_reset_complete, name="password_reset_complete"),
+    path("accounts/invitations/<str:token>/", accounts.invitation, name="invitation_accept"),
     path("app/", core.home, name="home"),
     path("app/new/", accounts.business_new, name="business_new"),
     path("app/<slug:slug>/", core.overview, name="overview"),
@@ -69,4 +80,10 @@ urlpatterns = [
         name="channel_disconnect",
     ),
     path("app/<slug:slug>/analytics/", analytics.analytics, name="analytics"),
+    path("app/<slug:slug>/team/", team.team, name="team"),
+    path(
+        "app/<slug:slug>/team/invitations/<int:invitation_id>/revoke/",
+        team.team_invitation_revoke,
+        name="team_invitation_revoke",
+    ),
 ]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
-from businesses.models import Business, Membership
+from businesses.models import Business, Invitation, Membership
 from businesses.services import api_key_issue
 from catalogs.models import Import, Item
 from messaging.meta.services import channel_account_connect
@@ -78,6 +80,15 @@ def make_channel_account(business: Business) -> ChannelAccount:
     )
 
 
+def make_invitation(business: Business, *, email: str = "invitee@example.com") -> Invitation:
+    return Invitation.objects.create(
+        business=business,
+        email=email,
+        role=Membership.Role.STAFF,
+        expires_at=timezone.now() + timedelta(days=7),
+    )
+
+
 # Kind of row named by a URL keyword argument (see dashboard.permissions.member_view) -> how to make one.
 OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "api_key": lambda b: api_key_issue(b, name="ci").api_key.pk,
@@ -85,6 +96,7 @@ OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "item": lambda b: make_item(b).pk,
     "conversation": lambda b: make_conversation(b).pk,
     "channel_account": lambda b: make_channel_account(b).pk,
+    "invitation": lambda b: make_invitation(b).pk,
 }
 
 

@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from agents.models import Agent
-from businesses.models import ApiKey, Business
+from businesses.models import ApiKey, Business, Invitation, Membership
 from catalogs.models import Import, Item
 from dashboard.permissions import Access
 from messaging.models import ChannelAccount, Conversation, Message
@@ -77,6 +77,8 @@ HOSTILE_POST = {
     "whatsapp-phone_number_id": "5550001",
     "whatsapp-access_token": "EAAG-stolen-token-000000",
     "whatsapp-verify_token": "stolen-verify-token-0000",
+    "email": "intruder@evil.example",
+    "role": "owner",
 }
 
 
@@ -89,6 +91,8 @@ def test_the_walk_finds_the_admin() -> None:
         "inbox_takeover",
         "api_key_revoke",
         "analytics",
+        "team",
+        "team_invitation_revoke",
     } <= names
     assert len(APP_ROUTES) >= 20
 
@@ -119,6 +123,8 @@ def _snapshot(business: Business) -> tuple[object, ...]:
         Import.objects.filter(business=business).count(),
         Item.objects.filter(business=business).count(),
         sorted(ChannelAccount.objects.filter(business=business).values_list("pk", "active", "access_token")),
+        sorted(Invitation.objects.filter(business=business).values_list("pk", "email", "role", "revoked_at")),
+        sorted(Membership.objects.filter(business=business).values_list("user_id", "role")),
     )
 
 
@@ -194,3 +200,4 @@ def test_staff_do_not_see_owner_pages_in_the_menu(tenant_a: Tenant) -> None:
     assert f"/app/{tenant_a.business.slug}/inbox/" in html
     assert f"/app/{tenant_a.business.slug}/analytics/" not in html
     assert f"/app/{tenant_a.business.slug}/api-keys/" not in html
+    assert f"/app/{tenant_a.business.slug}/team/" not in html
