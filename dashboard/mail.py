@@ -22,6 +22,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from businesses.models import Invitation
+from dashboard.signup_tokens import signup_token
 
 
 @cache
@@ -56,8 +57,6 @@ def _send(template: str, to: str, context: dict[str, object]) -> None:
 
 def send_signup_mail(*, email: str, business_name: str, timezone_name: str) -> None:
     """A confirmation link for a new address; for one that has an account, a note saying so instead."""
-    from dashboard.services import signup_token  # the token's format belongs to the sign-up service
-
     if get_user_model().objects.filter(username__iexact=email).exists():
         _send(
             "signup_existing",

@@ -17,8 +17,7 @@ from businesses.models import Business
 from businesses.services import business_create
 from common.tasks import enqueue_on_commit
 from dashboard.mail import mail_allowed
-
-SIGNUP_SALT = "dashboard.signup"
+from dashboard.signup_tokens import SIGNUP_SALT
 
 
 @dataclass(frozen=True)
@@ -68,15 +67,6 @@ class SignUpClaim:
 
 class SignUpLinkRefused(Exception):
     """Why a sign-up confirmation link does not work; ``str()`` is the message to show."""
-
-
-def signup_token(*, email: str, business_name: str, timezone_name: str) -> str:
-    """The token of a sign-up confirmation link: signed with SECRET_KEY and timestamped (it stores nothing)."""
-    return signing.dumps(
-        {"e": email.strip().lower(), "b": business_name.strip(), "t": timezone_name},
-        salt=SIGNUP_SALT,
-        compress=True,
-    )
 
 
 def signup_claim(token: str) -> SignUpClaim:

@@ -16,7 +16,7 @@ import pytest
 from businesses.models import Business, Membership
 from businesses.services import business_set_allowed_origins, business_set_demo_page
 from catalogs.models import Import, Item
-from dashboard.services import signup_token
+from dashboard.signup_tokens import signup_token
 from messaging.models import Conversation, Message
 from tests.dashboard.test_analytics import _dataset
 from tests.factories import MembershipFactory

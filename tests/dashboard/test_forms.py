@@ -13,7 +13,7 @@ from agents.models import Agent
 from agents.selectors import agent_for
 from businesses.models import ApiKey, Business, Membership
 from catalogs.models import Import
-from dashboard.services import signup_token
+from dashboard.signup_tokens import signup_token
 from messaging.meta.selectors import webhook_url
 from messaging.models import ChannelAccount
 from tests.dashboard.conftest import Tenant

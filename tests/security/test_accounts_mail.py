@@ -30,7 +30,7 @@ import common.tasks
 from businesses.models import Business, Invitation, Membership
 from config.email import CONSOLE_BACKEND, SMTP_BACKEND, email_settings
 from config.settings import BASE_DIR
-from dashboard.services import signup_token
+from dashboard.signup_tokens import signup_token
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
