@@ -226,8 +226,12 @@ async def _stream_reply(
 
     async def watch() -> None:
         # A stop asked before the watch began left its key (checked here, beside the stream's start).
+        # Shielded: a reply that ends within this round trip cancels the watch, and a Redis command cancelled
+        # mid-flight can leave its pooled connection waiting for an answer that never comes.
+        check = asyncio.ensure_future(streams.cancel_requested(reply_id))
+        check.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            if await streams.cancel_requested(reply_id):
+            if await asyncio.shield(check):
                 return
         except Exception:
             # A Redis hiccup must not end the reply: later stops still come through the watch.

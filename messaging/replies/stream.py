@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -89,10 +88,10 @@ class ReplyStream:
             self.last_send = time.monotonic()
 
     async def close(self) -> None:
+        """Send what is buffered. A pending coalescing timer is awaited, not cancelled (it sends within one
+        interval): cancelled inside its send, it would cut a Redis pipeline mid-flight."""
         if self.timer is not None:
-            self.timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.timer
+            await self.timer
             self.timer = None
         await self.flush()
 
