@@ -50,41 +50,10 @@ def check_worker() -> CheckResult:
     return True, f"{len(replies)} worker(s)"
 
 
-# Readiness never probes the pool more often than this (LLAMA_PROBE_INTERVAL when longer).
-MIN_PROBE_INTERVAL = 5.0
-
-
 def check_inference() -> CheckResult:
-    from agents.inference import state
-    from agents.inference.endpoints import pool_endpoints
-    from agents.inference.health import pool_status, probe_endpoints
+    from agents.inference.health import pool_readiness
 
-    endpoints = pool_endpoints()
-    if not endpoints:
-        return (
-            False,
-            "no inference endpoint configured (LLAMA_POOL unset and the embedded server is not running)",
-        )
-    rows = pool_status()
-    checked = {row.url: row.checked_at for row in rows}
-    interval = max(settings.LLAMA_PROBE_INTERVAL, MIN_PROBE_INTERVAL)
-    now = time.time()
-    stale = [
-        endpoint
-        for endpoint in endpoints
-        if checked.get(endpoint.url) is None or now - (checked[endpoint.url] or 0.0) >= interval
-    ]
-    if stale and state.try_lock("readyz-probe", interval):
-        probe_endpoints(stale)
-        rows = pool_status()
-    ready = [row for row in rows if row.healthy and row.routable]
-    problems = [
-        f"{row.url}: {row.health_reason if not row.healthy else 'circuit ' + row.circuit}"
-        for row in rows
-        if row not in ready
-    ]
-    detail = f"{len(ready)}/{len(rows)} endpoint(s) ready"
-    return bool(ready), detail + (f" ({'; '.join(problems)})" if problems else "")
+    return pool_readiness()
 
 
 CHECKS: dict[str, Callable[[], CheckResult]] = {

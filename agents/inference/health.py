@@ -31,6 +31,8 @@ from agents.inference import state
 from agents.inference.endpoints import Endpoint, pool_endpoints
 
 PROBE_TIMEOUT = 2.0
+# Readiness never probes the pool more often than this (LLAMA_PROBE_INTERVAL when longer).
+READINESS_PROBE_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -193,14 +195,23 @@ def pool_status() -> list[EndpointStatus]:
 
 
 def pool_readiness() -> tuple[bool, str]:
-    """For /readyz: probe now; ready when at least one endpoint passes and its circuit lets requests in."""
+    """For /readyz: ready when at least one endpoint's last probe passed and its circuit lets requests in.
+
+    It reads the stored health and probes only endpoints whose last probe is older than the probe interval
+    (at least ``READINESS_PROBE_INTERVAL``), at most once per interval across all processes (a Redis lock):
+    a flood of readiness checks is not a flood of probes."""
     endpoints = pool_endpoints()
     if not endpoints:
         return (
             False,
             "no inference endpoint configured (LLAMA_POOL unset and the embedded server is not running)",
         )
-    probe_endpoints(endpoints)
+    checked = {row.url: row.checked_at for row in pool_status()}
+    interval = max(settings.LLAMA_PROBE_INTERVAL, READINESS_PROBE_INTERVAL)
+    now = time.time()
+    stale = [e for e in endpoints if checked.get(e.url) is None or now - (checked[e.url] or 0.0) >= interval]
+    if stale and state.try_lock("readyz-probe", interval):
+        probe_endpoints(stale)
     rows = pool_status()
     ready = [row for row in rows if row.healthy and row.routable]
     problems = [

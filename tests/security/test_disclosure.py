@@ -71,7 +71,7 @@ def test_readyz_does_not_probe_the_pool_on_every_request(
     llama_pool(*servers)
     settings.METRICS_TOKEN = "ops-token"
     # No Celery worker here: its ping would wait out 0.5 s per request, and the test wants them within the
-    # probe interval (health.MIN_PROBE_INTERVAL, 5 s).
+    # probe interval (agents.inference.health.READINESS_PROBE_INTERVAL, 5 s).
     monkeypatch.setitem(health.CHECKS, "worker", lambda: (True, "1 worker(s)"))
     for _ in range(10):
         client.get("/readyz")
