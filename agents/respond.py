@@ -378,40 +378,42 @@ async def respond(
 
     out_of_hours = not is_open(agent, timezone_name=business.timezone, now=timezone.now())
     passages = [h.text for h in hits if h.kind == "chunk"] + [agent.business_facts]
-    context = grounding.Screen(
-        items=list(plan.items),
-        cited=cited,
-        passages=passages,
-        descriptions=[h.text for h in hits if h.kind == "item" and h.item_id in plan_ids(plan)],
-        answer=composed,
-        private=private_text(agent),
-    )
-    t = time.perf_counter()
-    prompt = assemble(
-        agent,
-        business_name=business.name,
-        entries=[_entry(h) for h in hits if h.kind == "item" and h.item_id in plan_ids(plan)],
-        turns=turns,
-        question=question,
-        budget_tokens=max(256, settings.AGENT_PROMPT_TOKEN_BUDGET - agent.max_reply_tokens),
-        out_of_hours=out_of_hours,
-        answer=composed,
-    )
-    timings["prompt"] = _ms(t)
-    request = inference.ChatRequest(
-        business_id=business.pk,
-        messages=prompt.messages,
-        affinity_key=affinity_key,
-        # A short request, closed once its sentences are in: a small server's single slot is held briefly.
-        max_tokens=min(agent.max_reply_tokens, settings.AGENT_MODEL_TOKENS),
-        temperature=agent.temperature,
-        top_p=agent.top_p,
-        model=agent.model or None,
-    )
     model = _ModelWords()
-    # Small talk is the model's alone (two sentences at least); an answer gets what the setting allows.
+    # Small talk is the model's alone (two sentences at least); an answer gets what the setting allows. With
+    # none allowed, no prompt is built and no request made: the reply is the composed answer.
     limit = model_sentences() if composed else max(2, model_sentences())
     if limit:
+        answer_hits = [h for h in hits if h.kind == "item" and h.item_id in plan_ids(plan)]
+        context = grounding.Screen(
+            items=list(plan.items),
+            cited=cited,
+            passages=passages,
+            descriptions=[h.text for h in answer_hits],
+            answer=composed,
+            private=private_text(agent),
+        )
+        t = time.perf_counter()
+        prompt = assemble(
+            agent,
+            business_name=business.name,
+            entries=[_entry(h) for h in answer_hits],
+            turns=turns,
+            question=question,
+            budget_tokens=max(256, settings.AGENT_PROMPT_TOKEN_BUDGET - agent.max_reply_tokens),
+            out_of_hours=out_of_hours,
+            answer=composed,
+        )
+        timings["prompt"] = _ms(t)
+        request = inference.ChatRequest(
+            business_id=business.pk,
+            messages=prompt.messages,
+            affinity_key=affinity_key,
+            # A short request, closed once its sentences are in: a small server's single slot is held briefly.
+            max_tokens=min(agent.max_reply_tokens, settings.AGENT_MODEL_TOKENS),
+            temperature=agent.temperature,
+            top_p=agent.top_p,
+            model=agent.model or None,
+        )
         async for event in model.stream(request, context, shown, limit=limit):
             if isinstance(event, TextDelta):
                 timings.setdefault("first_token", _ms(started))

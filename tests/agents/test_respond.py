@@ -341,6 +341,7 @@ def test_answers_from_the_data_alone_when_the_model_may_add_nothing(
     done = ask(shop, "how much is the tent?")[-1]
     assert done.text == TENT_FACTS
     assert pool_server.chat_requests == 0
+    assert "prompt" not in done.timings  # no prompt built either
 
 
 @pytest.mark.django_db(transaction=True)
