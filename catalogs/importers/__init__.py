@@ -18,16 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catalogs.importers import documents, jsonfeed, tabular, xlsx, xmlfeed
-from catalogs.importers.base import (
-    FileRejected,
-    ParsedChunk,
-    ParsedRow,
-    RowError,
-    RowResult,
-    parse_availability,
-    parse_price,
-    strip_html,
-)
+from catalogs.importers.base import FileRejected, ParsedChunk, ParsedRow, RowError, RowResult
+from catalogs.importers.values import parse_availability, parse_price, strip_html
 
 __all__ = [
     "FORMATS",

@@ -32,9 +32,8 @@ from catalogs.importers.base import (
     RowResult,
     build_item,
     column_key,
-    parse_price,
-    strip_html,
 )
+from catalogs.importers.values import parse_price, strip_html
 
 # Meta rejects lines over 5,242,880 bytes; a field that size is certainly not a catalog.
 csv.field_size_limit(5_242_880)

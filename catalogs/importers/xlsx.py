@@ -20,7 +20,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from catalogs.importers.base import FileRejected, scan_xml_texts
+from catalogs.importers.base import FileRejected
+from catalogs.importers.xmlguard import scan_xml_texts
 
 # Spreadsheet XML compresses well, but not by more than this; a bomb's members compress by 1000x and more.
 MAX_COMPRESSION_RATIO = 200

@@ -14,7 +14,8 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import iterparse
 
-from catalogs.importers.base import ColumnPlan, FileRejected, RowResult, build_item, scan_xml_texts
+from catalogs.importers.base import ColumnPlan, FileRejected, RowResult, build_item
+from catalogs.importers.xmlguard import scan_xml_texts
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 DTD_REFUSAL = "the XML declares a document type or entities; refused (entity expansion attack?)"

@@ -13,7 +13,7 @@ from django.urls import reverse
 from openpyxl import Workbook
 
 from catalogs.importers import parse_price
-from catalogs.importers.base import PRICE_ON_REQUEST_PHRASES, price_on_request
+from catalogs.importers.values import PRICE_ON_REQUEST_PHRASES, price_on_request
 from catalogs.models import Item
 from tests.factories import BusinessFactory, MembershipFactory
 
