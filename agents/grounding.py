@@ -13,8 +13,9 @@ Pure functions (no database, no I/O) over ``GroundItem`` snapshots of the cited 
   with the catalog's (and withholds when something cannot be corrected), ``withhold`` replaces the whole
   reply with a safe message plus cards, ``flag`` only records;
 - ``cards_for``: product cards built from catalog rows, never from the model's text.
-- ``policy_issues``: sentences that say yes where the cited passage says no (or the other way round);
-- ``screen``: whether a sentence the model adds to a composed answer (agents.answers) may be shown.
+
+Policy claims are checked in ``agents.policy_claims``; what the model may add to a composed answer, in
+``agents.screen``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
-
-from agents import text as words_
 
 SYMBOLS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY", "₹": "INR"}
 CODES = {
@@ -279,7 +278,8 @@ def _subject(sentence: str, offset: int, named: list[GroundItem]) -> GroundItem:
     return max(before, key=lambda pair: pair[0])[1] if before else named[0]
 
 
-def _sentences(text: str) -> list[tuple[int, int]]:
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence of ``text`` that is not blank."""
     spans, start = [], 0
     for match in _SENTENCE_END.finditer(text):
         if text[start : match.start()].strip():
@@ -317,7 +317,7 @@ def check(text: str, items: list[GroundItem], *, mode: str = "correct") -> Groun
     mentioned: list[int] = []
     prices = find_prices(text)
     claims = find_stock_claims(text)
-    for start, end in _sentences(text):
+    for start, end in sentence_spans(text):
         sentence = text[start:end]
         named = mentioned_items(sentence, items)
         for item in named:
@@ -424,132 +424,3 @@ def cards_for(result: GroundingResult, items: list[GroundItem], *, fallback: int
     if not chosen and result.action == "withheld":
         chosen = items[:fallback]
     return [card_for(item) for item in chosen]
-
-
-# --- Policy claims ------------------------------------------------------------------------------------------
-
-# A sentence takes a side on a policy when it says yes or no ("you can return it", "shipping is free").
-_STANCE = re.compile(
-    r"\b(?:yes|no|not|can|cannot|can't|may|must|free|included|allowed|possible|accept\w*|offer\w*|"
-    r"ja|nein|kann|nicht|kein\w*|oui|non|peut|s[ií]|puede|pu[òo]|nee|kan)\b",
-    re.IGNORECASE,
-)
-
-
-def contradicted_passage(sentence: str, passages: list[str]) -> str | None:
-    """The passage sentence that ``sentence`` contradicts (one says no where the other says yes), or None.
-
-    A sentence is held against the passage sentences that share the most words with it (at least one that
-    is not a stopword); it contradicts them when it takes a side and its negation differs from theirs. It
-    errs on the side of "contradicts" when the best matches disagree among themselves: a sentence that a
-    policy might deny is never shown as fact."""
-    if not _STANCE.search(sentence):
-        return None
-    stems = words_.content_stems(sentence) - {"yes", "no", "can", "not"}
-    if not stems:
-        return None
-    references = [s for passage in passages for s in words_.sentences(passage)]
-    scored = [(words_.overlap(stems, ref), ref) for ref in references]
-    top = max((score for score, _ in scored), default=0.0)
-    if top <= 0:
-        return None
-    negative = words_.is_negative(sentence)
-    for score, ref in scored:
-        if score == top and words_.is_negative(ref) != negative:
-            return ref
-    return None
-
-
-def policy_issues(text: str, passages: list[str]) -> list[Issue]:
-    """The sentences of ``text`` that contradict the cited passages (a passage's own sentences never do)."""
-    quoted = {" ".join(s.split()) for passage in passages for s in words_.sentences(passage)}
-    issues = []
-    for start, end in _sentences(text):
-        sentence = text[start:end]
-        if " ".join(sentence.split()) in quoted:
-            continue
-        ref = contradicted_passage(sentence, passages)
-        if ref is not None:
-            issues.append(Issue("wrong_policy", sentence, start, end, None, ref))
-    return issues
-
-
-# --- What a model may add to a composed answer ---------------------------------------------------------------
-
-# Markers of the prompt's own structure: a sentence holding one is the prompt leaking, whatever it says.
-_INTERNAL_MARKERS = re.compile(
-    r"<<<|>>>|catalog data|\[(?:item|doc|chunk|facts):|business facts|system prompt|my instructions|"
-    r"(?:the|these) instructions",
-    re.IGNORECASE,
-)
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-# A small model hedges ("I'm sorry, I don't have access to product information"): next to an answer from the
-# data that is noise at best, and reads as if the answer were not there.
-_HEDGE = re.compile(
-    r"\b(?:sorry|apologi[sz]e|unfortunately|as an ai|language model|i (?:do not|don't) have (?:access|information)|"
-    r"i (?:can ?not|can't|am unable to|'m unable to|am not able to)|leider|entschuldig\w*|désolé)\b",
-    re.IGNORECASE,
-)
-# Words that promise money or a deal: shown only when the answer or the shop's policies say so too (not a
-# description: a poisoned feed may say "everything is free").
-_OFFER = re.compile(
-    r"\b(?:free|gratis|kostenlos|umsonst|gratuit|discount\w*|rabatt\w*|coupon\w*|voucher\w*|promo\w*|"
-    r"deal|deals|refund\w*|money back|guarantee\w*|warrant\w*)\b|%",
-    re.IGNORECASE,
-)
-ECHO_WORDS = 6
-
-
-def _shingles(text: str, size: int = ECHO_WORDS) -> set[tuple[str, ...]]:
-    tokens = words_.words(text)
-    return {tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
-
-
-def _numbers(text: str) -> set[str]:
-    return {n.replace(",", ".").rstrip("0").rstrip(".") or "0" for n in _NUMBER.findall(text)}
-
-
-@dataclass(frozen=True)
-class Screen:
-    """What a model's sentence is checked against before a customer may see it."""
-
-    items: list[GroundItem]  # the rows the answer is about
-    cited: list[GroundItem]  # every retrieved row (a sentence naming another one is off the answer)
-    passages: list[str]  # the FAQ passages and business facts retrieved
-    descriptions: list[str]  # the answer's rows' descriptions: their figures may be repeated
-    answer: str  # the composed answer already shown
-    private: str  # the system instructions and business facts: never recited
-
-
-def screen(sentence: str, context: Screen) -> str | None:
-    """Why the model's ``sentence`` may not be shown (None: it may). Only what is verified passes: a price
-    of the answer's rows, a stock word that matches them, numbers that the data holds, a policy sentence
-    that agrees with the passage, no other product, nothing of the prompt, nothing the answer said already."""
-    if _INTERNAL_MARKERS.search(sentence):
-        return "internals"
-    if _HEDGE.search(sentence):
-        return "hedge"
-    if _shingles(sentence) & _shingles(context.private):
-        return "recites the instructions"
-    result = check(sentence, context.items)
-    if result.issues or (result.prices_checked and not context.items):
-        return result.issues[0].kind if result.issues else "unknown_price"
-    named = mentioned_items(sentence, context.cited)
-    if any(item.item_id not in {i.item_id for i in context.items} for item in named):
-        return "another product"
-    known = _numbers(context.answer) | {n for p in context.passages for n in _numbers(p)}
-    known |= {
-        n for text in [*context.descriptions, *(i.title for i in context.items)] for n in _numbers(text)
-    }
-    if _numbers(sentence) - known:
-        return "unverified number"
-    sources = " ".join([context.answer, *context.passages])
-    offers = {m.group(0).lower() for m in _OFFER.finditer(sentence)}
-    if any(not re.search(rf"(?<!\w){re.escape(offer)}(?!\w)", sources, re.IGNORECASE) for offer in offers):
-        return "unverified offer"
-    if contradicted_passage(sentence, context.passages) is not None:
-        return "wrong_policy"
-    stems = words_.content_stems(sentence)
-    if stems and len(stems & words_.content_stems(context.answer)) >= 0.7 * len(stems):
-        return "repeats the answer"
-    return None

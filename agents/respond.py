@@ -12,12 +12,13 @@ the question, and consumes the events::
 
 How an answer is made (docs/agent.md, "How a fact reaches an answer"):
 
-1. retrieval, then ``agents.answers.plan``: which rows answer the question (items, an FAQ passage, the
+1. retrieval (``agents.retrieval``), then ``agents.answers.plan``: which rows answer the question (items, an FAQ passage, the
    business facts), or nothing relevant (the agent's no-results message, without a model call);
 2. the factual answer is rendered from those rows (``answers.render``) and streamed at once: prices,
    stock and policies never come from the model;
-3. the model may add a sentence around it (a tip, a follow-up question). It streams into a buffer, and each
-   complete sentence is shown only when ``grounding.screen`` passes it; the rest is dropped and recorded.
+3. the model may add a sentence around it (a tip, a follow-up question; ``agents.model_words``). It streams
+   into a buffer, and each complete sentence is shown only when ``agents.screen`` passes it; the rest is
+   dropped and recorded.
    A model that fails, is busy past the pool's wait, or says nothing leaves the answer as it is;
 4. the whole text goes through the grounding check once more (prices, stock, policy claims) as the last line.
 
@@ -28,10 +29,8 @@ shown. Closing the generator (``aclose()``) closes the upstream request at once 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,23 +38,21 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents import answers, grounding
-from agents.inference import types as inference
-from agents.inference.chat import complete_chat, stream_chat
+from agents.model_words import ModelWords, joined
 from agents.models import Agent
+from agents.policy_claims import policy_issues
 from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, private_text, retrieval_query
+from agents.question import language_of, signals
+from agents.retrieval import Prefetch, retrieve
+from agents.screen import Screen
 from businesses.models import Business
-from catalogs.search import PreparedSearch, prepare_search, run_search
-from common import aio
+from inference import types as inference
+from inference.chat import complete_chat
 
-SEARCH_LIMIT = 6
 REFUSAL = "Sorry, that is not something I can help with here."
 INTERNALS_REFUSAL = (
     "I can't share how I'm set up, but I'm happy to help with our products, prices, stock and shop policies."
 )
-# A model that keeps saying what may not be shown is stopped: it is not going to add anything useful.
-MAX_DROPPED_SENTENCES = 3
-# Between two sentences: white space after . ! ? or a line break (kept: the model's lists and paragraphs stay).
-_SENTENCE_END = re.compile(r"((?<=[.!?])\s+|\s*\n\s*)")
 
 
 @dataclass(frozen=True)
@@ -147,165 +144,8 @@ def _row(hit: Any) -> answers.Row:
     )
 
 
-def _prepare_search(business: Business | int, query: str) -> PreparedSearch | None:
-    if isinstance(business, int):
-        # The search reads only the business's id: no query to load the row (a prefetch knows just the id).
-        business = Business(pk=business)
-    # "Is the X in stock?" must find the X to say that it is not: stock words are a preference here.
-    return prepare_search(business, query, limit=SEARCH_LIMIT, stock_words="prefer")
-
-
-HandedVector = Callable[[], Awaitable[list[float] | None]]
-
-
-async def retrieve(
-    business: Business | int, query: str, handed_vector: HandedVector | None = None
-) -> list[Any]:
-    """The business's catalog rows (items and document chunks) for ``query``, best first.
-
-    The search's word statistics are read while the query's embedding is on its way (they do not need it):
-    the vector's wait and the statistics' round trips overlap. ``handed_vector``: the query's vector from
-    an embedding started earlier (None when none came: the query is embedded here)."""
-    vector = asyncio.ensure_future(_query_vector(query.strip(), handed_vector))
-    # Not awaited when the statistics fail or nothing can match: its outcome then is nobody's business.
-    vector.add_done_callback(lambda done: done.cancelled() or done.exception())
-    try:
-        prepared = await aio.database(_prepare_search, business, query)
-        if prepared is None:
-            return []
-        return await aio.database(run_search, prepared, await vector)
-    finally:
-        if not vector.done():
-            vector.cancel()
-
-
-@dataclass(frozen=True)
-class Prefetch:
-    """A retrieval started before the conversation was read (from the customer's message alone), so that it
-    runs while the reply is claimed; ``respond`` uses it when the query turns out the same."""
-
-    query: str
-    hits: asyncio.Task[list[Any]]
-
-    @classmethod
-    def start(cls, business_id: int, question: str, handed_vector: HandedVector | None = None) -> Prefetch:
-        query = prefetch_query(question)
-        task = asyncio.create_task(retrieve(business_id, query, handed_vector))
-        # Unused (a refusal, a follow-up read with the turns, a burst): its outcome is nobody's business.
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return cls(query, task)
-
-    def cancel(self) -> None:
-        self.hits.cancel()
-
-
-def prefetch_query(question: str) -> str:
-    """The retrieval query of a question read without its conversation (a prefetch's)."""
-    return retrieval_query(question, [])
-
-
-async def _query_vector(query: str, handed_vector: HandedVector | None = None) -> list[float] | None:
-    if settings.EMBEDDINGS_BACKEND != "pool":
-        return None  # the local model runs inside run_search(), in the database thread
-    if handed_vector is not None:
-        vector = await handed_vector()
-        if vector is not None:
-            return vector
-    return await embed_query(query)
-
-
-async def embed_query(query: str) -> list[float]:
-    """With pool embeddings, the query's vector from this event loop (the sync path would hop to the
-    pool client's own loop thread from inside this one's sync_to_async, and block this reply on it)."""
-    from agents.inference.embeddings import embed
-
-    [vector] = await embed([query.strip()[:1000]], model=settings.EMBEDDINGS_MODEL or None)
-    return vector
-
-
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 2)
-
-
-@dataclass
-class _ModelWords:
-    """What the model adds to an answer: its sentences, each shown only when ``grounding.screen`` passes it.
-
-    The model streams into a buffer; a complete sentence is checked and then shown or dropped (and recorded
-    in ``dropped``). The request is closed as soon as its limit of sentences is in or the
-    model keeps saying what may not be shown: the server's slot is free at once. A model that fails leaves
-    ``error`` set and the answer as it was."""
-
-    raw: list[str] = field(default_factory=list)
-    dropped: list[dict[str, str]] = field(default_factory=list)
-    end: inference.StreamEnd | None = None
-    error: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def _take(self, sentence: str, gap: str, context: grounding.Screen, shown: list[str]) -> TextDelta | None:
-        """The sentence as shown, after the white space the model put before it (a line break stays one),
-        or None when the screen holds it back."""
-        why = grounding.screen(sentence, context)
-        if why is not None:
-            self.dropped.append({"sentence": sentence[:300], "reason": why})
-            return None
-        breaks = min(2, gap.count("\n"))
-        piece = ("\n" * breaks if breaks else _separator(shown)) + sentence if shown else sentence
-        shown.append(piece)
-        return TextDelta(piece)
-
-    async def stream(
-        self, request: inference.ChatRequest, context: grounding.Screen, shown: list[str], *, limit: int
-    ) -> AsyncGenerator[TextDelta | Usage, None]:
-        """Yield the model's sentences that pass, at most ``limit`` (appended to ``shown``), and its usage."""
-        started = time.perf_counter()
-        added_before = len(shown)
-        pending = gap = ""
-        try:
-            async with contextlib.aclosing(stream_chat(request)) as events:
-                async for event in events:
-                    if isinstance(event, inference.TextDelta):
-                        if not self.raw:
-                            self.timings["pool_first_token"] = _ms(started)
-                        self.raw.append(event.text)
-                        # [sentence, gap, sentence, gap, ..., the sentence still coming]
-                        *complete, pending = _SENTENCE_END.split(pending + event.text)
-                        for sentence, after in zip(complete[::2], complete[1::2], strict=True):
-                            if sentence.strip():
-                                delta = self._take(sentence.strip(), gap, context, shown)
-                                if delta is not None:
-                                    yield delta
-                                # A held-back sentence's line breaks still separate what comes next.
-                                gap = (
-                                    after
-                                    if delta is not None
-                                    else max(gap, after, key=lambda g: g.count("\n"))
-                                )
-                            else:
-                                gap += after
-                        added = len(shown) - added_before
-                        if added >= limit or len(self.dropped) >= MAX_DROPPED_SENTENCES:
-                            return  # closing the stream closes the upstream request
-                    elif isinstance(event, inference.Usage):
-                        yield Usage(event.prompt_tokens, event.completion_tokens)
-                    elif isinstance(event, inference.StreamEnd):
-                        self.end = event
-            # The model finished: its last words form a sentence even without a full stop.
-            if pending.strip() and (delta := self._take(pending.strip(), gap, context, shown)) is not None:
-                yield delta
-        except inference.InferenceError as exc:
-            # The answer stands without the model's words (a busy pool, a cut stream, a refusal).
-            self.error = f"{type(exc).__name__}: {exc}"
-
-
-def _joined(shown: list[str]) -> str:
-    return "".join(shown).strip()
-
-
-def _separator(shown: list[str]) -> str:
-    if not shown:
-        return ""
-    return "\n" if "\n" in _joined(shown) else " "
 
 
 async def respond(
@@ -320,8 +160,8 @@ async def respond(
     """Retrieve, compose from the data, let the model add what passes the checks (see the module docstring)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    signals = answers.signals(question)
-    refusal = REFUSAL if forbidden_topic(agent, question) else INTERNALS_REFUSAL if signals.internals else ""
+    asked = signals(question)
+    refusal = REFUSAL if forbidden_topic(agent, question) else INTERNALS_REFUSAL if asked.internals else ""
     if refusal:
         timings["total"] = _ms(started)
         yield Citations([])
@@ -343,7 +183,7 @@ async def respond(
         ]
     )
     plan = answers.plan(question, [_row(h) for h in hits], business_facts=agent.business_facts)
-    if plan.no_results and plan.language != "en" and not signals.smalltalk:
+    if plan.no_results and plan.language != "en" and not asked.smalltalk:
         # Catalogs are mostly written in one language: a question in another that found nothing is asked
         # again in English ("Wie viel kostet eine Klingel?" -> "How much is a bell?"), if the model can.
         t = time.perf_counter()
@@ -356,7 +196,7 @@ async def respond(
         timings["translation"] = _ms(t)
     cited = [_ground_item(h) for h in hits if h.kind == "item" and h.item_id is not None]
     composed = answers.render(plan)
-    if plan.no_results and not signals.smalltalk:
+    if plan.no_results and not asked.smalltalk:
         # Nothing relevant to ground an answer on: the business's fallback, without spending a model call.
         timings["total"] = _ms(started)
         yield TextDelta(agent.no_results_message)
@@ -378,13 +218,13 @@ async def respond(
 
     out_of_hours = not is_open(agent, timezone_name=business.timezone, now=timezone.now())
     passages = [h.text for h in hits if h.kind == "chunk"] + [agent.business_facts]
-    model = _ModelWords()
+    model = ModelWords()
     # Small talk is the model's alone (two sentences at least); an answer gets what the setting allows. With
     # none allowed, no prompt is built and no request made: the reply is the composed answer.
     limit = model_sentences() if composed else max(2, model_sentences())
     if limit:
         answer_hits = [h for h in hits if h.kind == "item" and h.item_id in plan_ids(plan)]
-        context = grounding.Screen(
+        context = Screen(
             items=list(plan.items),
             cited=cited,
             passages=passages,
@@ -415,23 +255,25 @@ async def respond(
             model=agent.model or None,
         )
         async for event in model.stream(request, context, shown, limit=limit):
-            if isinstance(event, TextDelta):
+            if isinstance(event, str):
                 timings.setdefault("first_token", _ms(started))
-            yield event
+                yield TextDelta(event)
+            else:
+                yield Usage(event.prompt_tokens, event.completion_tokens)
         timings.update(model.timings)
 
     if not shown:
         # Small talk the model could not answer: the agent's greeting still answers a "hello".
         shown.append(agent.greeting)
         yield TextDelta(agent.greeting)
-    text = _joined(shown)
+    text = joined(shown)
     # The quoted passage sentences are the shop's own words (their figures are FAQ figures, not prices of a
     # product): blanked, offsets kept, for the price and stock check.
     unquoted = text
     for quote in plan.quotes:
         unquoted = unquoted.replace(quote, " " * len(quote))
     result = grounding.check(unquoted, cited, mode=agent.grounding_mode)
-    result.issues += grounding.policy_issues(text, passages)
+    result.issues += policy_issues(text, passages)
     result.ok = not result.issues
     final, result = grounding.apply(text, result, withheld_message=agent.withheld_message)
     if out_of_hours and agent.out_of_hours_message.strip():
@@ -457,10 +299,8 @@ async def respond(
 def model_sentences() -> int:
     """How many checked sentences the model may add to an answer composed from the data.
 
-    ``AGENT_MODEL_SENTENCES``, or by default none with the embedded SmolLM2-135M and two with a configured
-    pool. Measured on the answer dev set (docs/benchmarks.md): the sentences of the 135M model that passed
-    every check still sent customers to "local bike shops", explained a tyre's price by "the manufacturer's
-    production costs" and asked "what kind of hammer drill is this?": true to the data, not worth reading."""
+    ``AGENT_MODEL_SENTENCES``, or by default none with the embedded SmolLM2-135M (its checked sentences are
+    true but not worth reading: docs/benchmarks.md, "Answers") and two with a configured pool."""
     if settings.AGENT_MODEL_SENTENCES is not None:
         return settings.AGENT_MODEL_SENTENCES
     return 2 if settings.LLAMA_POOL else 0
@@ -484,7 +324,7 @@ async def _in_english(business_id: int, question: str) -> str:
     except inference.InferenceError:
         return ""
     english = result.text.strip().splitlines()[0].strip(" \"'") if result.text.strip() else ""
-    if not english or english.lower() == question.lower() or answers.language_of(english, "") != "en":
+    if not english or english.lower() == question.lower() or language_of(english, "") != "en":
         return ""
     return english[:300]
 

@@ -1,4 +1,4 @@
-"""agents.answers: which rows answer a question, and the answer rendered from them; grounding.screen and the
+"""agents.answers: which rows answer a question, and the answer rendered from them; agents.screen and the
 policy check on what a model adds. Pure functions: no database, no model."""
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ from decimal import Decimal
 import pytest
 
 from agents import answers, grounding
+from agents.policy_claims import policy_issues
+from agents.question import language_of, signals
+from agents.screen import Screen, screen
 
 FAQ = {
     "hours": "Monday to Friday 10:00 to 19:00, Saturday 10:00 to 16:00. Closed on Sundays.",
@@ -156,14 +159,14 @@ def test_nothing_relevant_is_no_results() -> None:
     ],
 )
 def test_requests_for_internals_are_recognised(question: str) -> None:
-    assert answers.signals(question).internals
+    assert signals(question).internals
 
 
 @pytest.mark.parametrize(
     "question", ["Do you ship to Austria?", "What is your return policy?", "How much is the drill?"]
 )
 def test_ordinary_questions_are_not_internals(question: str) -> None:
-    assert not answers.signals(question).internals
+    assert not signals(question).internals
 
 
 @pytest.mark.parametrize(
@@ -177,15 +180,15 @@ def test_ordinary_questions_are_not_internals(question: str) -> None:
     ],
 )
 def test_language_of(text: str, language: str) -> None:
-    assert answers.language_of(text) == language
+    assert language_of(text) == language
 
 
 # --- What the model may add ------------------------------------------------------------------------------
 
 
-def _screen(rows: list[answers.Row], answer: str, passages: list[str] | None = None) -> grounding.Screen:
+def _screen(rows: list[answers.Row], answer: str, passages: list[str] | None = None) -> Screen:
     items = [r.item for r in rows if r.item is not None]
-    return grounding.Screen(
+    return Screen(
         items=items,
         cited=items,
         passages=passages or [],
@@ -198,7 +201,7 @@ def _screen(rows: list[answers.Row], answer: str, passages: list[str] | None = N
 def test_screen_passes_a_plain_follow_up() -> None:
     rows = [item(1, "Tern Folder 20 folding bike", "749.00")]
     context = _screen(rows, "Tern Folder 20 folding bike: 749.00 EUR, in stock.")
-    assert grounding.screen("Would you like a lock to go with it?", context) is None
+    assert screen("Would you like a lock to go with it?", context) is None
 
 
 @pytest.mark.parametrize(
@@ -215,12 +218,12 @@ def test_screen_passes_a_plain_follow_up() -> None:
 def test_screen_holds_back_what_is_not_verified(sentence: str, reason: str) -> None:
     rows = [item(1, "Tern Folder 20 folding bike", "749.00")]
     context = _screen(rows, "Tern Folder 20 folding bike: 749.00 EUR, in stock.")
-    assert grounding.screen(sentence, context) == reason
+    assert screen(sentence, context) == reason
 
 
 def test_screen_holds_back_another_product() -> None:
     tern, lock = item(1, "Tern Folder 20 folding bike", "749.00"), item(2, "U-lock Granit X-Plus", "109.00")
-    context = grounding.Screen(
+    context = Screen(
         items=[tern.item],  # type: ignore[list-item]
         cited=[tern.item, lock.item],  # type: ignore[list-item]
         passages=[],
@@ -228,16 +231,16 @@ def test_screen_holds_back_another_product() -> None:
         answer="Tern Folder 20 folding bike: 749.00 EUR, in stock.",
         private="",
     )
-    assert grounding.screen("The U-lock Granit X-Plus is a great choice.", context) == "another product"
+    assert screen("The U-lock Granit X-Plus is a great choice.", context) == "another product"
 
 
 def test_a_yes_where_the_policy_says_no_is_a_wrong_policy() -> None:
     context = _screen([], FAQ["returns"].split(". ")[1], passages=[FAQ["returns"]])
-    assert grounding.screen("Yes, you can return the bike after riding it.", context) == "wrong_policy"
-    issues = grounding.policy_issues("Sure! Yes, you can return a bike you rode.", [FAQ["returns"]])
+    assert screen("Yes, you can return the bike after riding it.", context) == "wrong_policy"
+    issues = policy_issues("Sure! Yes, you can return a bike you rode.", [FAQ["returns"]])
     assert [issue.kind for issue in issues] == ["wrong_policy"]
     # The passage's own sentences never contradict it.
-    assert grounding.policy_issues(FAQ["returns"], [FAQ["returns"]]) == []
+    assert policy_issues(FAQ["returns"], [FAQ["returns"]]) == []
 
 
 def test_a_variant_named_in_full_is_not_confused_with_its_siblings() -> None:
@@ -260,10 +263,7 @@ def test_a_variant_named_in_full_is_not_confused_with_its_siblings() -> None:
 )
 def test_screen_drops_hedges_next_to_an_answer(sentence: str) -> None:
     rows = [item(1, "Tern Folder 20 folding bike", "749.00")]
-    assert (
-        grounding.screen(sentence, _screen(rows, "Tern Folder 20 folding bike: 749.00 EUR, in stock."))
-        == "hedge"
-    )
+    assert screen(sentence, _screen(rows, "Tern Folder 20 folding bike: 749.00 EUR, in stock.")) == "hedge"
 
 
 def test_the_quotes_answer_every_word_of_the_question_they_can() -> None:
