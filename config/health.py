@@ -13,11 +13,12 @@ import hmac
 import time
 from collections.abc import Callable
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
+
+from common.redis import sync_client
 
 CheckResult = tuple[bool, str]
 
@@ -32,11 +33,7 @@ def check_database() -> CheckResult:
 
 
 def check_redis() -> CheckResult:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        client.ping()
-    finally:
-        client.close()
+    sync_client().ping()
     return True, "ping ok"
 
 
@@ -51,7 +48,7 @@ def check_worker() -> CheckResult:
 
 
 def check_inference() -> CheckResult:
-    from agents.inference.health import pool_readiness
+    from inference.health import pool_readiness
 
     return pool_readiness()
 

@@ -11,18 +11,12 @@ clears its account's count, not its address's.
 from __future__ import annotations
 
 import hashlib
-from functools import cache
 
-import redis
 from django.conf import settings
 from django.http import HttpRequest
 
+from common.redis import sync_client
 from messaging.ratelimits import client_address
-
-
-@cache
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
 
 
 def _keys(request: HttpRequest, username: str) -> list[tuple[str, int]]:
@@ -48,12 +42,12 @@ def _scope(request: HttpRequest) -> dict[str, object]:
 def login_throttled(request: HttpRequest, username: str) -> bool:
     """Whether this account or this address has used up its failed sign-ins for now."""
     keys = _keys(request, username)
-    counts = _redis(settings.REDIS_URL).mget([key for key, _ in keys])
+    counts = sync_client().mget([key for key, _ in keys])
     return any(int(count or 0) >= limit for count, (_, limit) in zip(counts, keys, strict=True))
 
 
 def login_failed(request: HttpRequest, username: str) -> None:
-    pipe = _redis(settings.REDIS_URL).pipeline()
+    pipe = sync_client().pipeline()
     for key, _ in _keys(request, username):
         # The window starts at the first failure (created with its expiry only when absent; INCR keeps the
         # expiry), so more failures do not extend it.
@@ -64,4 +58,4 @@ def login_failed(request: HttpRequest, username: str) -> None:
 
 def login_succeeded(request: HttpRequest, username: str) -> None:
     account_key = _keys(request, username)[0][0]
-    _redis(settings.REDIS_URL).delete(account_key)
+    sync_client().delete(account_key)

@@ -9,9 +9,7 @@ built from ``PUBLIC_URL``, never from the request's Host header.
 from __future__ import annotations
 
 import hashlib
-from functools import cache
 
-import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.tokens import default_token_generator
@@ -22,12 +20,8 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from businesses.models import Invitation
+from common.redis import sync_client
 from dashboard.signup_tokens import signup_token
-
-
-@cache
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
 
 
 def mail_allowed(email: str) -> bool:
@@ -37,7 +31,7 @@ def mail_allowed(email: str) -> bool:
     (and our sender's reputation spent) whatever the asker. Counted whether or not the address has an account.
     """
     key = "mail:account:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-    pipe = _redis(settings.REDIS_URL).pipeline()
+    pipe = sync_client().pipeline()
     pipe.set(key, 0, ex=3600, nx=True)
     pipe.incr(key)
     count = pipe.execute()[1]

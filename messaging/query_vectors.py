@@ -23,10 +23,10 @@ from typing import cast
 
 from django.conf import settings
 
-from agents.inference.accounting import accounting_in_background
-from agents.inference.background import run_in_background
-from agents.respond import embed_query, prefetch_query
-from messaging.ratelimits import redis
+from agents.retrieval import embed_query, prefetch_query
+from common.redis import async_client
+from inference.accounting import accounting_in_background
+from inference.background import run_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ async def hand_over(token: str, question: str) -> None:
         logger.warning("query vector %s not handed over: %s", token, exc)
         payload = b""
     try:
-        async with redis().pipeline(transaction=False) as pipe:
+        async with async_client().pipeline(transaction=False) as pipe:
             pipe.rpush(_key(token), payload)
             pipe.expire(_key(token), TTL_SECONDS)
             await pipe.execute()
@@ -74,7 +74,7 @@ async def hand_over(token: str, question: str) -> None:
 async def take(token: str) -> list[float] | None:
     """The handed-over vector, or None (nothing came within ``WAIT_SECONDS``, or the embedding failed)."""
     # BLMOVE from the list to itself: waits for the vector and leaves it there for a retried task.
-    raw = await redis().blmove(_key(token), _key(token), WAIT_SECONDS, "LEFT", "LEFT")
+    raw = await async_client().blmove(_key(token), _key(token), WAIT_SECONDS, "LEFT", "LEFT")
     if not raw:
         return None
     vector = array("f")

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import time
-import weakref
 from typing import Any
 
-import redis.asyncio as aioredis
 from django.conf import settings
 
-# Connections belong to the loop that opened them (a Celery task runs each reply in a loop of its own).
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
-
-
-def redis() -> aioredis.Redis:
-    """An asyncio Redis client for the running event loop."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL)
-        _clients[loop] = client
-    return client
+from common.redis import async_client
 
 
 async def hit(key: str, *, limit: int, window: int = 60) -> bool:
@@ -42,7 +28,7 @@ async def hit_all(limits: list[tuple[str, int]], *, window: int = 60) -> int | N
     now = time.time()
     bucket = int(now // window)
     currents = [f"rl:{key}:{bucket}" for key, _ in limits]
-    pipe = redis().pipeline()
+    pipe = async_client().pipeline()
     for (key, _), current in zip(limits, currents, strict=True):
         pipe.incr(current)
         pipe.expire(current, 2 * window + 1)
@@ -52,7 +38,7 @@ async def hit_all(limits: list[tuple[str, int]], *, window: int = 60) -> int | N
     for index, (_, limit) in enumerate(limits):
         count, _, before = results[3 * index : 3 * index + 3]
         if int(count) + int(before or 0) * still_inside > limit:
-            undo = redis().pipeline()
+            undo = async_client().pipeline()
             for current in currents:
                 undo.decr(current)
             await undo.execute()
@@ -151,7 +137,7 @@ async def address_connection_open(business_id: int, address: str | None, channel
 
 async def address_connection_close(business_id: int, address: str | None, channel_name: str) -> None:
     if address is not None:
-        await redis().zrem(f"aconns:{business_id}:{address}", channel_name)
+        await async_client().zrem(f"aconns:{business_id}:{address}", channel_name)
 
 
 async def connection_open(business_id: int, visitor_id: str, channel_name: str) -> bool:
@@ -163,7 +149,7 @@ async def connection_open(business_id: int, visitor_id: str, channel_name: str) 
 
 async def _register(key: str, channel_name: str, limit: int) -> bool:
     now = time.time()
-    pipe = redis().pipeline()
+    pipe = async_client().pipeline()
     # Entries of processes that died without a disconnect fall out after a day.
     pipe.zremrangebyscore(key, 0, now - 86400)
     pipe.zadd(key, {channel_name: now})
@@ -171,10 +157,10 @@ async def _register(key: str, channel_name: str, limit: int) -> bool:
     pipe.expire(key, 86400)
     _, _, count, _ = await pipe.execute()
     if int(count) > limit:
-        await redis().zrem(key, channel_name)
+        await async_client().zrem(key, channel_name)
         return False
     return True
 
 
 async def connection_close(business_id: int, visitor_id: str, channel_name: str) -> None:
-    await redis().zrem(f"conns:{business_id}:{visitor_id}", channel_name)
+    await async_client().zrem(f"conns:{business_id}:{visitor_id}", channel_name)

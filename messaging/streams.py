@@ -22,7 +22,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from messaging.ratelimits import redis
+from common.redis import async_client
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ async def log_append(
     in the same round trip. Redis runs a pipeline's commands in order, so the entry is logged before the event
     is published: a client resuming from the log never misses what the group had. The event is published as
     the channel layer's own ``group_send`` would (same server, same channel name, its serializer)."""
-    pipe = redis().pipeline(transaction=False)
+    pipe = async_client().pipeline(transaction=False)
     pipe.rpush(log_key(message_id), json.dumps(entry))
     pipe.expire(log_key(message_id), LOG_TTL_SECONDS)
     if then_send is not None:
@@ -57,12 +57,12 @@ async def log_append(
 
 async def log_read(message_id: int, after_seq: int = 0) -> list[dict[str, Any]]:
     """Entries with ``seq > after_seq`` (a reset entry starts the text over: keep from the last one)."""
-    raw = await redis().lrange(log_key(message_id), 0, -1)
+    raw = await async_client().lrange(log_key(message_id), 0, -1)
     return [entry for entry in (json.loads(r) for r in raw) if int(entry["seq"]) > after_seq]
 
 
 async def log_last_seq(message_id: int) -> int:
-    last = await redis().lindex(log_key(message_id), -1)
+    last = await async_client().lindex(log_key(message_id), -1)
     return int(json.loads(last)["seq"]) if last else 0
 
 
@@ -72,16 +72,19 @@ def cancel_channel(message_id: int | str) -> str:
 
 
 async def cancel_request(message_id: int) -> None:
-    client = redis()
+    client = async_client()
     await client.set(cancel_key(message_id), "1", ex=LOG_TTL_SECONDS)
     await client.publish(cancel_channel(message_id), "stop")
 
 
 async def cancel_requested(message_id: int) -> bool:
-    return bool(await redis().exists(cancel_key(message_id)))
+    return bool(await async_client().exists(cancel_key(message_id)))
 
 
 RESUBSCRIBE_SECONDS = 1.0
+# How long one read of the subscription waits for a message. Each read passes it explicitly: the client's
+# command timeout would otherwise end an idle subscription every few seconds.
+LISTEN_SECONDS = 30.0
 
 
 class CancelWatch:
@@ -115,7 +118,7 @@ class CancelWatch:
 
     async def _listen(self) -> None:
         while True:
-            pubsub = redis().pubsub()
+            pubsub = async_client().pubsub()
             try:
                 await pubsub.psubscribe(cancel_channel("*"))
                 # What was asked while the subscription was down (a Redis restart) is in the cancel keys.
@@ -123,8 +126,9 @@ class CancelWatch:
                     if await cancel_requested(message_id):
                         self._fire(message_id)
                 self.subscribed.set()
-                async for message in pubsub.listen():
-                    if message.get("type") == "pmessage":
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_SECONDS)
+                    if message is not None and message.get("type") == "pmessage":
                         channel = message["channel"]
                         channel = channel.decode() if isinstance(channel, bytes) else str(channel)
                         number = channel.rsplit(":", 2)[-2]  # <prefix>:reply:<id>:cancel

@@ -14,11 +14,11 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from agents.respond import prefetch_query
+from agents.retrieval import prefetch_query
+from common.redis import async_client
 from config.asgi import application
 from messaging import query_vectors
 from messaging.models import Message
-from messaging.ratelimits import redis
 from messaging.replies.engine import run_reply
 from messaging.services import conversation_handoff, message_receive
 from tests.factories import BusinessFactory
@@ -108,7 +108,7 @@ def test_the_reply_searches_with_the_handed_over_vector_and_without_it_embeds_it
 async def queued_replies() -> dict[int, dict[str, Any]]:
     """The reply tasks waiting in the broker's ``replies`` list: message id -> the task's keyword arguments."""
     tasks = {}
-    for raw in await redis().lrange("replies", 0, -1):
+    for raw in await async_client().lrange("replies", 0, -1):
         envelope = json.loads(raw)
         args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
         tasks[args[0]] = kwargs
@@ -142,6 +142,6 @@ async def test_the_chat_socket_hands_the_questions_vector_to_its_queued_reply_an
     created = next(frame for frame in frames if frame["type"] == "message.created")
     await asyncio.sleep(0.3)
     assert created["message"]["id"] not in await queued_replies()
-    assert len(await redis().keys("query-vector:*")) == 1
+    assert len(await async_client().keys("query-vector:*")) == 1
     assert embedding_calls(pool_embeddings) == 1
     await ws.disconnect()

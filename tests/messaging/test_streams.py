@@ -7,8 +7,8 @@ import asyncio
 from channels.layers import get_channel_layer
 from django.test import override_settings
 
+from common.redis import async_client
 from messaging import streams
-from messaging.ratelimits import redis
 
 
 async def test_an_entry_logged_with_its_event_reaches_the_groups_members_as_a_group_send_would() -> None:
@@ -41,7 +41,7 @@ async def test_a_stop_reaches_the_watched_reply_only_and_one_asked_before_is_lef
         with override_settings(PUBSUB_PREFIX="bizagent-elsewhere"):
             elsewhere = streams.cancel_channel(101)
         assert elsewhere != streams.cancel_channel(101)
-        await redis().publish(elsewhere, "stop")
+        await async_client().publish(elsewhere, "stop")
         await asyncio.sleep(0.1)
         assert not stopped.is_set()
         await streams.cancel_request(101)
