@@ -231,7 +231,7 @@ def business_with_files(*, key: str, paths: list[Path]) -> tuple[Any, list[str]]
     """A business allowed on ``ORIGIN``, with each file imported through the import service (the one
     ``manage.py import_catalog`` runs, embeddings included). Returns it and each import's summary line."""
     from businesses.services import business_create
-    from catalogs.services import import_file
+    from catalogs.services.imports import import_file
 
     business = business_create(name=f"{key.replace('-', ' ').title()} Shop", allowed_origins=[ORIGIN])
     lines = []

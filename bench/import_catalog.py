@@ -135,7 +135,7 @@ def run_import(business, path: Path, *, embed: bool, label: str) -> tuple[object
 
     On a shared machine wall time includes waiting for a core; CPU time does not, so the sum of the two CPU
     figures is what the import would take on an idle machine with one core for each side."""
-    from catalogs.services import import_file
+    from catalogs.services.imports import import_file
 
     pg_before, own_before = backend_cpu_seconds(), os.times()
     started = time.perf_counter()

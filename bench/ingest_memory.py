@@ -10,7 +10,7 @@ Generates, in a temporary folder:
 - ``huge-string.json``: a valid product, then one whose description is a 50 MB string;
 - ``deep.json``: a product whose attributes nest 100,000 arrays deep.
 
-Each is imported (``catalogs.services.import_file``, no embeddings) into a scratch database by a fresh
+Each is imported (``catalogs.services.imports.import_file``, no embeddings) into a scratch database by a fresh
 Python process, which reports its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), its RSS before
 the import (Django loaded, connected), the import's state and message, and the seconds taken. Budget: peak
 under 300 MB each. Prints one JSON line and writes bench/results/ingest_memory.json.
@@ -48,7 +48,7 @@ from django.db import connection
 connection.settings_dict["NAME"] = os.environ["BENCH_DB"]
 from pathlib import Path
 from businesses.models import Business
-from catalogs.services import import_file
+from catalogs.services.imports import import_file
 slug = "bench-" + os.urandom(4).hex()
 business = Business.objects.create(name=slug, slug=slug)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -52,7 +52,7 @@ def recall_at_k(ranked: list[str], grades: dict[str, int], k: int = K) -> float:
 def import_shop(slug: str, path: Path) -> Business:
     """The shop's catalog through the real import pipeline (parse, validate, upsert, embed); its business."""
     from businesses.models import Business
-    from catalogs.services import import_file
+    from catalogs.services.imports import import_file
 
     business = Business.objects.create(name=f"bench {path.stem}", slug=slug)
     result = import_file(business=business, path=path, mode="upsert")

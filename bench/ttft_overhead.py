@@ -72,7 +72,7 @@ def make_business() -> Any:
     import tempfile
 
     from businesses.services import business_create
-    from catalogs.services import import_file
+    from catalogs.services.imports import import_file
 
     business = business_create(name=f"Bench {uuid.uuid4().hex[:6]}", allowed_origins=[ORIGIN])
     with tempfile.TemporaryDirectory() as folder:

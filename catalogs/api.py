@@ -28,7 +28,7 @@ from businesses.selectors import business_for_api_key
 from catalogs import import_selectors
 from catalogs.importers import FORMAT_ALIASES, FORMATS
 from catalogs.models import Import
-from catalogs.services import ImportRejected, import_start
+from catalogs.services.imports import ImportRejected, import_start
 
 View = Callable[..., HttpResponse]
 

@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from businesses.models import Business
 from businesses.selectors import get_scoped_or_404, scoped
 from catalogs.models import Import
-from catalogs.services import progress_key, redis_client
+from catalogs.services.progress import progress_key, redis_client
 
 
 def imports_for(business: Business) -> QuerySet[Import]:

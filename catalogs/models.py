@@ -129,14 +129,7 @@ class Item(models.Model):
         return self.item_group_id
 
     def search_text(self) -> str:
-        return item_search_text(
-            title=self.title,
-            brand=self.brand,
-            category=self.category,
-            description=self.description,
-            attributes=self.attributes,
-            variants=self.variants,
-        )
+        return item_search_text(**{name: getattr(self, name) for name in ITEM_TEXT_FIELDS})
 
 
 def item_embedding_text(
@@ -152,6 +145,10 @@ def item_embedding_text(
     if description and description.strip():
         text = f"{text}. {description.strip()}" if text else description.strip()
     return text[:max_chars]
+
+
+# What ``item_search_text`` reads: an item whose values of these did not change keeps its vector.
+ITEM_TEXT_FIELDS = ("title", "brand", "category", "description", "attributes", "variants")
 
 
 def item_search_text(

@@ -1,7 +1,7 @@
 """Per-business ingest concurrency: at most ``CATALOG_IMPORTS_PER_BUSINESS`` imports of one business hold an
 ingest worker at a time.
 
-Imports of one business are serialised by a Postgres advisory lock anyway (``services.import_run``); without
+Imports of one business are serialised by a Postgres advisory lock anyway (``services.imports.import_run``); without
 this, a tenant that queues fifty imports has fifty workers each waiting on that lock, and every other tenant's
 import waits behind them. With it, an import that finds its business's slots taken is re-queued by the task
 (``catalogs.tasks.run_import``) and its worker goes on to the next message.
@@ -19,8 +19,8 @@ import time
 import redis
 from django.conf import settings
 
-from catalogs import services
 from catalogs.models import Import
+from catalogs.services import imports, progress
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def slot_acquire(*, business_id: int, import_id: int) -> bool:
     """Take one of the business's slots for this import (again, if it holds one already)."""
     now = time.time()
     try:
-        taken = services.redis_client().eval(
+        taken = progress.redis_client().eval(
             _ACQUIRE,
             1,
             slot_key(business_id),
@@ -64,7 +64,7 @@ def slot_acquire(*, business_id: int, import_id: int) -> bool:
 
 def slot_release(*, business_id: int, import_id: int) -> None:
     try:
-        services.redis_client().zrem(slot_key(business_id), import_id)
+        progress.redis_client().zrem(slot_key(business_id), import_id)
     except redis.RedisError:
         logger.warning("import %s: could not release its slot (it lapses by itself)", import_id)
 
@@ -81,7 +81,7 @@ def import_run_limited(*, import_id: int) -> bool:
     if not slot_acquire(business_id=business_id, import_id=import_id):
         return False
     try:
-        services.import_run(import_id=import_id)
+        imports.import_run(import_id=import_id)
     finally:
         slot_release(business_id=business_id, import_id=import_id)
     return True

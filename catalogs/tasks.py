@@ -6,7 +6,8 @@ import random
 
 from celery import Task, shared_task
 
-from catalogs import services, slots
+from catalogs import slots
+from catalogs.services import imports
 
 # An import of a large file with embeddings runs far longer than a reply: its own limits, below the lease
 # (CATALOG_IMPORT_LEASE_SECONDS) so that a live run is never taken over.
@@ -38,7 +39,7 @@ def run_import(self: Task, import_id: int) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def purge_uploads() -> int:
     """Delete uploaded files CATALOG_UPLOAD_RETENTION_DAYS after their import finished (Celery beat)."""
-    return services.import_uploads_purge()
+    return imports.import_uploads_purge()
 
 
 @shared_task(

@@ -1,7 +1,7 @@
 """Live import progress for the admin's progress bar.
 
 The import publishes ``import.progress`` events on the Channels group ``import.<id>``
-(``catalogs.services.import_group``). This consumer lets a signed-in member of the import's business join
+(``catalogs.services.progress.import_group``). This consumer lets a signed-in member of the import's business join
 that group and forwards each event as the full status the page renders (the same JSON as the status
 endpoint), so the bar never has to merge partial events.
 """
@@ -15,7 +15,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
 
 from businesses.selectors import membership_for
-from catalogs.services import import_group
+from catalogs.services.progress import import_group
 from dashboard import selectors
 
 

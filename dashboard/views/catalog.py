@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from businesses.models import Membership
 from catalogs.import_selectors import import_error_report_csv
 from catalogs.models import Availability, Import
-from catalogs.services import ImportRejected, import_start
+from catalogs.services.imports import ImportRejected, import_start
 from dashboard import selectors
 from dashboard.forms import ItemFilterForm, SearchPreviewForm, UploadForm
 from dashboard.permissions import member_view

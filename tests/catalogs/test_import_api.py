@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from businesses.services import api_key_issue, api_key_revoke
 from catalogs.models import Import, Item
-from catalogs.services import import_run
+from catalogs.services.imports import import_run
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 

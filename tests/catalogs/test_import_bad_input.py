@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from catalogs.models import Import, Item
-from catalogs.services import ImportRejected
+from catalogs.services.imports import ImportRejected
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 

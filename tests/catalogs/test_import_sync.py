@@ -13,7 +13,8 @@ from django.db import connections
 
 from catalogs.embeddings import get_backend
 from catalogs.models import Import, Item
-from catalogs.services import import_group, import_run, import_start, progress_key
+from catalogs.services.imports import import_run, import_start
+from catalogs.services.progress import import_group, progress_key
 from catalogs.tasks import run_import
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV

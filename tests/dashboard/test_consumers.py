@@ -13,7 +13,7 @@ from django.conf import settings
 from django.test import Client
 
 from catalogs.models import Import
-from catalogs.services import import_group, progress_key, redis_client
+from catalogs.services.progress import import_group, progress_key, redis_client
 from config.asgi import application
 from tests.dashboard.conftest import Tenant, make_import
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from catalogs import slots
 from catalogs.models import Chunk, Document, Import, Item
-from catalogs.services import import_uploads_purge
+from catalogs.services.imports import import_uploads_purge
 from catalogs.tasks import run_import
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
@@ -342,7 +342,7 @@ def test_uploads_are_deleted_after_the_retention_period_and_rows_keep_their_summ
 
 
 def test_an_import_whose_upload_was_purged_fails_cleanly(catalog_media: Path) -> None:
-    from catalogs.services import import_run
+    from catalogs.services.imports import import_run
 
     business = BusinessFactory()
     imp = _stored_import(business, "pending", None)

@@ -21,7 +21,7 @@ from django.urls import reverse
 from businesses.models import Business
 from catalogs.links import http_link
 from catalogs.models import Item
-from catalogs.services import LINK_DROPPED
+from catalogs.services.items import LINK_DROPPED
 from tests.factories import BusinessFactory, MembershipFactory
 
 pytestmark = pytest.mark.django_db

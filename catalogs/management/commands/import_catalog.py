@@ -19,7 +19,7 @@ from businesses import services as business_services
 from businesses.models import Business
 from catalogs.importers import FORMAT_ALIASES, FORMATS
 from catalogs.models import Import
-from catalogs.services import ImportRejected, import_file
+from catalogs.services.imports import ImportRejected, import_file
 
 SHOWN_ERRORS = 50
 

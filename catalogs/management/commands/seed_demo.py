@@ -44,7 +44,7 @@ class Command(BaseCommand):
         # Through the import service like any upload. Safe to repeat: an unchanged file changes no row and
         # embeds nothing (content hashes), so re-seeding costs a parse of ~300 rows.
         from catalogs.demo import DEMO_CATALOG, DEMO_FAQ
-        from catalogs.services import import_file
+        from catalogs.services.imports import import_file
 
         for path, mode in ((DEMO_CATALOG, "full"), (DEMO_FAQ, "upsert")):
             imp = import_file(business=business, path=path, mode=mode)

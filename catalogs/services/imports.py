@@ -1,0 +1,357 @@
+"""Catalog imports: start one, run it, embed what changed, purge old uploads.
+
+An import runs in three steps:
+
+1. **read + validate + write**, in ONE transaction (with a per-business advisory lock, so that two imports of
+   one business never interleave). Rows are streamed from the importer, checked, and upserted in batches
+   keyed by ``(business, external_id)``; a content hash decides created / updated / unchanged. Full mode
+   then retires the active items the file did not mention. Until this transaction commits, every reader
+   (retrieval, the agent) sees the previous catalog; a file rejected half-way rolls everything back.
+2. **embed**, outside that transaction (never hold a transaction across a model call): the business's active
+   items (and chunks) that have no vector are embedded in batches, each batch written in its own short
+   transaction. An item whose embedded text did not change (a price or stock update) keeps its vector, so
+   re-importing an unchanged file, or a daily price feed, embeds nothing.
+3. the final state, counts and timings are saved on the ``Import`` row.
+
+Step 1 writes through ``items`` (product feeds) or ``documents`` (FAQ, policies, pages); progress while it
+runs goes to Redis and a Channels group (``progress``: the ``Import`` row cannot show it before the commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from contextlib import ExitStack
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, TypeVar
+
+from django.conf import settings
+from django.core.files import File
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from businesses.models import Business
+from catalogs.importers import FileRejected, gunzipped, open_source
+from catalogs.importers import normalize_format as _normalize_format
+from catalogs.models import Chunk, Import, Item
+from catalogs.services.documents import document_write
+from catalogs.services.items import items_write
+from catalogs.services.progress import ImportCounts, ImportProgress, ProgressCallback
+from common.tasks import enqueue_on_commit
+
+if TYPE_CHECKING:
+    from catalogs.embeddings import EmbeddingBackend
+
+logger = logging.getLogger(__name__)
+
+
+# Advisory lock keys of imports: this offset plus the business id (other locks use other offsets).
+IMPORT_LOCK_NAMESPACE = 0x1A7A_0000_0000
+
+
+class ImportRejected(Exception):
+    """The upload is refused before anything is stored (too big, unknown format or mode)."""
+
+
+def import_start(
+    *,
+    business: Business,
+    upload: IO[bytes] | File | None = None,
+    path: Path | str | None = None,
+    filename: str | None = None,
+    mode: str = Import.Mode.UPSERT,
+    format: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    sheet: str = "",
+    embed: bool = True,
+    enqueue: bool = True,
+) -> Import:
+    """Store the file (an uploaded file object, or a path on disk) and create a pending ``Import``.
+
+    With ``enqueue`` the Celery task is queued once the row has committed; the command line passes
+    ``enqueue=False`` and calls ``import_run`` itself. Raises ``ImportRejected`` (and stores nothing) for a
+    file over ``CATALOG_MAX_UPLOAD_BYTES``, an unknown format or an unknown mode.
+    """
+    if (upload is None) == (path is None):
+        raise ValueError("give exactly one of upload or path")
+    if mode not in Import.Mode.values:
+        raise ImportRejected(f"unknown mode {mode!r} (upsert or full)")
+    try:
+        requested_format = _normalize_format(format) or ""
+    except FileRejected as exc:
+        raise ImportRejected(str(exc)) from exc
+    limit = settings.CATALOG_MAX_UPLOAD_BYTES
+    size: int | None
+    if path is not None:
+        path = Path(path)
+        size = path.stat().st_size
+        name = filename or path.name
+    else:
+        assert upload is not None
+        size = getattr(upload, "size", None)
+        if size is None:
+            upload.seek(0, 2)
+            size = upload.tell()
+            upload.seek(0)
+        name = filename or Path(getattr(upload, "name", "") or "upload").name
+    if size > limit:
+        raise ImportRejected(f"the file is {size:,} bytes, over the limit of {limit:,} bytes")
+    if size == 0:
+        raise ImportRejected("the file is empty")
+    name = Path(name).name[:200] or "upload"
+    with transaction.atomic(durable=True):
+        imp = Import(
+            business=business,
+            original_filename=name,
+            requested_format=requested_format,
+            mode=mode,
+            mapping=dict(mapping or {}),
+            sheet=sheet,
+            embed=embed,
+        )
+        if path is not None:
+            with path.open("rb") as fh:
+                imp.file.save(name, File(fh), save=False)
+        else:
+            assert upload is not None
+            imp.file.save(name, upload if isinstance(upload, File) else File(upload), save=False)
+        imp.save()
+        if enqueue:
+            enqueue_on_commit("catalogs.tasks.run_import", imp.pk)
+    return imp
+
+
+def _estimate_rows(path: Path, fmt: str) -> int:
+    """Rows in the file, for the progress bar (newlines or item tags, counted at disk speed)."""
+    needles = {"csv": b"\n", "tsv": b"\n", "jsonl": b"\n", "xml": b"<item", "json": b"},"}
+    needle = needles.get(fmt)
+    if needle is None:
+        return 0
+    count = 0
+    tail = b""
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            count += (tail + chunk).count(needle) - tail.count(needle)
+            tail = chunk[-len(needle) :]
+    if fmt == "xml" and count == 0:
+        count = path.read_bytes().count(b"<entry") if path.stat().st_size < 64 << 20 else 0
+    if fmt in ("csv", "tsv"):
+        with path.open("rb") as f:
+            head = f.read(64 * 1024).lstrip(b"\xef\xbb\xbf").splitlines()
+        # The header and the template's leading "# Required | ..." rows are not items.
+        count -= 1 + sum(1 for line in head[:20] if line.lstrip(b'"').startswith(b"#"))
+    return max(count, 0) + (1 if fmt == "json" else 0)
+
+
+def _embed_pending(imp: Import, progress: ImportProgress) -> int:
+    """Embed the business's active items and chunks that have no vector; returns how many were embedded."""
+    from catalogs.embeddings import get_backend
+
+    business = imp.business
+    item_ids = list(
+        Item.objects.filter(business=business, is_active=True, embedding__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    chunk_ids = list(
+        Chunk.objects.filter(business=business, embedding__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    total = len(item_ids) + len(chunk_ids)
+    if not total:
+        return 0
+    backend = get_backend()
+    progress.phase(Import.Phase.EMBEDDING, total)
+    done = _embed_rows(Item, item_ids, backend, progress, done=0)
+    done = _embed_rows(Chunk, chunk_ids, backend, progress, done=done)
+    progress.publish(Import.Phase.EMBEDDING, done, force=True)
+    return done
+
+
+_Row = TypeVar("_Row", Item, Chunk)
+
+
+def _embed_rows(
+    model: type[_Row], ids: list[int], backend: EmbeddingBackend, progress: ImportProgress, *, done: int
+) -> int:
+    """Embed these rows in batches; returns ``done`` plus how many were embedded."""
+    batch_size = settings.CATALOG_EMBED_BATCH_SIZE
+    for start in range(0, len(ids), batch_size):
+        rows = list(model.objects.filter(pk__in=ids[start : start + batch_size]).order_by("pk"))
+        vectors = backend.embed([row.search_text() for row in rows])
+        for row, vector in zip(rows, vectors, strict=True):
+            row.embedding, row.embedding_model = vector, backend.name
+        # A short transaction per batch: the model call above ran with no transaction open.
+        model.objects.bulk_update(rows, ["embedding", "embedding_model"])
+        done += len(rows)
+        progress.publish(Import.Phase.EMBEDDING, done)
+    return done
+
+
+def _claim(import_id: int) -> bool:
+    now = timezone.now()
+    lease_expired = now - timedelta(seconds=settings.CATALOG_IMPORT_LEASE_SECONDS)
+    return (
+        Import.objects.filter(pk=import_id)
+        .filter(Q(state=Import.State.PENDING) | Q(state=Import.State.RUNNING, claimed_at__lt=lease_expired))
+        .update(state=Import.State.RUNNING, phase=Import.Phase.READING, claimed_at=now, started_at=now)
+        == 1
+    )
+
+
+def _fail(imp: Import, message: str, timings: dict[str, float]) -> None:
+    imp.state = Import.State.FAILED
+    imp.phase = Import.Phase.DONE
+    imp.error_message = message
+    imp.finished_at = timezone.now()
+    imp.timings = timings
+    imp.save(update_fields=["state", "phase", "error_message", "finished_at", "timings", "format"])
+
+
+def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> Import | None:
+    """Run a pending import (or take over one whose lease expired); a finished or running one is left alone.
+
+    Returns the ``Import`` as it ended, or ``None`` when the row is gone. A file rejected as a whole ends
+    ``failed`` with ``error_message`` and no catalog change; bad rows end in ``error_report`` while the
+    good rows import (``succeeded``).
+    """
+    if not _claim(import_id):
+        return Import.objects.filter(pk=import_id).first()
+    imp = Import.objects.select_related("business").get(pk=import_id)
+    reporter = ImportProgress(imp, progress)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    counts = ImportCounts()
+    stack = ExitStack()  # holds the unpacked copy of a .gz upload until the import ends
+    try:
+        if not imp.file:
+            raise FileRejected("the uploaded file is gone (deleted after CATALOG_UPLOAD_RETENTION_DAYS)")
+        path = Path(imp.file.path)
+        if path.stat().st_size > settings.CATALOG_MAX_UPLOAD_BYTES:
+            raise FileRejected(f"the file is over the limit of {settings.CATALOG_MAX_UPLOAD_BYTES:,} bytes")
+        unpacked = stack.enter_context(
+            gunzipped(path, imp.original_filename, limit=settings.CATALOG_MAX_UPLOAD_BYTES)
+        )
+        path, filename = unpacked
+        source = open_source(
+            path,
+            filename=filename,
+            format=imp.requested_format or None,
+            mapping=imp.mapping,
+            sheet=imp.sheet or None,
+        )
+        imp.format = source.format
+        reporter.phase(Import.Phase.WRITING, _estimate_rows(path, source.format))
+        with transaction.atomic(durable=True):
+            with connection.cursor() as cursor:
+                # One import per business at a time; other businesses' imports run in parallel.
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [IMPORT_LOCK_NAMESPACE + imp.business_id])
+            if source.kind == "items":
+                items_write(imp=imp, source=source, progress=reporter, counts=counts)
+            else:
+                document_write(imp=imp, source=source, progress=reporter, counts=counts)
+            timings["write"] = round(time.monotonic() - started, 3)
+            # Counts commit with the catalog: a crash during embedding leaves them right, and a takeover
+            # (after the lease) finds the items unchanged and only finishes the embedding.
+            imp.rows_total = imp.rows_done = counts.rows_done
+            imp.created_count, imp.updated_count = counts.created, counts.updated
+            imp.unchanged_count, imp.retired_count = counts.unchanged, counts.retired
+            imp.failed_count, imp.error_report = counts.failed, counts.errors
+            imp.phase = Import.Phase.EMBEDDING if imp.embed else Import.Phase.DONE
+            imp.timings = timings
+            imp.save()
+    except FileRejected as exc:
+        timings["total"] = round(time.monotonic() - started, 3)
+        _fail(imp, str(exc), timings)
+        reporter.publish(Import.Phase.DONE, 0, force=True)
+        return imp
+    except BaseException as exc:
+        # Also KeyboardInterrupt / SIGTERM from the command: the transaction rolled back, say so on the row
+        # rather than leave it "running" until the lease expires.
+        timings["total"] = round(time.monotonic() - started, 3)
+        what = "interrupted" if not isinstance(exc, Exception) else f"internal error ({type(exc).__name__})"
+        _fail(imp, f"{what}; the catalog was not changed", timings)
+        reporter.publish(Import.Phase.DONE, 0, force=True)
+        raise
+    finally:
+        stack.close()
+    if imp.embed:
+        embed_started = time.monotonic()
+        try:
+            imp.embedded_count = _embed_pending(imp, reporter)
+        except BaseException as exc:
+            # The items are committed; only vectors are missing. The next import (or a re-run) embeds them.
+            timings["total"] = round(time.monotonic() - started, 3)
+            reason = "interrupted" if not isinstance(exc, Exception) else f"{type(exc).__name__}: {exc}"[:300]
+            _fail(
+                imp, f"the items were imported but embedding failed ({reason}); re-run to embed them", timings
+            )
+            reporter.publish(Import.Phase.DONE, counts.rows_done, force=True)
+            raise
+        timings["embed"] = round(time.monotonic() - embed_started, 3)
+    timings["total"] = round(time.monotonic() - started, 3)
+    imp.state = Import.State.SUCCEEDED
+    imp.phase = Import.Phase.DONE
+    imp.finished_at = timezone.now()
+    imp.timings = timings
+    imp.save(update_fields=["state", "phase", "finished_at", "timings", "embedded_count"])
+    reporter.total = counts.rows_done
+    reporter.publish(Import.Phase.DONE, counts.rows_done, force=True)
+    return imp
+
+
+def import_file(
+    *,
+    business: Business,
+    path: Path | str,
+    mode: str = Import.Mode.UPSERT,
+    format: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    sheet: str = "",
+    embed: bool = True,
+    progress: ProgressCallback | None = None,
+) -> Import:
+    """Start and run an import in this process (the command line, seeding, tests): ``import_start`` then
+    ``import_run``. Raises ``ImportRejected`` for a refused upload; a rejected file returns a failed Import."""
+    imp = import_start(
+        business=business,
+        path=path,
+        mode=mode,
+        format=format,
+        mapping=mapping,
+        sheet=sheet,
+        embed=embed,
+        enqueue=False,
+    )
+    result = import_run(import_id=imp.pk, progress=progress)
+    assert result is not None
+    return result
+
+
+def import_uploads_purge(*, now: datetime | None = None) -> int:
+    """Delete the uploaded files of imports that finished more than CATALOG_UPLOAD_RETENTION_DAYS ago; the
+    ``Import`` rows keep their counts, error report and timings. Returns how many files were deleted. A
+    pending or running import keeps its file whatever its age."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.CATALOG_UPLOAD_RETENTION_DAYS)
+    done = 0
+    stale = (
+        Import.objects.filter(state__in=[Import.State.SUCCEEDED, Import.State.FAILED], finished_at__lt=cutoff)
+        .exclude(file="")
+        .only("pk", "file")
+    )
+    for imp in stale.iterator(chunk_size=500):
+        name = imp.file.name or ""
+        # The row first: an import run again after this finds no file and fails cleanly; a crash between the
+        # two leaves an orphan file, not a row pointing at nothing.
+        if Import.objects.filter(pk=imp.pk).exclude(file="").update(file="") == 1:
+            imp.file.storage.delete(name)
+            done += 1
+    if done:
+        logger.info(
+            "deleted %d catalog uploads older than %d days", done, settings.CATALOG_UPLOAD_RETENTION_DAYS
+        )
+    return done
