@@ -9,11 +9,11 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from config import embedded
+    from devstack import services
 
     # With DATABASE_URL / REDIS_URL unset, reuse the embedded servers if they run, or start them
     # for the duration of this command.
-    embedded.ensure_core_services()
+    services.ensure_core_services()
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

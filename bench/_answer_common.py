@@ -1,8 +1,8 @@
 """Shared by bench/answer_eval.py and bench/answer_load.py: the whole stack on the real model, shops imported
 from files, and a widget visitor that asks a question over the chat websocket.
 
-What runs (the processes of ``./dev start``, config/stack.py): the embedded PostgreSQL and Redis (shared by
-every process of the project through ``config.embedded``'s handles), the embedded llama.cpp server with
+What runs (the processes of ``./dev start``, devstack/runner.py): the embedded PostgreSQL and Redis (shared by
+every process of the project through ``devstack.services``' handles), the embedded llama.cpp server with
 SmolLM2-135M-Instruct unless ``LLAMA_POOL`` names real servers, one Celery reply worker per core
 (``-Q replies -P threads -c 32``), one ``-Q ingest,outbound -P prefork -c 2`` worker, and uvicorn. Their
 settings are the stack's defaults (DEBUG, burst waits, timeouts, rate limits), so the figures are what a
@@ -95,16 +95,16 @@ def setup_django() -> None:
     # The stack's development defaults, as `./dev start` runs them (settings default to production).
     os.environ.setdefault("DEBUG", "1")
     os.environ.setdefault("BIZAGENT_REDIS_DB", REDIS_DB)
-    from config import embedded
+    from devstack import paths, services
 
     if not os.environ.get("DATABASE_URL"):
-        embedded.ensure_postgres()
+        services.ensure_postgres()
     if not os.environ.get("REDIS_URL"):
-        embedded.ensure_redis()
+        services.ensure_redis()
     if not os.environ.get("LLAMA_POOL"):
         say("starting the embedded llama.cpp server (SmolLM2-135M-Instruct), or joining the running one")
-        embedded.ensure_llama()
-        say(f"llama.cpp server at {embedded.embedded_llama_url()}")
+        services.ensure_llama()
+        say(f"llama.cpp server at {paths.embedded_llama_url()}")
     import django
 
     django.setup()

@@ -23,9 +23,9 @@ def setup_django(**settings_env: str) -> None:
     os.environ.update(settings_env)
     import django
 
-    from config import embedded
+    from devstack import services
 
-    embedded.ensure_core_services()
+    services.ensure_core_services()
     django.setup()
     # The usage row is written after the stream ends; the benchmark database may not be migrated.
     logging.getLogger("agents.inference.accounting").setLevel(logging.CRITICAL)

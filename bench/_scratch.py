@@ -21,14 +21,14 @@ def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DEBUG", "1")  # settings default to production, which needs real secrets
     if not os.environ.get("DATABASE_URL"):
-        from config import embedded
+        from devstack import services
 
-        embedded.ensure_postgres()
+        services.ensure_postgres()
     if not os.environ.get("REDIS_URL"):
-        from config import embedded
+        from devstack import services
 
         # The import service publishes progress to Redis.
-        embedded.ensure_redis()
+        services.ensure_redis()
     import django
 
     django.setup()

@@ -50,13 +50,13 @@ def setup_django() -> None:
     os.environ.setdefault("DEBUG", "1")  # this process; the measured stack runs with DEBUG off (below)
     os.environ["BIZAGENT_DB_NAME"] = BENCH_DB
     os.environ.setdefault("BIZAGENT_REDIS_DB", "14")
-    from config import embedded
+    from devstack import paths, services
 
-    embedded.ensure_core_services()
+    services.ensure_core_services()
     import psycopg
 
     with psycopg.connect(
-        host=str(embedded.postgres_socket_dir()), user="postgres", dbname="postgres", autocommit=True
+        host=str(paths.postgres_socket_dir()), user="postgres", dbname="postgres", autocommit=True
     ) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
             conn.execute(f"CREATE DATABASE {BENCH_DB}")
@@ -166,7 +166,7 @@ class Stack:
         kind, size = self.pool.split()
         self.workers = [start_worker(env, logs / "worker.log", concurrency=int(size), pool=kind)]
         for number in range(1, self.reply_workers):
-            # More processes for replies alone, as config.stack runs them (REPLY_WORKER_PROCESSES).
+            # More processes for replies alone, as the dev runner (devstack.runner) runs them (REPLY_WORKER_PROCESSES).
             self.workers.append(
                 start_worker(
                     env,
@@ -234,9 +234,9 @@ class CpuMeter:
     def __init__(self, stack: Stack) -> None:
         import psutil
 
-        from config import embedded
+        from devstack import paths
 
-        data = str(embedded.data_dir())
+        data = str(paths.data_dir())
         self.parts: dict[str, list[Any]] = {
             "asgi": [psutil.Process(stack.asgi.proc.pid)],
             "workers": [psutil.Process(w.proc.pid) for w in stack.workers],

@@ -32,9 +32,9 @@ app.autodiscover_tasks()
 def _embedded_services(**_: object) -> None:
     # A worker started on its own (not by the stack) with the embedded defaults still finds its services.
     # worker_init runs once in the main process: forked pool children must not take handles of their own.
-    from config import embedded
+    from devstack import services
 
-    embedded.ensure_core_services()
+    services.ensure_core_services()
 
 
 @worker_shutdown.connect

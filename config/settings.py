@@ -10,9 +10,9 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config import embedded
 from config.email import email_settings
 from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str, env_url
+from devstack import paths as embedded
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -275,7 +275,7 @@ CHAT_ADDRESS_BUSINESS_SHARE_PERCENT = env_int(
 # read TRUSTED_PROXY_HOPS entries from the right; unset, the TCP peer (a client can forge any header).
 TRUSTED_PROXY_HEADER = env_str("TRUSTED_PROXY_HEADER")
 TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 1, minimum=1, maximum=16)
-# The ASGI server's websocket frame limit (uvicorn --ws-max-size; config/stack.py passes it): a frame above
+# The ASGI server's websocket frame limit (uvicorn --ws-max-size; devstack/runner.py passes it): a frame above
 # it is refused by the server before the application reads it (uvicorn's own default is 16 MiB).
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=16 * 1024)
 

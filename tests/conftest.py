@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_lib
 
-from config import embedded
+from devstack import services
 
 # Each area of the suite keeps its shared fixtures in its own module.
 pytest_plugins = [
@@ -20,7 +20,7 @@ pytest_plugins = [
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    embedded.ensure_core_services()
+    services.ensure_core_services()
 
 
 @pytest.fixture(scope="session")

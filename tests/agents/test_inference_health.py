@@ -20,7 +20,7 @@ from agents.inference.endpoints import parse_pool, reset_endpoint_cache
 from agents.inference.health import pool_readiness, pool_status, probe_pool
 from agents.inference.types import ChatRequest, PoolUnavailable
 from agents.models import InferenceCall, InferenceEndpoint
-from config.embedded import free_port
+from devstack.services import free_port
 from tests.factories import BusinessFactory
 from tests.inference_server import InferenceServer, embedding_of
 

@@ -22,7 +22,7 @@ from agents.inference.types import ChatRequest, StreamEnd, TextDelta, Usage
 from agents.respond import Done, respond
 from agents.respond import TextDelta as RespondDelta
 from agents.selectors import agent_for
-from config import embedded
+from devstack import paths, services
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 
@@ -37,11 +37,11 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
-    port = embedded.free_port()
+    port = services.free_port()
     url = f"http://127.0.0.1:{port}"
     # The embedded server's own command line: its flags (one request never interrupts another) are tested too.
     proc = subprocess.Popen(
-        embedded.llama_server_args(embedded.smollm2_model_path(), port),
+        services.llama_server_args(services.smollm2_model_path(), port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ},
@@ -72,9 +72,9 @@ def test_streams_a_reply_from_smollm2(
 ) -> None:
     llama_pool(LLAMA_FIRST_TOKEN_TIMEOUT=60, LLAMA_IDLE_TIMEOUT=60)
     settings.LLAMA_POOL = llama_server  # type: ignore[attr-defined]
-    settings.LLAMA_MODEL = embedded.LLAMA_MODEL_NAME  # type: ignore[attr-defined]
+    settings.LLAMA_MODEL = paths.LLAMA_MODEL_NAME  # type: ignore[attr-defined]
     [probe] = probe_pool()
-    assert (probe.ok, probe.models) == (True, (embedded.LLAMA_MODEL_NAME,))
+    assert (probe.ok, probe.models) == (True, (paths.LLAMA_MODEL_NAME,))
 
     request = ChatRequest(
         business_id=0,
@@ -126,7 +126,7 @@ def test_answers_from_the_catalog_with_the_real_model(
     reaches the customer, and nothing is empty."""
     llama_pool(LLAMA_FIRST_TOKEN_TIMEOUT=60, LLAMA_IDLE_TIMEOUT=60)
     settings.LLAMA_POOL = llama_server  # type: ignore[attr-defined]
-    settings.LLAMA_MODEL = embedded.LLAMA_MODEL_NAME  # type: ignore[attr-defined]
+    settings.LLAMA_MODEL = paths.LLAMA_MODEL_NAME  # type: ignore[attr-defined]
     business = BusinessFactory()
     import_catalog(business, SMALL_CATALOG_CSV, embed=True)
     import_catalog(business, FAQ_MD, filename="faq.md", embed=True)

@@ -293,9 +293,9 @@ async def test_complete_chat_returns_the_whole_reply(pool_server: InferenceServe
 async def test_no_endpoint_configured_is_pool_unavailable(llama_pool: object, settings: object) -> None:
     llama_pool()  # type: ignore[operator]
     settings.LLAMA_POOL = ""  # type: ignore[attr-defined]
-    from config import embedded
+    from devstack import paths
 
-    if embedded.embedded_llama_url():
+    if paths.embedded_llama_url():
         pytest.skip("the embedded llama.cpp server is running on this machine")
     with pytest.raises(PoolUnavailable, match="no inference endpoint configured"):
         await collect(ask())

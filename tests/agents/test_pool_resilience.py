@@ -30,7 +30,7 @@ from agents.inference.endpoints import (
 from agents.inference.health import pool_status, probe
 from agents.inference.types import BudgetExceeded, ChatRequest, PoolUnavailable, StreamEnd, TextDelta
 from agents.models import InferenceCall, InferenceEndpoint
-from config import embedded
+from devstack import paths, services
 from tests.factories import BusinessFactory
 from tests.inference_server import InferenceServer
 
@@ -391,10 +391,10 @@ def embedded_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[
     monkeypatch.setenv("BIZAGENT_DATA_DIR", str(tmp_path))
 
     def point(url: str) -> None:
-        path = embedded.llama_state_file()
+        path = paths.llama_state_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Our own pid: the state file names a live process, as the running server's does.
-        path.write_text(json.dumps({"pid": os.getpid(), "url": url, "model": embedded.LLAMA_MODEL_NAME}))
+        path.write_text(json.dumps({"pid": os.getpid(), "url": url, "model": paths.LLAMA_MODEL_NAME}))
         reset_endpoint_cache()
 
     return point
@@ -406,11 +406,11 @@ async def test_the_embedded_endpoint_has_one_slot(
     settings: Any,
     embedded_state: Callable[[str], None],
 ) -> None:
-    inference_server.model = embedded.LLAMA_MODEL_NAME
+    inference_server.model = paths.LLAMA_MODEL_NAME
     inference_server.token_delay = 0.02
     llama_pool(inference_server, LLAMA_ENDPOINT_MAX_CONCURRENCY=64)
     settings.LLAMA_POOL = ""
-    settings.LLAMA_MODEL = embedded.LLAMA_MODEL_NAME
+    settings.LLAMA_MODEL = paths.LLAMA_MODEL_NAME
     embedded_state(inference_server.url + "/")
     [endpoint] = await apool_endpoints()
     assert (endpoint.url, endpoint.max_concurrency, endpoint.source) == (inference_server.url, 1, "embedded")
@@ -427,8 +427,8 @@ def test_the_embedded_server_is_started_without_interrupts_on_every_core() -> No
 
     parser = argparse.ArgumentParser()
     add_args_from_model(parser, Settings)
-    args = parser.parse_args(embedded.llama_server_args(Path("/models/smollm2.gguf"), 8765)[3:])
+    args = parser.parse_args(services.llama_server_args(Path("/models/smollm2.gguf"), 8765)[3:])
     server = parse_model_from_args(ServerSettings, args)
     model = parse_model_from_args(ModelSettings, args)
     assert (server.interrupt_requests, server.port) == (False, 8765)
-    assert (model.n_threads, model.model_alias) == (os.cpu_count(), embedded.LLAMA_MODEL_NAME)
+    assert (model.n_threads, model.model_alias) == (os.cpu_count(), paths.LLAMA_MODEL_NAME)

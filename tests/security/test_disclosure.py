@@ -19,7 +19,7 @@ from businesses.crypto import EncryptedTextField
 from businesses.demo import DEMO_SLUG
 from businesses.models import Business
 from config import health
-from config.embedded import free_port
+from devstack.services import free_port
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 from tests.inference_server import InferenceServer
 

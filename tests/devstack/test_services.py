@@ -18,8 +18,8 @@ from config.settings import BASE_DIR
 HOLDER = textwrap.dedent(
     """
     import sys
-    from config import embedded
-    getattr(embedded, sys.argv[1])()
+    from devstack import services
+    getattr(services, sys.argv[1])()
     print("held", flush=True)
     sys.stdin.readline()  # hold the service until the test closes our stdin
     """
@@ -110,14 +110,14 @@ def test_a_killed_holder_does_not_keep_redis_alive_forever(data_dir: Path) -> No
 def test_postgres_with_pgvector_starts_in_its_data_folder_and_stops_after(data_dir: Path) -> None:
     script = textwrap.dedent(
         """
-        from config import embedded
-        embedded.ensure_postgres()
+        from devstack import paths, services
+        services.ensure_postgres()
         import psycopg
-        with psycopg.connect(host=str(embedded.postgres_socket_dir()), user="postgres",
-                             dbname=embedded.DATABASE_NAME) as conn:
+        with psycopg.connect(host=str(paths.postgres_socket_dir()), user="postgres",
+                             dbname=paths.DATABASE_NAME) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             print(conn.execute("SELECT '[1,2]'::vector <=> '[2,4]'::vector").fetchone()[0])
-            print(open(embedded.postgres_dir() / "postmaster.pid").readline().strip())
+            print(open(paths.postgres_dir() / "postmaster.pid").readline().strip())
         """
     )
     result = subprocess.run(
@@ -153,3 +153,12 @@ def test_postgres_stops_with_its_last_holder_even_if_another_died_after_it_start
     crashed.wait()
     release(survivor)
     assert wait_dead(postmaster, 30)
+
+
+def test_settings_and_the_paths_module_start_nothing_and_write_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {**_env(data), "DEBUG": "1"}
+    subprocess.run(
+        [sys.executable, "-c", "import config.settings, devstack.paths"], cwd=BASE_DIR, env=env, check=True
+    )
+    assert not data.exists()

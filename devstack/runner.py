@@ -1,7 +1,7 @@
 """Run the whole stack in one terminal: embedded services, migrations, demo data, a Celery worker and the
 ASGI server. Logs are streamed with a prefix per process; Ctrl-C or SIGTERM stops every child.
 
-    python -m config.stack            (the README's first command runs this inside the virtualenv)
+    python -m devstack            (``./dev start`` runs this inside the virtualenv)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import httpx
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from config import embedded
+from devstack import paths, services
 
 COLOURS = {"asgi": "\033[36m", "worker": "\033[35m", "replies": "\033[33m", "stack": "\033[32m"}
 RESET = "\033[0m"
@@ -84,21 +84,21 @@ class Stack:
                 say("stack", f"{name} did not stop in time: killing it")
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        embedded.release_all()
+        services.release_all()
         say("stack", "stopped; nothing of ours is left running")
 
     def run(self) -> int:
         say(
             "stack", "starting PostgreSQL+pgvector and Redis (embedded unless DATABASE_URL/REDIS_URL are set)"
         )
-        embedded.ensure_core_services()
+        services.ensure_core_services()
         if not os.environ.get("LLAMA_POOL"):
             say(
                 "stack",
                 "starting the local llama.cpp server with SmolLM2-135M-Instruct (LLAMA_POOL is unset)",
             )
-            embedded.ensure_llama()
-            say("stack", f"llama.cpp server at {embedded.embedded_llama_url()}")
+            services.ensure_llama()
+            say("stack", f"llama.cpp server at {paths.embedded_llama_url()}")
 
         import django
         from django.core.management import call_command
@@ -118,7 +118,7 @@ class Stack:
             for number in range(self.reply_processes)
         ]
         # The periodic tasks (settings.CELERY_BEAT_SCHEDULE) run from the ingest/outbound worker: one beat.
-        beat = ("--beat", "--schedule", str(embedded.data_dir() / "celerybeat-schedule"))
+        beat = ("--beat", "--schedule", str(paths.data_dir() / "celerybeat-schedule"))
         for name, queues, pool, concurrency, extra in (
             *workers,
             ("worker", "ingest,outbound", "prefork", self.worker_concurrency, beat),
@@ -214,7 +214,3 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

