@@ -28,7 +28,7 @@ def setup_django(**settings_env: str) -> None:
     services.ensure_core_services()
     django.setup()
     # The usage row is written after the stream ends; the benchmark database may not be migrated.
-    logging.getLogger("agents.inference.accounting").setLevel(logging.CRITICAL)
+    logging.getLogger("inference.accounting").setLevel(logging.CRITICAL)
 
 
 def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:

@@ -18,9 +18,9 @@ from _pool_common import pct, setup_django, start_server, write
 
 
 async def load(seconds: float, concurrency: int, kill_at: float, victim) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
-    from agents.inference.chat import stream_chat
-    from agents.inference.transport import close_clients
-    from agents.inference.types import ChatRequest, PoolUnavailable, StreamCut, StreamEnd, TextDelta
+    from inference.chat import stream_chat
+    from inference.transport import close_clients
+    from inference.types import ChatRequest, PoolUnavailable, StreamCut, StreamEnd, TextDelta
 
     records: list[dict[str, object]] = []
     begin = time.perf_counter()
@@ -77,7 +77,7 @@ def main() -> None:
             LLAMA_CIRCUIT_FAILURES="3",
             LLAMA_CIRCUIT_COOLDOWN="30",
         )
-        from agents.inference import state
+        from inference import state
 
         state.reset()
         kill_at = args.seconds / 3

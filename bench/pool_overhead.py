@@ -2,7 +2,7 @@
 
 For 1, 16 and 64 concurrent streams: time to first token and time per token, p50/p95, for a raw
 ``httpx.AsyncClient`` stream that parses each ``data:`` line with ``json.loads`` and for
-``agents.inference.chat.stream_chat`` (routing through Redis, leases, circuit, SSE parser, metrics).
+``inference.chat.stream_chat`` (routing through Redis, leases, circuit, SSE parser, metrics).
 Run: ``.venv/bin/python bench/pool_overhead.py [--rounds 5] [--tokens 32]``
 """
 
@@ -38,8 +38,8 @@ async def raw_stream(http, url: str, body: dict) -> tuple[float, float, int]:  #
 
 
 async def pool_stream(request) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
-    from agents.inference.chat import stream_chat
-    from agents.inference.types import StreamEnd, TextDelta
+    from inference.chat import stream_chat
+    from inference.types import StreamEnd, TextDelta
 
     started = time.perf_counter()
     first = None
@@ -62,8 +62,8 @@ async def measure(
 ) -> dict[str, object]:
     import httpx
 
-    from agents.inference.transport import close_clients
-    from agents.inference.types import ChatRequest
+    from inference.transport import close_clients
+    from inference.types import ChatRequest
 
     messages = [{"role": "user", "content": "hello"}]
     body = {
@@ -132,7 +132,7 @@ def main() -> None:
             LLAMA_PROBE_INTERVAL="0",
             LLAMA_ENDPOINT_MAX_CONCURRENCY="256",
         )
-        from agents.inference import state
+        from inference import state
 
         state.reset()
         # The pool adds one Redis round trip before the request is sent; on a shared Redis it dominates.

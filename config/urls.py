@@ -3,8 +3,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from agents.inference.metrics import metrics_view
 from config import health
+from inference.metrics import metrics_view
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

@@ -1,11 +1,12 @@
 """The apps' layers, read from every module's imports (those inside functions included).
 
-From the bottom: ``common`` (plumbing any app may use), ``businesses``, ``catalogs``, ``agents``,
-``messaging``, ``dashboard``; ``config`` (settings, the ASGI/Celery entry points) and ``devstack`` (the
-dev runner and the embedded services) are above them all: an app uses nothing of config but its settings
-(``django.conf.settings``), and nothing of devstack. A module may import
-its own app and the apps below it, never one above, and no two modules import each other, directly or
-through others (docs/architecture.md, "Layers").
+From the bottom: ``common`` (plumbing any app may use), ``businesses``, ``inference`` (the pool client and
+its rows, below ``catalogs``, whose pool embeddings use it), ``catalogs``, ``agents``, ``messaging``,
+``dashboard``; ``config`` (settings, the ASGI/Celery entry points) and ``devstack`` (the dev runner and the
+embedded services) are above them all: an app uses nothing of config but its settings
+(``django.conf.settings``), and nothing of devstack. A module may import its own app and the apps below it,
+never one above, and no two modules import each other, directly or through others (docs/architecture.md,
+"Layers").
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["common", "businesses", "catalogs", "agents", "messaging", "dashboard", "config", "devstack"]
-# Known exceptions, each with its reason; the list only ever shrinks.
-KNOWN = {
-    # The inference pool's rows (InferenceEndpoint, InferenceCall) are agents' models while the pool itself
-    # sits below catalogs (catalogs' pool embeddings use it): moving the rows to an app of their own is a
-    # migration across app labels, not done yet.
-    ("agents.inference.accounting", "agents.models"),
-    ("agents.inference.endpoints", "agents.models"),
-    # Where the embedded llama.cpp server listens is read from the dev runner's state file.
-    ("agents.inference.endpoints", "config.embedded"),
-}
+LAYERS = [
+    "common",
+    "businesses",
+    "inference",
+    "catalogs",
+    "agents",
+    "messaging",
+    "dashboard",
+    "config",
+    "devstack",
+]
 
 
 def _modules() -> dict[str, Path]:
@@ -63,9 +64,6 @@ def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
 
 
 def _layer(module: str) -> int:
-    # The pool client is below catalogs: catalogs embeds through it, agents answers through it.
-    if module.startswith("agents.inference"):
-        return LAYERS.index("businesses")
     return LAYERS.index(module.split(".")[0])
 
 
@@ -79,8 +77,7 @@ def test_no_import_goes_up_a_layer_or_into_config() -> None:
             into_config = target.startswith("config") and target != "config.settings"
             if into_config or _layer(target) > _layer(module):
                 wrong.add((module, target))
-    assert sorted(wrong - KNOWN) == []
-    assert sorted(KNOWN - wrong) == [], "a known exception is gone: take it off the list"
+    assert sorted(wrong) == []
 
 
 def test_no_import_cycle() -> None:

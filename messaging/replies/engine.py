@@ -90,7 +90,7 @@ async def run_reply(
 
 async def _close_loop_clients() -> None:
     """Close the connections a short-lived loop opened (a test's ``async_to_sync``): its loop ends here."""
-    from agents.inference.transport import close_clients
+    from inference.transport import close_clients
 
     await close_clients()
     await streams.close_cancel_watch()

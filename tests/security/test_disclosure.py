@@ -13,13 +13,13 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from agents.models import InferenceEndpoint
 from businesses.admin_site import SuperuserAdminSite, WriteOnlySecretsAdmin
 from businesses.crypto import EncryptedTextField
 from businesses.demo import DEMO_SLUG
 from businesses.models import Business
 from config import health
 from devstack.services import free_port
+from inference.models import InferenceEndpoint
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 from tests.inference_server import InferenceServer
 
@@ -71,7 +71,7 @@ def test_readyz_does_not_probe_the_pool_on_every_request(
     llama_pool(*servers)
     settings.METRICS_TOKEN = "ops-token"
     # No Celery worker here: its ping would wait out 0.5 s per request, and the test wants them within the
-    # probe interval (agents.inference.health.READINESS_PROBE_INTERVAL, 5 s).
+    # probe interval (inference.health.READINESS_PROBE_INTERVAL, 5 s).
     monkeypatch.setitem(health.CHECKS, "worker", lambda: (True, "1 worker(s)"))
     for _ in range(10):
         client.get("/readyz")
@@ -160,7 +160,7 @@ def test_admin_never_shows_a_secret_and_blank_keeps_it(client: Client) -> None:
         name="gpu-1", base_url="http://gpu-1.internal:8000", api_key="sk-live-very-secret"
     )
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
-    url = f"/django-admin/agents/inferenceendpoint/{endpoint.pk}/change/"
+    url = f"/django-admin/inference/inferenceendpoint/{endpoint.pk}/change/"
     page = client.get(url)
     assert page.status_code == 200
     html = page.content.decode()

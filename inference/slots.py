@@ -8,8 +8,8 @@ import asyncio
 import logging
 import random
 
-from agents.inference import state
 from common import aio
+from inference import state
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import hashlib
 import random
 from functools import cache
 
-from agents.inference.endpoints import Endpoint
+from inference.endpoints import Endpoint
 
 VNODES_PER_WEIGHT = 64
 

@@ -6,10 +6,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agents.inference import state
-from agents.inference.endpoints import reset_endpoint_cache
-from agents.models import InferenceCall, InferenceEndpoint
 from businesses.admin_site import WriteOnlySecretsAdmin
+from inference import state
+from inference.endpoints import reset_endpoint_cache
+from inference.models import InferenceCall, InferenceEndpoint
 
 
 @admin.register(InferenceEndpoint)
@@ -35,8 +35,8 @@ class InferenceEndpointAdmin(WriteOnlySecretsAdmin):
 
     @admin.action(description="Probe the selected endpoints now")
     def probe_now(self, request: HttpRequest, queryset: QuerySet[InferenceEndpoint]) -> None:
-        from agents.inference.endpoints import pool_endpoints
-        from agents.inference.health import probe_endpoints
+        from inference.endpoints import pool_endpoints
+        from inference.health import probe_endpoints
 
         reset_endpoint_cache()
         urls = {row.base_url.rstrip("/") for row in queryset}

@@ -13,14 +13,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from agents.inference import state
-from agents.inference.chat import stream_chat
-from agents.inference.embeddings import embed, embed_sync
-from agents.inference.endpoints import parse_pool, reset_endpoint_cache
-from agents.inference.health import pool_readiness, pool_status, probe_pool
-from agents.inference.types import ChatRequest, PoolUnavailable
-from agents.models import InferenceCall, InferenceEndpoint
 from devstack.services import free_port
+from inference import state
+from inference.chat import stream_chat
+from inference.embeddings import embed, embed_sync
+from inference.endpoints import parse_pool, reset_endpoint_cache
+from inference.health import pool_readiness, pool_status, probe_pool
+from inference.models import InferenceCall, InferenceEndpoint
+from inference.types import ChatRequest, PoolUnavailable
 from tests.factories import BusinessFactory
 from tests.inference_server import InferenceServer, embedding_of
 

@@ -9,10 +9,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
 
-from agents.inference import types
-from agents.inference.chat import stream_chat
-from agents.inference.endpoints import pool_endpoints, reset_endpoint_cache
-from agents.models import InferenceEndpoint
+from inference import types
+from inference.chat import stream_chat
+from inference.endpoints import pool_endpoints, reset_endpoint_cache
+from inference.models import InferenceEndpoint
 
 
 def _stored_key(pk: int) -> str:

@@ -16,13 +16,13 @@ import httpx
 import pytest
 
 from agents.grounding import find_prices
-from agents.inference.chat import complete_chat, stream_chat
-from agents.inference.health import probe_pool
-from agents.inference.types import ChatRequest, StreamEnd, TextDelta, Usage
 from agents.respond import Done, respond
 from agents.respond import TextDelta as RespondDelta
 from agents.selectors import agent_for
 from devstack import paths, services
+from inference.chat import complete_chat, stream_chat
+from inference.health import probe_pool
+from inference.types import ChatRequest, StreamEnd, TextDelta, Usage
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.inference.types import ToolCall
+from inference.types import ToolCall
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from agents.inference import state
-from agents.inference.chat import stream_chat
-from agents.inference.health import pool_status, probe_pool
-from agents.inference.transport import close_clients
-from agents.inference.types import ChatRequest, InferenceError, StreamEnd, TextDelta, ToolCalls, Usage
+from inference import state
+from inference.chat import stream_chat
+from inference.health import pool_status, probe_pool
+from inference.transport import close_clients
+from inference.types import ChatRequest, InferenceError, StreamEnd, TextDelta, ToolCalls, Usage
 
 
 class Command(BaseCommand):

@@ -10,8 +10,8 @@ import time
 
 from django.conf import settings
 
-from agents.inference import slots, state
-from agents.inference.types import BudgetExceeded
+from inference import slots, state
+from inference.types import BudgetExceeded
 
 
 async def business_enter(business_id: int, *, until: float) -> str | None:

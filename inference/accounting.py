@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from agents.inference import metrics, state
 from common import aio
+from inference import metrics, state
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Call:
 
 
 def _write_call(call: Call) -> None:
-    from agents.models import InferenceCall
+    from inference.models import InferenceCall
 
     InferenceCall.objects.create(
         business_id=call.business_id or None,

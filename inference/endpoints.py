@@ -29,7 +29,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
 from common import aio
-from config import embedded
 
 logger = logging.getLogger(__name__)
 
@@ -117,21 +116,20 @@ def _configured() -> list[Endpoint]:
             default_model=settings.LLAMA_MODEL,
             default_max=settings.LLAMA_ENDPOINT_MAX_CONCURRENCY,
         )
-    url = embedded.embedded_llama_url()
-    if not url:
+    if not settings.LLAMA_EMBEDDED_URL:
         return []
     return [
         Endpoint(
-            url=base_url(url),
-            model=embedded.LLAMA_MODEL_NAME,
-            max_concurrency=embedded.LLAMA_SERVER_SLOTS,
+            url=base_url(settings.LLAMA_EMBEDDED_URL),
+            model=settings.LLAMA_EMBEDDED_MODEL,
+            max_concurrency=settings.LLAMA_EMBEDDED_SLOTS,
             source="embedded",
         )
     ]
 
 
 def _admin_rows() -> list[Endpoint]:
-    from agents.models import InferenceEndpoint
+    from inference.models import InferenceEndpoint
 
     try:
         rows = list(InferenceEndpoint.objects.filter(enabled=True).order_by("pk"))
@@ -167,7 +165,7 @@ def _signature() -> tuple[object, ...]:
         settings.LLAMA_API_KEY,
         settings.LLAMA_MODEL,
         settings.LLAMA_ENDPOINT_MAX_CONCURRENCY,
-        "" if settings.LLAMA_POOL else embedded.embedded_llama_url(),
+        settings.LLAMA_EMBEDDED_URL,
     )
 
 

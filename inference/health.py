@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
-from agents.inference import state
-from agents.inference.endpoints import Endpoint, pool_endpoints
+from inference import state
+from inference.endpoints import Endpoint, pool_endpoints
 
 PROBE_TIMEOUT = 2.0
 # Readiness never probes the pool more often than this (LLAMA_PROBE_INTERVAL when longer).

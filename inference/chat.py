@@ -43,15 +43,15 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from agents.inference import state
-from agents.inference.accounting import Call, record, record_refusal
-from agents.inference.endpoints import Endpoint, apool_endpoints
-from agents.inference.fairness import business_enter, business_leave
-from agents.inference.health import maybe_probe
-from agents.inference.sse import StreamParser, error_message
-from agents.inference.transport import http_client
-from agents.inference.tries import REJECTED, Retry, endpoint_tries
-from agents.inference.types import (
+from inference import state
+from inference.accounting import Call, record, record_refusal
+from inference.endpoints import Endpoint, apool_endpoints
+from inference.fairness import business_enter, business_leave
+from inference.health import maybe_probe
+from inference.sse import StreamParser, error_message
+from inference.transport import http_client
+from inference.tries import REJECTED, Retry, endpoint_tries
+from inference.types import (
     BudgetExceeded,
     ChatRequest,
     ChatResult,

@@ -10,11 +10,12 @@ from collections.abc import Callable
 import pytest
 from asgiref.sync import sync_to_async
 
-from agents.inference import state
-from agents.inference.chat import stream_chat
-from agents.inference.endpoints import apool_endpoints
-from agents.inference.routing import ring_order
-from agents.inference.types import (
+from inference import state
+from inference.chat import stream_chat
+from inference.endpoints import apool_endpoints
+from inference.models import InferenceCall
+from inference.routing import ring_order
+from inference.types import (
     BudgetExceeded,
     ChatRequest,
     PoolUnavailable,
@@ -22,7 +23,6 @@ from agents.inference.types import (
     StreamEnd,
     TextDelta,
 )
-from agents.models import InferenceCall
 from tests.factories import BusinessFactory
 from tests.inference_server import InferenceServer
 
@@ -342,7 +342,7 @@ async def test_business_concurrency_cap_refuses_only_that_business_after_the_que
         "0.2 s (LLAMA_QUEUE_TIMEOUT); try again when one finishes"
     )
     assert inference_server.chat_requests == 1  # nothing was sent for the refused call
-    from agents.inference.metrics import render
+    from inference.metrics import render
 
     assert (
         'bizagent_inference_requests_total{endpoint="none",kind="chat",outcome="refused"} 1.0'

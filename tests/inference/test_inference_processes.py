@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from agents.inference import state
-from agents.inference.chat import stream_chat
-from agents.inference.types import ChatRequest, PoolUnavailable
+from inference import state
+from inference.chat import stream_chat
+from inference.types import ChatRequest, PoolUnavailable
 from tests.inference_server import InferenceServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +27,8 @@ import asyncio, contextlib, os, sys
 import django
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
 django.setup()
-from agents.inference.chat import stream_chat
-from agents.inference.types import ChatRequest, TextDelta
+from inference.chat import stream_chat
+from inference.types import ChatRequest, TextDelta
 
 async def main():
     loop = asyncio.get_running_loop()

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from agents.inference import state
+from inference import state
 
 BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _KEY = state.PREFIX + "metrics:"
@@ -68,7 +68,7 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
 
 class PoolCollector:
     def collect(self) -> Iterator[Metric]:
-        from agents.inference.endpoints import pool_endpoints
+        from inference.endpoints import pool_endpoints
 
         client = state.client()
         pipe = client.pipeline(transaction=False)

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,18 +18,18 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
-from agents.inference import health, metrics, state
-from agents.inference.chat import stream_chat
-from agents.inference.endpoints import (
+from devstack import paths, services
+from inference import health, metrics, state
+from inference.chat import stream_chat
+from inference.endpoints import (
     Endpoint,
     apool_endpoints,
     base_url,
     reset_endpoint_cache,
 )
-from agents.inference.health import pool_status, probe
-from agents.inference.types import BudgetExceeded, ChatRequest, PoolUnavailable, StreamEnd, TextDelta
-from agents.models import InferenceCall, InferenceEndpoint
-from devstack import paths, services
+from inference.health import pool_status, probe
+from inference.models import InferenceCall, InferenceEndpoint
+from inference.types import BudgetExceeded, ChatRequest, PoolUnavailable, StreamEnd, TextDelta
 from tests.factories import BusinessFactory
 from tests.inference_server import InferenceServer
 
@@ -373,12 +372,10 @@ async def test_a_v1_base_url_from_the_admin_is_served(
     inference_server: InferenceServer,
     llama_pool: Callable[..., None],
     settings: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BIZAGENT_DATA_DIR", str(tmp_path))  # no embedded server in this pool
     llama_pool()
     settings.LLAMA_POOL = ""
+    settings.LLAMA_EMBEDDED_URL = ""  # no embedded server in this pool
     await InferenceEndpoint.objects.acreate(name="gpu", base_url=f"{inference_server.url}/v1")
     reset_endpoint_cache()
     text, end = await run(ask())
@@ -386,32 +383,14 @@ async def test_a_v1_base_url_from_the_admin_is_served(
     assert [r.path for r in inference_server.requests] == ["/v1/chat/completions"]
 
 
-@pytest.fixture
-def embedded_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
-    monkeypatch.setenv("BIZAGENT_DATA_DIR", str(tmp_path))
-
-    def point(url: str) -> None:
-        path = paths.llama_state_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Our own pid: the state file names a live process, as the running server's does.
-        path.write_text(json.dumps({"pid": os.getpid(), "url": url, "model": paths.LLAMA_MODEL_NAME}))
-        reset_endpoint_cache()
-
-    return point
-
-
 async def test_the_embedded_endpoint_has_one_slot(
-    inference_server: InferenceServer,
-    llama_pool: Callable[..., None],
-    settings: Any,
-    embedded_state: Callable[[str], None],
+    inference_server: InferenceServer, llama_pool: Callable[..., None], settings: Any
 ) -> None:
-    inference_server.model = paths.LLAMA_MODEL_NAME
+    inference_server.model = settings.LLAMA_EMBEDDED_MODEL
     inference_server.token_delay = 0.02
     llama_pool(inference_server, LLAMA_ENDPOINT_MAX_CONCURRENCY=64)
     settings.LLAMA_POOL = ""
-    settings.LLAMA_MODEL = paths.LLAMA_MODEL_NAME
-    embedded_state(inference_server.url + "/")
+    settings.LLAMA_EMBEDDED_URL = inference_server.url + "/"
     [endpoint] = await apool_endpoints()
     assert (endpoint.url, endpoint.max_concurrency, endpoint.source) == (inference_server.url, 1, "embedded")
     results = await asyncio.gather(*(run(ask()) for _ in range(4)))

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from agents.inference import routing, slots, state
-from agents.inference.accounting import Call
-from agents.inference.endpoints import Endpoint
+from inference import routing, slots, state
+from inference.accounting import Call
+from inference.endpoints import Endpoint
 
 logger = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from agents.inference import state
-from agents.inference.accounting import Call, record
-from agents.inference.background import run_sync
-from agents.inference.endpoints import apool_endpoints
-from agents.inference.sse import error_message
-from agents.inference.transport import http_client
-from agents.inference.tries import REJECTED, Retry, endpoint_tries
-from agents.inference.types import InferenceError, PoolUnavailable, RequestRejected
+from inference import state
+from inference.accounting import Call, record
+from inference.background import run_sync
+from inference.endpoints import apool_endpoints
+from inference.sse import error_message
+from inference.transport import http_client
+from inference.tries import REJECTED, Retry, endpoint_tries
+from inference.types import InferenceError, PoolUnavailable, RequestRejected
 
 
 async def embed(texts: list[str], *, model: str | None = None) -> list[list[float]]:
