@@ -1,11 +1,13 @@
-"""The worker's long-lived event loop, and database calls from async code.
+"""The process's long-lived event loop, and database calls from async code.
 
 A reply is I/O bound: it waits on Redis, PostgreSQL and the inference pool. Run with ``async_to_sync`` per
 task, each reply got a new thread, a new event loop and, since connections belong to the loop that opened
 them, new connections to Redis, the channel layer and the pool before its first token. Instead, each worker
 process runs one event loop in a daemon thread for its whole life; tasks submit their coroutine to it
 (``run``) and block their own Celery thread on the result. Connections stay warm across replies and the
-replies of a process share one loop.
+replies of a process share one loop. It is the process's one background loop: sync code that calls the
+pool (catalog imports) and the ASGI server's hand-over of a question's embedding run their coroutines on it
+too (``run``, ``submit``).
 
 Database work from async code (the reply loop, the ASGI server's consumers and webhook view) runs on one
 small pool of threads per process (``DB_THREADS``), each keeping its connection. Not asgiref's default for
@@ -16,7 +18,10 @@ line there behind each other.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import os
+import select
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -72,8 +77,16 @@ def worker_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` on this process's reply loop and wait for its result (from a worker thread)."""
+    """Run ``coroutine`` on this process's loop and wait for its result (from a thread outside that loop: a
+    Celery task, a catalog import)."""
     return asyncio.run_coroutine_threadsafe(coroutine, worker_loop()).result()
+
+
+def submit(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coroutine`` on this process's loop and return at once (from another event loop, such as the
+    ASGI server's: what the coroutine blocks on, a pool's sync Redis round trip, then holds this loop's
+    thread, never the caller's)."""
+    return asyncio.run_coroutine_threadsafe(coroutine, worker_loop())
 
 
 def on_worker_loop() -> bool:
@@ -118,10 +131,34 @@ def stop() -> None:
         threads.shutdown(wait=True)
 
 
+def _drop_if_closed_by_server() -> None:
+    """Close this thread's kept connections that the server has closed since their last use (a restart,
+    ``pg_terminate_backend``), so that the call about to run opens a new one instead of failing.
+
+    Between calls no answer is pending, so a readable socket means the server said something on its own: its
+    goodbye before closing, or end of file. That costs one ``select``, not a round trip; only then does the
+    health check's round trip tell a goodbye from a notice."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        raw = connection.connection
+        if raw is None:
+            continue
+        try:
+            readable = bool(select.select([raw.fileno()], [], [], 0)[0])
+            usable = not readable or connection.is_usable()
+        except Exception:
+            usable = False  # a socket the driver has already closed
+        if not usable:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
 def _keeping_connections(fn: Callable[..., T]) -> Callable[..., T]:
     def call(*args: Any, **kwargs: Any) -> T:
         from django.db import connections
 
+        _drop_if_closed_by_server()
         try:
             return fn(*args, **kwargs)
         finally:
@@ -139,6 +176,7 @@ async def database(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
     Unlike channels' ``database_sync_to_async``, it does not sweep the thread's connections before and after
     every call (with health checks on, that is one more round trip per call): a connection is dropped when
-    an error has made it unusable, and kept otherwise."""
+    an error has made it unusable or the server has closed it (``_drop_if_closed_by_server``: the first call
+    after a database restart works), and kept otherwise."""
     call = _keeping_connections(fn)
     return await sync_to_async(call, thread_sensitive=False, executor=database_threads())(*args, **kwargs)

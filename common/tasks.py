@@ -18,6 +18,11 @@ def enqueue(name: str, *args: Any, countdown: float | None = None, **kwargs: Any
     current_app.send_task(name, args=args, kwargs=kwargs, countdown=countdown or None)
 
 
-def enqueue_on_commit(name: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> None:
-    """Send task ``name`` with these arguments once the current transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: enqueue(name, *args, countdown=countdown, **kwargs))
+def enqueue_on_commit(
+    name: str, *args: Any, countdown: float | None = None, robust: bool = False, **kwargs: Any
+) -> None:
+    """Send task ``name`` with these arguments once the current transaction commits (at once outside one).
+
+    ``robust``: a failed publish is logged, not raised, for a task whose row is its own outbox (a sweeper
+    queues it again): the caller's write stands and its caller is not told it failed."""
+    transaction.on_commit(lambda: enqueue(name, *args, countdown=countdown, **kwargs), robust=robust)

@@ -107,6 +107,13 @@ else:
 if env_str("BIZAGENT_DB_NAME"):
     _database["NAME"] = env_str("BIZAGENT_DB_NAME")
 _database["CONN_HEALTH_CHECKS"] = True
+# A database that does not answer fails the caller instead of hanging it (a reply, a request): seconds to
+# connect, and milliseconds a statement may run (0: no limit; a migration building a big index may need it).
+DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 5, minimum=1)
+DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 60000, minimum=0)
+_database.setdefault("OPTIONS", {}).update(
+    {"connect_timeout": DB_CONNECT_TIMEOUT, "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"}
+)
 # Several test runs can share one server: each names its own test database.
 _database["TEST"] = {"NAME": env_str("BIZAGENT_TEST_DB", "test_bizagent")}
 DATABASES = {"default": _database}
@@ -140,7 +147,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
 WEBHOOK_PURGE_SECONDS = env_float("WEBHOOK_PURGE_SECONDS", 3600.0, minimum=60.0)
 # Periodic work (run ONE `celery -A config beat`; ./dev start runs it inside its ingest/outbound worker).
+REPLY_SWEEP_SECONDS = env_float("REPLY_SWEEP_SECONDS", 10.0, minimum=1.0)
 CELERY_BEAT_SCHEDULE = {
+    # Customer messages whose reply got lost (a failed publish, a killed worker) are queued again
+    # (messaging.replies.policy); a sweep not run within its interval is dropped, not piled up.
+    "sweep-replies": {
+        "task": "messaging.tasks.sweep_replies",
+        "schedule": REPLY_SWEEP_SECONDS,
+        "options": {"expires": REPLY_SWEEP_SECONDS},
+    },
     # Webhook deliveries left pending or failed (a lost publish, a database error) are processed again.
     "sweep-webhook-deliveries": {
         "task": "messaging.meta.tasks.sweep_deliveries",
@@ -261,8 +276,9 @@ AGENT_MODEL_TOKENS = env_int("AGENT_MODEL_TOKENS", 80, minimum=16)
 # widget answers at once by default).
 REPLY_BURST_WAIT_SECONDS = env_float("REPLY_BURST_WAIT_SECONDS", 3.0, minimum=0.0)
 WIDGET_BURST_WAIT_SECONDS = env_float("WIDGET_BURST_WAIT_SECONDS", 0.0, minimum=0.0)
-# A reply's claim is renewed while it runs; one not renewed for this long belongs to a dead worker.
-REPLY_LEASE_SECONDS = env_int("REPLY_LEASE_SECONDS", 20, minimum=2)
+# A reply's claim is renewed while it runs (every quarter lease); one not renewed for this long belongs to a
+# dead worker, and the sweeper queues its reply again.
+REPLY_LEASE_SECONDS = env_int("REPLY_LEASE_SECONDS", 10, minimum=2)
 # Streamed deltas are coalesced into one channel-layer send per this many milliseconds.
 REPLY_COALESCE_MS = env_int("REPLY_COALESCE_MS", 30, minimum=0)
 # Database threads per process for async code: a reply worker's replies, the ASGI server's websockets and

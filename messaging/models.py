@@ -111,6 +111,9 @@ class Message(models.Model):
     # Reply claim: set by a conditional update; a stale lease can be taken over after a worker crash.
     claimed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=100, blank=True)
+    # Customer messages: the row is the reply's outbox (written with the message). Past this time, a message
+    # still received with a free or stale claim is queued again by the sweeper (messaging.replies.policy).
+    reply_due_at = models.DateTimeField(null=True, blank=True)
     citations = models.JSONField(default=list, blank=True)
     cards = models.JSONField(default=list, blank=True)
     grounding = models.JSONField(default=dict, blank=True)
@@ -134,7 +137,15 @@ class Message(models.Model):
                 name="message_unique_client_id",
             ),
         ]
-        indexes = [models.Index(fields=["conversation", "created_at"], name="message_thread")]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="message_thread"),
+            # The sweeper's scan: only the customer messages still waiting for a reply.
+            models.Index(
+                fields=["reply_due_at"],
+                condition=Q(role="customer", status="received"),
+                name="message_reply_due",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:40]}"

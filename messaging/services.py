@@ -25,6 +25,7 @@ from businesses.models import Business
 from common.tasks import enqueue_on_commit
 from messaging import rows
 from messaging.models import Channel, Contact, Conversation, Message
+from messaging.replies import policy
 from messaging.selectors import message_payload
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ def message_receive(
     query_vector_token: str | None = None,
 ) -> Message | None:
     """Store a customer's message and, when the agent has the conversation, queue its reply on commit.
+    The message row is the reply's outbox (``reply_due_at``, written with it): a publish that fails is
+    logged, and the sweeper queues the reply again (messaging.replies.policy).
 
     Idempotent: a message whose ``channel_message_id`` (per channel) or ``client_message_id`` (per
     conversation) is already stored returns None and queues nothing. In ``human`` state the message is
@@ -133,6 +136,7 @@ def message_receive(
         status=Message.Status.RECEIVED,
         channel_message_id=channel_message_id,
         client_message_id=client_message_id,
+        reply_due_at=policy.reply_due_at(timezone.now(), _burst_wait(channel)),
     )
     if conversation_id is not None:
         message.conversation_id = conversation_id
@@ -203,23 +207,32 @@ def _insert_into_open_conversation(
     return True
 
 
+def _burst_wait(channel: str) -> float:
+    return (
+        settings.WIDGET_BURST_WAIT_SECONDS if channel == Channel.WIDGET else settings.REPLY_BURST_WAIT_SECONDS
+    )
+
+
 def _queue_reply(message: Message, query_vector_token: str | None = None) -> None:
-    """Queue the reply when the agent has the conversation (on commit: at once outside a transaction).
-    ``queued_at`` is when the task may start (after the burst wait), so that the reply's queue_wait timing
-    excludes the burst wait; the message's conversation, business and text travel with the task (the reply
-    takes its lock and starts retrieval without a query)."""
+    """Queue the reply when the agent has the conversation, after the channel's burst wait."""
     if message.status != Message.Status.RECEIVED:
         return
-    wait = (
-        settings.WIDGET_BURST_WAIT_SECONDS
-        if message.channel == Channel.WIDGET
-        else settings.REPLY_BURST_WAIT_SECONDS
-    )
+    reply_enqueue(message=message, wait=_burst_wait(message.channel), query_vector_token=query_vector_token)
+
+
+def reply_enqueue(*, message: Message, wait: float = 0.0, query_vector_token: str | None = None) -> None:
+    """Queue the reply task of the customer ``message`` (on commit: at once outside a transaction).
+
+    ``queued_at`` is when the task may start (after the burst wait), so that the reply's queue_wait timing
+    excludes the burst wait; the message's conversation, business and text travel with the task (the reply
+    takes its lock and starts retrieval without a query). A failed publish is logged, not raised: the
+    message is stored, and the sweeper queues its reply again once ``reply_due_at`` has passed."""
     enqueue_on_commit(
         "messaging.tasks.reply",
         message.pk,
         time.time() + wait,
         countdown=wait,
+        robust=True,
         conversation_id=message.conversation_id,
         business_id=message.business_id,
         text=message.text,

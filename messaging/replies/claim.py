@@ -7,7 +7,8 @@
   this host is gone), a burst, a conversation with staff take the long way;
 - ``reply_renew``: renew the lease while the reply runs (False: another worker took it over);
 - ``reply_save_partial``: the text streamed so far, about every half second (a takeover resumes from it);
-- ``reply_finish`` / ``reply_handoff``: the final save, conditional on still holding the claim.
+- ``reply_finish`` / ``reply_handoff``: the final save, conditional on still holding the claim;
+- ``reply_release``: give the claim up after a transient error, for the task's next try (or the sweeper).
 
 No transaction is held across a reply: each write is one statement.
 """
@@ -261,6 +262,18 @@ def reply_renew(*, customer_id: int, worker: str) -> bool:
         Message.objects.filter(
             pk=customer_id, claimed_by=worker[:100], status=Message.Status.RECEIVED
         ).update(claimed_at=timezone.now())
+        == 1
+    )
+
+
+def reply_release(*, customer_id: int, worker: str) -> bool:
+    """Give up this worker's claim at once (its lease made to have run out), keeping the reply row: the next
+    claim takes it over and restarts the reply in the same row (messaging.replies.policy, transient errors)."""
+    expired = timezone.now() - dt.timedelta(seconds=settings.REPLY_LEASE_SECONDS + 1)
+    return (
+        Message.objects.filter(
+            pk=customer_id, claimed_by=worker[:100], status=Message.Status.RECEIVED
+        ).update(claimed_at=expired)
         == 1
     )
 

@@ -9,7 +9,10 @@ Exactly once:
   renewed while the reply runs. A redelivered or duplicate task finds the claim held (retries later), or
   the message answered (returns). A claim whose worker process is gone (SIGKILL) or whose lease ran out is
   taken over, and the takeover restarts the same reply message (its first delta carries ``reset``);
-- the final save is conditional on still holding the claim.
+- the final save is conditional on still holding the claim;
+- an error after the claim never leaves the reply row ``streaming``: a transient one releases the claim for
+  the task's next try, anything else (or the last try's) finishes the row ``failed`` with the text shown
+  (messaging.replies.policy).
 
 Streaming: deltas are coalesced (one send per ``REPLY_COALESCE_MS``), numbered per message (``seq``),
 appended to the Redis log (``messaging.streams``) before each group send (resume), and the partial text is
@@ -35,10 +38,18 @@ from agents.models import Agent
 from agents.prompts import Turn, handoff_reason
 from agents.selectors import agent_for
 from common import aio
+from common.redis import close_async_client
 from messaging import query_vectors, streams
 from messaging.models import Message
-from messaging.ratelimits import _clients as _redis_clients
-from messaging.replies.claim import ReplyClaim, reply_claim, reply_finish, reply_handoff, worker_id
+from messaging.replies import policy
+from messaging.replies.claim import (
+    ReplyClaim,
+    reply_claim,
+    reply_finish,
+    reply_handoff,
+    reply_release,
+    worker_id,
+)
 from messaging.replies.hold import ConversationHold
 from messaging.replies.stream import ReplyStream
 from messaging.selectors import message_payload
@@ -50,17 +61,12 @@ STOPPED = "stopped by the customer"
 db = aio.database
 
 
-async def _claim_and_load(
-    message_id: int, worker: str, conversation_id: int
-) -> tuple[ReplyClaim, Agent] | str:
-    """The claim and the agent's settings (the usual claim reads them in the same round trip)."""
-    claim = await db(reply_claim, message_id=message_id, worker=worker, conversation_id=conversation_id)
-    if isinstance(claim, str):
-        return claim
+async def _agent_of(claim: ReplyClaim) -> Agent:
+    """The agent's settings (the usual claim reads them in the same round trip)."""
     if claim.agent is not None:
-        return claim, claim.agent
+        return claim.agent
     # The first reply of a business creates its agent's settings with the defaults.
-    return claim, await db(agent_for, claim.customer.business)
+    return await db(agent_for, claim.customer.business)
 
 
 def _conversation_of(message_id: int) -> int | None:
@@ -74,15 +80,21 @@ async def run_reply(
     business_id: int | None = None,
     text: str | None = None,
     query_vector_token: str | None = None,
+    may_retry: bool = False,
 ) -> str:
     """The whole reply, in the caller's event loop. Returns what happened: ``done``, ``cut``, ``failed``,
     ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``.
 
     ``conversation_id``, ``business_id`` and ``text`` (the customer's message) come with the task: the lock
     is taken without a query, and retrieval for ``text`` starts while the reply is claimed, with the vector
-    the chat socket hands over under ``query_vector_token`` (messaging.query_vectors)."""
+    the chat socket hands over under ``query_vector_token`` (messaging.query_vectors).
+
+    Raises an error met before the claim, and with ``may_retry`` (the task will try again) a transient one
+    met after it, the claim released; any other error after the claim finishes the reply ``failed``."""
     try:
-        return await _run_reply(message_id, queued_at, conversation_id, business_id, text, query_vector_token)
+        return await _run_reply(
+            message_id, queued_at, conversation_id, business_id, text, query_vector_token, may_retry
+        )
     finally:
         if not aio.on_worker_loop():
             await _close_loop_clients()
@@ -94,9 +106,7 @@ async def _close_loop_clients() -> None:
 
     await close_clients()
     await streams.close_cancel_watch()
-    client = _redis_clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
+    await close_async_client()
 
 
 async def _run_reply(
@@ -106,6 +116,7 @@ async def _run_reply(
     business_id: int | None,
     text: str | None,
     query_vector_token: str | None,
+    may_retry: bool,
 ) -> str:
     started = time.perf_counter()
     wall_start = time.time()
@@ -122,11 +133,14 @@ async def _run_reply(
     if business_id and text:
         handed = functools.partial(query_vectors.take, query_vector_token) if query_vector_token else None
         prefetch = agent.Prefetch.start(business_id, text, handed)
+    claim: ReplyClaim | None = None
+    stream: ReplyStream | None = None
     try:
-        loaded = await _claim_and_load(message_id, worker, conversation_id)
-        if isinstance(loaded, str):
-            return loaded
-        claim, agent_row = loaded
+        claimed = await db(reply_claim, message_id=message_id, worker=worker, conversation_id=conversation_id)
+        if isinstance(claimed, str):
+            return claimed
+        claim = claimed
+        agent_row = await _agent_of(claim)
         turns = [Turn(role=m.role, text=m.text) for m in claim.turns]
         timings: dict[str, Any] = {
             "lock": round((locked - started) * 1000, 2),
@@ -163,10 +177,63 @@ async def _run_reply(
             logger.warning("reply to message %s: another worker took the claim over", message_id)
             return "lost"
         raise
+    except Exception as error:
+        if claim is None:
+            raise  # nothing claimed: the task tries again, or the sweeper queues the reply again
+        # A renewal after this point would take the claim back (or find it gone and cancel this task).
+        await hold.stop_renewing()
+        if may_retry and policy.is_transient(error):
+            logger.warning("reply to message %s: transient error, claim released", message_id, exc_info=True)
+            await _release(claim, worker)
+            raise
+        logger.exception("reply to message %s failed", message_id)
+        return await _finish_failed(claim, worker, hold, stream, error)
     finally:
         if prefetch is not None:
             prefetch.cancel()
         await hold.release()
+
+
+async def _release(claim: ReplyClaim, worker: str) -> None:
+    """Give the claim up for the next try, which takes it over in the same reply row."""
+    try:
+        await db(reply_release, customer_id=claim.customer.pk, worker=worker)
+    except Exception:
+        # The database may be what failed: the lease then runs out, and the claim is stale all the same.
+        logger.warning("reply to message %s: claim not released", claim.customer.pk, exc_info=True)
+
+
+async def _finish_failed(
+    claim: ReplyClaim, worker: str, hold: ConversationHold, stream: ReplyStream | None, error: Exception
+) -> str:
+    """The reply row finished ``failed`` with the text already shown (the widget says the reply could not
+    finish and offers to ask again), and its sockets told. An error here leaves the claim to run out (the
+    sweeper queues the reply again)."""
+    text = stream.text if stream is not None else ""
+    saved = await db(
+        reply_finish,
+        claim=claim,
+        worker=worker,
+        status=Message.Status.FAILED,
+        text=text,
+        citations=[],
+        cards=[],
+        grounding={},
+        usage={},
+        timings={},
+        error=f"{type(error).__name__}: {error}",
+    )
+    if not saved:
+        return "lost"
+    await hold.release()
+    layer = get_channel_layer()
+    group = claim.conversation.group_name
+    if stream is None or not stream.announced or stream.created is not None:
+        # Never announced, or its message.created still waits for a first delta that will not be sent.
+        claim.reply.text, claim.reply.status = text, Message.Status.FAILED
+        await layer.group_send(group, {"type": "message.created", "message": message_payload(claim.reply)})
+    await layer.group_send(group, _done_event(claim.reply.pk, text, Message.Status.FAILED, []))
+    return "failed"
 
 
 def _done_event(message_id: int, text: str, status: str, cards: list[Any]) -> dict[str, Any]:
