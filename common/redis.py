@@ -30,13 +30,6 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis_async
 )
 
 
-def _timeouts() -> dict[str, float]:
-    return {
-        "socket_timeout": settings.REDIS_COMMAND_TIMEOUT,
-        "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
-    }
-
-
 def sync_client(url: str | None = None) -> redis_sync.Redis:
     """The process's client for ``url`` (default ``settings.REDIS_URL``); its connection pool is
     thread-safe, so threads share it."""
@@ -48,7 +41,12 @@ def sync_client(url: str | None = None) -> redis_sync.Redis:
             if client is None:
                 # Idle pooled connections are checked before use, so one that Redis dropped (a restart)
                 # is reopened instead of failing the next command.
-                client = redis_sync.Redis.from_url(url, health_check_interval=30, **_timeouts())
+                client = redis_sync.Redis.from_url(
+                    url,
+                    socket_timeout=settings.REDIS_COMMAND_TIMEOUT,
+                    socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+                    health_check_interval=30,
+                )
                 _sync_clients[url] = client
     return client
 
@@ -61,7 +59,11 @@ def async_client() -> redis_async.Redis:
         # No health_check_interval here: redis-py's asyncio health check runs a PING inside the next
         # command, and a reply cancelled in between left that connection waiting for ever (seen as replies
         # whose end never came). A dropped connection raises ConnectionError instead, which callers handle.
-        client = redis_async.Redis.from_url(settings.REDIS_URL, **_timeouts())
+        client = redis_async.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=settings.REDIS_COMMAND_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+        )
         _async_clients[loop] = client
     return client
 
