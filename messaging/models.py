@@ -93,6 +93,8 @@ class Message(models.Model):
         DELIVERED = "delivered", "Delivered"
         READ = "read", "Read"
         FAILED = "failed", "Failed"
+        # A part was sent but Meta's answer never came: the customer may or may not have it (not resent).
+        AMBIGUOUS = "ambiguous", "Unconfirmed"
 
     business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="messages")
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
@@ -253,7 +255,7 @@ class WebhookDelivery(models.Model):
     summary = models.JSONField(default=dict, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
-    # SHA-256 of the raw body and who signed it (services.delivery_digest), unique per endpoint: a replay is
+    # SHA-256 of the raw body and who signed it (meta.intake.delivery_digest), unique per endpoint: a replay is
     # acknowledged and not stored again. Empty on rows stored before it existed.
     body_sha256 = models.CharField(max_length=64, blank=True, default="")
     # The body is emptied WEBHOOK_BODY_RETENTION_DAYS after the delivery was processed (it holds customers'
@@ -279,21 +281,25 @@ class WebhookDelivery(models.Model):
 class OutboundPart(models.Model):
     """One Graph API send of an outgoing message (a long reply is several; a card is one each).
 
-    Recorded so that a redelivered send task never sends a part twice, and so that status webhooks, which
-    name the part's platform id, find their message.
+    Recorded before it is sent, so that a redelivered send task never sends a part twice, and so that status
+    webhooks, which name the part's platform id, find their message. ``pending`` -> ``sending`` (claimed: the
+    request may be on the wire) -> ``sent``, ``failed``, or ``ambiguous`` (written, but Meta's answer never
+    came, or the sending worker died: it may have reached the customer, so it is never sent again).
     """
 
     class State(models.TextChoices):
+        PENDING = "pending", "Pending"
         SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
+        AMBIGUOUS = "ambiguous", "Ambiguous"
 
     business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="outbound_parts")
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="outbound_parts")
     index = models.PositiveSmallIntegerField()
     channel = models.CharField(max_length=16, choices=Channel.choices)
     body = models.JSONField()
-    state = models.CharField(max_length=10, choices=State.choices, default=State.SENDING)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     channel_message_id = models.CharField(max_length=255, blank=True)
     delivery = models.CharField(
         max_length=10, choices=Message.Delivery.choices, default=Message.Delivery.NONE, blank=True

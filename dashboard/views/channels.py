@@ -11,8 +11,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.forms import ChannelConnectForm
 from dashboard.permissions import member_view
+from messaging.meta.accounts import ChannelAccountError, channel_account_connect, channel_account_disconnect
 from messaging.meta.selectors import channel_accounts_list, webhook_urls
-from messaging.meta.services import ChannelAccountError, channel_account_connect, channel_account_disconnect
 from messaging.models import ChannelAccount
 
 KINDS = [(k.value, k.label) for k in ChannelAccount.Kind]

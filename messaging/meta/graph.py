@@ -5,6 +5,11 @@ with exponential back-off and jitter, honouring ``Retry-After`` up to ``META_SEN
 ``META_SEND_MAX_TRIES`` a ``TransientGraphError`` tells the caller to try again later. Every other error is
 final and comes back as a ``GraphResult`` with the code Meta gave (131047: the 24-hour window is closed).
 
+A message send (``send``) is not idempotent: Meta has no idempotency key, so a request that may have
+reached Meta is never repeated. Only failures that happen before the request was written (connecting,
+waiting for a pooled connection, writing it) are retried; a read timeout or a dropped connection after it
+was written raises ``AmbiguousGraphError`` at once: Meta may have accepted the message.
+
 Tokens travel in the Authorization header, never in the URL, so that access logs and exception messages
 never carry them.
 """
@@ -33,6 +38,21 @@ _local = threading.local()
 
 class TransientGraphError(Exception):
     """Every try failed transiently (429, 5xx, transport); the send may succeed later."""
+
+
+class AmbiguousGraphError(Exception):
+    """A send was written but no answer came back (read timeout, connection dropped): Meta may have accepted
+    it. Not retried: repeating it could deliver the message twice."""
+
+
+# Transport errors raised before the request was fully written: Meta cannot have acted on it.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+)
 
 
 @dataclass
@@ -89,9 +109,16 @@ def _delay(attempt: int, retry_after: str | None) -> float:
 
 
 def post(node: str, body: dict[str, Any], *, token: str, edge: str = "messages") -> GraphResult:
-    """POST ``body`` to ``{META_GRAPH_URL}/{node}/{edge}``. Raises TransientGraphError when every try
-    failed transiently; returns the final result otherwise (ok or not)."""
+    """POST ``body`` to ``{META_GRAPH_URL}/{node}/{edge}``, for requests that are safe to repeat (read
+    receipts, typing indicators, webhook subscriptions). Raises TransientGraphError when every try failed
+    transiently; returns the final result otherwise (ok or not)."""
     return _request("POST", node, edge, token=token, body=body)
+
+
+def send(node: str, body: dict[str, Any], *, token: str) -> GraphResult:
+    """POST a message to ``{META_GRAPH_URL}/{node}/messages``: like ``post``, except that a transport error
+    after the request was written raises AmbiguousGraphError instead of being retried."""
+    return _request("POST", node, "messages", token=token, body=body, repeatable=False)
 
 
 def get(
@@ -111,19 +138,26 @@ def _request(
     token: str | None,
     body: dict[str, Any] | None = None,
     params: Mapping[str, str] | None = None,
+    repeatable: bool = True,
 ) -> GraphResult:
     url = f"{settings.META_GRAPH_URL}/{node}/{edge}" if edge else f"{settings.META_GRAPH_URL}/{node}"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     tries = settings.META_SEND_MAX_TRIES
+    # Per request, so that a changed setting applies to the kept-alive client too.
+    timeout = settings.META_GRAPH_TIMEOUT
     last = ""
     for attempt in range(tries):
         retry_after: str | None = None
         try:
             if method == "POST":
-                response = _client().post(url, json=body, headers=headers)
+                response = _client().post(url, json=body, headers=headers, timeout=timeout)
             else:
-                response = _client().get(url, params=dict(params or {}), headers=headers)
+                response = _client().get(url, params=dict(params or {}), headers=headers, timeout=timeout)
         except httpx.TransportError as exc:
+            if not repeatable and not isinstance(exc, _NOT_SENT):
+                raise AmbiguousGraphError(
+                    f"no answer after the request was sent ({type(exc).__name__})"
+                ) from exc
             last = f"transport error: {type(exc).__name__}"
         else:
             try:

@@ -242,17 +242,7 @@ def _messaging_event(platform: str, entry_id: str, event: dict[str, Any], result
             kind, text = "unsupported", ""
         supported = kind in SUPPORTED and bool(text)
         result.messages.append(
-            InboundMessage(
-                platform=platform,
-                account_id=account_id,
-                sender_id=sender,
-                sender_name="",
-                message_id=mid,
-                timestamp=when,
-                kind=kind,
-                text=text,
-                supported=supported,
-            )
+            InboundMessage(platform, account_id, sender, "", mid, when, kind, text, supported)
         )
         return
     postback = event.get("postback")
@@ -261,15 +251,7 @@ def _messaging_event(platform: str, entry_id: str, event: dict[str, Any], result
         text = _str(postback.get("title")) or _str(postback.get("payload"))
         result.messages.append(
             InboundMessage(
-                platform=platform,
-                account_id=account_id,
-                sender_id=sender,
-                sender_name="",
-                message_id=mid,
-                timestamp=when,
-                kind="postback",
-                text=text,
-                supported=bool(text and sender),
+                platform, account_id, sender, "", mid, when, "postback", text, bool(text and sender)
             )
         )
         return

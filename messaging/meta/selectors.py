@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.urls import reverse
 
 from businesses.models import Business
-from messaging.models import ChannelAccount, WebhookDelivery
+from messaging.models import ChannelAccount, OutboundPart, WebhookDelivery
 
 PLATFORMS = ("whatsapp", "messenger", "instagram")
 
@@ -177,9 +177,20 @@ def verify_tokens(platform: str) -> list[str]:
     return list(qs.values_list("verify_token", flat=True))
 
 
-def webhook_delivery_counts() -> dict[str, int]:
-    """Deliveries per state (operators: a growing ``pending`` means no worker consumes the queue)."""
-    counts = dict.fromkeys(WebhookDelivery.State.values, 0)
-    for row in WebhookDelivery.objects.values("state").annotate(n=Count("pk")):
+def _per_state(rows: QuerySet[Any], states: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(states, 0)
+    for row in rows.values("state").annotate(n=Count("pk")):
         counts[row["state"]] = row["n"]
     return counts
+
+
+def webhook_delivery_counts() -> dict[str, int]:
+    """Deliveries per state (operators: a growing ``pending`` means no worker consumes the queue)."""
+    return _per_state(WebhookDelivery.objects.all(), WebhookDelivery.State.values)
+
+
+def outbound_part_counts() -> dict[str, int]:
+    """Outbound parts per state, all businesses (operators: ``ambiguous`` counts the sends whose outcome is
+    unknown, each also logged as ``outbound_send_ambiguous``; a ``sending`` count that stays up means stuck
+    workers)."""
+    return _per_state(OutboundPart.objects.all(), OutboundPart.State.values)

@@ -18,8 +18,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from common import aio
+from messaging.meta import intake as meta_intake
 from messaging.meta import selectors as meta_selectors
-from messaging.meta import services
 from messaging.meta.signature import HEADER, signature_valid, signature_well_formed, token_matches
 
 logger = logging.getLogger(__name__)
@@ -101,11 +101,11 @@ async def intake(platform: str, body: bytes, header: str | None) -> tuple[int, b
             keys = meta_selectors.signing_keys_fresh()
             if keys is None:
                 keys = await _in_db_thread(meta_selectors.signing_keys_load)()
-            verified = services.webhook_signers(body, header, keys) if keys else None
+            verified = meta_intake.webhook_signers(body, header, keys) if keys else None
     if verified is None:
         logger.warning("webhook %s: bad or missing signature (%d bytes), rejected", platform, len(body))
         return 403, b"bad signature"
-    stored = await _in_db_thread(services.webhook_delivery_store)(
+    stored = await _in_db_thread(meta_intake.webhook_delivery_store)(
         platform=platform, body=body, signature=header or "", verified_accounts=verified
     )
     if stored is None:

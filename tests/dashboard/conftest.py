@@ -15,7 +15,7 @@ from django.utils import timezone
 from businesses.models import Business, Invitation, Membership
 from businesses.services import api_key_issue
 from catalogs.models import Import, Item
-from messaging.meta.services import channel_account_connect
+from messaging.meta.accounts import channel_account_connect
 from messaging.models import Channel, ChannelAccount, Contact, Conversation, Message
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 from tests.fixtures.meta import grant

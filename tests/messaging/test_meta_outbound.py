@@ -1,16 +1,24 @@
-"""Outbound: splitting, cards, the 24-hour window, retries on 429/5xx, 131047, idempotent sends; accounts."""
+"""Outbound: splitting, cards, the 24-hour window, retries on 429/5xx, 131047, idempotent sends (a send Meta may
+have taken is never repeated); accounts."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
+import httpx
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from messaging.meta import graph, outbound, services
-from messaging.meta.selectors import channel_account_summary, channel_accounts_list, webhook_urls
+from messaging.meta import accounts, graph, outbound, sending
+from messaging.meta.selectors import (
+    channel_account_summary,
+    channel_accounts_list,
+    outbound_part_counts,
+    webhook_urls,
+)
+from messaging.meta.tasks import send_message
 from messaging.models import ChannelAccount, Contact, Conversation, Message, OutboundPart
 from tests.factories import BusinessFactory
 from tests.fixtures.meta import connect
@@ -163,7 +171,7 @@ def test_send_text_exact_request(graph_api: Any) -> None:
     shop = BusinessFactory()
     connect(shop)
     message = outgoing(conversation_for(shop), "Yes, the blue mug is in stock.")
-    assert services.message_send(message_id=message.pk) == "sent"
+    assert sending.message_send(message_id=message.pk) == "sent"
     (request,) = graph_api.requests
     assert request.path == "/v23.0/106540352242922/messages"
     assert request.headers["Authorization"] == f"Bearer EAAG-token-for-{shop.slug}-0123456789"
@@ -181,7 +189,7 @@ def test_long_reply_and_cards_are_sent_in_order_once(graph_api: Any) -> None:
     connect(shop)
     text = ("A sentence of forty-four characters, or so. " * 100).strip()
     message = outgoing(conversation_for(shop), text, cards=[CARD])
-    assert services.message_send(message_id=message.pk) == "sent"
+    assert sending.message_send(message_id=message.pk) == "sent"
     bodies = [r.body for r in graph_api.requests]
     assert [b["type"] for b in bodies] == ["text", "text", "interactive"]
     assert " ".join(b["text"]["body"] for b in bodies[:2]) == text
@@ -191,9 +199,9 @@ def test_long_reply_and_cards_are_sent_in_order_once(graph_api: Any) -> None:
         ("sent", "wamid.out.3"),
     ]
     # A redelivered task sends nothing again.
-    assert services.message_send(message_id=message.pk) == "skipped"
+    assert sending.message_send(message_id=message.pk) == "skipped"
     Message.objects.filter(pk=message.pk).update(delivery="queued")
-    assert services.message_send(message_id=message.pk) == "sent"
+    assert sending.message_send(message_id=message.pk) == "sent"
     assert len(graph_api.requests) == 3
 
 
@@ -204,7 +212,7 @@ def test_429_and_500_are_retried_with_backoff(graph_api: Any) -> None:
     message = outgoing(conversation_for(shop), "Hello.")
     graph_api.fail(429, code=130429)
     graph_api.fail(500)
-    assert services.message_send(message_id=message.pk) == "sent"
+    assert sending.message_send(message_id=message.pk) == "sent"
     assert [r.body for r in graph_api.requests] == [
         {**WA_TEXT, "text": {"preview_url": False, "body": "Hello."}}
     ] * 3
@@ -221,17 +229,17 @@ def test_persistent_5xx_raises_then_a_later_run_sends_only_the_missing_parts(gra
     # Part 0 goes through, part 1 meets three 503s (the cap): the run stops, part 0 stays sent.
     graph_api.fail(503, times=3, after=1)
     with pytest.raises(graph.TransientGraphError, match="HTTP 503 after 3 tries"):
-        services.message_send(message_id=message.pk)
-    assert list(OutboundPart.objects.order_by("index").values_list("state", flat=True)) == ["sent", "sending"]
+        sending.message_send(message_id=message.pk)
+    assert list(OutboundPart.objects.order_by("index").values_list("state", flat=True)) == ["sent", "pending"]
     message.refresh_from_db()
     assert message.delivery == "queued"
-    assert services.message_send(message_id=message.pk) == "sent"
+    assert sending.message_send(message_id=message.pk) == "sent"
     sends = [r.body["text"]["body"] for r in graph_api.requests]
     assert len(sends) == 5  # part 0, three 503s for part 1, part 1
     assert sends[0] != sends[1] and sends[1] == sends[4]
     # The task gives up after its own retries: recorded on the message, not raised.
     other = outgoing(message.conversation, "Another.")
-    services.message_send_give_up(message_id=other.pk, error="HTTP 503 after 3 tries")
+    sending.message_send_give_up(message_id=other.pk, error="HTTP 503 after 3 tries")
     other.refresh_from_db()
     assert (other.delivery, other.error) == ("failed", "not sent: HTTP 503 after 3 tries")
 
@@ -242,11 +250,11 @@ def test_other_errors_are_final_and_recorded(graph_api: Any) -> None:
     connect(shop)
     message = outgoing(conversation_for(shop), "Hello.")
     graph_api.fail(400, code=131026, message="Message undeliverable")
-    assert services.message_send(message_id=message.pk) == "failed"
+    assert sending.message_send(message_id=message.pk) == "failed"
     message.refresh_from_db()
     assert (message.delivery, message.error) == ("failed", "131026: Message undeliverable")
     assert len(graph_api.requests) == 1
-    assert services.message_send(message_id=message.pk) == "skipped"
+    assert sending.message_send(message_id=message.pk) == "skipped"
     assert len(graph_api.requests) == 1
 
 
@@ -255,7 +263,7 @@ def test_window_closed_without_template_sends_nothing(graph_api: Any) -> None:
     shop = BusinessFactory()
     connect(shop)
     message = outgoing(conversation_for(shop, ago=dt.timedelta(hours=24, seconds=1)), "Hello again.")
-    assert services.message_send(message_id=message.pk) == "window closed: no template configured, not sent"
+    assert sending.message_send(message_id=message.pk) == "window closed: no template configured, not sent"
     assert graph_api.requests == []
     message.refresh_from_db()
     assert (message.delivery, message.error) == ("failed", "window closed: no template configured, not sent")
@@ -266,7 +274,7 @@ def test_window_closed_with_template_sends_the_template(graph_api: Any) -> None:
     shop = BusinessFactory()
     connect(shop, template_name="reply_waiting", template_language="de")
     message = outgoing(conversation_for(shop, ago=dt.timedelta(hours=24, seconds=1)), "Hello again.")
-    assert services.message_send(message_id=message.pk) == "sent"
+    assert sending.message_send(message_id=message.pk) == "sent"
     assert [r.body for r in graph_api.requests] == [
         {
             "messaging_product": "whatsapp",
@@ -286,7 +294,7 @@ def test_131047_from_meta_falls_back_to_the_template(graph_api: Any) -> None:
     connect(shop, template_name="reply_waiting")
     message = outgoing(conversation_for(shop), "Hello.")
     graph_api.window_closed()
-    assert services.message_send(message_id=message.pk) == "sent"
+    assert sending.message_send(message_id=message.pk) == "sent"
     assert [r.body.get("type") for r in graph_api.requests] == ["text", "template"]
     assert graph_api.requests[1].body["template"] == {"name": "reply_waiting", "language": {"code": "en_US"}}
     message.refresh_from_db()
@@ -302,7 +310,7 @@ def test_131047_without_template_is_recorded_not_raised(graph_api: Any) -> None:
     connect(shop)
     message = outgoing(conversation_for(shop), "Hello.")
     graph_api.window_closed()
-    assert services.message_send(message_id=message.pk) == "window closed"
+    assert sending.message_send(message_id=message.pk) == "window closed"
     message.refresh_from_db()
     assert message.delivery == "failed"
     assert message.error.startswith("window closed (131047): (#131047) Re-engagement message")
@@ -317,9 +325,9 @@ def test_messenger_and_instagram_windows(graph_api: Any) -> None:
     staff = outgoing(conversation_for(shop, "messenger", "PSID_1", ago=old), "A person here.", role="staff")
     agent = outgoing(conversation_for(shop, "messenger", "PSID_2", ago=old), "The bot.", role="agent")
     insta = outgoing(conversation_for(shop, "instagram", "IGSID_1"), "é" * 600)
-    assert services.message_send(message_id=staff.pk) == "sent"
-    assert services.message_send(message_id=agent.pk) == "window closed: not sent"
-    assert services.message_send(message_id=insta.pk) == "sent"
+    assert sending.message_send(message_id=staff.pk) == "sent"
+    assert sending.message_send(message_id=agent.pk) == "window closed: not sent"
+    assert sending.message_send(message_id=insta.pk) == "sent"
     assert graph_api.requests[0].body == {
         "recipient": {"id": "PSID_1"},
         "messaging_type": "MESSAGE_TAG",
@@ -335,7 +343,7 @@ def test_messenger_and_instagram_windows(graph_api: Any) -> None:
 def test_no_connected_account_is_recorded(graph_api: Any) -> None:
     shop = BusinessFactory()
     message = outgoing(conversation_for(shop), "Hello.")
-    assert services.message_send(message_id=message.pk) == "failed"
+    assert sending.message_send(message_id=message.pk) == "failed"
     message.refresh_from_db()
     assert (message.delivery, message.error) == ("failed", "no connected whatsapp account")
     assert graph_api.requests == []
@@ -367,9 +375,9 @@ def test_secrets_are_encrypted_at_rest_and_masked_in_selectors() -> None:
 def test_connect_validates_and_refuses_another_business_s_number() -> None:
     shop_a, shop_b = BusinessFactory(), BusinessFactory()
     account = connect(shop_a)
-    with pytest.raises(services.ChannelAccountError, match="phone_number_id is required"):
+    with pytest.raises(accounts.ChannelAccountError, match="phone_number_id is required"):
         connect(shop_b, phone_number_id="")
-    with pytest.raises(services.ChannelAccountError, match="connected to another business"):
+    with pytest.raises(accounts.ChannelAccountError, match="connected to another business"):
         connect(shop_b)
     assert ChannelAccount.objects.filter(business=shop_b).count() == 0
     # Reconnecting replaces the token on the same row.
@@ -382,11 +390,11 @@ def test_connect_validates_and_refuses_another_business_s_number() -> None:
 def test_disconnect_is_scoped_to_the_business_and_erases_secrets() -> None:
     shop_a, shop_b = BusinessFactory(), BusinessFactory()
     account = connect(shop_a, app_secret="app-secret-of-a")
-    assert services.channel_account_disconnect(business=shop_b, account_id=account.pk) is False
+    assert accounts.channel_account_disconnect(business=shop_b, account_id=account.pk) is False
     account.refresh_from_db()
     assert account.active and account.access_token
     assert channel_account_summary(shop_b, account.pk) is None
-    assert services.channel_account_disconnect(business=shop_a, account_id=account.pk) is True
+    assert accounts.channel_account_disconnect(business=shop_a, account_id=account.pk) is True
     account.refresh_from_db()
     assert (account.active, account.access_token, account.app_secret) == (False, "", "")
     assert channel_accounts_list(shop_a) == []
@@ -395,17 +403,165 @@ def test_disconnect_is_scoped_to_the_business_and_erases_secrets() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_part_held_by_another_run_is_not_sent_until_its_lease_runs_out(graph_api: Any) -> None:
+def test_a_part_held_by_another_run_is_never_sent_again(graph_api: Any) -> None:
     shop = BusinessFactory()
     connect(shop)
     message = outgoing(conversation_for(shop), "Hello.")
     body = {**WA_TEXT, "text": {"preview_url": False, "body": "Hello."}}
     part = OutboundPart.objects.create(
-        business=shop, message=message, index=0, channel="whatsapp", body=body, claimed_at=timezone.now()
+        business=shop,
+        message=message,
+        index=0,
+        channel="whatsapp",
+        body=body,
+        state="sending",
+        claimed_at=timezone.now(),
     )
-    assert services.message_send(message_id=message.pk) == "busy"
+    assert sending.message_send(message_id=message.pk) == "busy"
     assert graph_api.requests == []
-    # The holder died: after the lease, the part is sent (once).
-    OutboundPart.objects.filter(pk=part.pk).update(claimed_at=timezone.now() - services.CLAIM_LEASE)
-    assert services.message_send(message_id=message.pk) == "sent"
-    assert [r.body for r in graph_api.requests] == [body]
+    # The holder died, maybe after Meta took the part: after the lease it is reported, not sent.
+    OutboundPart.objects.filter(pk=part.pk).update(claimed_at=timezone.now() - sending.CLAIM_LEASE)
+    assert sending.message_send(message_id=message.pk) == "ambiguous"
+    assert graph_api.requests == []
+    part.refresh_from_db()
+    message.refresh_from_db()
+    assert part.state == "ambiguous"
+    assert (message.delivery, message.get_delivery_display()) == ("ambiguous", "Unconfirmed")
+    assert message.error == (
+        "unconfirmed: part 1 of 1 may have reached the customer (the worker sending it stopped); not resent"
+    )
+
+
+# --- Sends whose outcome is unknown (Graph stand-in faults) -------------------------------------------------------
+
+
+class FaultyTransport(httpx.BaseTransport):
+    """Raises ``errors`` for the first requests, in turn (nothing reaches the stand-in), then sends for real."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.inner.handle_request(request)
+
+
+def faulty_client(monkeypatch: Any, *errors: BaseException) -> None:
+    client = httpx.Client(transport=FaultyTransport(*errors), timeout=5.0)
+    monkeypatch.setattr(graph, "_client", lambda: client)
+
+
+def long_text() -> str:
+    return ("Forty characters in this sentence here. " * 120).strip()  # two WhatsApp parts
+
+
+def part_states() -> list[str]:
+    return list(OutboundPart.objects.order_by("index").values_list("state", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_timeout_after_meta_accepted_is_not_resent_and_is_unconfirmed(
+    graph_api: Any, settings: Any, caplog: Any
+) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), long_text())
+    settings.META_GRAPH_TIMEOUT = 0.2
+    graph_api.accept_then_time_out(seconds=1.0)
+    with caplog.at_level("WARNING", logger="messaging.meta.sending"):
+        # Through the task: an unconfirmed send is an outcome, not an error to retry.
+        assert send_message(message.pk) == "ambiguous"
+    assert len(graph_api.sends()) == 1  # Meta took part 0 once; part 1 was not sent after it
+    assert part_states() == ["ambiguous", "failed"]
+    message.refresh_from_db()
+    assert message.delivery == "ambiguous"
+    assert message.error == (
+        "unconfirmed: part 1 of 2 may have reached the customer "
+        "(no answer after the request was sent (ReadTimeout)); not resent"
+    )
+    (record,) = [r for r in caplog.records if getattr(r, "event", "") == "outbound_send_ambiguous"]
+    assert (record.message_id, record.levelname) == (message.pk, "WARNING")
+    assert outbound_part_counts() == {"pending": 0, "sending": 0, "sent": 0, "failed": 1, "ambiguous": 1}
+    # A redelivered task, or an operator re-queueing the message, sends nothing again.
+    assert send_message(message.pk) == "skipped"
+    Message.objects.filter(pk=message.pk).update(delivery="queued")
+    assert sending.message_send(message_id=message.pk) == "ambiguous"
+    assert len(graph_api.sends()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_dropped_after_the_request_is_unconfirmed(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), "Hello.")
+    graph_api.accept_then_drop()
+    assert sending.message_send(message_id=message.pk) == "ambiguous"
+    assert len(graph_api.sends()) == 1
+    assert part_states() == ["ambiguous"]
+    message.refresh_from_db()
+    assert "(RemoteProtocolError)" in message.error
+    assert message.delivery == "ambiguous"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connect_error_is_retried_and_sent_once(graph_api: Any, monkeypatch: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), "Hello.")
+    faulty_client(monkeypatch, httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"))
+    assert sending.message_send(message_id=message.pk) == "sent"
+    assert [r.body for r in graph_api.sends()] == [
+        {**WA_TEXT, "text": {"preview_url": False, "body": "Hello."}}
+    ]
+    message.refresh_from_db()
+    assert (message.delivery, message.channel_message_id) == ("sent", "wamid.out.1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connect_error_on_every_try_leaves_the_part_to_a_later_run(
+    graph_api: Any, monkeypatch: Any
+) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), "Hello.")
+    faulty_client(monkeypatch, *[httpx.ConnectError("refused") for _ in range(3)])
+    with pytest.raises(graph.TransientGraphError, match="transport error: ConnectError after 3 tries"):
+        sending.message_send(message_id=message.pk)
+    assert graph_api.sends() == []
+    assert part_states() == ["pending"]
+    assert sending.message_send(message_id=message.pk) == "sent"
+    assert len(graph_api.sends()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_after_a_crash_mid_send_does_not_resend_sent_parts(graph_api: Any, monkeypatch: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), long_text(), cards=[CARD])
+    # Part 0 goes out; the worker dies while sending part 1 (before or after Meta took it: nobody knows).
+    real = httpx.Client(timeout=5.0)
+    calls: list[str] = []
+
+    def crash_on_second(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 2:
+            raise SystemExit("worker killed")
+        return real.send(request)
+
+    client = httpx.Client(transport=httpx.MockTransport(crash_on_second), timeout=5.0)
+    monkeypatch.setattr(graph, "_client", lambda: client)
+    with pytest.raises(SystemExit):
+        sending.message_send(message_id=message.pk)
+    assert len(graph_api.sends()) == 1
+    assert part_states() == ["sent", "sending", "pending"]
+    monkeypatch.undo()
+    # The task runs again (acks_late redelivery): while the claim is fresh it waits, then reports.
+    assert sending.message_send(message_id=message.pk) == "busy"
+    OutboundPart.objects.filter(state="sending").update(claimed_at=timezone.now() - sending.CLAIM_LEASE)
+    assert sending.message_send(message_id=message.pk) == "ambiguous"
+    assert len(graph_api.sends()) == 1  # part 0 was never sent again, part 1 never repeated
+    assert part_states() == ["sent", "ambiguous", "failed"]
+    message.refresh_from_db()
+    assert (message.delivery, message.channel_message_id) == ("ambiguous", "")

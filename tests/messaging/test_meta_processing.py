@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from messaging.meta import services
+from messaging.meta import intake
 from messaging.meta.tasks import mark_read, process_delivery, send_message
 from messaging.models import Contact, Conversation, Message, OutboundPart, WebhookDelivery
 from messaging.tasks import reply
@@ -42,7 +42,7 @@ def deliver(
     """Store a delivery as the webhook view does and process it in-process, as the worker would. The same
     bytes again are a replay, not stored (None); ``indent`` gives the same events in other bytes."""
     body, header = signed(json.dumps(payload, indent=indent).encode() if indent else payload)
-    delivery_id = services.webhook_delivery_store(
+    delivery_id = intake.webhook_delivery_store(
         platform=platform, body=body, signature=header, verified_accounts=verified
     )
     return None if delivery_id is None else process_delivery(delivery_id)
@@ -577,17 +577,17 @@ def test_processing_is_scheduled_once_for_a_burst_of_deliveries(shop: Any, redis
             body, header = signed(
                 wa_delivery(wa_change(PHONE_ID, messages=[wa_text(f"m{n}", wamid=f"wamid.{n}")]))
             )
-            services.webhook_delivery_store(platform="whatsapp", body=body, signature=header)
+            intake.webhook_delivery_store(platform="whatsapp", body=body, signature=header)
         # One task queued on the replies queue for the three deliveries.
         assert published == ["messaging.meta.tasks.process_pending@replies"]
-        assert redis_client.exists(services.SCHEDULE_FLAG) == 1
+        assert redis_client.exists(intake.SCHEDULE_FLAG) == 1
         assert process_pending() == 3
-        assert redis_client.exists(services.SCHEDULE_FLAG) == 0
+        assert redis_client.exists(intake.SCHEDULE_FLAG) == 0
         assert list(Message.objects.order_by("pk").values_list("text", flat=True)) == ["m0", "m1", "m2"]
         # The next delivery after a run schedules a new run.
         published.clear()
         body, header = signed(wa_delivery(wa_change(PHONE_ID, messages=[wa_text("m3", wamid="wamid.3")])))
-        services.webhook_delivery_store(platform="whatsapp", body=body, signature=header)
+        intake.webhook_delivery_store(platform="whatsapp", body=body, signature=header)
         assert [p for p in published if "process_pending" in p] == [
             "messaging.meta.tasks.process_pending@replies"
         ]
@@ -607,7 +607,7 @@ def test_sweeper_requeues_old_pending_and_failed_deliveries(shop: Any) -> None:
         body, header = signed(
             wa_delivery(wa_change(PHONE_ID, messages=[wa_text(f"s{n}", wamid=f"wamid.s{n}")]))
         )
-        ids.append(services.webhook_delivery_store(platform="whatsapp", body=body, signature=header))
+        ids.append(intake.webhook_delivery_store(platform="whatsapp", body=body, signature=header))
     old = timezone.now() - dt.timedelta(minutes=5)
     WebhookDelivery.objects.filter(pk=ids[0]).update(received_at=old)
     WebhookDelivery.objects.filter(pk=ids[1]).update(

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from messaging.meta import services
-from messaging.meta.services import (
+from messaging.meta import intake
+from messaging.meta.accounts import (
     ChannelAccountError,
     channel_account_connect,
     channel_account_connect_embedded,
@@ -137,7 +137,7 @@ def test_a_squatter_cannot_receive_the_owner_s_customers(
         "/webhooks/whatsapp", data=body, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=header
     )
     assert response.status_code == 200
-    services.webhook_delivery_process(delivery_id=WebhookDelivery.objects.get().pk)
+    intake.webhook_delivery_process(delivery_id=WebhookDelivery.objects.get().pk)
     assert list(Message.objects.values_list("business_id", "text")) == [(shop_a.pk, "hi")]
 
 

@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from common import aio
 from config.asgi import application
+from messaging.meta import accounts, intake
 from messaging.meta import selectors as meta_selectors
-from messaging.meta import services
 from messaging.meta.tasks import purge_webhook_bodies
 from messaging.models import Message, WebhookDelivery
 from tests.factories import BusinessFactory
@@ -63,7 +63,7 @@ def delivery(text: str = "Do you have the tent in green?", wamid: str = "wamid.R
 
 def process_all() -> None:
     for pk in WebhookDelivery.objects.filter(state="pending").values_list("pk", flat=True):
-        services.webhook_delivery_process(delivery_id=pk)
+        intake.webhook_delivery_process(delivery_id=pk)
 
 
 # --- Replays -------------------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ async def test_a_forged_delivery_is_refused_without_parsing_or_database_work(
         loads.append(1)
         return real_load()
 
-    monkeypatch.setattr(services.json, "loads", counting_loads)
+    monkeypatch.setattr(intake.json, "loads", counting_loads)
     monkeypatch.setattr(meta_selectors, "own_app_secrets", counting_load)
     body = json.dumps(wa_delivery(wa_change("111", messages=[wa_text("hi", wamid="wamid.F")]), waba_id="W1"))
     transport = httpx.ASGITransport(app=application)
@@ -203,7 +203,7 @@ async def test_the_secret_cache_expires_and_a_connect_in_this_process_is_seen_at
     assert [(key.secret, [pk for pk, _ in key.accounts]) for key in keys] == [
         ("own-secret-one", [account.pk])
     ]
-    await sync_to_async(services.channel_account_disconnect)(business=business, account_id=account.pk)
+    await sync_to_async(accounts.channel_account_disconnect)(business=business, account_id=account.pk)
     assert meta_selectors.signing_keys_fresh() is None
     settings.WEBHOOK_SECRET_CACHE_SECONDS = 0
     assert await sync_to_async(meta_selectors.signing_keys_load)() == []
