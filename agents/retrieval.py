@@ -90,7 +90,7 @@ async def _query_vector(query: str, handed_vector: HandedVector | None = None) -
 
 async def embed_query(query: str) -> list[float]:
     """With pool embeddings, the query's vector from this event loop (the sync path would hop to the
-    pool client's own loop thread from inside this one's sync_to_async, and block this reply on it)."""
+    process's background loop from inside this one's sync_to_async, and block this reply on it)."""
     from inference.embeddings import embed
 
     [vector] = await embed([query.strip()[:1000]], model=settings.EMBEDDINGS_MODEL or None)

@@ -7,10 +7,7 @@ The row is written in a short autocommit write of its own, never inside a transa
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -80,27 +77,13 @@ async def _account(call: Call) -> None:
 
 
 _accounting: set[asyncio.Task[None]] = set()
-_account_in_background: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "account_in_background", default=False
-)
-
-
-@contextlib.contextmanager
-def accounting_in_background() -> Iterator[None]:
-    """Calls made inside leave their accounting to a task of the running loop, which the caller promises
-    outlives them (the pool's own loop thread, background.py, as a worker's reply loop always does)."""
-    token = _account_in_background.set(True)
-    try:
-        yield
-    finally:
-        _account_in_background.reset(token)
 
 
 async def record(call: Call) -> None:
     """``_account``, off the caller's path on a long-lived loop (a question's embedding is on the way to the
     first token, a reply's record on the way to its final save); awaited on other loops, which may end
     before a task of theirs would run."""
-    if not (aio.on_worker_loop() or _account_in_background.get()):
+    if not aio.on_worker_loop():
         await _account(call)
         return
     task = asyncio.get_running_loop().create_task(_account(call))

@@ -1,6 +1,6 @@
 """Embeddings through the pool: ``embed`` calls ``/v1/embeddings`` on endpoints whose kind allows it, with
 the pool's routing and retry policy (tries.py); ``embed_sync`` does the same from sync code, on the pool's
-own loop thread (background.py).
+process's background loop (``common.aio``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from common import aio
 from inference import state
 from inference.accounting import Call, record
-from inference.background import run_sync
 from inference.endpoints import apool_endpoints
 from inference.sse import error_message
 from inference.transport import http_client
@@ -99,4 +99,4 @@ def _json(response: httpx.Response) -> Any:
 
 def embed_sync(texts: list[str], *, model: str | None = None) -> list[list[float]]:
     """``embed`` for sync callers (not from inside a running event loop's thread)."""
-    return run_sync(embed(texts, model=model))
+    return aio.run(embed(texts, model=model))

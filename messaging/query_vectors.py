@@ -24,9 +24,8 @@ from typing import cast
 from django.conf import settings
 
 from agents.retrieval import embed_query, prefetch_query
+from common import aio
 from common.redis import async_client
-from inference.accounting import accounting_in_background
-from inference.background import run_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +45,16 @@ def new_token() -> str | None:
 
 
 def hand_over_soon(token: str, question: str) -> None:
-    """Embed ``question`` as the reply's prefetch will query it, on the pool client's own loop thread: the
+    """Embed ``question`` as the reply's prefetch will query it, on the process's background loop (``common.aio``): the
     caller goes on at once, and the pool's routing round trips never hold the chat socket's event loop."""
-    future = run_in_background(hand_over(token, question))
+    future = aio.submit(hand_over(token, question))
     _pending.add(future)
     future.add_done_callback(_pending.discard)
 
 
 async def hand_over(token: str, question: str) -> None:
     try:
-        with accounting_in_background():
-            vector = await embed_query(prefetch_query(question))
+        vector = await embed_query(prefetch_query(question))
         payload = array("f", vector).tobytes()
     except Exception as exc:
         # The reply task embeds the question itself (its own tries, its own error): tell it at once.
