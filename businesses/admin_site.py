@@ -35,7 +35,7 @@ class SuperuserAdminConfig(AdminConfig):
 KEEP_HELP = "Stored encrypted and never shown. Leave blank to keep the current value."
 
 
-class WriteOnlySecretsForm(forms.ModelForm):  # type: ignore[type-arg]
+class WriteOnlySecretsForm(forms.ModelForm):
     """A blank secret field keeps the stored value (it is dropped from cleaned_data, so it is not assigned)."""
 
     secret_fields: tuple[str, ...] = ()
@@ -48,7 +48,7 @@ class WriteOnlySecretsForm(forms.ModelForm):  # type: ignore[type-arg]
         return cleaned
 
 
-class WriteOnlySecretsAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class WriteOnlySecretsAdmin(admin.ModelAdmin):
     form = WriteOnlySecretsForm
 
     def _secret_fields(self) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -25,7 +26,8 @@ def get_scoped_or_404(business: Business, queryset: QuerySet[M], **lookup: objec
     """One row of this business, or 404: another tenant's row is indistinguishable from a missing one."""
     try:
         return scoped(business, queryset).get(**lookup)
-    except queryset.model.DoesNotExist as exc:  # type: ignore[attr-defined]
+    # Every model's DoesNotExist subclasses it (a generic M has no DoesNotExist for the type checker).
+    except ObjectDoesNotExist as exc:
         raise Http404 from exc
 
 

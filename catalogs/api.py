@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -30,18 +30,20 @@ from catalogs.importers import FORMAT_ALIASES, FORMATS
 from catalogs.models import Import
 from catalogs.services.imports import ImportRejected, import_start
 
-View = Callable[..., HttpResponse]
+P = ParamSpec("P")
 
 
 def _error(status: int, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
 
-def api_key_required(view: View) -> View:
+def api_key_required(
+    view: Callable[Concatenate[HttpRequest, Business, P], HttpResponse],
+) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
     """Resolve the business from the bearer key; 401 without a valid one. The view gets ``business``."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")
         business = business_for_api_key(key.strip()) if scheme.lower() == "bearer" else None

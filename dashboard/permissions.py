@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, Protocol, cast
 
 from django.apps import apps
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
@@ -42,16 +43,26 @@ class Access:
 
 
 class BusinessRequest(HttpRequest):
-    """An ``HttpRequest`` that went through :func:`member_view`."""
+    """An ``HttpRequest`` that went through :func:`member_view`: a signed-in member of ``business``."""
 
+    user: User
     membership: Membership
     business: Business
 
 
-View = Callable[..., HttpResponse]
+# A view under member_view: the request first, then the URL's keyword arguments (the slug taken off).
+View = Callable[Concatenate[BusinessRequest, ...], HttpResponse]
 
 
-def member_view(role: Role = "member", **objects: str) -> Callable[[View], View]:
+class MemberView(Protocol):
+    """What :func:`member_view` returns: the URL's view, carrying its rule for the permission tests."""
+
+    dashboard_access: Access
+
+    def __call__(self, request: HttpRequest, slug: str, **kwargs: Any) -> HttpResponse: ...
+
+
+def member_view(role: Role = "member", **objects: str) -> Callable[[View], MemberView]:
     """Wrap a view of ``/app/<slug>/...``; ``objects`` maps URL kwargs to kinds of ``OBJECT_KINDS``.
 
     Every named row must belong to the member's business, or the answer is 404 before the view (or its
@@ -61,7 +72,7 @@ def member_view(role: Role = "member", **objects: str) -> Callable[[View], View]
     if unknown:
         raise ValueError(f"unknown object kinds: {sorted(unknown)}")
 
-    def decorate(view: View) -> View:
+    def decorate(view: View) -> MemberView:
         @wraps(view)
         def wrapper(request: HttpRequest, slug: str, **kwargs: Any) -> HttpResponse:
             if not request.user.is_authenticated:
@@ -73,16 +84,14 @@ def member_view(role: Role = "member", **objects: str) -> Callable[[View], View]
                 model = apps.get_model(OBJECT_KINDS[kind])
                 if not model._default_manager.filter(business=membership.business, pk=kwargs[kwarg]).exists():
                     raise Http404
-            request.membership = membership  # type: ignore[attr-defined]
-            request.business = membership.business  # type: ignore[attr-defined]
-            return view(request, **kwargs)
+            # The user is signed in and a member (membership_for): this request is now a BusinessRequest.
+            member_request = cast(BusinessRequest, request)
+            member_request.membership = membership
+            member_request.business = membership.business
+            return view(member_request, **kwargs)
 
-        wrapper.dashboard_access = Access(role=role, objects=dict(objects))  # type: ignore[attr-defined]
-        return wrapper
+        member = cast(MemberView, wrapper)
+        member.dashboard_access = Access(role=role, objects=dict(objects))
+        return member
 
     return decorate
-
-
-def is_owner(request: HttpRequest) -> bool:
-    membership: Membership | None = getattr(request, "membership", None)
-    return membership is not None and membership.role == Membership.Role.OWNER

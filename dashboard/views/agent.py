@@ -13,13 +13,13 @@ from agents.services import agent_update
 from businesses.selectors import origin_allowed
 from businesses.services import business_set_allowed_origins
 from dashboard.forms import DAYS, AgentForm
-from dashboard.permissions import member_view
+from dashboard.permissions import BusinessRequest, member_view
 
 
 @member_view("owner")
 @require_http_methods(["GET", "POST"])
-def agent(request: HttpRequest) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def agent(request: BusinessRequest) -> HttpResponse:
+    business = request.business
     current = agent_for(business)
     form = AgentForm(request.POST or None, initial=AgentForm.initial_from(current))
     status = 200
@@ -56,12 +56,12 @@ def _page_origin(request: HttpRequest) -> str:
 
 @member_view("owner")
 @require_POST
-def agent_playground_allow(request: HttpRequest) -> HttpResponse:
+def agent_playground_allow(request: BusinessRequest) -> HttpResponse:
     """Let the widget connect from this admin's own address, so that the playground can talk to the agent.
 
     The widget's websocket accepts only the business's allowed origins; the admin is just another page to
     it. Adding the admin's address is explicit (a button), and harmless: only this service serves pages there.
     """
-    business = request.business  # type: ignore[attr-defined]
+    business = request.business
     business_set_allowed_origins(business, origins=[*business.allowed_origins, _page_origin(request)])
     return redirect("dashboard:agent", slug=business.slug)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from dashboard import charts, selectors
-from dashboard.permissions import member_view
+from dashboard.permissions import BusinessRequest, member_view
 
 PERIODS = (7, 30, 90)
 
 
 @member_view("owner")
 @require_GET
-def analytics(request: HttpRequest) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def analytics(request: BusinessRequest) -> HttpResponse:
+    business = request.business
     raw = request.GET.get("days", "30")
     days = int(raw) if raw.isdigit() and int(raw) in PERIODS else 30
     data = selectors.analytics(business, days=days)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -14,11 +14,11 @@ from catalogs.models import Availability, Import
 from catalogs.services.imports import ImportRejected, import_start
 from dashboard import selectors
 from dashboard.forms import ItemFilterForm, SearchPreviewForm, UploadForm
-from dashboard.permissions import member_view
+from dashboard.permissions import BusinessRequest, member_view
 
 
-def _catalog_context(request: HttpRequest, **extra: object) -> dict[str, object]:
-    business = request.business  # type: ignore[attr-defined]
+def _catalog_context(request: BusinessRequest, **extra: object) -> dict[str, object]:
+    business = request.business
     return {
         "upload_form": UploadForm(),
         "imports": selectors.imports_recent(business),
@@ -30,16 +30,16 @@ def _catalog_context(request: HttpRequest, **extra: object) -> dict[str, object]
 
 @member_view()
 @require_GET
-def catalog(request: HttpRequest) -> HttpResponse:
+def catalog(request: BusinessRequest) -> HttpResponse:
     return render(request, "dashboard/catalog.html", _catalog_context(request))
 
 
 @member_view()
 @require_POST
-def catalog_upload(request: HttpRequest) -> HttpResponse:
+def catalog_upload(request: BusinessRequest) -> HttpResponse:
     """Start an import. Answers JSON to the drag-and-drop script, a redirect to a plain form post."""
-    business = request.business  # type: ignore[attr-defined]
-    membership = request.membership  # type: ignore[attr-defined]
+    business = request.business
+    membership = request.membership
     form = UploadForm(request.POST, request.FILES)
     wants_json = request.headers.get("Accept", "").startswith("application/json")
     # Staff add and update items; retiring the whole catalog is the owner's decision.
@@ -74,8 +74,8 @@ def catalog_upload(request: HttpRequest) -> HttpResponse:
 
 @member_view(import_id="import")
 @require_GET
-def catalog_import(request: HttpRequest, import_id: int) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def catalog_import(request: BusinessRequest, import_id: int) -> HttpResponse:
+    business = request.business
     imp = selectors.import_or_404(business, import_id)
     return render(
         request,
@@ -86,17 +86,17 @@ def catalog_import(request: HttpRequest, import_id: int) -> HttpResponse:
 
 @member_view(import_id="import")
 @require_GET
-def catalog_import_status(request: HttpRequest, import_id: int) -> JsonResponse:
+def catalog_import_status(request: BusinessRequest, import_id: int) -> JsonResponse:
     """Polled by the progress bar when the websocket is not available (and once on page load)."""
-    business = request.business  # type: ignore[attr-defined]
+    business = request.business
     return JsonResponse(selectors.import_status(selectors.import_or_404(business, import_id)))
 
 
 @member_view(import_id="import")
 @require_GET
-def catalog_import_errors(request: HttpRequest, import_id: int) -> HttpResponse:
+def catalog_import_errors(request: BusinessRequest, import_id: int) -> HttpResponse:
     """The import's bad rows as CSV: row, column, reason (and the whole-file error, if any)."""
-    business = request.business  # type: ignore[attr-defined]
+    business = request.business
     imp = selectors.import_or_404(business, import_id)
     response = HttpResponse(import_error_report_csv(imp), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="import-{imp.pk}-errors.csv"'
@@ -105,8 +105,8 @@ def catalog_import_errors(request: HttpRequest, import_id: int) -> HttpResponse:
 
 @member_view()
 @require_GET
-def catalog_items(request: HttpRequest) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def catalog_items(request: BusinessRequest) -> HttpResponse:
+    business = request.business
     form = ItemFilterForm(request.GET or None, categories=selectors.item_categories(business))
     filters = form.cleaned_data if form.is_valid() else {}
     items = selectors.items_browse(
@@ -128,16 +128,16 @@ def catalog_items(request: HttpRequest) -> HttpResponse:
 
 @member_view(item_id="item")
 @require_GET
-def catalog_item(request: HttpRequest, item_id: int) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def catalog_item(request: BusinessRequest, item_id: int) -> HttpResponse:
+    business = request.business
     return render(request, "dashboard/catalog_item.html", {"item": selectors.item_or_404(business, item_id)})
 
 
 @member_view()
 @require_GET
-def catalog_search(request: HttpRequest) -> HttpResponse:
+def catalog_search(request: BusinessRequest) -> HttpResponse:
     """ "What would the agent find?": the real retrieval for a question, with each hit's score parts."""
-    business = request.business  # type: ignore[attr-defined]
+    business = request.business
     form = SearchPreviewForm(request.GET or None)
     hits = None
     if form.is_valid():

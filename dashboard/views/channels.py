@@ -5,12 +5,12 @@ from __future__ import annotations
 import secrets
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.forms import ChannelConnectForm
-from dashboard.permissions import member_view
+from dashboard.permissions import BusinessRequest, member_view
 from messaging.meta.accounts import ChannelAccountError, channel_account_connect, channel_account_disconnect
 from messaging.meta.selectors import channel_accounts_list, webhook_urls
 from messaging.models import ChannelAccount
@@ -40,13 +40,13 @@ def _fresh_form(kind: str) -> ChannelConnectForm:
 
 
 def _page(
-    request: HttpRequest,
+    request: BusinessRequest,
     *,
     bound: ChannelConnectForm | None = None,
     connected: dict[str, str] | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+    business = request.business
     urls = webhook_urls()
     panels = []
     accounts = channel_accounts_list(business)
@@ -70,14 +70,14 @@ def _page(
 
 @member_view("owner")
 @require_GET
-def channels(request: HttpRequest) -> HttpResponse:
+def channels(request: BusinessRequest) -> HttpResponse:
     return _page(request)
 
 
 @member_view("owner")
 @require_POST
-def channel_connect(request: HttpRequest, kind: str) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def channel_connect(request: BusinessRequest, kind: str) -> HttpResponse:
+    business = request.business
     if kind not in ChannelAccount.Kind.values:
         return redirect("dashboard:channels", slug=business.slug)
     form = ChannelConnectForm(request.POST, prefix=kind)
@@ -116,8 +116,8 @@ def channel_connect(request: HttpRequest, kind: str) -> HttpResponse:
 
 @member_view("owner", account_id="channel_account")
 @require_POST
-def channel_disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def channel_disconnect(request: BusinessRequest, account_id: int) -> HttpResponse:
+    business = request.business
     if channel_account_disconnect(business=business, account_id=account_id):
         messages.success(request, "Disconnected. Messages on that account are no longer answered.")
     return redirect("dashboard:channels", slug=business.slug)

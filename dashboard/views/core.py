@@ -16,7 +16,7 @@ from businesses.models import ApiKey
 from businesses.selectors import businesses_for_user
 from dashboard import selectors
 from dashboard.forms import ApiKeyForm, DemoPageForm, OriginsForm, ThemeForm
-from dashboard.permissions import member_view
+from dashboard.permissions import BusinessRequest, member_view
 
 
 @login_required
@@ -31,8 +31,8 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @member_view()
-def overview(request: HttpRequest) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def overview(request: BusinessRequest) -> HttpResponse:
+    business = request.business
     own = {settings.PUBLIC_URL, f"{request.scheme}://{request.get_host()}"}
     steps = selectors.onboarding_steps(business, own_origins=own)
     return render(
@@ -51,13 +51,13 @@ def widget_snippet(widget_key: str) -> str:
 
 
 def _install(
-    request: HttpRequest,
+    request: BusinessRequest,
     *,
     origins_form: OriginsForm | None = None,
     theme_form: ThemeForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+    business = request.business
     agent = agent_for(business)
     return render(
         request,
@@ -78,14 +78,14 @@ def _install(
 
 @member_view("owner")
 @require_GET
-def install(request: HttpRequest) -> HttpResponse:
+def install(request: BusinessRequest) -> HttpResponse:
     return _install(request)
 
 
 @member_view("owner")
 @require_POST
-def install_theme(request: HttpRequest) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def install_theme(request: BusinessRequest) -> HttpResponse:
+    business = request.business
     form = ThemeForm(request.POST)
     if not form.is_valid():
         return _install(request, theme_form=form, status=400)
@@ -96,8 +96,8 @@ def install_theme(request: HttpRequest) -> HttpResponse:
 
 @member_view("owner")
 @require_POST
-def install_demo_page(request: HttpRequest) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def install_demo_page(request: BusinessRequest) -> HttpResponse:
+    business = request.business
     form = DemoPageForm(request.POST)
     form.is_valid()  # one optional checkbox: always valid, absent means off
     enabled = bool(form.cleaned_data.get("demo_page_enabled"))
@@ -108,8 +108,8 @@ def install_demo_page(request: HttpRequest) -> HttpResponse:
 
 @member_view("owner")
 @require_POST
-def install_origins(request: HttpRequest) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def install_origins(request: BusinessRequest) -> HttpResponse:
+    business = request.business
     form = OriginsForm(request.POST)
     if not form.is_valid():
         return _install(request, origins_form=form, status=400)
@@ -120,8 +120,8 @@ def install_origins(request: HttpRequest) -> HttpResponse:
 
 @member_view("owner")
 @require_http_methods(["GET", "POST"])
-def api_keys(request: HttpRequest) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def api_keys(request: BusinessRequest) -> HttpResponse:
+    business = request.business
     form = ApiKeyForm(request.POST or None)
     issued = None
     status = 200
@@ -140,8 +140,8 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 
 @member_view("owner", api_key_id="api_key")
 @require_POST
-def api_key_revoke(request: HttpRequest, api_key_id: int) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def api_key_revoke(request: BusinessRequest, api_key_id: int) -> HttpResponse:
+    business = request.business
     selectors.api_key_or_404(business, api_key_id)
     business_services.api_key_revoke(business, api_key_id=api_key_id)
     messages.success(request, "Key revoked. Requests that use it are now refused.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -10,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import selectors
 from dashboard.forms import InboxFilterForm, StaffReplyForm
-from dashboard.permissions import member_view
+from dashboard.permissions import BusinessRequest, member_view
 from messaging.models import Conversation
 from messaging.services import conversation_hand_back, conversation_handoff, staff_reply_send
 
@@ -18,24 +20,32 @@ from messaging.services import conversation_hand_back, conversation_handoff, sta
 TAKEOVER_REASON = "staff took over from the inbox"
 
 
-def _filters(request: HttpRequest) -> tuple[InboxFilterForm, dict[str, object]]:
+class _Filters(TypedDict):
+    """The inbox filters, as keyword arguments of ``selectors.conversations_list``."""
+
+    channel: str
+    state: str
+    needs_human: bool
+
+
+def _filters(request: HttpRequest) -> tuple[InboxFilterForm, _Filters]:
     form = InboxFilterForm(request.GET or None)
     data = form.cleaned_data if form.is_valid() else {}
-    return form, {
-        "channel": data.get("channel") or "",
-        "state": data.get("state") or "",
-        "needs_human": bool(data.get("needs_human")),
-    }
+    return form, _Filters(
+        channel=data.get("channel") or "",
+        state=data.get("state") or "",
+        needs_human=bool(data.get("needs_human")),
+    )
 
 
 def _inbox(
-    request: HttpRequest,
+    request: BusinessRequest,
     conversation: Conversation | None,
     *,
     reply_form: StaffReplyForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+    business = request.business
     form, filters = _filters(request)
     thread = selectors.conversation_thread(business, conversation) if conversation else []
     return render(
@@ -43,7 +53,7 @@ def _inbox(
         "dashboard/inbox.html",
         {
             "filter_form": form,
-            "rows": selectors.conversations_list(business, **filters),  # type: ignore[arg-type]
+            "rows": selectors.conversations_list(business, **filters),
             "current": conversation,
             "thread": thread,
             "last_id": thread[-1].message.pk if thread else 0,
@@ -56,22 +66,22 @@ def _inbox(
 
 @member_view()
 @require_GET
-def inbox(request: HttpRequest) -> HttpResponse:
+def inbox(request: BusinessRequest) -> HttpResponse:
     return _inbox(request, None)
 
 
 @member_view()
 @require_GET
-def inbox_list(request: HttpRequest) -> HttpResponse:
+def inbox_list(request: BusinessRequest) -> HttpResponse:
     """The conversation list alone, polled by the page every few seconds."""
-    business = request.business  # type: ignore[attr-defined]
+    business = request.business
     _, filters = _filters(request)
     current = request.GET.get("current", "")
     return render(
         request,
         "dashboard/_conversation_list.html",
         {
-            "rows": selectors.conversations_list(business, **filters),  # type: ignore[arg-type]
+            "rows": selectors.conversations_list(business, **filters),
             "current_id": int(current) if current.isdigit() else 0,
             "query": request.GET.urlencode(),
         },
@@ -80,19 +90,19 @@ def inbox_list(request: HttpRequest) -> HttpResponse:
 
 @member_view(conversation_id="conversation")
 @require_GET
-def inbox_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def inbox_conversation(request: BusinessRequest, conversation_id: int) -> HttpResponse:
+    business = request.business
     return _inbox(request, selectors.conversation_or_404(business, conversation_id))
 
 
 @member_view(conversation_id="conversation")
 @require_GET
-def inbox_messages(request: HttpRequest, conversation_id: int) -> JsonResponse:
+def inbox_messages(request: BusinessRequest, conversation_id: int) -> JsonResponse:
     """New messages after ``after`` (a message id) as rendered HTML, plus the state, for live updates.
 
     Messages still streaming are re-sent on every poll until they are done, so the page shows them growing.
     """
-    business = request.business  # type: ignore[attr-defined]
+    business = request.business
     conversation = selectors.conversation_or_404(business, conversation_id)
     after = request.GET.get("after", "0")
     thread = selectors.conversation_thread(
@@ -116,8 +126,8 @@ def inbox_messages(request: HttpRequest, conversation_id: int) -> JsonResponse:
 
 @member_view(conversation_id="conversation")
 @require_POST
-def inbox_takeover(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def inbox_takeover(request: BusinessRequest, conversation_id: int) -> HttpResponse:
+    business = request.business
     conversation = selectors.conversation_or_404(business, conversation_id)
     conversation_handoff(business=business, conversation_id=conversation.pk, reason=TAKEOVER_REASON)
     messages.success(request, "You have the conversation. The agent stays silent until you hand it back.")
@@ -126,8 +136,8 @@ def inbox_takeover(request: HttpRequest, conversation_id: int) -> HttpResponse:
 
 @member_view(conversation_id="conversation")
 @require_POST
-def inbox_hand_back(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def inbox_hand_back(request: BusinessRequest, conversation_id: int) -> HttpResponse:
+    business = request.business
     conversation = selectors.conversation_or_404(business, conversation_id)
     conversation_hand_back(business=business, conversation_id=conversation.pk)
     messages.success(request, "Handed back: the agent answers again.")
@@ -136,8 +146,8 @@ def inbox_hand_back(request: HttpRequest, conversation_id: int) -> HttpResponse:
 
 @member_view(conversation_id="conversation")
 @require_POST
-def inbox_reply(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def inbox_reply(request: BusinessRequest, conversation_id: int) -> HttpResponse:
+    business = request.business
     conversation = selectors.conversation_or_404(business, conversation_id)
     form = StaffReplyForm(request.POST)
     if not form.is_valid():

@@ -5,20 +5,20 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from businesses import selectors
 from businesses.services import invitation_create, invitation_revoke
 from dashboard.forms import InvitationForm
-from dashboard.permissions import member_view
+from dashboard.permissions import BusinessRequest, member_view
 
 
 @member_view("owner")
 @require_http_methods(["GET", "POST"])
-def team(request: HttpRequest) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def team(request: BusinessRequest) -> HttpResponse:
+    business = request.business
     form = InvitationForm(request.POST or None)
     status = 200
     if request.method == "POST":
@@ -28,7 +28,7 @@ def team(request: HttpRequest) -> HttpResponse:
                     business=business,
                     email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
-                    invited_by=request.user,  # type: ignore[arg-type]
+                    invited_by=request.user,
                 )
             except ValidationError as exc:
                 for field, field_messages in exc.message_dict.items():
@@ -56,8 +56,8 @@ def team(request: HttpRequest) -> HttpResponse:
 
 @member_view("owner", invitation_id="invitation")
 @require_POST
-def team_invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
-    business = request.business  # type: ignore[attr-defined]
+def team_invitation_revoke(request: BusinessRequest, invitation_id: int) -> HttpResponse:
+    business = request.business
     if invitation_revoke(business, invitation_id=invitation_id):
         messages.success(request, "Invitation withdrawn: its link no longer works.")
     return redirect("dashboard:team", slug=business.slug)
