@@ -12,7 +12,8 @@ from django.db.models import QuerySet
 from businesses.models import Business
 from businesses.selectors import get_scoped_or_404, scoped
 from catalogs.models import Import
-from catalogs.services.progress import progress_key, redis_client
+from catalogs.services.progress import progress_key
+from common.redis import sync_client
 
 
 def imports_for(business: Business) -> QuerySet[Import]:
@@ -30,7 +31,7 @@ def import_live_progress(imp: Import) -> dict[str, Any] | None:
     if imp.state != Import.State.RUNNING:
         return None
     try:
-        raw = redis_client().get(progress_key(imp.pk))
+        raw = sync_client().get(progress_key(imp.pk))
     except Exception:
         return None
     return json.loads(raw) if raw else None

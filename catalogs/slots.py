@@ -20,7 +20,8 @@ import redis
 from django.conf import settings
 
 from catalogs.models import Import
-from catalogs.services import imports, progress
+from catalogs.services import imports
+from common.redis import sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def slot_acquire(*, business_id: int, import_id: int) -> bool:
     """Take one of the business's slots for this import (again, if it holds one already)."""
     now = time.time()
     try:
-        taken = progress.redis_client().eval(
+        taken = sync_client().eval(
             _ACQUIRE,
             1,
             slot_key(business_id),
@@ -64,7 +65,7 @@ def slot_acquire(*, business_id: int, import_id: int) -> bool:
 
 def slot_release(*, business_id: int, import_id: int) -> None:
     try:
-        progress.redis_client().zrem(slot_key(business_id), import_id)
+        sync_client().zrem(slot_key(business_id), import_id)
     except redis.RedisError:
         logger.warning("import %s: could not release its slot (it lapses by itself)", import_id)
 

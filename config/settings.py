@@ -123,6 +123,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix")) or embedded.embedded_redis_url(
     env_int("BIZAGENT_REDIS_DB", 0, minimum=0, maximum=63)
 )
+# One timeout policy for every Redis client (common.redis, the broker, the channel layer): a command gets an
+# answer or an error in REDIS_COMMAND_TIMEOUT seconds, a connection in REDIS_CONNECT_TIMEOUT.
+REDIS_COMMAND_TIMEOUT = env_float("REDIS_COMMAND_TIMEOUT", 5.0, minimum=0.1)
+REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 2.0, minimum=0.1)
+_REDIS_TIMEOUTS = {"socket_timeout": REDIS_COMMAND_TIMEOUT, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT}
 
 
 def _celery_url(url: str) -> str:
@@ -142,7 +147,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimu
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
 # Above the longest reply, so that an unacknowledged reply is not redelivered while it still runs.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900, minimum=60)
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900, minimum=60),
+    **_REDIS_TIMEOUTS,
 }
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
 WEBHOOK_PURGE_SECONDS = env_float("WEBHOOK_PURGE_SECONDS", 3600.0, minimum=60.0)
@@ -195,7 +201,7 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL}],
+            "hosts": [{"address": REDIS_URL, **_REDIS_TIMEOUTS}],
             "prefix": PUBSUB_PREFIX,
         },
     }

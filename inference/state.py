@@ -28,6 +28,8 @@ from functools import cache
 import redis
 from django.conf import settings
 
+from common.redis import sync_client
+
 PREFIX = "bizagent:pool:"
 
 # Takes a lease in a sorted set if fewer than ARGV[4] live leases are there; returns the new count or -1.
@@ -192,19 +194,14 @@ return out
 PANIC_KEY = PREFIX + "metrics:panic"
 
 
-@cache
-def _client(url: str) -> redis.Redis:
-    # redis-py's pool notices a fork and reconnects in the child, so one client per process is safe.
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
-
-
 def client() -> redis.Redis:
-    return _client(settings.REDIS_URL)
+    # redis-py's pool notices a fork and reconnects in the child, so one client per process is safe.
+    return sync_client()
 
 
 @cache
 def _script(url: str, source: str) -> redis.commands.core.Script:
-    return _client(url).register_script(source)
+    return sync_client(url).register_script(source)
 
 
 def _run(source: str, keys: list[str], args: list[str | int | float]) -> int:

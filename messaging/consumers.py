@@ -19,7 +19,7 @@ from businesses.models import Business
 from businesses.selectors import business_for_widget_key, origin_allowed
 from common import aio
 from messaging import query_vectors, ratelimits, selectors, services, streams
-from messaging.models import Channel, Conversation, Message
+from messaging.models import Channel, Conversation, Message, conversation_group
 from messaging.visitors import visitor_from_token, visitor_token_issue
 
 logger = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         self.conversation_id = conversation_id
-        self.group = f"conv.{conversation_id}"
+        self.group = conversation_group(conversation_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def on_message(self, content: dict[str, Any]) -> None:

@@ -64,8 +64,12 @@ class Conversation(models.Model):
 
     @property
     def group_name(self) -> str:
-        """The Channels group that carries this conversation's live events."""
-        return f"conv.{self.pk}"
+        return conversation_group(self.pk)
+
+
+def conversation_group(conversation_id: int) -> str:
+    """The Channels group that carries a conversation's live events (its sockets, the inbox's)."""
+    return f"conv.{conversation_id}"
 
 
 class Message(models.Model):

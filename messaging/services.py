@@ -24,7 +24,7 @@ from django.utils import timezone
 from businesses.models import Business
 from common.tasks import enqueue_on_commit
 from messaging import rows
-from messaging.models import Channel, Contact, Conversation, Message
+from messaging.models import Channel, Contact, Conversation, Message, conversation_group
 from messaging.replies import policy
 from messaging.selectors import message_payload
 
@@ -253,7 +253,8 @@ def _message_received(
 
 def _broadcast_created(message: Message) -> None:
     group_send(
-        f"conv.{message.conversation_id}", {"type": "message.created", "message": message_payload(message)}
+        conversation_group(message.conversation_id),
+        {"type": "message.created", "message": message_payload(message)},
     )
 
 
@@ -268,7 +269,7 @@ def conversation_handoff(*, business: Business, conversation_id: int, reason: st
         if updated:
             transaction.on_commit(
                 lambda: group_send(
-                    f"conv.{conversation_id}",
+                    conversation_group(conversation_id),
                     {"type": "conversation.handoff", "state": "human", "reason": reason},
                 )
             )
@@ -284,7 +285,8 @@ def conversation_hand_back(*, business: Business, conversation_id: int) -> Conve
         if updated:
             transaction.on_commit(
                 lambda: group_send(
-                    f"conv.{conversation_id}", {"type": "conversation.handoff", "state": "bot", "reason": ""}
+                    conversation_group(conversation_id),
+                    {"type": "conversation.handoff", "state": "bot", "reason": ""},
                 )
             )
     return Conversation.objects.filter(business=business, pk=conversation_id).first()

@@ -10,15 +10,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
-import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
 
 from catalogs.models import Import
+from common.redis import sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +33,6 @@ def import_group(import_id: int) -> str:
 
 def progress_key(import_id: int) -> str:
     return f"catalogs:import:{import_id}:progress"
-
-
-@cache
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
 @dataclass
@@ -100,7 +93,7 @@ class ImportProgress:
         if self.callback is not None:
             self.callback(phase, done, total)
         try:
-            client = redis_client()
+            client = sync_client()
             client.set(progress_key(self.imp.pk), json.dumps(event), ex=PROGRESS_TTL)
             layer = get_channel_layer()
             if layer is not None:

@@ -8,7 +8,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import threading
 from collections import Counter
 from typing import Any
 
@@ -18,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from common.redis import sync_client
 from common.tasks import enqueue, enqueue_on_commit
 from messaging.meta import outbound, parser, statuses
 from messaging.meta import selectors as meta_selectors
@@ -83,20 +83,11 @@ def delivery_digest(body: bytes, verified_accounts: list[int]) -> str:
 # set. The TTL bounds the damage of a lost publish; ``sweep_deliveries`` picks up anything left behind.
 SCHEDULE_FLAG = "bizagent:meta:process-scheduled"
 SCHEDULE_TTL_SECONDS = 10
-_redis_local = threading.local()
-
-
-def _redis() -> redis.Redis:
-    client: redis.Redis | None = getattr(_redis_local, "client", None)
-    if client is None:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-        _redis_local.client = client
-    return client
 
 
 def _schedule_processing() -> None:
     try:
-        if not _redis().set(SCHEDULE_FLAG, "1", nx=True, ex=SCHEDULE_TTL_SECONDS):
+        if not sync_client().set(SCHEDULE_FLAG, "1", nx=True, ex=SCHEDULE_TTL_SECONDS):
             return
     except redis.RedisError:
         logger.warning("webhook processing: Redis unavailable, queueing without coalescing")
@@ -106,7 +97,7 @@ def _schedule_processing() -> None:
 def processing_schedule_clear() -> None:
     """Called by ``process_pending`` before it reads pending rows (see SCHEDULE_FLAG)."""
     try:
-        _redis().delete(SCHEDULE_FLAG)
+        sync_client().delete(SCHEDULE_FLAG)
     except redis.RedisError:
         logger.warning("webhook processing: could not clear the schedule flag")
 

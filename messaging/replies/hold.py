@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from common import aio
-from messaging.ratelimits import redis
+from common.redis import async_client
 from messaging.replies.claim import claim_is_stale, reply_renew
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class ConversationHold:
         self.heartbeat: asyncio.Task[None] | None = None
 
     async def lock(self) -> bool:
-        client, key, ttl = redis(), _lock_key(self.conversation_id), settings.REPLY_LEASE_SECONDS
+        client, key, ttl = async_client(), _lock_key(self.conversation_id), settings.REPLY_LEASE_SECONDS
         waited_until = time.monotonic() + LOCK_WAIT_SECONDS
         while not await client.set(key, self.worker, nx=True, ex=ttl):
             raw = await client.get(key)
@@ -68,7 +68,7 @@ class ConversationHold:
                     return
                 try:
                     held = await aio.database(reply_renew, customer_id=customer_id, worker=self.worker)
-                    await redis().set(
+                    await async_client().set(
                         _lock_key(self.conversation_id), self.worker, xx=True, ex=settings.REPLY_LEASE_SECONDS
                     )
                 except Exception:
@@ -95,4 +95,4 @@ class ConversationHold:
         await self.stop_renewing()
         if self.locked:
             self.locked = False
-            await redis().eval(_RELEASE, 1, _lock_key(self.conversation_id), self.worker)
+            await async_client().eval(_RELEASE, 1, _lock_key(self.conversation_id), self.worker)

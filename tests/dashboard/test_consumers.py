@@ -13,7 +13,8 @@ from django.conf import settings
 from django.test import Client
 
 from catalogs.models import Import
-from catalogs.services.progress import import_group, progress_key, redis_client
+from catalogs.services.progress import import_group, progress_key
+from common.redis import sync_client
 from config.asgi import application
 from tests.dashboard.conftest import Tenant, make_import
 
@@ -59,7 +60,7 @@ async def test_a_member_follows_the_import_live(tenant_a: Tenant) -> None:
         "rate": 100.0,
         "eta": 1.5,
     }
-    redis_client().set(progress_key(imp.pk), json.dumps(event), ex=60)
+    sync_client().set(progress_key(imp.pk), json.dumps(event), ex=60)
     await get_channel_layer().group_send(import_group(imp.pk), {"type": "import.progress", **event})
     status = (await communicator.receive_json_from(timeout=5))["status"]
     assert (status["phase"], status["rows_done"], status["rows_total"], status["percent"]) == (
