@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from django.conf import settings
 from django.utils import timezone
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError
 
 from common import aio
 from common.redis import async_client
@@ -23,7 +24,6 @@ def _lock_key(conversation_id: int) -> str:
     return f"reply-lock:{conversation_id}"
 
 
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 LOCK_WAIT_SECONDS = 1.0  # the previous reply of the conversation is usually saving its last words
 
 
@@ -34,26 +34,32 @@ class ConversationHold:
     def __init__(self, conversation_id: int, worker: str) -> None:
         self.conversation_id = conversation_id
         self.worker = worker
-        self.locked = False
+        self.conversation_lock: Lock | None = None
         self.lost = False
         self.stopping = asyncio.Event()
         self.heartbeat: asyncio.Task[None] | None = None
 
     async def lock(self) -> bool:
-        client, key, ttl = async_client(), _lock_key(self.conversation_id), settings.REPLY_LEASE_SECONDS
-        waited_until = time.monotonic() + LOCK_WAIT_SECONDS
-        while not await client.set(key, self.worker, nx=True, ex=ttl):
-            raw = await client.get(key)
-            holder = raw.decode() if isinstance(raw, bytes) else str(raw or "")
-            if holder and claim_is_stale(timezone.now(), holder, timezone.now()):
-                # The holder's process is gone (same host): take the lock over.
-                if not await client.set(key, self.worker, xx=True, ex=ttl):
-                    continue
-                break
-            if time.monotonic() >= waited_until:
+        """Take the conversation's lock, waiting at most ``LOCK_WAIT_SECONDS``; False if another reply of the
+        conversation holds it. The lock's token is the worker's id, so a holder whose process is gone (same
+        host) is recognised and its lock taken over at once instead of after its expiry."""
+        client, key = async_client(), _lock_key(self.conversation_id)
+        lock = client.lock(
+            key,
+            timeout=settings.REPLY_LEASE_SECONDS,
+            sleep=0.02,
+            blocking_timeout=LOCK_WAIT_SECONDS,
+            thread_local=False,  # one Lock object per hold, on one event loop
+            raise_on_release_error=False,
+        )
+        if not await lock.acquire(blocking=False, token=self.worker):
+            holder = await client.get(key)
+            if isinstance(holder, bytes) and claim_is_stale(timezone.now(), holder.decode(), timezone.now()):
+                with contextlib.suppress(LockError):  # another worker took it over first
+                    await lock.do_release(holder)
+            if not await lock.acquire(token=self.worker):
                 return False
-            await asyncio.sleep(0.02)
-        self.locked = True
+        self.conversation_lock = lock
         return True
 
     def renew(self, customer_id: int) -> None:
@@ -68,9 +74,8 @@ class ConversationHold:
                     return
                 try:
                     held = await aio.database(reply_renew, customer_id=customer_id, worker=self.worker)
-                    await async_client().set(
-                        _lock_key(self.conversation_id), self.worker, xx=True, ex=settings.REPLY_LEASE_SECONDS
-                    )
+                    if self.conversation_lock is not None:
+                        await self.conversation_lock.reacquire()
                 except Exception:
                     # A database or Redis hiccup: the lease outlives a few missed renewals; try again.
                     logger.warning("reply lease of message %s not renewed", customer_id, exc_info=True)
@@ -93,6 +98,6 @@ class ConversationHold:
     async def release(self) -> None:
         """Stop renewing and unlock (the next reply of the conversation may start): idempotent."""
         await self.stop_renewing()
-        if self.locked:
-            self.locked = False
-            await async_client().eval(_RELEASE, 1, _lock_key(self.conversation_id), self.worker)
+        lock, self.conversation_lock = self.conversation_lock, None
+        if lock is not None:
+            await lock.release()
