@@ -1,7 +1,11 @@
 """The chat websocket (``/ws/chat/<widget key>/``), protocol in docs/websocket-protocol.md.
 
-The consumer never calls the inference pool: it stores messages through services (which queue the reply
-task) and relays the conversation group's events. ORM work sits in plain helpers run through ``common.aio.database``.
+The consumer stores messages through services (which queue the reply task) and relays the conversation
+group's events. It generates nothing: the reply is the Celery task's. The one thing it starts besides
+storing, by design (docs/architecture.md, "Layers"), is the question's embedding when embeddings come from
+the pool (``query_vectors.hand_over_soon``): that call then runs during the queue hop instead of after it, on
+the process's background loop, so it never holds this socket's event loop. ORM work sits in plain helpers
+run through ``common.aio.database``.
 """
 
 from __future__ import annotations
