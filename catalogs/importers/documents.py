@@ -7,7 +7,7 @@ and breaks at paragraph boundaries, never inside a sentence when a paragraph bou
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -22,31 +22,36 @@ _SETEXT = re.compile(r"^(=+|-+)\s*$")
 
 
 def split_text(text: str, max_chars: int = MAX_CHUNK_CHARS) -> list[str]:
-    """Paragraphs packed into pieces of at most ``max_chars`` (a longer paragraph is cut at sentence ends)."""
-    pieces: list[str] = []
-    current = ""
+    """Paragraphs packed into pieces of at most ``max_chars`` (a longer paragraph is cut at sentence ends,
+    and a sentence longer still at ``max_chars``), in the text's order."""
+    parts: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
         paragraph = paragraph.strip()
-        if not paragraph:
-            continue
-        parts = [paragraph]
         if len(paragraph) > max_chars:
-            parts, part = [], ""
-            for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
-                while len(sentence) > max_chars:
-                    parts.append(sentence[:max_chars])
-                    sentence = sentence[max_chars:]
-                if part and len(part) + 1 + len(sentence) > max_chars:
-                    parts.append(part)
-                    part = ""
-                part = f"{part} {sentence}".strip()
-            if part:
-                parts.append(part)
-        for part in parts:
-            if current and len(current) + 2 + len(part) > max_chars:
-                pieces.append(current)
-                current = ""
-            current = f"{current}\n\n{part}".strip()
+            parts.extend(_pack(_sentences(paragraph, max_chars), max_chars, " "))
+        elif paragraph:
+            parts.append(paragraph)
+    return _pack(parts, max_chars, "\n\n")
+
+
+def _sentences(paragraph: str, max_chars: int) -> Iterator[str]:
+    for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
+        while len(sentence) > max_chars:
+            yield sentence[:max_chars]
+            sentence = sentence[max_chars:]
+        if sentence:
+            yield sentence
+
+
+def _pack(units: Iterable[str], max_chars: int, joiner: str) -> list[str]:
+    """``units`` (each at most ``max_chars``) joined into as few pieces of at most ``max_chars`` as they go."""
+    pieces: list[str] = []
+    current = ""
+    for unit in units:
+        if current and len(current) + len(joiner) + len(unit) > max_chars:
+            pieces.append(current)
+            current = ""
+        current = f"{current}{joiner}{unit}" if current else unit
     if current:
         pieces.append(current)
     return pieces

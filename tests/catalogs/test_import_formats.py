@@ -11,6 +11,7 @@ import pytest
 from openpyxl import Workbook
 
 from catalogs.importers import detect_format, parse_availability, parse_price, strip_html
+from catalogs.importers.documents import split_text
 from catalogs.models import Chunk, Document, Item
 from tests.factories import BusinessFactory
 
@@ -283,6 +284,16 @@ def test_long_text_is_split_by_size(import_catalog):
     assert len(chunks) == 4
     assert all(len(c.text) <= 1200 for c in chunks)
     assert Document.objects.get(business=business).kind == "policy"
+
+
+def test_split_text_keeps_the_order_around_an_overlong_sentence():
+    # A sentence longer than a chunk used to be emitted before the sentences that came ahead of it.
+    run_on = "word " * 40
+    text = f"First sentence. {run_on.strip()}. Last one.\n\nNext paragraph."
+    pieces = split_text(text, max_chars=60)
+    assert "".join(pieces).replace("\n\n", " ").replace(" ", "") == text.replace("\n\n", " ").replace(" ", "")
+    assert pieces[0].startswith("First sentence.")
+    assert all(len(piece) <= 60 for piece in pieces)
 
 
 def test_faq_csv_of_question_answer_pairs(import_catalog):
