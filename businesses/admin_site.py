@@ -9,7 +9,7 @@ registry to check it).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin
@@ -35,8 +35,10 @@ class SuperuserAdminConfig(AdminConfig):
 KEEP_HELP = "Stored encrypted and never shown. Leave blank to keep the current value."
 
 
-class WriteOnlySecretsForm(forms.ModelForm):
-    """A blank secret field keeps the stored value (it is dropped from cleaned_data, so it is not assigned)."""
+class WriteOnlySecretsForm(forms.ModelForm[Any]):
+    """A blank secret field keeps the stored value (it is dropped from cleaned_data, so it is not assigned).
+
+    One form for every model with secrets: ``get_form`` builds the model's own subclass of it."""
 
     secret_fields: tuple[str, ...] = ()
 
@@ -48,7 +50,10 @@ class WriteOnlySecretsForm(forms.ModelForm):
         return cleaned
 
 
-class WriteOnlySecretsAdmin(admin.ModelAdmin):
+_M = TypeVar("_M", bound=models.Model)
+
+
+class WriteOnlySecretsAdmin(admin.ModelAdmin[_M]):
     form = WriteOnlySecretsForm
 
     def _secret_fields(self) -> tuple[str, ...]:

@@ -54,7 +54,7 @@ def decrypt(stored: str) -> str:
         raise ValueError("stored secret cannot be decrypted with FIELD_ENCRYPTION_KEY") from exc
 
 
-class EncryptedTextField(models.TextField):
+class EncryptedTextField(models.TextField[str, str]):
     """A text column holding ``fernet:<token>``; Python code sees the plain value.
 
     Not queryable by value (each encryption is randomised), which is why routing uses plain id columns.

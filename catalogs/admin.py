@@ -8,7 +8,7 @@ from catalogs.models import Chunk, Document, Import, Item
 
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
+class ItemAdmin(admin.ModelAdmin[Item]):
     list_display = (
         "external_id",
         "title",
@@ -26,7 +26,7 @@ class ItemAdmin(admin.ModelAdmin):
     readonly_fields = ("content_hash", "embedding_model", "created_at", "updated_at")
 
 
-class ChunkInline(admin.TabularInline):
+class ChunkInline(admin.TabularInline[Chunk, Document]):
     model = Chunk
     fields = ("ordinal", "heading", "text", "embedding_model")
     readonly_fields = fields
@@ -35,7 +35,7 @@ class ChunkInline(admin.TabularInline):
 
 
 @admin.register(Document)
-class DocumentAdmin(admin.ModelAdmin):
+class DocumentAdmin(admin.ModelAdmin[Document]):
     list_display = ("title", "kind", "filename", "business", "is_active", "updated_at")
     list_filter = ("kind", "business")
     search_fields = ("title", "filename")
@@ -44,7 +44,7 @@ class DocumentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Import)
-class ImportAdmin(admin.ModelAdmin):
+class ImportAdmin(admin.ModelAdmin[Import]):
     list_display = (
         "id",
         "business",

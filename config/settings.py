@@ -8,11 +8,16 @@ import re
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from config.email import email_settings
 from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str, env_url
 from devstack import paths as embedded
+
+# Class statements subscript Django's generic classes (admin.ModelAdmin[Item], models.TextField[str, str]) as
+# django-stubs types them; this makes them subscriptable at run time too, before any app module is imported.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -187,7 +192,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 def _redis_db(url: str) -> int:
     from redis.connection import parse_url
 
-    return int(parse_url(url).get("db") or 0)
+    # redis-py leaves parse_url unannotated.
+    return int(parse_url(url).get("db") or 0)  # type: ignore[no-untyped-call]
 
 
 # Pub/sub: a group send is one PUBLISH, and each ASGI process reads its sockets' groups from one subscription

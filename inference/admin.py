@@ -13,7 +13,7 @@ from inference.models import InferenceCall, InferenceEndpoint
 
 
 @admin.register(InferenceEndpoint)
-class InferenceEndpointAdmin(WriteOnlySecretsAdmin):
+class InferenceEndpointAdmin(WriteOnlySecretsAdmin[InferenceEndpoint]):
     list_display = ["name", "base_url", "model", "weight", "kind", "enabled", "live_state"]
     list_filter = ["enabled", "kind"]
     search_fields = ["name", "base_url", "model"]
@@ -29,7 +29,7 @@ class InferenceEndpointAdmin(WriteOnlySecretsAdmin):
         return f"{health}; circuit {current.circuit}; {current.inflight} in flight"
 
     def save_model(self, request: HttpRequest, obj: InferenceEndpoint, form: object, change: bool) -> None:
-        super().save_model(request, obj, form, change)  # type: ignore[arg-type]
+        super().save_model(request, obj, form, change)
         # This process sees the change at once; other processes within endpoints.REFRESH_SECONDS.
         reset_endpoint_cache()
 
@@ -48,7 +48,7 @@ class InferenceEndpointAdmin(WriteOnlySecretsAdmin):
 
 
 @admin.register(InferenceCall)
-class InferenceCallAdmin(admin.ModelAdmin):
+class InferenceCallAdmin(admin.ModelAdmin[InferenceCall]):
     list_display = [
         "created_at",
         "business",

@@ -12,7 +12,7 @@ from messaging.models import Contact, Conversation, Message
 from messaging.services import conversation_hand_back, conversation_handoff
 
 
-class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
+class MessageInline(admin.TabularInline[Message, Conversation]):
     model = Message
     extra = 0
     fields = ["created_at", "role", "status", "text", "delivery"]
@@ -23,14 +23,14 @@ class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ContactAdmin(admin.ModelAdmin[Contact]):
     list_display = ["__str__", "business", "channel", "external_id", "created_at"]
     list_filter = ["channel", "business"]
     search_fields = ["external_id", "name"]
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = ["pk", "business", "contact", "channel", "state", "last_customer_message_at", "updated_at"]
     list_filter = ["state", "channel", "business"]
     readonly_fields = [
@@ -60,7 +60,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class MessageAdmin(admin.ModelAdmin[Message]):
     list_display = ["pk", "business", "conversation", "role", "status", "short_text", "created_at"]
     list_filter = ["role", "status", "channel", "business"]
     search_fields = ["text", "channel_message_id", "client_message_id"]

@@ -59,7 +59,7 @@ class ImportRejected(Exception):
 def import_start(
     *,
     business: Business,
-    upload: IO[bytes] | File | None = None,
+    upload: IO[bytes] | File[bytes] | None = None,
     path: Path | str | None = None,
     filename: str | None = None,
     mode: str = Import.Mode.UPSERT,
