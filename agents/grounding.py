@@ -21,9 +21,9 @@ Policy claims are checked in ``agents.policy_claims``; what the model may add to
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 SYMBOLS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY", "₹": "INR"}
 CODES = {
@@ -128,9 +128,13 @@ class StockClaim:
     in_stock: bool
 
 
+IssueKind = Literal["wrong_price", "unknown_price", "wrong_stock", "wrong_policy"]
+Action = Literal["none", "corrected", "withheld", "flagged"]
+
+
 @dataclass
 class Issue:
-    kind: Literal["wrong_price", "unknown_price", "wrong_stock", "wrong_policy"]
+    kind: IssueKind
     text: str
     start: int
     end: int
@@ -138,22 +142,50 @@ class Issue:
     expected: str = ""
 
 
+class IssueJson(TypedDict):
+    """An ``Issue`` as stored on the reply (its offsets are dropped: they point into a text not kept)."""
+
+    kind: IssueKind
+    text: str
+    item_id: int | None
+    expected: str
+
+
+class GroundingJson(TypedDict):
+    """A ``GroundingResult`` as stored on the reply (``Message.grounding``, with what ``agents.respond`` adds)."""
+
+    mode: str
+    ok: bool
+    action: Action
+    issues: list[IssueJson]
+    prices_checked: int
+    stock_checked: int
+    products_mentioned: list[int]
+
+
 @dataclass
 class GroundingResult:
     mode: str
     ok: bool
-    action: Literal["none", "corrected", "withheld", "flagged"]
+    action: Action
     issues: list[Issue] = field(default_factory=list)
     prices_checked: int = 0
     stock_checked: int = 0
     products_mentioned: list[int] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for issue in data["issues"]:
-            issue.pop("start")
-            issue.pop("end")
-        return data
+    def as_json(self) -> GroundingJson:
+        return {
+            "mode": self.mode,
+            "ok": self.ok,
+            "action": self.action,
+            "issues": [
+                {"kind": i.kind, "text": i.text, "item_id": i.item_id, "expected": i.expected}
+                for i in self.issues
+            ],
+            "prices_checked": self.prices_checked,
+            "stock_checked": self.stock_checked,
+            "products_mentioned": list(self.products_mentioned),
+        }
 
 
 def parse_amount(raw: str) -> tuple[Decimal, bool] | None:
@@ -402,7 +434,22 @@ def apply(text: str, result: GroundingResult, *, withheld_message: str) -> tuple
     return out, result
 
 
-def card_for(item: GroundItem) -> dict[str, Any]:
+class Card(TypedDict):
+    """A product card (on ``message.done`` and the stored reply; docs/websocket-protocol.md, "Cards"): catalog
+    facts only. Prices are strings with two decimals."""
+
+    item_id: int
+    external_id: str
+    title: str
+    price: str | None
+    sale_price: str | None
+    currency: str
+    availability: str
+    image_url: str
+    url: str
+
+
+def card_for(item: GroundItem) -> Card:
     return {
         "item_id": item.item_id,
         "external_id": item.external_id,
@@ -416,7 +463,7 @@ def card_for(item: GroundItem) -> dict[str, Any]:
     }
 
 
-def cards_for(result: GroundingResult, items: list[GroundItem], *, fallback: int = 3) -> list[dict[str, Any]]:
+def cards_for(result: GroundingResult, items: list[GroundItem], *, fallback: int = 3) -> list[Card]:
     """Cards for the products the reply names (in the reply's order); a withheld reply shows the top
     ``fallback`` cited products instead, so that the customer still gets the catalog's facts."""
     by_id = {item.item_id: item for item in items}

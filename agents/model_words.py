@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from agents.screen import Screen, screen
 from inference import types as inference
@@ -17,6 +18,17 @@ from inference.chat import stream_chat
 MAX_DROPPED_SENTENCES = 3
 # Between two sentences: white space after . ! ? or a line break (kept: the model's lists and paragraphs stay).
 _SENTENCE_END = re.compile(r"((?<=[.!?])\s+|\s*\n\s*)")
+
+
+class Dropped(TypedDict):
+    """A sentence of the model's held back, and why (``agents.screen``): stored in the reply's checks."""
+
+    sentence: str
+    reason: str
+
+
+class ModelTimings(TypedDict, total=False):
+    pool_first_token: float  # ms from the request to the pool's first token
 
 
 @dataclass
@@ -29,10 +41,10 @@ class ModelWords:
     ``error`` set and the answer as it was."""
 
     raw: list[str] = field(default_factory=list)
-    dropped: list[dict[str, str]] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
     end: inference.StreamEnd | None = None
     error: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: ModelTimings = field(default_factory=ModelTimings)
 
     def _take(self, sentence: str, gap: str, context: Screen, shown: list[str]) -> str | None:
         """The sentence as shown, after the white space the model put before it (a line break stays one),

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from django.db import models
 
 
 def default_business_hours() -> dict[str, list[list[str]]]:
     """Every weekday open all day: an empty list of ranges for a day means closed."""
     return {day: [["00:00", "24:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+class Theme(TypedDict):
+    """How the widget looks (``Agent.theme``; the chat socket's ``ready`` frame)."""
+
+    color: str
+    position: str
+    title: str
+    avatar_url: str
+    dark_mode: str
 
 
 class Agent(models.Model):
@@ -83,7 +95,7 @@ class Agent(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.business_id})"
 
-    def theme(self) -> dict[str, str]:
+    def theme(self) -> Theme:
         return {
             "color": self.theme_color,
             "position": self.theme_position,

@@ -32,13 +32,13 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from django.conf import settings
 from django.utils import timezone
 
 from agents import answers, grounding
-from agents.model_words import ModelWords, joined
+from agents.model_words import Dropped, ModelTimings, ModelWords, joined
 from agents.models import Agent
 from agents.policy_claims import policy_issues
 from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, private_text, retrieval_query
@@ -60,14 +60,35 @@ class TextDelta:
     text: str
 
 
-@dataclass(frozen=True)
-class Citation:
-    kind: str  # "item" | "chunk"
+class CitationJson(TypedDict):
+    """A ``Citation`` as stored on the reply (``Message.citations``)."""
+
+    kind: Literal["item", "chunk"]
     item_id: int | None
     chunk_id: int | None
     external_id: str
     title: str
     score: float
+
+
+@dataclass(frozen=True)
+class Citation:
+    kind: Literal["item", "chunk"]
+    item_id: int | None
+    chunk_id: int | None
+    external_id: str
+    title: str
+    score: float
+
+    def as_json(self) -> CitationJson:
+        return {
+            "kind": self.kind,
+            "item_id": self.item_id,
+            "chunk_id": self.chunk_id,
+            "external_id": self.external_id,
+            "title": self.title,
+            "score": self.score,
+        }
 
 
 @dataclass(frozen=True)
@@ -81,16 +102,45 @@ class Usage:
     completion_tokens: int
 
 
+class AnswerTimings(ModelTimings, total=False):
+    """Where an answer's time went, in ms (``Done.timings``; the reply engine adds its own: messaging.replies.claim)."""
+
+    retrieval: float
+    translation: float  # a question asked again in English
+    prompt: float
+    first_token: float
+    total: float
+
+
+class AnswerChecks(TypedDict, total=False):
+    """What the checks found (``Done.grounding``, stored on the reply): the grounding result's fields
+    (``grounding.GroundingJson``) and what ``respond`` adds; a refusal and a no-results answer carry only
+    ``refused`` / ``answer``."""
+
+    mode: str
+    ok: bool
+    action: grounding.Action
+    issues: list[grounding.IssueJson]
+    prices_checked: int
+    stock_checked: int
+    products_mentioned: list[int]
+    answer: answers.Kind
+    language: str
+    dropped: list[Dropped]  # the model's sentences held back, and why
+    model_error: str
+    refused: bool
+
+
 @dataclass(frozen=True)
 class Done:
     text: str
-    cards: list[dict[str, Any]]
-    grounding: dict[str, Any]
+    cards: list[grounding.Card]
+    grounding: AnswerChecks
     raw_text: str  # what the model said, before screening ("" when it was not asked or failed)
     finish_reason: str = "stop"
     endpoint: str = ""
     no_results: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: AnswerTimings = field(default_factory=AnswerTimings)
 
 
 Event = TextDelta | Citations | Usage | Done
@@ -159,7 +209,7 @@ async def respond(
 ) -> AsyncGenerator[Event, None]:
     """Retrieve, compose from the data, let the model add what passes the checks (see the module docstring)."""
     started = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings: AnswerTimings = {}
     asked = signals(question)
     refusal = REFUSAL if forbidden_topic(agent, question) else INTERNALS_REFUSAL if asked.internals else ""
     if refusal:
@@ -260,7 +310,7 @@ async def respond(
                 yield TextDelta(event)
             else:
                 yield Usage(event.prompt_tokens, event.completion_tokens)
-        timings.update(model.timings)
+        timings = {**timings, **model.timings}
 
     if not shown:
         # Small talk the model could not answer: the agent's greeting still answers a "hello".
@@ -279,16 +329,25 @@ async def respond(
     if out_of_hours and agent.out_of_hours_message.strip():
         final = f"{final}\n\n{agent.out_of_hours_message.strip()}"
     timings["total"] = _ms(started)
+    found = result.as_json()
+    checks: AnswerChecks = {
+        "mode": found["mode"],
+        "ok": found["ok"],
+        "action": found["action"],
+        "issues": found["issues"],
+        "prices_checked": found["prices_checked"],
+        "stock_checked": found["stock_checked"],
+        "products_mentioned": found["products_mentioned"],
+        "answer": plan.kind,
+        "language": plan.language,
+        "dropped": model.dropped,
+    }
+    if model.error:
+        checks["model_error"] = model.error[:500]
     yield Done(
         text=final,
         cards=grounding.cards_for(result, cited),
-        grounding={
-            **result.as_json(),
-            "answer": plan.kind,
-            "language": plan.language,
-            "dropped": model.dropped,
-            **({"model_error": model.error[:500]} if model.error else {}),
-        },
+        grounding=checks,
         raw_text="".join(model.raw).strip(),
         finish_reason=model.end.finish_reason if model.end else ("error" if model.error else "closed"),
         endpoint=model.end.endpoint if model.end else "",

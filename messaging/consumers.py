@@ -23,6 +23,21 @@ from businesses.models import Business
 from businesses.selectors import business_for_widget_key, origin_allowed
 from common import aio
 from messaging import query_vectors, ratelimits, selectors, services, streams
+from messaging.events import (
+    AgentInfo,
+    DeltaEntry,
+    DeltaFrame,
+    ErrorFrame,
+    HandoffEvent,
+    HelloFrame,
+    MessageCreatedEvent,
+    MessageDoneEvent,
+    MessageFrame,
+    MessagePayload,
+    ReplyDeltaEvent,
+    ServerFrame,
+    StopFrame,
+)
 from messaging.models import Channel, Conversation, Message, conversation_group
 from messaging.visitors import visitor_from_token, visitor_token_issue
 
@@ -46,9 +61,9 @@ def _business(widget_key: str) -> Business | None:
 
 def _ready_state(
     business: Business, visitor_id: str, conversation_id: int | None
-) -> tuple[dict[str, Any], Conversation | None, list[dict[str, Any]], list[int]]:
+) -> tuple[AgentInfo, Conversation | None, list[MessagePayload], list[int]]:
     agent = agent_for(business)
-    agent_info = {"name": agent.name, "greeting": agent.greeting, "theme": agent.theme()}
+    agent_info: AgentInfo = {"name": agent.name, "greeting": agent.greeting, "theme": agent.theme()}
     conversation = selectors.visitor_conversation(business, visitor_id, conversation_id)
     if conversation is None:
         return agent_info, None, [], []
@@ -152,8 +167,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if self.address_registered and self.business is not None:
             await ratelimits.address_connection_close(self.business.pk, self.address, self.channel_name)
 
-    async def error(self, code: str, detail: str, **extra: Any) -> None:
-        await self.send_json({"type": "error", "code": code, "detail": detail, **extra})
+    async def send_frame(self, frame: ServerFrame) -> None:
+        await self.send_json(frame)
+
+    async def error(self, code: str, detail: str, *, client_id: str | None = None) -> None:
+        frame: ErrorFrame = {"type": "error", "code": code, "detail": detail}
+        if client_id is not None:
+            frame["client_id"] = client_id
+        await self.send_frame(frame)
 
     # --- client frames ----------------------------------------------------------------------------------
 
@@ -170,7 +191,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         elif kind == "stop":
             await self.on_stop(content)
         elif kind == "ping":
-            await self.send_json({"type": "pong"})
+            await self.send_frame({"type": "pong"})
         else:
             await self.error("bad_frame", f"Unknown frame type {kind!r}.")
 
@@ -186,13 +207,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except ValueError:
             await self.error("bad_frame", "Frames are JSON objects.")
 
-    async def on_hello(self, content: dict[str, Any]) -> None:
+    async def on_hello(self, content: HelloFrame) -> None:
         assert self.business is not None
         if self.visitor_id is not None:
             await self.error("bad_frame", "hello was already sent.")
             return
-        token = content.get("visitor_token")
-        visitor_id = visitor_from_token(self.business.pk, token if isinstance(token, str) else None)
+        given = content.get("visitor_token")
+        token = given if isinstance(given, str) else ""
+        visitor_id = visitor_from_token(self.business.pk, token)
         if visitor_id is None:
             # Every visitor gets its own message limit: minting them is what an address is limited in.
             if not await ratelimits.new_visitor_allowed(self.business.pk, self.address):
@@ -226,8 +248,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             )
         if conversation is not None:
             await self.join(conversation.pk)
-        last_seq = content.get("last_seq") if isinstance(content.get("last_seq"), dict) else {}
-        await self.send_json(
+        given_seq = content.get("last_seq")
+        last_seq = given_seq if isinstance(given_seq, dict) else {}
+        await self.send_frame(
             {
                 "type": "ready",
                 "visitor_token": token,
@@ -255,7 +278,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.group = conversation_group(conversation_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
 
-    async def on_message(self, content: dict[str, Any]) -> None:
+    async def on_message(self, content: MessageFrame) -> None:
         assert self.business is not None and self.visitor_id is not None
         client_id = content.get("client_id")
         text = content.get("text")
@@ -289,7 +312,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             assert self.conversation_id is not None
             stored = await aio.database(_stored, self.business, self.conversation_id, client_id)
             if stored is not None:
-                await self.send_json(
+                await self.send_frame(
                     {"type": "message.created", "message": selectors.message_payload(stored)}
                 )
             return
@@ -301,9 +324,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         payload = selectors.message_payload(message)
         payload["stored_ms"] = round((time.perf_counter() - started) * 1000, 2)
         # To the group: the visitor's other tabs see it too (this socket gets it from the group as well).
-        await self.channel_layer.group_send(self.group, {"type": "message.created", "message": payload})
+        created: MessageCreatedEvent = {"type": "message.created", "message": payload}
+        await self.channel_layer.group_send(self.group, created)
 
-    async def on_stop(self, content: dict[str, Any]) -> None:
+    async def on_stop(self, content: StopFrame) -> None:
         assert self.business is not None
         if self.conversation_id is None:
             return
@@ -316,32 +340,40 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     # --- group events ------------------------------------------------------------------------------------
 
-    async def send_delta(self, message_id: int, entry: dict[str, Any]) -> None:
+    async def send_delta(self, message_id: int, entry: DeltaEntry, sent_at: float | None = None) -> None:
+        """``sent_at``: the worker's clock, sent on seq 1 (a live delta has it, the log does not keep it)."""
         seq = int(entry["seq"])
         if seq <= self.sent_seq.get(message_id, 0):
             return  # already sent (from the log, or a duplicate): never repeat
         self.sent_seq[message_id] = seq
-        frame: dict[str, Any] = {"type": "delta", "message_id": message_id, "seq": seq, "text": entry["text"]}
+        frame: DeltaFrame = {"type": "delta", "message_id": message_id, "seq": seq, "text": entry["text"]}
         if entry.get("reset"):
             frame["reset"] = True
-        if "sent_at" in entry and seq == 1:
-            frame["sent_at"] = entry["sent_at"]
-        await self.send_json(frame)
+        if sent_at is not None and seq == 1:
+            frame["sent_at"] = sent_at
+        await self.send_frame(frame)
 
-    async def reply_delta(self, event: dict[str, Any]) -> None:
+    async def reply_delta(self, event: ReplyDeltaEvent) -> None:
         message_id = int(event["message_id"])
         # A reply's first delta carries its message.created: sent with that delta, never after it (a resumed
         # socket may have had the delta from the log already, and an empty upsert would wipe its text).
         if "created" in event and int(event["seq"]) > self.sent_seq.get(message_id, 0):
-            await self.send_json({"type": "message.created", "message": event["created"]})
-        await self.send_delta(message_id, event)
+            await self.send_frame({"type": "message.created", "message": event["created"]})
+        await self.send_delta(message_id, event, event.get("sent_at"))
 
-    async def message_created(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "message.created", "message": event["message"]})
+    async def message_created(self, event: MessageCreatedEvent) -> None:
+        await self.send_frame({"type": "message.created", "message": event["message"]})
 
-    async def message_done(self, event: dict[str, Any]) -> None:
-        frame = {k: v for k, v in event.items() if k != "type"}
-        await self.send_json({"type": "message.done", **frame})
+    async def message_done(self, event: MessageDoneEvent) -> None:
+        await self.send_frame(
+            {
+                "type": "message.done",
+                "message_id": event["message_id"],
+                "text": event["text"],
+                "status": event["status"],
+                "cards": event["cards"],
+            }
+        )
 
-    async def conversation_handoff(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "handoff", "state": event["state"], "reason": event.get("reason", "")})
+    async def conversation_handoff(self, event: HandoffEvent) -> None:
+        await self.send_frame({"type": "handoff", "state": event["state"], "reason": event.get("reason", "")})

@@ -9,12 +9,13 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from businesses.models import Business
+from messaging.events import MessagePayload
 from messaging.models import Channel, Contact, Conversation, Message
 
 HISTORY_LIMIT = 50
 
 
-def message_payload(message: Message) -> dict[str, Any]:
+def message_payload(message: Message) -> MessagePayload:
     """A message as the websocket protocol sends it (docs/websocket-protocol.md)."""
     return {
         "id": message.pk,

@@ -24,6 +24,7 @@ from django.utils import timezone
 from businesses.models import Business
 from common.tasks import enqueue_on_commit
 from messaging import rows
+from messaging.events import ConversationEvent
 from messaging.models import Channel, Contact, Conversation, Message, conversation_group
 from messaging.replies import policy
 from messaging.selectors import message_payload
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=models.Model)
 
 
-def group_send(group: str, event: dict[str, Any]) -> None:
+def group_send(group: str, event: ConversationEvent) -> None:
     """Broadcast to a conversation's group from sync code (a service's on-commit hook)."""
     layer = get_channel_layer()
     if layer is not None:

@@ -17,12 +17,12 @@ import contextlib
 import json
 import logging
 import weakref
-from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from common.redis import async_client
+from messaging.events import DeltaEntry, ReplyDeltaEvent
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def cancel_key(message_id: int | str) -> str:
 
 
 async def log_append(
-    message_id: int, entry: dict[str, Any], *, then_send: tuple[str, dict[str, Any]] | None = None
+    message_id: int, entry: DeltaEntry, *, then_send: tuple[str, ReplyDeltaEvent] | None = None
 ) -> None:
     """Append ``entry`` to the reply's log; with ``then_send`` (a group, an event), send the event to the group
     in the same round trip. Redis runs a pipeline's commands in order, so the entry is logged before the event
@@ -55,7 +55,7 @@ async def log_append(
     await pipe.execute()
 
 
-async def log_read(message_id: int, after_seq: int = 0) -> list[dict[str, Any]]:
+async def log_read(message_id: int, after_seq: int = 0) -> list[DeltaEntry]:
     """Entries with ``seq > after_seq`` (a reset entry starts the text over: keep from the last one)."""
     raw = await async_client().lrange(log_key(message_id), 0, -1)
     return [entry for entry in (json.loads(r) for r in raw) if int(entry["seq"]) > after_seq]

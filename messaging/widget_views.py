@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 from businesses.models import Business
 from businesses.selectors import business_for_demo_page, business_for_widget_key, origin_allowed, scoped
 from catalogs.models import Availability, Item
+from messaging.events import AgentInfo
 
 WIDGET_PATH = Path(__file__).resolve().parent / "static" / "bizagent" / "widget.js"
 # The URL has no version in it (it is pasted into customers' sites once), so caches must come back soon; an
@@ -84,7 +85,7 @@ def widget_js(request: HttpRequest) -> HttpResponse:
     return _cross_origin(response)
 
 
-def agent_public(business: Business) -> dict[str, object]:
+def agent_public(business: Business) -> AgentInfo:
     """What the widget may know about the business's agent: its name, greeting and theme. No secrets."""
     from agents.selectors import agent_for
 

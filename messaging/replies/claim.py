@@ -19,13 +19,15 @@ import datetime as dt
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, TypedDict
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from agents.grounding import Card
 from agents.models import Agent
+from agents.respond import AnswerChecks, AnswerTimings, CitationJson
 from businesses.models import Business
 from messaging import rows, selectors
 from messaging.models import Channel, Conversation, Message
@@ -56,6 +58,37 @@ def claim_is_stale(claimed_at: dt.datetime | None, claimed_by: str, now: dt.date
     return False
 
 
+# Why a claim was not made (``reply_claim``).
+Unclaimed = Literal["gone", "answered", "human", "busy"]
+
+
+class ReplyChecks(AnswerChecks, total=False):
+    """``Message.grounding`` of a reply: the answer's checks (``agents.respond``), whether it found nothing to
+    ground on (read back by ``selectors.WINDOW_SQL``), or why the agent handed the conversation over instead
+    (the dashboard's analytics count it)."""
+
+    no_results: bool
+    handoff: str
+
+
+class ReplyTimings(AnswerTimings, total=False):
+    """``Message.timings`` of a reply, in ms: the answer's (``agents.respond``; its ``first_token`` is the
+    engine's own, counted from the task's start) and the engine's."""
+
+    queue_wait: float  # from the task's queueing to its start (two clocks: the sender's and the worker's)
+    lock: float
+    claim: float
+    stream_setup: float
+    group_sends: int  # a count: message.created, the deltas and message.done
+
+
+class ReplyUsage(TypedDict, total=False):
+    """``Message.usage`` of a reply: the pool's token counts (empty when the model was not asked)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
 @dataclass
 class ReplyClaim:
     customer: Message
@@ -69,7 +102,9 @@ class ReplyClaim:
     agent: Agent | None = None  # the business's agent settings, when the claim read them too
 
 
-def reply_claim(*, message_id: int, worker: str, conversation_id: int | None = None) -> ReplyClaim | str:
+def reply_claim(
+    *, message_id: int, worker: str, conversation_id: int | None = None
+) -> ReplyClaim | Unclaimed:
     """Claim the reply to a customer message, exactly once. Returns the claim, or why not:
     ``gone``, ``answered`` (already done, or superseded by a newer message of a burst), ``human``,
     ``busy`` (another live worker holds it: retry later).
@@ -290,11 +325,11 @@ def reply_finish(
     worker: str,
     status: str,
     text: str,
-    citations: list[dict[str, Any]],
-    cards: list[dict[str, Any]],
-    grounding: dict[str, Any],
-    usage: dict[str, Any],
-    timings: dict[str, Any],
+    citations: list[CitationJson],
+    cards: list[Card],
+    grounding: ReplyChecks,
+    usage: ReplyUsage,
+    timings: ReplyTimings,
     error: str = "",
 ) -> bool:
     """Save the final reply and mark the customer messages answered, if this worker still holds the claim.

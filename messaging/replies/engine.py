@@ -28,22 +28,28 @@ import functools
 import logging
 import time
 import uuid
-from dataclasses import asdict
-from typing import Any
+from typing import Literal
 
 from channels.layers import get_channel_layer
 
 from agents import respond as agent
+from agents.grounding import Card
 from agents.models import Agent
 from agents.prompts import Turn, handoff_reason
+from agents.respond import CitationJson
+from agents.retrieval import Prefetch
 from agents.selectors import agent_for
 from common import aio
 from common.redis import close_async_client
 from messaging import query_vectors, streams
+from messaging.events import MessageCreatedEvent, MessageDoneEvent
 from messaging.models import Message
 from messaging.replies import policy
 from messaging.replies.claim import (
+    ReplyChecks,
     ReplyClaim,
+    ReplyTimings,
+    ReplyUsage,
     reply_claim,
     reply_finish,
     reply_handoff,
@@ -57,6 +63,11 @@ from messaging.selectors import message_payload
 logger = logging.getLogger(__name__)
 
 STOPPED = "stopped by the customer"
+
+# What became of a reply (``run_reply``): ``busy`` is retried by the task; the rest end it.
+ReplyOutcome = Literal[
+    "done", "cut", "failed", "stopped", "handoff", "busy", "answered", "human", "gone", "lost"
+]
 
 db = aio.database
 
@@ -81,7 +92,7 @@ async def run_reply(
     text: str | None = None,
     query_vector_token: str | None = None,
     may_retry: bool = False,
-) -> str:
+) -> ReplyOutcome:
     """The whole reply, in the caller's event loop. Returns what happened: ``done``, ``cut``, ``failed``,
     ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``.
 
@@ -117,7 +128,7 @@ async def _run_reply(
     text: str | None,
     query_vector_token: str | None,
     may_retry: bool,
-) -> str:
+) -> ReplyOutcome:
     started = time.perf_counter()
     wall_start = time.time()
     worker = f"{worker_id()}:{uuid.uuid4().hex[:8]}"
@@ -132,7 +143,7 @@ async def _run_reply(
     prefetch = None
     if business_id and text:
         handed = functools.partial(query_vectors.take, query_vector_token) if query_vector_token else None
-        prefetch = agent.Prefetch.start(business_id, text, handed)
+        prefetch = Prefetch.start(business_id, text, handed)
     claim: ReplyClaim | None = None
     stream: ReplyStream | None = None
     try:
@@ -142,7 +153,7 @@ async def _run_reply(
         claim = claimed
         agent_row = await _agent_of(claim)
         turns = [Turn(role=m.role, text=m.text) for m in claim.turns]
-        timings: dict[str, Any] = {
+        timings: ReplyTimings = {
             "lock": round((locked - started) * 1000, 2),
             "claim": round((time.perf_counter() - locked) * 1000, 2),
         }
@@ -159,9 +170,7 @@ async def _run_reply(
             await hold.release()
             claim.reply.text, claim.reply.status = said, Message.Status.DONE
             layer = get_channel_layer()
-            await layer.group_send(
-                group, {"type": "message.created", "message": message_payload(claim.reply)}
-            )
+            await layer.group_send(group, _created_event(claim.reply))
             await layer.group_send(group, _done_event(claim.reply.pk, said, "done", []))
             return "handoff"
 
@@ -205,7 +214,7 @@ async def _release(claim: ReplyClaim, worker: str) -> None:
 
 async def _finish_failed(
     claim: ReplyClaim, worker: str, hold: ConversationHold, stream: ReplyStream | None, error: Exception
-) -> str:
+) -> ReplyOutcome:
     """The reply row finished ``failed`` with the text already shown (the widget says the reply could not
     finish and offers to ask again), and its sockets told. An error here leaves the claim to run out (the
     sweeper queues the reply again)."""
@@ -231,12 +240,16 @@ async def _finish_failed(
     if stream is None or not stream.announced or stream.created is not None:
         # Never announced, or its message.created still waits for a first delta that will not be sent.
         claim.reply.text, claim.reply.status = text, Message.Status.FAILED
-        await layer.group_send(group, {"type": "message.created", "message": message_payload(claim.reply)})
+        await layer.group_send(group, _created_event(claim.reply))
     await layer.group_send(group, _done_event(claim.reply.pk, text, Message.Status.FAILED, []))
     return "failed"
 
 
-def _done_event(message_id: int, text: str, status: str, cards: list[Any]) -> dict[str, Any]:
+def _created_event(reply: Message) -> MessageCreatedEvent:
+    return {"type": "message.created", "message": message_payload(reply)}
+
+
+def _done_event(message_id: int, text: str, status: str, cards: list[Card]) -> MessageDoneEvent:
     """The end of a reply as the customer's socket gets it: what the customer reads, nothing else (the
     grounding result and the timings stay on the stored message, for the business and for benchmarks)."""
     return {"type": "message.done", "message_id": message_id, "text": text, "status": status, "cards": cards}
@@ -244,23 +257,23 @@ def _done_event(message_id: int, text: str, status: str, cards: list[Any]) -> di
 
 async def _stream_reply(
     claim: ReplyClaim,
-    agent_row: Any,
+    agent_row: Agent,
     turns: list[Turn],
     question: str,
     stream: ReplyStream,
-    timings: dict[str, Any],
+    timings: ReplyTimings,
     started: float,
     hold: ConversationHold,
-    prefetch: agent.Prefetch | None,
-) -> str:
+    prefetch: Prefetch | None,
+) -> ReplyOutcome:
     reply_id = claim.reply.pk
     setup_started = time.perf_counter()
     cancels = streams.cancel_watch()
     stop_asked = await cancels.watch(reply_id)
     timings["stream_setup"] = round((time.perf_counter() - setup_started) * 1000, 2)
     final: agent.Done | None = None
-    citations: list[dict[str, Any]] = []
-    usage: dict[str, Any] = {}
+    citations: list[CitationJson] = []
+    usage: ReplyUsage = {}
 
     async def consume() -> None:
         # respond() always ends with Done: a model that fails leaves the answer composed from the data.
@@ -282,7 +295,7 @@ async def _stream_reply(
                         stream.announce_with_first_delta(claim.reply)
                     await stream.add(event.text)
                 elif isinstance(event, agent.Citations):
-                    citations = [asdict(c) for c in event.items]
+                    citations = [c.as_json() for c in event.items]
                 elif isinstance(event, agent.Usage):
                     usage = {
                         "prompt_tokens": event.prompt_tokens,
@@ -320,17 +333,19 @@ async def _stream_reply(
         raise consumer.exception()  # type: ignore[misc]
     await stream.close()
 
+    grounding: ReplyChecks
     if final is not None and not stopped:
-        timings.update({k: v for k, v in final.timings.items() if k != "first_token"})
+        answer_timings = final.timings.copy()
+        answer_timings.pop("first_token", None)  # the engine's own stands: counted from the task's start
+        timings = {**timings, **answer_timings}
+        found: ReplyChecks = {"no_results": True} if final.no_results else {}
         status, text, cards, grounding, error = (
             Message.Status.DONE,
             final.text,
             final.cards,
-            final.grounding,
+            {**final.grounding, **found},
             "",
         )
-        if final.no_results:
-            grounding = {**grounding, "no_results": True}
     else:
         # Stopped: what the customer saw stays, and all of it had passed its checks before it was shown.
         status, text, cards, grounding, error = Message.Status.CUT, stream.text, [], {}, STOPPED
@@ -360,7 +375,7 @@ async def _stream_reply(
     await stream.layer.group_send(stream.group, _done_event(reply_id, text, status, cards))
     if stopped:
         return "stopped"
-    return {Message.Status.DONE: "done", Message.Status.CUT: "cut"}.get(status, "failed")
+    return "done" if status == Message.Status.DONE else "cut" if status == Message.Status.CUT else "failed"
 
 
 def stream_worker(claim: ReplyClaim) -> str:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from common import aio
 from messaging import streams
+from messaging.events import DeltaEntry, MessagePayload, ReplyDeltaEvent
 from messaging.models import Message
 from messaging.replies.claim import reply_save_partial
 from messaging.selectors import message_payload
@@ -38,7 +38,7 @@ class ReplyStream:
         self.lock = asyncio.Lock()
         self.sends = 0
         self.announced = False
-        self.created: dict[str, Any] | None = None
+        self.created: MessagePayload | None = None
 
     async def announce(self, reply: Message) -> None:
         """The reply's ``message.created``, on its own (a reply that ends without streaming any text)."""
@@ -76,10 +76,17 @@ class ReplyStream:
             if not self.buffer:
                 return
             self.seq += 1
-            entry = {"seq": self.seq, "text": "".join(self.buffer), "reset": self.reset}
+            entry: DeltaEntry = {"seq": self.seq, "text": "".join(self.buffer), "reset": self.reset}
             self.buffer.clear()
             self.reset = False
-            event = {"type": "reply.delta", "message_id": self.message_id, "sent_at": time.time(), **entry}
+            event: ReplyDeltaEvent = {
+                "type": "reply.delta",
+                "message_id": self.message_id,
+                "sent_at": time.time(),
+                "seq": entry["seq"],
+                "text": entry["text"],
+                "reset": entry["reset"],
+            }
             if self.created is not None:
                 event["created"], self.created = self.created, None
             # Logged, then sent, in one round trip.

@@ -1,0 +1,137 @@
+"""The shapes of what a conversation's sockets get: the events of its Channels group
+(``models.conversation_group``), the entries of a reply's resume log (``streams``) and the chat socket's
+frames (``consumers``; docs/websocket-protocol.md). The keys are the wire format."""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+from agents.grounding import Card
+from agents.models import Theme
+
+
+class MessagePayload(TypedDict):
+    """A message as the protocol sends it (``selectors.message_payload``)."""
+
+    id: int
+    conversation_id: int
+    role: str
+    text: str
+    status: str
+    client_id: str
+    cards: list[Card]
+    created_at: str
+    stored_ms: NotRequired[float]  # a customer message just stored: the server's time to store it
+
+
+class DeltaEntry(TypedDict):
+    """A piece of a streamed reply's text, as its resume log keeps it."""
+
+    seq: int
+    text: str
+    reset: bool  # the reply restarted (another worker took it over): drop its text so far
+
+
+# --- the group's events: the consumer has one handler per type -----------------------------------------
+
+
+class MessageCreatedEvent(TypedDict):
+    type: Literal["message.created"]
+    message: MessagePayload
+
+
+class ReplyDeltaEvent(DeltaEntry):
+    type: Literal["reply.delta"]
+    message_id: int
+    sent_at: float  # the worker's clock (time.time()), for benchmarks
+    created: NotRequired[MessagePayload]  # the reply's message.created, riding on its first delta
+
+
+class MessageDoneEvent(TypedDict):
+    type: Literal["message.done"]
+    message_id: int
+    text: str
+    status: str
+    cards: list[Card]
+
+
+class HandoffEvent(TypedDict):
+    type: Literal["conversation.handoff"]
+    state: str
+    reason: str
+
+
+ConversationEvent = MessageCreatedEvent | ReplyDeltaEvent | MessageDoneEvent | HandoffEvent
+
+
+# --- client -> server frames -------------------------------------------------------------------------
+# As received: nothing in them is checked yet (each field is, where the consumer reads it).
+
+
+class HelloFrame(TypedDict, total=False):
+    type: Literal["hello"]
+    visitor_token: object
+    conversation_id: object
+    last_seq: object
+    contact: object
+
+
+class MessageFrame(TypedDict, total=False):
+    type: Literal["message"]
+    client_id: object
+    text: object
+
+
+class StopFrame(TypedDict, total=False):
+    type: Literal["stop"]
+    message_id: object
+
+
+# --- server -> client frames -------------------------------------------------------------------------
+
+
+class AgentInfo(TypedDict):
+    name: str
+    greeting: str
+    theme: Theme
+
+
+class ReadyFrame(TypedDict):
+    type: Literal["ready"]
+    visitor_token: str
+    conversation_id: int | None
+    state: str
+    agent: AgentInfo
+    history: list[MessagePayload]
+
+
+class DeltaFrame(TypedDict):
+    type: Literal["delta"]
+    message_id: int
+    seq: int
+    text: str
+    reset: NotRequired[Literal[True]]  # only when true
+    sent_at: NotRequired[float]  # only on seq 1
+
+
+class HandoffFrame(TypedDict):
+    type: Literal["handoff"]
+    state: str
+    reason: str
+
+
+class ErrorFrame(TypedDict):
+    type: Literal["error"]
+    code: str
+    detail: str
+    client_id: NotRequired[str]  # when about a ``message`` frame
+
+
+class PongFrame(TypedDict):
+    type: Literal["pong"]
+
+
+# ``message.created`` and ``message.done`` go to the socket as the group's events are.
+ServerFrame = (
+    ReadyFrame | MessageCreatedEvent | DeltaFrame | MessageDoneEvent | HandoffFrame | ErrorFrame | PongFrame
+)
