@@ -12,12 +12,15 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import subprocess
 import time
 
 from _pool_common import pct, setup_django, start_server, write
 
 
-async def load(seconds: float, concurrency: int, kill_at: float, victim) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+async def load(
+    seconds: float, concurrency: int, kill_at: float, victim: subprocess.Popen[str]
+) -> list[dict[str, object]]:
     from inference.chat import stream_chat
     from inference.transport import close_clients
     from inference.types import ChatRequest, PoolUnavailable, StreamCut, StreamEnd, TextDelta

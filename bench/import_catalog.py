@@ -24,9 +24,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _scratch import ROOT, scratch_database, setup_django
+
+if TYPE_CHECKING:
+    from businesses.models import Business
 
 RESULTS = ROOT / "bench" / "results" / "import_catalog.json"
 BUDGET_SECONDS_100K = 30.0
@@ -130,7 +134,7 @@ def backend_cpu_seconds() -> float | None:
 CPU: dict[str, dict[str, float | None]] = {}
 
 
-def run_import(business, path: Path, *, embed: bool, label: str) -> tuple[object, float]:
+def run_import(business: Business, path: Path, *, embed: bool, label: str) -> tuple[object, float]:
     """Wall seconds of one import; its CPU seconds (this process and the database backend) go to CPU[label].
 
     On a shared machine wall time includes waiting for a core; CPU time does not, so the sum of the two CPU

@@ -14,11 +14,17 @@ import contextlib
 import json
 import statistics
 import time
+from typing import TYPE_CHECKING
 
 from _pool_common import pct, setup_django, start_server, write
 
+if TYPE_CHECKING:
+    import httpx
 
-async def raw_stream(http, url: str, body: dict) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
+    from inference.types import ChatRequest
+
+
+async def raw_stream(http: httpx.AsyncClient, url: str, body: dict[str, object]) -> tuple[float, float, int]:
     started = time.perf_counter()
     first = None
     tokens = 0
@@ -37,7 +43,7 @@ async def raw_stream(http, url: str, body: dict) -> tuple[float, float, int]:  #
     return (first - started) * 1000, (end - first) * 1000 / max(1, tokens - 1), tokens
 
 
-async def pool_stream(request) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
+async def pool_stream(request: ChatRequest) -> tuple[float, float, int]:
     from inference.chat import stream_chat
     from inference.types import StreamEnd, TextDelta
 

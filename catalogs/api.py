@@ -43,7 +43,7 @@ def api_key_required(
     """Resolve the business from the bearer key; 401 without a valid one. The view gets ``business``."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+    def wrapper(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")
         business = business_for_api_key(key.strip()) if scheme.lower() == "bearer" else None

@@ -65,7 +65,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
+    erf: np.ndarray = sign * (1.0 - poly * np.exp(-a * a))
+    return erf
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -76,7 +77,8 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
     mean = x.mean(axis=-1, keepdims=True)
     centered = x - mean
     var = (centered * centered).mean(axis=-1, keepdims=True)
-    return centered / np.sqrt(var + eps) * weight + bias
+    normed: np.ndarray = centered / np.sqrt(var + eps) * weight + bias
+    return normed
 
 
 class _Layer:
@@ -190,7 +192,8 @@ class LocalMiniLMBackend:
         weights = mask[:, :, None]
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        unit: np.ndarray = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit
 
     def embed_array(self, texts: Sequence[str]) -> np.ndarray:
         """A (len(texts), 384) float32 array of unit vectors."""
@@ -212,7 +215,8 @@ class LocalMiniLMBackend:
         return out
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        return self.embed_array(texts).tolist()  # type: ignore[no-any-return]
+        vectors: list[list[float]] = self.embed_array(texts).tolist()
+        return vectors
 
 
 class PoolEmbeddingBackend:

@@ -6,7 +6,7 @@ import os
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 

@@ -192,8 +192,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 def _redis_db(url: str) -> int:
     from redis.connection import parse_url
 
-    # redis-py leaves parse_url unannotated.
-    return int(parse_url(url).get("db") or 0)  # type: ignore[no-untyped-call]
+    return int(parse_url(url).get("db") or 0)
 
 
 # Pub/sub: a group send is one PUBLISH, and each ASGI process reads its sockets' groups from one subscription

@@ -204,7 +204,7 @@ class StaffReplyForm(forms.Form):
     )
 
     def clean_text(self) -> str:
-        text = self.cleaned_data["text"].strip()
+        text: str = self.cleaned_data["text"].strip()
         if not text:
             raise ValidationError("Write something to send.")
         return text
@@ -354,13 +354,13 @@ class ThemeForm(forms.Form):
     theme_dark_mode = forms.ChoiceField(choices=Agent.DarkMode.choices, label="Light or dark")
 
     def clean_theme_color(self) -> str:
-        colour = self.cleaned_data["theme_color"]
+        colour: str = self.cleaned_data["theme_color"]
         if not HEX_COLOUR.match(colour):
             raise ValidationError("A colour like #2563eb.")
         return colour.lower()
 
     def clean_theme_avatar_url(self) -> str:
-        url = self.cleaned_data["theme_avatar_url"]
+        url: str = self.cleaned_data["theme_avatar_url"]
         if url and not url.startswith("https://"):
             raise ValidationError("Use an https:// address, so that the image loads on secure shops.")
         return url

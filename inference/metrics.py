@@ -142,7 +142,7 @@ class PoolCollector:
 
 def render() -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PoolCollector())  # type: ignore[arg-type]
+    registry.register(PoolCollector())
     return generate_latest(registry)
 
 

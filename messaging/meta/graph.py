@@ -98,13 +98,13 @@ def _error(body: dict[str, Any]) -> tuple[int | None, str]:
 
 
 def _delay(attempt: int, retry_after: str | None) -> float:
-    cap = settings.META_SEND_BACKOFF_CAP
+    cap: float = settings.META_SEND_BACKOFF_CAP
     if retry_after:
         try:
             return min(max(float(retry_after), 0.0), cap)
         except ValueError:
             pass
-    base = settings.META_SEND_BACKOFF * (2**attempt)
+    base: float = settings.META_SEND_BACKOFF * (2**attempt)
     return min(base * (0.5 + random.random() / 2), cap)
 
 
