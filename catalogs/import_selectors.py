@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from django.db.models import QuerySet
 
 from businesses.models import Business
 from businesses.selectors import get_scoped_or_404, scoped
-from catalogs.models import Import
-from catalogs.services.progress import progress_key
+from catalogs.models import Import, ImportCountsJson
+from catalogs.services.progress import LiveProgress, ReportLine, progress_key
 from common.redis import sync_client
 
 
@@ -25,7 +25,29 @@ def import_get(business: Business, import_id: int) -> Import:
     return get_scoped_or_404(business, Import.objects.all(), pk=import_id)
 
 
-def import_live_progress(imp: Import) -> dict[str, Any] | None:
+class ImportStatus(TypedDict):
+    """An import as the REST API returns it (``import_status``)."""
+
+    id: int
+    filename: str
+    format: str
+    mode: str
+    state: str
+    phase: str
+    rows_total: int
+    rows_done: int
+    counts: ImportCountsJson
+    error: str | None
+    errors_preview: list[ReportLine]
+    timings: dict[str, float]  # seconds per step of the import (catalogs.services.imports)
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    rate: NotRequired[float | None]  # while it runs: the live figures
+    eta: NotRequired[float | None]
+
+
+def import_live_progress(imp: Import) -> LiveProgress | None:
     """The last progress event of a running import (Redis), or None. While the import's transaction is open
     its row still says 0 rows done; this is where the live figures are."""
     if imp.state != Import.State.RUNNING:
@@ -37,9 +59,9 @@ def import_live_progress(imp: Import) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def import_status(imp: Import) -> dict[str, Any]:
+def import_status(imp: Import) -> ImportStatus:
     """The JSON the REST API returns for an import."""
-    status: dict[str, Any] = {
+    status: ImportStatus = {
         "id": imp.pk,
         "filename": imp.original_filename,
         "format": imp.format or imp.requested_format,
@@ -58,7 +80,8 @@ def import_status(imp: Import) -> dict[str, Any]:
     }
     live = import_live_progress(imp)
     if live:
-        status.update(phase=live["phase"], rows_done=live["rows_done"], rows_total=live["rows_total"])
+        status["phase"], status["rows_done"] = live["phase"], live["rows_done"]
+        status["rows_total"] = live["rows_total"]
         status["rate"], status["eta"] = live.get("rate"), live.get("eta")
     return status
 

@@ -7,6 +7,8 @@ that a model change can be detected and re-embedded.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
@@ -250,6 +252,17 @@ def import_upload_path(instance: Import, filename: str) -> str:
     return f"imports/{instance.business_id}/{filename}"
 
 
+class ImportCountsJson(TypedDict):
+    """What an import did to the catalog (``Import.counts``)."""
+
+    created: int
+    updated: int
+    unchanged: int
+    retired: int
+    failed: int
+    embedded: int
+
+
 class Import(models.Model):
     """One upload of a catalog or FAQ file and the run that applied it."""
 
@@ -314,7 +327,7 @@ class Import(models.Model):
     def is_finished(self) -> bool:
         return self.state in (self.State.SUCCEEDED, self.State.FAILED)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> ImportCountsJson:
         """What the import did to the catalog, as the API, the command and the admin report it."""
         return {
             "created": self.created_count,

@@ -8,19 +8,27 @@ endpoint), so the bar never has to merge partial events.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
 
 from businesses.selectors import membership_for
-from catalogs.services.progress import import_group
+from catalogs.services.progress import ImportProgressEvent, import_group
 from dashboard import selectors
+from dashboard.selectors import ImportBar
+
+
+class ImportStatusFrame(TypedDict):
+    """The one frame this socket sends: on connect, then on each progress event."""
+
+    type: Literal["import.status"]
+    status: ImportBar
 
 
 @database_sync_to_async
-def _status_for_member(user: Any, slug: str, import_id: int) -> dict[str, object] | None:
+def _status_for_member(user: Any, slug: str, import_id: int) -> ImportBar | None:
     """The import's status if ``user`` is a member of its business, else None."""
     try:
         membership = membership_for(user, slug)
@@ -43,15 +51,18 @@ class ImportProgressConsumer(AsyncJsonWebsocketConsumer):
         self.group = import_group(self.import_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "import.status", "status": status})
+        await self.send_frame({"type": "import.status", "status": status})
 
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def import_progress(self, event: dict[str, Any]) -> None:
+    async def import_progress(self, event: ImportProgressEvent) -> None:
         status = await _status_for_member(self.scope.get("user"), self.slug, self.import_id)
         if status is None:  # membership revoked while watching
             await self.close(code=4403)
             return
-        await self.send_json({"type": "import.status", "status": status})
+        await self.send_frame({"type": "import.status", "status": status})
+
+    async def send_frame(self, frame: ImportStatusFrame) -> None:
+        await self.send_json(frame)

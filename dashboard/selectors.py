@@ -18,7 +18,7 @@ from businesses.models import ApiKey, Business
 from businesses.selectors import get_scoped_or_404
 from businesses.services import normalize_origin
 from catalogs.import_selectors import import_live_progress
-from catalogs.models import Import, Item
+from catalogs.models import Import, ImportCountsJson, Item
 from messaging.models import ChannelAccount, Conversation, Message
 
 
@@ -183,7 +183,25 @@ def items_browse(
     return items.order_by("title", "pk").defer("embedding", "description")
 
 
-def import_status(imp: Import) -> dict[str, object]:
+class ImportBar(ImportCountsJson):
+    """An import as its progress bar shows it (``import_status``; the progress socket's ``import.status``)."""
+
+    id: int
+    filename: str
+    state: str
+    phase: str
+    phase_label: str
+    rows_done: int
+    rows_total: int
+    percent: int
+    rate: float | None  # rows per second
+    eta_seconds: float | None
+    error_message: str
+    finished: bool
+    errors_url: str | None  # the report, once it ended with one
+
+
+def import_status(imp: Import) -> ImportBar:
     """What the progress bar shows: rows done, phase, rate and time left (JSON-serialisable).
 
     While the import's write transaction is open its row still reads 0 rows done; the live figures are the

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -35,6 +35,31 @@ def progress_key(import_id: int) -> str:
     return f"catalogs:import:{import_id}:progress"
 
 
+class ReportLine(TypedDict):
+    """A line of an import's report (``Import.error_report``): a row that failed, or imported with a change."""
+
+    row: int
+    column: str
+    reason: str
+
+
+class LiveProgress(TypedDict):
+    """A running import's last progress figures, kept in Redis (``progress_key``)."""
+
+    import_id: int
+    phase: str
+    rows_done: int
+    rows_total: int
+    rate: float  # rows per second in this phase
+    eta: float | None  # seconds left in this phase
+
+
+class ImportProgressEvent(LiveProgress):
+    """The same, to the import's Channels group (``dashboard.consumers``)."""
+
+    type: Literal["import.progress"]
+
+
 @dataclass
 class ImportCounts:
     """What the rows did, and the report's lines (at most ``MAX_ERRORS_KEPT``)."""
@@ -45,7 +70,7 @@ class ImportCounts:
     retired: int = 0
     failed: int = 0
     rows_done: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[ReportLine] = field(default_factory=list)
 
     def error(self, row: int, column: str, reason: str) -> None:
         self.failed += 1
@@ -82,7 +107,7 @@ class ImportProgress:
         elapsed = now - self.phase_started
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 and total else None
-        event = {
+        event: LiveProgress = {
             "import_id": self.imp.pk,
             "phase": phase,
             "rows_done": done,
@@ -97,8 +122,7 @@ class ImportProgress:
             client.set(progress_key(self.imp.pk), json.dumps(event), ex=PROGRESS_TTL)
             layer = get_channel_layer()
             if layer is not None:
-                async_to_sync(layer.group_send)(
-                    import_group(self.imp.pk), {"type": "import.progress", **event}
-                )
+                published: ImportProgressEvent = {"type": "import.progress", **event}
+                async_to_sync(layer.group_send)(import_group(self.imp.pk), published)
         except Exception:  # progress is best effort: never fail an import because Redis hiccuped
             logger.warning("import %s: progress not published", self.imp.pk, exc_info=True)
