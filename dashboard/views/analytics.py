@@ -6,7 +6,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from dashboard import charts, selectors
+from dashboard import analytics_selectors, charts
 from dashboard.permissions import BusinessRequest, member_view
 
 PERIODS = (7, 30, 90)
@@ -18,7 +18,7 @@ def analytics(request: BusinessRequest) -> HttpResponse:
     business = request.business
     raw = request.GET.get("days", "30")
     days = int(raw) if raw.isdigit() and int(raw) in PERIODS else 30
-    data = selectors.analytics(business, days=days)
+    data = analytics_selectors.analytics(business, days=days)
     labels = [d.strftime("%d %b") for d in data.days]
     every = max(len(labels) // 10, 1)
     return render(

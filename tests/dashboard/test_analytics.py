@@ -9,7 +9,7 @@ from django.test import Client
 
 from businesses.models import Business
 from catalogs.models import Item
-from dashboard import selectors
+from dashboard import analytics_selectors
 from dashboard.views.inbox import TAKEOVER_REASON
 from messaging.models import Conversation, Message
 from tests.dashboard.conftest import Tenant, make_conversation, make_item
@@ -106,7 +106,7 @@ def _dataset(business: Business) -> tuple[Item, Item]:
 def test_analytics_figures(business: Business, tenant_b: Tenant) -> None:
     boot, sock = _dataset(business)
     _dataset(tenant_b.business)  # the same again in another business: must not show up
-    a = selectors.analytics(business, days=7, now=NOW)
+    a = analytics_selectors.analytics(business, days=7, now=NOW)
     assert a.days[-1] == NOW.date()
     assert len(a.days) == 7
     assert a.conversations_per_day == [0, 0, 0, 0, 1, 0, 3]
@@ -123,7 +123,7 @@ def test_analytics_figures(business: Business, tenant_b: Tenant) -> None:
 
 
 def test_analytics_of_an_empty_business(business: Business) -> None:
-    a = selectors.analytics(business, days=30, now=NOW)
+    a = analytics_selectors.analytics(business, days=30, now=NOW)
     assert (a.conversations, a.answered_without_human, a.handoffs, a.ttft_p50_ms, a.replies_measured) == (
         0,
         None,
