@@ -15,6 +15,7 @@ from django.conf import settings
 
 from common import aio
 from inference import metrics, state
+from inference.types import CallOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class Call:
     business_id: int | None
     model: str = ""
     endpoint: str = ""
-    outcome: str = "unavailable"
+    outcome: CallOutcome = "unavailable"
     error: str = ""
     tries: int = 0
     prompt_tokens: int = 0

@@ -53,6 +53,7 @@ from inference.transport import http_client
 from inference.tries import REJECTED, Retry, endpoint_tries
 from inference.types import (
     BudgetExceeded,
+    CallOutcome,
     ChatRequest,
     ChatResult,
     PoolUnavailable,
@@ -274,11 +275,12 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
         detail = "; ".join(f"{url}: {why}" for url, why in reasons.items()) or "deadline passed"
         raise PoolUnavailable(f"no endpoint answered after {call.tries} tries ({detail})")
     except BaseException as exc:
-        call.outcome = {
+        outcomes: dict[type[BaseException], CallOutcome] = {
             StreamCut: "cut",
             RequestRejected: "rejected",
             PoolUnavailable: "unavailable",
-        }.get(type(exc), "cancelled")
+        }
+        call.outcome = outcomes.get(type(exc), "cancelled")
         call.error = str(exc)
         raise
     finally:

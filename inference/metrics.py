@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from typing import Literal
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
@@ -21,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from inference import state
+from inference.types import CallOutcome
 
 BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _KEY = state.PREFIX + "metrics:"
@@ -38,7 +40,7 @@ def record_call(
     *,
     kind: str,
     endpoint: str,
-    outcome: str,
+    outcome: CallOutcome | Literal["refused"],  # refused: a business's cap or budget, nothing was sent
     business_id: int | None,
     prompt_tokens: int,
     completion_tokens: int,

@@ -10,7 +10,10 @@ text the caller has already shown).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+# What became of a pool call: the values of ``InferenceCall.Outcome``, which records it.
+CallOutcome = Literal["ok", "cut", "unavailable", "rejected", "cancelled"]
 
 
 @dataclass(frozen=True)
