@@ -115,7 +115,7 @@ def _streaming_reply(business: Business, conversation_id: int, message_id: int |
     return replies[-1].pk if replies else None
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class ChatConsumer(AsyncJsonWebsocketConsumer):
     business: Business | None = None
     visitor_id: str | None = None
     conversation_id: int | None = None
