@@ -20,6 +20,9 @@ if str(ROOT) not in sys.path:
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DEBUG", "1")  # settings default to production, which needs real secrets
+    # Building a scratch catalog of 100k's of rows and its indexes runs statements longer than the
+    # application's statement timeout.
+    os.environ.setdefault("DB_STATEMENT_TIMEOUT_MS", "0")
     if not os.environ.get("DATABASE_URL"):
         from devstack import services
 
