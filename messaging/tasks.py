@@ -16,7 +16,7 @@ from celery import shared_task
 
 from common import aio
 from messaging.replies import policy
-from messaging.replies.engine import run_reply
+from messaging.replies.engine import ReplyOutcome, run_reply
 from messaging.replies.sweep import replies_abandon, replies_sweep
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 @shared_task(name="messaging.tasks.reply", bind=True, acks_late=True, max_retries=None)
 def reply(
     self: Any, message_id: int, queued_at: float | None = None, failed_tries: int = 0, **known: Any
-) -> str:
+) -> ReplyOutcome:
     """``known``: what the sender already knows of the message (see ``run_reply``). ``failed_tries``: the
     tries of this task that met a transient error (policy, point 3)."""
     may_retry = failed_tries < policy.TRANSIENT_RETRIES

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from typing import Any
+from typing import Literal
 
 import redis
 from django.conf import settings
@@ -193,7 +193,7 @@ def _route(
     return cache[key]
 
 
-def webhook_delivery_process(*, delivery_id: int) -> dict[str, Any] | None:
+def webhook_delivery_process(*, delivery_id: int) -> dict[str, int] | None:
     """Parse a stored delivery and act on every event in it. Safe to run twice: inbound messages are
     de-duplicated on their platform id and statuses only move forward. None when another worker holds it
     or it is already done."""
@@ -226,7 +226,7 @@ def webhook_delivery_process(*, delivery_id: int) -> dict[str, Any] | None:
     return summary
 
 
-def _process(delivery: WebhookDelivery) -> tuple[dict[str, Any], int | None]:
+def _process(delivery: WebhookDelivery) -> tuple[dict[str, int], int | None]:
     summary: Counter[str] = Counter()
     try:
         payload = json.loads(bytes(delivery.body))
@@ -260,7 +260,11 @@ def _process(delivery: WebhookDelivery) -> tuple[dict[str, Any], int | None]:
     return {k: v for k, v in summary.items() if v}, (routed[0].business_id if routed else None)
 
 
-def _inbound(account: ChannelAccount, event: parser.InboundMessage) -> str:
+# What became of an inbound message (counted in the delivery's summary).
+InboundOutcome = Literal["received", "duplicate", "unsupported"]
+
+
+def _inbound(account: ChannelAccount, event: parser.InboundMessage) -> InboundOutcome:
     if event.supported:
         message = message_receive(
             business=account.business,
@@ -279,7 +283,9 @@ def _inbound(account: ChannelAccount, event: parser.InboundMessage) -> str:
     return _unsupported_receive(account, event)
 
 
-def _unsupported_receive(account: ChannelAccount, event: parser.InboundMessage) -> str:
+def _unsupported_receive(
+    account: ChannelAccount, event: parser.InboundMessage
+) -> Literal["duplicate", "unsupported"]:
     """A message the agent cannot read: stored (for the inbox), answered with a fixed note naming what works
     (not by the model: there is nothing to ground it on). Silent when a person has the conversation."""
     with transaction.atomic(durable=True):

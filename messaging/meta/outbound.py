@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from agents.grounding import Card
+
 WHATSAPP = "whatsapp"
 MESSENGER = "messenger"
 INSTAGRAM = "instagram"
@@ -101,14 +103,14 @@ def split_text(text: str, limit: int, measure: Callable[[str], int] = _chars) ->
     return parts
 
 
-def _price(card: dict[str, Any]) -> str:
+def _price(card: Card) -> str:
     price = card.get("sale_price") or card.get("price")
     if not price:
         return ""
     return f"{price} {card.get('currency') or ''}".strip()
 
 
-def _card_caption(card: dict[str, Any]) -> str:
+def _card_caption(card: Card) -> str:
     title = str(card.get("title") or "").strip()
     lines = [title] if title else []
     price = _price(card)
@@ -124,7 +126,7 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def whatsapp_card(card: dict[str, Any]) -> dict[str, Any] | None:
+def whatsapp_card(card: Card) -> dict[str, Any] | None:
     """A product card as a WhatsApp message body (without the recipient): interactive cta_url when the card
     has a link, else an image with a caption, else nothing (its facts are in the text already)."""
     caption = _card_caption(card)
@@ -143,7 +145,7 @@ def whatsapp_card(card: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def generic_template(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
+def generic_template(cards: list[Card]) -> dict[str, Any] | None:
     """Messenger/Instagram generic template (a carousel) for up to 10 cards."""
     elements = []
     for card in cards[:GENERIC_MAX_ELEMENTS]:
@@ -166,7 +168,7 @@ def generic_template(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"attachment": {"type": "template", "payload": {"template_type": "generic", "elements": elements}}}
 
 
-def message_parts(platform: str, text: str, cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def message_parts(platform: str, text: str, cards: list[Card]) -> list[dict[str, Any]]:
     """The content of each send, in order: text pieces, then cards. WhatsApp contents are message bodies
     without ``to``; Messenger/Instagram contents are the ``message`` object."""
     limit, measure = text_limit(platform)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -19,6 +19,13 @@ from messaging.meta.statuses import delivery_advance, error_text
 from messaging.models import ChannelAccount, Message, OutboundPart
 
 logger = logging.getLogger(__name__)
+
+# Why a message whose 24-hour window has closed is not sent (``_plan``).
+WindowClosed = Literal["window closed: no template configured, not sent", "window closed: not sent"]
+# What became of a send (``message_send``).
+SendOutcome = (
+    Literal["sent", "gone", "skipped", "busy", "ambiguous", "failed", "window closed"] | WindowClosed
+)
 
 WINDOW = dt.timedelta(hours=24)
 HUMAN_AGENT_WINDOW = dt.timedelta(days=7)
@@ -52,7 +59,7 @@ def _send_node(account: ChannelAccount) -> str:
 
 def _plan(
     message: Message, account: ChannelAccount, now: dt.datetime
-) -> tuple[list[dict[str, Any]], str] | str:
+) -> tuple[list[dict[str, Any]], str] | WindowClosed:
     """The request bodies for this message and a note for ``error``, or why nothing may be sent."""
     conversation = message.conversation
     contact_id = conversation.contact.external_id
@@ -85,7 +92,7 @@ def _claim_part(part_id: int, now: dt.datetime) -> bool:
     )
 
 
-def _ambiguous(message: Message, part: OutboundPart, total: int, reason: str) -> str:
+def _ambiguous(message: Message, part: OutboundPart, total: int, reason: str) -> Literal["ambiguous"]:
     """Record a part whose outcome is unknown (and its message) and report it; the rest is not sent."""
     error = (
         f"unconfirmed: part {part.index + 1} of {total} may have reached the customer ({reason}); not resent"
@@ -110,7 +117,7 @@ def _ambiguous(message: Message, part: OutboundPart, total: int, reason: str) ->
     return "ambiguous"
 
 
-def message_send(*, message_id: int) -> str:
+def message_send(*, message_id: int) -> SendOutcome:
     """Send an agent or staff message to the customer on its channel, part by part, each part once.
 
     Each part is recorded (``pending``) and claimed (``sending``) before its request goes out. A part that

@@ -22,7 +22,7 @@ SEND_MAX_RETRIES = 5
 
 
 @shared_task(name="messaging.meta.tasks.process_delivery", acks_late=True, max_retries=5)
-def process_delivery(delivery_id: int) -> dict[str, Any] | None:
+def process_delivery(delivery_id: int) -> dict[str, int] | None:
     """Parse a stored webhook delivery and act on it (messages, statuses)."""
     return intake.webhook_delivery_process(delivery_id=delivery_id)
 
@@ -37,7 +37,7 @@ def process_pending() -> int:
 @shared_task(
     bind=True, name="messaging.meta.tasks.send_message", acks_late=True, max_retries=SEND_MAX_RETRIES
 )
-def send_message(self: Any, message_id: int) -> str:
+def send_message(self: Any, message_id: int) -> sending.SendOutcome:
     """Send an agent or staff message on its channel. Parts already sent, and a part Meta may have taken
     without our knowing (``ambiguous``: reported, not retried), are never sent again."""
     try:
