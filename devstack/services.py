@@ -384,6 +384,10 @@ class _PostgresWatch:
         # one refuses the old shared memory and this raises (the supervisor tries again later).
         with PostgresServer._lock:
             self.server.ensure_postgres_running()  # type: ignore[attr-defined]
+        # pgserver takes a killed postmaster that is not reaped yet (a zombie) for a running one, and starts
+        # nothing: say so, and the supervisor tries again.
+        if self.gone() is not None:
+            raise EmbeddedServiceError("the killed postmaster has not exited yet")
 
 
 _redis = _RedisService("redis", paths.data_dir() / "redis")

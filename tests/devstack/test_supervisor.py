@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 import redis
 
@@ -159,13 +160,13 @@ def test_sigterm_to_the_runner_stops_every_child_and_theirs() -> None:
             runner.wait()
 
 
-SUPERVISED_REDIS = textwrap.dedent(
+SUPERVISED = textwrap.dedent(
     """
     import sys, threading
     from devstack import services
     from devstack.supervisor import Supervisor
 
-    services.ensure_redis()
+    getattr(services, sys.argv[1])()
     supervisor = Supervisor(lambda source, line: print(f"{source} | {line}", flush=True), first_delay=0.1)
     for service in services.supervised():
         supervisor.watch(service)
@@ -180,7 +181,7 @@ SUPERVISED_REDIS = textwrap.dedent(
 
 def test_the_embedded_redis_killed_comes_back_with_its_data(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISED_REDIS],
+        [sys.executable, "-c", SUPERVISED, "ensure_redis"],
         cwd=BASE_DIR,
         env=holder_env(tmp_path),
         stdin=subprocess.PIPE,
@@ -209,7 +210,7 @@ def test_the_embedded_redis_killed_comes_back_with_its_data(tmp_path: Path) -> N
 def test_the_embedded_redis_restarts_even_when_another_holder_started_it(tmp_path: Path) -> None:
     other = start_holder(tmp_path, "ensure_redis")  # starts the server: it is not the supervisor's child
     holder = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISED_REDIS],
+        [sys.executable, "-c", SUPERVISED, "ensure_redis"],
         cwd=BASE_DIR,
         env=holder_env(tmp_path),
         stdin=subprocess.PIPE,
@@ -228,3 +229,44 @@ def test_the_embedded_redis_restarts_even_when_another_holder_started_it(tmp_pat
         release(holder)
         release(other)
     assert wait_dead(server_pid(tmp_path / "redis"))
+
+
+def test_the_embedded_postgres_killed_comes_back_with_its_data(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISED, "ensure_postgres"],
+        cwd=BASE_DIR,
+        env=holder_env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def postgres(sql: str) -> list[tuple[object, ...]]:
+        with psycopg.connect(
+            host=str(tmp_path / "pg"), user="postgres", dbname="bizagent", autocommit=True
+        ) as conn:
+            cursor = conn.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+
+    def postmaster() -> int:
+        return int((tmp_path / "pg" / "postmaster.pid").read_text().splitlines()[0])
+
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        postgres("CREATE TABLE kept AS SELECT 'a crash' AS value")
+        first = postmaster()
+        os.kill(first, signal.SIGKILL)
+
+        # Its backends and a not yet reaped postmaster may hold it back: a try or two may fail first.
+        while (line := holder.stdout.readline().strip()) != "stack | postgresql restarted":
+            assert line, "\n".join(lines)
+            lines.append(line)
+        assert lines[0] == "stack | postgresql is not running; restarting it in 0.1 s"
+        second = postmaster()
+        assert second != first
+        assert postgres("SELECT value FROM kept") == [("a crash",)]
+    finally:
+        release(holder)
+    assert wait_dead(second, 30), "the last holder's exit must stop the restarted PostgreSQL"
