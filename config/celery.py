@@ -24,6 +24,7 @@ app.conf.task_routes = {
     "messaging.meta.tasks.process_pending": {"queue": "replies"},
     "messaging.meta.tasks.send_*": {"queue": "outbound"},
     "messaging.meta.tasks.mark_read": {"queue": "outbound"},
+    "messaging.meta.tasks.sweep_sends": {"queue": "outbound"},
     "catalogs.tasks.*": {"queue": "ingest"},
     "dashboard.tasks.*": {"queue": "outbound"},
 }

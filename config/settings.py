@@ -172,6 +172,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "messaging.meta.tasks.sweep_deliveries",
         "schedule": env_float("WEBHOOK_SWEEP_SECONDS", 60.0, minimum=1.0),
     },
+    # Outgoing channel messages whose send task died with its worker (or whose publish failed) are queued
+    # again; a part that worker had on the wire is reported Unconfirmed, never resent (docs/operations.md).
+    "sweep-sends": {
+        "task": "messaging.meta.tasks.sweep_sends",
+        "schedule": env_float("SEND_SWEEP_SECONDS", 10.0, minimum=1.0),
+    },
     # Webhook bodies hold customers' messages: emptied WEBHOOK_BODY_RETENTION_DAYS after processing.
     "purge-webhook-bodies": {
         "task": "messaging.meta.tasks.purge_webhook_bodies",

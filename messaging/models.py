@@ -310,6 +310,9 @@ class OutboundPart(models.Model):
     )
     error = models.TextField(blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # The worker that claimed it (host:pid, messaging.replies.claim.worker_id): a part whose worker on this
+    # host is gone is known abandoned at once, without waiting for the claim's lease.
+    claimed_by = models.CharField(max_length=100, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -13,10 +13,12 @@ from typing import Any, Literal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.tasks import enqueue
 from messaging.meta import graph, outbound
 from messaging.meta import selectors as meta_selectors
 from messaging.meta.statuses import delivery_advance, error_text
 from messaging.models import ChannelAccount, Message, OutboundPart
+from messaging.replies.claim import claimer_gone, worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +88,18 @@ def _claim_part(part_id: int, now: dt.datetime) -> bool:
     """pending -> sending, committed before the request: from here on the part may be on the wire."""
     return (
         OutboundPart.objects.filter(pk=part_id, state=OutboundPart.State.PENDING).update(
-            state=OutboundPart.State.SENDING, claimed_at=now
+            state=OutboundPart.State.SENDING, claimed_at=now, claimed_by=worker_id()[:100]
         )
         == 1
     )
+
+
+def _abandoned(part: OutboundPart, now: dt.datetime) -> bool:
+    """A part claimed (``sending``) by a worker that died: its lease ran out, or its process on this host is
+    gone (a SIGKILLed worker: known at once)."""
+    if part.state != OutboundPart.State.SENDING or part.claimed_at is None:
+        return False
+    return part.claimed_at < now - CLAIM_LEASE or claimer_gone(part.claimed_by)
 
 
 def _ambiguous(message: Message, part: OutboundPart, total: int, reason: str) -> Literal["ambiguous"]:
@@ -174,10 +184,8 @@ def message_send(*, message_id: int) -> SendOutcome:
         if part.state == OutboundPart.State.AMBIGUOUS:
             return _ambiguous(message, part, len(parts), part.error or "recorded before")
         if not _claim_part(part.pk, now):
-            abandoned = OutboundPart.objects.filter(
-                pk=part.pk, state=OutboundPart.State.SENDING, claimed_at__lt=now - CLAIM_LEASE
-            ).exists()
-            if abandoned:
+            held = OutboundPart.objects.filter(pk=part.pk).first()
+            if held is not None and _abandoned(held, now):
                 return _ambiguous(message, part, len(parts), "the worker sending it stopped")
             return "busy"
         try:
@@ -242,6 +250,51 @@ def message_send(*, message_id: int) -> SendOutcome:
         except IntegrityError:
             Message.objects.filter(pk=message.pk).update(error=note[:2000])
     return "sent"
+
+
+# A queued send untouched this long (its message finished, or last swept) whose task may be lost: the worker
+# that held it died (an unacknowledged task comes back only after the broker's visibility timeout), or its
+# publish failed. Above a send's usual wait in the outbound queue.
+SEND_GRACE = dt.timedelta(seconds=15)
+SWEEP_LIMIT = 500
+
+
+def sends_sweep(*, now: dt.datetime | None = None) -> list[int]:
+    """Queue ``send_message`` again for outgoing messages still ``queued`` past ``SEND_GRACE`` whose send is
+    not under way: no part recorded yet (the task never ran), or a part claimed by a worker that died (the run
+    that follows reports it ambiguous, never resends it). A part waiting for a retry is left to its task.
+    Each message is queued once per ``SEND_GRACE`` (the conditional update of ``updated_at`` is the sweep's
+    claim); ``message_send`` is safe to run twice. Returns the message ids."""
+    now = now or timezone.now()
+    cutoff = now - SEND_GRACE
+    queued = Message.objects.filter(
+        role__in=[Message.Role.AGENT, Message.Role.STAFF],
+        channel__in=ChannelAccount.Kind.values,
+        delivery=Message.Delivery.QUEUED,
+        updated_at__lt=cutoff,
+    )
+    due: list[int] = []
+    claimed_parts: dict[int, list[OutboundPart]] = {}
+    candidates = list(queued.order_by("pk").values_list("pk", flat=True)[:SWEEP_LIMIT])
+    for part in OutboundPart.objects.filter(message_id__in=candidates).order_by("index"):
+        claimed_parts.setdefault(part.message_id, []).append(part)
+    for message_id in candidates:
+        parts = claimed_parts.get(message_id, [])
+        if not parts or any(_abandoned(part, now) for part in parts):
+            due.append(message_id)
+    swept = []
+    for message_id in due:
+        # auto_now does not apply to update(): updated_at is set here, as the sweep's mark.
+        if Message.objects.filter(
+            pk=message_id, delivery=Message.Delivery.QUEUED, updated_at__lt=cutoff
+        ).update(updated_at=now):
+            enqueue("messaging.meta.tasks.send_message", message_id)
+            swept.append(message_id)
+    if swept:
+        logger.warning(
+            "outbound sends queued again: %s", swept, extra={"event": "outbound_send_requeued", "ids": swept}
+        )
+    return swept
 
 
 def message_send_give_up(*, message_id: int, error: str) -> None:

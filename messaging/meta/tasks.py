@@ -54,6 +54,12 @@ def send_message(self: Any, message_id: int) -> sending.SendOutcome:
     return outcome
 
 
+@shared_task(name="messaging.meta.tasks.sweep_sends", acks_late=True)
+def sweep_sends() -> int:
+    """Queue again the sends whose task was lost with its worker (celery beat, every SEND_SWEEP_SECONDS)."""
+    return len(sending.sends_sweep())
+
+
 @shared_task(name="messaging.meta.tasks.mark_read", acks_late=True)
 def mark_read(account_id: int, contact_id: str, message_id: str) -> bool:
     """Read receipt and typing indicator for an inbound message (best effort)."""

@@ -46,6 +46,12 @@ def claim_is_stale(claimed_at: dt.datetime | None, claimed_by: str, now: dt.date
         return True
     if now - claimed_at > dt.timedelta(seconds=settings.REPLY_LEASE_SECONDS):
         return True
+    return claimer_gone(claimed_by)
+
+
+def claimer_gone(claimed_by: str) -> bool:
+    """The process that made a claim (``worker_id``) ran on this host and is gone; a claim made on another
+    host is never known gone (only its lease tells)."""
     host, _, rest = claimed_by.partition(":")
     pid = rest.split(":", 1)[0]
     if host == socket.gethostname() and pid.isdigit():

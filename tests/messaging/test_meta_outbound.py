@@ -4,6 +4,10 @@ have taken is never repeated); accounts."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -430,6 +434,102 @@ def test_a_part_held_by_another_run_is_never_sent_again(graph_api: Any) -> None:
     assert message.error == (
         "unconfirmed: part 1 of 1 may have reached the customer (the worker sending it stopped); not resent"
     )
+
+
+def _dead_pid() -> int:
+    """A pid on this host that no process has (a child that has exited and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_part_whose_worker_on_this_host_died_is_reported_at_once_not_after_the_lease(
+    graph_api: Any,
+) -> None:
+    # Found by bench/faults.py: the outbound worker SIGKILLed mid-send left its message queued for the
+    # 5-minute lease (and its task for the broker's 15-minute visibility timeout).
+    shop = BusinessFactory()
+    connect(shop)
+    message = outgoing(conversation_for(shop), "Hello.")
+    body = {**WA_TEXT, "text": {"preview_url": False, "body": "Hello."}}
+    part = OutboundPart.objects.create(
+        business=shop,
+        message=message,
+        index=0,
+        channel="whatsapp",
+        body=body,
+        state="sending",
+        claimed_at=timezone.now(),
+        claimed_by=f"{socket.gethostname()}:{os.getpid()}",
+    )
+    assert sending.message_send(message_id=message.pk) == "busy"  # its worker (this process) lives
+    OutboundPart.objects.filter(pk=part.pk).update(claimed_by=f"{socket.gethostname()}:{_dead_pid()}")
+    assert sending.message_send(message_id=message.pk) == "ambiguous"
+    assert graph_api.requests == []
+    message.refresh_from_db()
+    assert message.delivery == "ambiguous"
+    # A worker on another host is only known dead by its lease.
+    other = outgoing(conversation_for(shop, external_id="16505550000"), "Hi.")
+    OutboundPart.objects.create(
+        business=shop,
+        message=other,
+        index=0,
+        channel="whatsapp",
+        body=body,
+        state="sending",
+        claimed_at=timezone.now(),
+        claimed_by=f"another-host:{_dead_pid()}",
+    )
+    assert sending.message_send(message_id=other.pk) == "busy"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_send_sweeper_queues_again_the_sends_whose_task_was_lost(
+    graph_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queued: list[tuple[str, tuple[Any, ...]]] = []
+    monkeypatch.setattr(sending, "enqueue", lambda name, *args: queued.append((name, args)))
+    shop = BusinessFactory()
+    connect(shop)
+    conversation = conversation_for(shop)
+    never_ran = outgoing(conversation, "Never ran.")
+    died_mid_send = outgoing(conversation, "Died mid-send.")
+    sending_now = outgoing(conversation, "Being sent.")
+    waits_for_retry = outgoing(conversation, "Waits for its retry.")
+    recent = outgoing(conversation, "Just finished.")
+    sent = outgoing(conversation, "Sent.")
+    for message, state, claimer in (
+        (died_mid_send, "sending", f"{socket.gethostname()}:{_dead_pid()}"),
+        (sending_now, "sending", f"{socket.gethostname()}:{os.getpid()}"),
+        (waits_for_retry, "pending", ""),
+    ):
+        OutboundPart.objects.create(
+            business=shop,
+            message=message,
+            index=0,
+            channel="whatsapp",
+            body=WA_TEXT,
+            state=state,
+            claimed_at=timezone.now() if state == "sending" else None,
+            claimed_by=claimer,
+        )
+    Message.objects.filter(pk=sent.pk).update(delivery="sent")
+    old = timezone.now() - sending.SEND_GRACE - dt.timedelta(seconds=1)
+    Message.objects.exclude(pk=recent.pk).update(updated_at=old)
+    assert sending.sends_sweep() == [never_ran.pk, died_mid_send.pk]
+    assert queued == [
+        ("messaging.meta.tasks.send_message", (never_ran.pk,)),
+        ("messaging.meta.tasks.send_message", (died_mid_send.pk,)),
+    ]
+    # Once per SEND_GRACE: the next sweep leaves them to the tasks just queued.
+    assert sending.sends_sweep() == []
+    assert sending.sends_sweep(now=timezone.now() + sending.SEND_GRACE * 2) == [
+        never_ran.pk,
+        died_mid_send.pk,
+        recent.pk,
+    ]
+    assert graph_api.requests == []
 
 
 # --- Sends whose outcome is unknown (Graph stand-in faults) -------------------------------------------------------
