@@ -135,14 +135,9 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        # Every visitor of a bench comes from this one machine's address: the per-address limits of the chat
-        # socket (meant for one attacker's many chats) would refuse them; a load test is many customers.
-        for name, value in (
-            ("CHAT_ADDRESS_MAX_CONNECTIONS", "1000"),
-            ("CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE", "1000"),
-            ("CHAT_ADDRESS_MESSAGES_PER_MINUTE", "1000"),
-            ("CHAT_ADDRESS_BUSINESS_SHARE_PERCENT", "99"),
-        ):
+        from tests.fixtures.stack import LOAD_TEST_CHAT_LIMITS
+
+        for name, value in LOAD_TEST_CHAT_LIMITS.items():
             env.setdefault(name, value)
         return env
 
