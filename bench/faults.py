@@ -179,6 +179,10 @@ class Stack:
             "LLAMA_POOL": ",".join(e.url for e in self.endpoints),
             "LLAMA_MODEL": "test-model",
             "EMBEDDINGS_BACKEND": "local",
+            # As for a GPU fleet (docs/operations.md, "A vLLM fleet"): a first token takes well under a second
+            # there, and a stalled endpoint costs each reply on it this long before it is tried elsewhere.
+            # The default (20 s) suits the embedded CPU model; with it, fault 5 recovers in about 33 s.
+            "LLAMA_FIRST_TOKEN_TIMEOUT": "10",
             "AGENT_MODEL_SENTENCES": "50",
             "AGENT_MODEL_TOKENS": "400",
             "META_GRAPH_URL": self.graph.url,
@@ -188,6 +192,7 @@ class Stack:
             # Graph traffic is message sends only: the send held on the wire (fault 2) is a reply's.
             "META_MARK_READ": "0",
             "WEBHOOK_SWEEP_SECONDS": "5",
+            "SEND_SWEEP_SECONDS": "2",
             # One client address for every visitor and delivery: the per-address limits would refuse the load.
             "CHAT_VISITOR_MESSAGES_PER_MINUTE": "1000",
             "CHAT_ADDRESS_MESSAGES_PER_MINUTE": "100000",
@@ -372,7 +377,8 @@ class Load:
     async def _frame(ws: Any, kind: str, timeout: float, client_id: str = "") -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+            raw = await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
+            frame: dict[str, Any] = json.loads(raw)
             if frame["type"] == "error":
                 raise RuntimeError(f"error frame: {frame}")
             if frame["type"] == kind and (not client_id or frame["message"].get("client_id") == client_id):
@@ -434,6 +440,7 @@ class Fault:
     name: str
     injected_at: float = 0.0
     ended_at: float = 0.0  # when the fault was over: the process or server back, the endpoints back
+    settled_at: float = 0.0  # when what the fault left behind reached its final state (an unconfirmed send)
     detail: str = ""
 
 
@@ -498,9 +505,24 @@ def kill_outbound_worker(stack: Stack, fault: Fault) -> None:
     pid = child.proc.pid
     os.killpg(pid, signal.SIGKILL)
     fault.injected_at = now()
-    fault.detail = f"worker group (pid {pid}) while it sent to {stack.graph.sends()[-1].body.get('to')}"
+    to = str(stack.graph.sends()[-1].body.get("to"))
+    fault.detail = f"worker group (pid {pid}) while it sent to {to}"
     _wait_for(lambda: _restarted(child, pid), 60, "the worker to come back")
     fault.ended_at = now()
+    # The send on the wire may have reached the customer: its reply must end Unconfirmed, never be resent.
+    from messaging.models import Message
+
+    _wait_for(
+        lambda: Message.objects.filter(
+            role=Message.Role.AGENT,
+            conversation__contact__external_id=to,
+            delivery=Message.Delivery.AMBIGUOUS,
+        ).exists(),
+        90,
+        "the send on the wire to end Unconfirmed",
+    )
+    fault.settled_at = now()
+    fault.detail += f"; its reply Unconfirmed after {fault.settled_at - fault.injected_at:.1f} s"
 
 
 def restart_redis(stack: Stack, fault: Fault) -> None:
@@ -674,17 +696,19 @@ def tally(stack: Stack, load: Load) -> tuple[dict[str, Any], dict[str, float], l
     return dict(counts), answered, problems
 
 
-def recovery(fault: Fault, load: Load, answered: dict[str, float]) -> tuple[float | None, int]:
-    """Seconds from the injection until every message sent before the fault ended, and not answered when it
-    began, had its final answer; and how many such messages there were. None when one never got it."""
+def recovery(
+    fault: Fault, previous: Fault | None, load: Load, answered: dict[str, float]
+) -> tuple[float | None, int]:
+    """Seconds from the injection until every message sent before the fault ended (and after the previous
+    fault began), not answered when it began, had its final answer; and how many such messages there were.
+    None when one never got it."""
+    since = previous.injected_at if previous is not None else 0.0
     affected = [
         r
         for r in load.sent
-        if r.first_sent <= fault.ended_at and answered.get(r.key, float("inf")) > fault.injected_at
+        if since < r.first_sent <= fault.ended_at and answered.get(r.key, float("inf")) > fault.injected_at
     ]
-    if not affected:
-        return 0.0, 0
-    last = max(answered.get(r.key, float("inf")) for r in affected)
+    last = max([fault.injected_at, fault.settled_at, *(answered.get(r.key, float("inf")) for r in affected)])
     return (None if last == float("inf") else last - fault.injected_at), len(affected)
 
 
@@ -744,9 +768,9 @@ def main() -> int:
         load_thread.join()
         waited = drain(stack, 120)
         counts, answered, problems = tally(stack, load)
-        rows = []
-        for fault in faults:
-            seconds_to_recover, affected = recovery(fault, load, answered)
+        rows: list[dict[str, Any]] = []
+        for fault, previous in zip(faults, [None, *faults[:-1]], strict=True):
+            seconds_to_recover, affected = recovery(fault, previous, load, answered)
             rows.append(
                 {
                     "fault": fault.name,
