@@ -2,58 +2,29 @@
 
 Pure functions (no database, no I/O) over ``GroundItem`` snapshots of the cited items:
 
-- ``find_prices``: every price the text states (``€12.50``, ``12,50 EUR``, ``$9.99``, ``9.99 USD``,
-  ``1.299,00 €``, ``£5``, ``12.50 euros``);
 - ``find_stock_claims``: "in stock", "available", "sold out", "out of stock", "unavailable", ...;
 - ``mentioned_items``: which cited products a sentence names (title, or most of the title's words, or SKU);
-- ``check``: puts them together. A price must equal the list or sale price of the product named in its
-  sentence (or, when the sentence names none, of some cited product); a stock claim must match the named
-  product's availability. A price that belongs to no cited product is an invented product or price;
+- ``check``: puts them together with the prices the text states (``agents.prices.find_prices``). A price
+  must equal the list or sale price of the product named in its sentence (or, when the sentence names none,
+  of some cited product); a stock claim must match the named product's availability. A price that belongs
+  to no cited product is an invented product or price;
 - ``apply``: what the customer gets, per the agent's grounding mode: ``correct`` replaces each wrong price
   with the catalog's (and withholds when something cannot be corrected), ``withhold`` replaces the whole
-  reply with a safe message plus cards, ``flag`` only records;
-- ``cards_for``: product cards built from catalog rows, never from the model's text.
+  reply with a safe message plus cards, ``flag`` only records.
 
-Policy claims are checked in ``agents.policy_claims``; what the model may add to a composed answer, in
-``agents.screen``.
+Product cards are built from the same rows in ``agents.cards``; policy claims are checked in
+``agents.policy_claims``; what the model may add to a composed answer, in ``agents.screen``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal, TypedDict
 
-SYMBOLS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY", "₹": "INR"}
-CODES = {
-    "eur": "EUR",
-    "euro": "EUR",
-    "euros": "EUR",
-    "usd": "USD",
-    "dollar": "USD",
-    "dollars": "USD",
-    "gbp": "GBP",
-    "pounds": "GBP",
-    "chf": "CHF",
-    "sek": "SEK",
-    "nok": "NOK",
-    "dkk": "DKK",
-    "pln": "PLN",
-    "cad": "CAD",
-    "aud": "AUD",
-    "jpy": "JPY",
-    "inr": "INR",
-}
-_SYMBOL = r"[€$£¥₹]"
-_CODE = r"(?:" + "|".join(sorted(CODES, key=len, reverse=True)) + r")\b"
-# 1,299.00 | 1.299,00 | 1299 | 12.5 | 12,50 (a thousands group needs three digits after it).
-_AMOUNT = r"\d{1,3}(?:[.,\s]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?"
-_PRICE = re.compile(
-    rf"(?P<pre>{_SYMBOL}|\b(?:EUR|USD|GBP|CHF|CAD|AUD)\b)\s?(?P<a1>{_AMOUNT})(?![\d])"
-    rf"|(?<![\w.,])(?P<a2>{_AMOUNT})\s?(?P<post>{_SYMBOL}|{_CODE})",
-    re.IGNORECASE,
-)
+from agents.prices import PriceMention, find_prices, format_price
+
 _NEGATIVE_STOCK = (
     r"out of stock|sold out|not available|unavailable|not in stock|currently unavailable|no longer available"
 )
@@ -107,17 +78,6 @@ class GroundItem:
     @property
     def effective_price(self) -> Decimal | None:
         return self.sale_price if self.sale_price is not None else self.price
-
-
-@dataclass(frozen=True)
-class PriceMention:
-    start: int
-    end: int
-    raw: str
-    amount: Decimal
-    currency: str | None  # None: the text gave no currency
-    symbol_first: bool
-    comma_decimal: bool
 
 
 @dataclass(frozen=True)
@@ -186,46 +146,6 @@ class GroundingResult:
             "stock_checked": self.stock_checked,
             "products_mentioned": list(self.products_mentioned),
         }
-
-
-def parse_amount(raw: str) -> tuple[Decimal, bool] | None:
-    """``"1.299,00"`` -> (1299.00, comma decimal). The last separator followed by 1-2 digits is the decimal."""
-    raw = raw.replace(" ", "").replace("\u00a0", "")
-    match = re.search(r"[.,](\d{1,2})$", raw)
-    comma_decimal = False
-    if match:
-        comma_decimal = raw[match.start()] == ","
-        whole = re.sub(r"[.,]", "", raw[: match.start()])
-        number = f"{whole}.{match.group(1)}"
-    else:
-        number = re.sub(r"[.,]", "", raw)
-    try:
-        return Decimal(number), comma_decimal
-    except InvalidOperation:
-        return None
-
-
-def find_prices(text: str) -> list[PriceMention]:
-    mentions = []
-    for match in _PRICE.finditer(text):
-        amount_raw = match.group("a1") or match.group("a2")
-        parsed = parse_amount(amount_raw)
-        if parsed is None:
-            continue
-        marker = match.group("pre") or match.group("post") or ""
-        currency = SYMBOLS.get(marker) or CODES.get(marker.lower()) or marker.upper() or None
-        mentions.append(
-            PriceMention(
-                start=match.start(),
-                end=match.end(),
-                raw=match.group(0),
-                amount=parsed[0],
-                currency=currency,
-                symbol_first=bool(match.group("pre")),
-                comma_decimal=parsed[1],
-            )
-        )
-    return mentions
 
 
 def find_stock_claims(text: str) -> list[StockClaim]:
@@ -328,21 +248,6 @@ def _price_matches(mention: PriceMention, item: GroundItem) -> bool:
     return any(p is not None and p == mention.amount for p in (item.price, item.sale_price))
 
 
-def format_price(amount: Decimal, currency: str, like: PriceMention | None = None) -> str:
-    """The catalog's price, written the way the reply wrote the wrong one (symbol first, comma decimal)."""
-    number = f"{amount:.2f}"
-    if like is not None and like.comma_decimal:
-        number = number.replace(".", ",")
-    symbol = {code: sym for sym, code in SYMBOLS.items()}.get(currency.upper())
-    if like is not None and like.symbol_first and symbol:
-        return f"{symbol}{number}"
-    if like is not None and like.symbol_first:
-        return f"{currency} {number}".strip()
-    if like is not None and like.raw.rstrip()[-1:] in SYMBOLS and symbol:
-        return f"{number} {symbol}" if " " in like.raw else f"{number}{symbol}"
-    return f"{number} {currency}".strip()
-
-
 def check(text: str, items: list[GroundItem], *, mode: str = "correct") -> GroundingResult:
     """Every price and stock claim of ``text`` against the cited ``items`` (see the module docstring)."""
     result = GroundingResult(mode=mode, ok=True, action="none")
@@ -432,42 +337,3 @@ def apply(text: str, result: GroundingResult, *, withheld_message: str) -> tuple
         out = out[: issue.start] + issue.expected + out[issue.end :]
     result.action = "corrected"
     return out, result
-
-
-class Card(TypedDict):
-    """A product card (on ``message.done`` and the stored reply; docs/websocket-protocol.md, "Cards"): catalog
-    facts only. Prices are strings with two decimals."""
-
-    item_id: int
-    external_id: str
-    title: str
-    price: str | None
-    sale_price: str | None
-    currency: str
-    availability: str
-    image_url: str
-    url: str
-
-
-def card_for(item: GroundItem) -> Card:
-    return {
-        "item_id": item.item_id,
-        "external_id": item.external_id,
-        "title": item.title,
-        "price": f"{item.price:.2f}" if item.price is not None else None,
-        "sale_price": f"{item.sale_price:.2f}" if item.sale_price is not None else None,
-        "currency": item.currency,
-        "availability": item.availability,
-        "image_url": item.image_url,
-        "url": item.url,
-    }
-
-
-def cards_for(result: GroundingResult, items: list[GroundItem], *, fallback: int = 3) -> list[Card]:
-    """Cards for the products the reply names (in the reply's order); a withheld reply shows the top
-    ``fallback`` cited products instead, so that the customer still gets the catalog's facts."""
-    by_id = {item.item_id: item for item in items}
-    chosen = [by_id[i] for i in result.products_mentioned if i in by_id]
-    if not chosen and result.action == "withheld":
-        chosen = items[:fallback]
-    return [card_for(item) for item in chosen]

@@ -38,6 +38,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents import answers, grounding
+from agents.cards import Card, cards_for
 from agents.model_words import Dropped, ModelTimings, ModelWords, joined
 from agents.models import Agent
 from agents.policy_claims import policy_issues
@@ -134,7 +135,7 @@ class AnswerChecks(TypedDict, total=False):
 @dataclass(frozen=True)
 class Done:
     text: str
-    cards: list[grounding.Card]
+    cards: list[Card]
     grounding: AnswerChecks
     raw_text: str  # what the model said, before screening ("" when it was not asked or failed)
     finish_reason: str = "stop"
@@ -346,7 +347,7 @@ async def respond(
         checks["model_error"] = model.error[:500]
     yield Done(
         text=final,
-        cards=grounding.cards_for(result, cited),
+        cards=cards_for(result, cited),
         grounding=checks,
         raw_text="".join(model.raw).strip(),
         finish_reason=model.end.finish_reason if model.end else ("error" if model.error else "closed"),

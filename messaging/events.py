@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal, NotRequired, TypedDict
 
-from agents.grounding import Card
+from agents.cards import Card
 from agents.models import Theme
 
 

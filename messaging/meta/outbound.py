@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from agents.grounding import Card
+from agents.cards import Card
 
 WHATSAPP = "whatsapp"
 MESSENGER = "messenger"

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from agents.grounding import Card
+from agents.cards import Card
 from agents.models import Agent
 from agents.respond import AnswerChecks, AnswerTimings, CitationJson
 from businesses.models import Business

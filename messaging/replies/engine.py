@@ -33,7 +33,7 @@ from typing import Literal
 from channels.layers import get_channel_layer
 
 from agents import respond as agent
-from agents.grounding import Card
+from agents.cards import Card
 from agents.models import Agent
 from agents.prompts import Turn, handoff_reason
 from agents.respond import CitationJson

@@ -1,4 +1,4 @@
-"""agents.grounding: pure checks of prices, stock claims and product names against catalog rows."""
+"""agents.grounding: pure checks of prices, stock claims and product names against catalog rows; agents.cards."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 
 from agents import grounding
-from agents.grounding import GroundItem, apply, cards_for, check, find_prices, find_stock_claims
+from agents.cards import cards_for
+from agents.grounding import GroundItem, apply, check, find_stock_claims
 
 TENT = GroundItem(
     item_id=1,
@@ -39,32 +40,6 @@ STOVE = GroundItem(
     availability="in_stock",
 )
 ITEMS = [TENT, BAG, STOVE]
-
-
-@pytest.mark.parametrize(
-    ("text", "amount", "currency"),
-    [
-        ("only €12.50 today", "12.50", "EUR"),
-        ("only € 12,50 today", "12.50", "EUR"),
-        ("costs 12,50 EUR", "12.50", "EUR"),
-        ("costs $9.99", "9.99", "USD"),
-        ("costs 9.99 USD", "9.99", "USD"),
-        ("costs 1.299,00 €", "1299.00", "EUR"),
-        ("costs $1,299.00", "1299.00", "USD"),
-        ("costs £5", "5", "GBP"),
-        ("costs 12.50 euros", "12.50", "EUR"),
-        ("costs EUR 40", "40", "EUR"),
-        ("costs 249€", "249", "EUR"),
-    ],
-)
-def test_find_prices_reads_common_formats(text: str, amount: str, currency: str) -> None:
-    [mention] = find_prices(text)
-    assert mention.amount == Decimal(amount)
-    assert mention.currency == currency
-
-
-def test_find_prices_ignores_plain_numbers() -> None:
-    assert find_prices("It sleeps 2 people, weighs 1.9 kg and packs to 8 litres.") == []
 
 
 def test_stock_claims_and_negation() -> None:

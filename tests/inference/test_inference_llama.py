@@ -15,7 +15,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from agents.grounding import find_prices
+from agents.prices import find_prices
 from agents.respond import Done, respond
 from agents.respond import TextDelta as RespondDelta
 from agents.selectors import agent_for
