@@ -19,7 +19,7 @@ import datetime as dt
 import os
 import socket
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Literal
 
 from django.conf import settings
 from django.db import connection
@@ -27,10 +27,11 @@ from django.utils import timezone
 
 from agents.cards import Card
 from agents.models import Agent
-from agents.respond import AnswerChecks, AnswerTimings, CitationJson
+from agents.respond import CitationJson
 from businesses.models import Business
 from messaging import rows, selectors
 from messaging.models import Channel, Conversation, Message
+from messaging.replies.shapes import ReplyChecks, ReplyTimings, ReplyUsage
 from messaging.selectors import WindowMessage
 from messaging.services import conversation_handoff, enqueue_outbound
 
@@ -66,33 +67,6 @@ def claimer_gone(claimed_by: str) -> bool:
 
 # Why a claim was not made (``reply_claim``).
 Unclaimed = Literal["gone", "answered", "human", "busy"]
-
-
-class ReplyChecks(AnswerChecks, total=False):
-    """``Message.grounding`` of a reply: the answer's checks (``agents.respond``), whether it found nothing to
-    ground on (read back by ``selectors.WINDOW_SQL``), or why the agent handed the conversation over instead
-    (the dashboard's analytics count it)."""
-
-    no_results: bool
-    handoff: str
-
-
-class ReplyTimings(AnswerTimings, total=False):
-    """``Message.timings`` of a reply, in ms: the answer's (``agents.respond``; its ``first_token`` is the
-    engine's own, counted from the task's start) and the engine's."""
-
-    queue_wait: float  # from the task's queueing to its start (two clocks: the sender's and the worker's)
-    lock: float
-    claim: float
-    stream_setup: float
-    group_sends: int  # a count: message.created, the deltas and message.done
-
-
-class ReplyUsage(TypedDict, total=False):
-    """``Message.usage`` of a reply: the pool's token counts (empty when the model was not asked)."""
-
-    prompt_tokens: int
-    completion_tokens: int
 
 
 @dataclass

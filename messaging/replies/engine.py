@@ -46,10 +46,7 @@ from messaging.events import MessageCreatedEvent, MessageDoneEvent
 from messaging.models import Message
 from messaging.replies import policy
 from messaging.replies.claim import (
-    ReplyChecks,
     ReplyClaim,
-    ReplyTimings,
-    ReplyUsage,
     reply_claim,
     reply_finish,
     reply_handoff,
@@ -57,6 +54,7 @@ from messaging.replies.claim import (
     worker_id,
 )
 from messaging.replies.hold import ConversationHold
+from messaging.replies.shapes import ReplyChecks, ReplyTimings, ReplyUsage
 from messaging.replies.stream import ReplyStream
 from messaging.selectors import message_payload
 
