@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 from django.test.utils import override_settings
 
-from devstack.services import free_port
+from devstack.handles import free_port
 
 pytestmark = pytest.mark.django_db
 

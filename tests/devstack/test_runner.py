@@ -15,7 +15,7 @@ import httpx
 import psutil
 
 from config.settings import BASE_DIR
-from devstack.services import free_port
+from devstack.handles import free_port
 from tests.devstack.test_services import wait_dead
 from tests.inference_server import InferenceServer
 

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from devstack.services import free_port
+from devstack.handles import free_port
 from inference import state
 from inference.chat import stream_chat
 from inference.embeddings import embed, embed_sync

@@ -19,7 +19,8 @@ from agents.prices import find_prices
 from agents.respond import Done, respond
 from agents.respond import TextDelta as RespondDelta
 from agents.selectors import agent_for
-from devstack import paths, services
+from devstack import llama, paths
+from devstack.handles import free_port
 from inference.chat import complete_chat, stream_chat
 from inference.health import probe_pool
 from inference.types import ChatRequest, StreamEnd, TextDelta, Usage
@@ -37,11 +38,11 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
-    port = services.free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # The embedded server's own command line: its flags (one request never interrupts another) are tested too.
     proc = subprocess.Popen(
-        services.llama_server_args(services.smollm2_model_path(), port),
+        llama.llama_server_args(llama.smollm2_model_path(), port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ},

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
-from devstack import paths, services
+from devstack import llama, paths
 from inference import health, metrics, state
 from inference.chat import stream_chat
 from inference.endpoints import (
@@ -406,7 +406,7 @@ def test_the_embedded_server_is_started_without_interrupts_on_every_core() -> No
 
     parser = argparse.ArgumentParser()
     add_args_from_model(parser, Settings)
-    args = parser.parse_args(services.llama_server_args(Path("/models/smollm2.gguf"), 8765)[3:])
+    args = parser.parse_args(llama.llama_server_args(Path("/models/smollm2.gguf"), 8765)[3:])
     server = parse_model_from_args(ServerSettings, args)
     model = parse_model_from_args(ModelSettings, args)
     assert (server.interrupt_requests, server.port) == (False, 8765)

@@ -18,7 +18,7 @@ from businesses.crypto import EncryptedTextField
 from businesses.demo import DEMO_SLUG
 from businesses.models import Business
 from config import health
-from devstack.services import free_port
+from devstack.handles import free_port
 from inference.models import InferenceEndpoint
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 from tests.inference_server import InferenceServer
