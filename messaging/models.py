@@ -100,6 +100,11 @@ class Message(models.Model):
         # A part was sent but Meta's answer never came: the customer may or may not have it (not resent).
         AMBIGUOUS = "ambiguous", "Unconfirmed"
 
+    class Rating(models.TextChoices):
+        NONE = "", "-"
+        UP = "up", "Thumbs up"
+        DOWN = "down", "Thumbs down"
+
     business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="messages")
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     channel = models.CharField(max_length=16, choices=Channel.choices)
@@ -127,6 +132,11 @@ class Message(models.Model):
     timings = models.JSONField(default=dict, blank=True)
     delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.NONE, blank=True)
     error = models.TextField(blank=True)
+    # Agent replies: the customer's thumbs up or down (the widget's buttons, services.message_rate); one per
+    # reply, changeable, the latest counts.
+    rating = models.CharField(max_length=4, choices=Rating.choices, blank=True)
+    rating_comment = models.CharField(max_length=500, blank=True)
+    rated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
