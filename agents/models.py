@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from django.conf import settings
 from django.db import models
+from pgvector.django import VectorField
+
+from catalogs.models import EMBEDDING_DIMENSIONS
 
 
 def default_business_hours() -> dict[str, list[list[str]]]:
@@ -103,3 +107,55 @@ class Agent(models.Model):
             "avatar_url": self.theme_avatar_url,
             "dark_mode": self.theme_dark_mode,
         }
+
+
+class CuratedAnswer(models.Model):
+    """The right answer to a question, written by the business (from a reply in the inbox or playground, the
+    admin's form, or a CSV import). A customer's question that means the same (``agents.selectors
+    .curated_match``: its phrasings' embeddings) gets ``answer`` verbatim, still checked by grounding."""
+
+    business = models.ForeignKey(
+        "businesses.Business", on_delete=models.CASCADE, related_name="curated_answers"
+    )
+    question = models.CharField(max_length=500)
+    paraphrases = models.JSONField(default=list, blank=True, help_text="Other ways customers ask it")
+    answer = models.TextField()
+    # The agent reply this answer corrects (messaging.Message, named by string: agents sits below messaging
+    # and imports nothing of it); kept when the conversation goes.
+    source_message = models.ForeignKey(
+        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-pk"]
+        indexes = [models.Index(fields=["business", "is_active"], name="curated_business_active")]
+
+    def __str__(self) -> str:
+        return self.question
+
+    def phrasings(self) -> list[str]:
+        """The question and its paraphrases, each embedded and matched on its own."""
+        return [self.question, *[p for p in self.paraphrases if p != self.question]]
+
+
+class CuratedPhrasing(models.Model):
+    """One way of asking a curated answer's question, with its embedding (the question is one, each
+    paraphrase another): a customer's question matches the answer by its closest phrasing."""
+
+    business = models.ForeignKey("businesses.Business", on_delete=models.CASCADE, related_name="+")
+    curated = models.ForeignKey(CuratedAnswer, on_delete=models.CASCADE, related_name="phrasing_rows")
+    text = models.CharField(max_length=500)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    embedding_model = models.CharField(max_length=200)
+
+    class Meta:
+        indexes = [models.Index(fields=["business"], name="curated_phrasing_business")]
+
+    def __str__(self) -> str:
+        return self.text
