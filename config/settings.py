@@ -305,6 +305,8 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1)
 CHAT_VISITOR_MESSAGES_PER_MINUTE = env_int("CHAT_VISITOR_MESSAGES_PER_MINUTE", 20, minimum=1)
 CHAT_BUSINESS_MESSAGES_PER_MINUTE = env_int("CHAT_BUSINESS_MESSAGES_PER_MINUTE", 600, minimum=1)
 CHAT_VISITOR_MAX_CONNECTIONS = env_int("CHAT_VISITOR_MAX_CONNECTIONS", 5, minimum=1)
+# Thumbs up/down frames per minute per visitor (a rating can be changed, so clicks are counted, not replies).
+CHAT_VISITOR_FEEDBACK_PER_MINUTE = env_int("CHAT_VISITOR_FEEDBACK_PER_MINUTE", 30, minimum=1)
 # Per client address, at each business (docs/security.md, "Chat socket"): open sockets, visitors minted for a
 # hello without a token, messages per minute, and the most of the business's cap one address may take.
 CHAT_ADDRESS_MAX_CONNECTIONS = env_int("CHAT_ADDRESS_MAX_CONNECTIONS", 20, minimum=1)

@@ -28,6 +28,7 @@ from messaging.events import (
     DeltaEntry,
     DeltaFrame,
     ErrorFrame,
+    FeedbackFrame,
     HandoffEvent,
     HelloFrame,
     MessageCreatedEvent,
@@ -38,7 +39,13 @@ from messaging.events import (
     ServerFrame,
     StopFrame,
 )
-from messaging.models import Channel, Conversation, Message, conversation_group
+from messaging.models import (
+    RATING_COMMENT_MAX_CHARS,
+    Channel,
+    Conversation,
+    Message,
+    conversation_group,
+)
 from messaging.visitors import visitor_from_token, visitor_token_issue
 
 logger = logging.getLogger(__name__)
@@ -106,6 +113,14 @@ def _stored(business: Business, conversation_id: int, client_id: str) -> Message
     return Message.objects.filter(
         business=business, conversation_id=conversation_id, client_message_id=client_id
     ).first()
+
+
+def _rate(
+    business: Business, visitor_id: str, message_id: int, rating: str, comment: str
+) -> Message | None:
+    return services.message_rate(
+        business=business, visitor_id=visitor_id, message_id=message_id, rating=rating, comment=comment
+    )
 
 
 def _streaming_reply(business: Business, conversation_id: int, message_id: int | None) -> int | None:
@@ -190,6 +205,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.on_message(content)
         elif kind == "stop":
             await self.on_stop(content)
+        elif kind == "feedback":
+            await self.on_feedback(content)
         elif kind == "ping":
             await self.send_frame({"type": "pong"})
         else:
@@ -337,6 +354,35 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
         if message_id is not None:
             await streams.cancel_request(message_id)
+
+    async def on_feedback(self, content: FeedbackFrame) -> None:
+        assert self.business is not None and self.visitor_id is not None
+        message_id = content.get("message_id")
+        rating = content.get("rating")
+        comment = content.get("comment", "")
+        if not isinstance(message_id, int) or isinstance(message_id, bool):
+            await self.error("bad_frame", "feedback needs the message_id of an agent reply.")
+            return
+        if rating not in ("up", "down"):
+            await self.error("bad_rating", "rating must be 'up' or 'down'.")
+            return
+        if comment is None:
+            comment = ""
+        if not isinstance(comment, str) or len(comment) > RATING_COMMENT_MAX_CHARS:
+            await self.error(
+                "bad_rating", f"comment must be text of at most {RATING_COMMENT_MAX_CHARS} characters."
+            )
+            return
+        if not await ratelimits.feedback_allowed(self.business.pk, self.visitor_id):
+            await self.error("feedback_rate_limited", "Too many ratings; wait a minute.")
+            return
+        rated = await aio.database(_rate, self.business, self.visitor_id, message_id, rating, comment)
+        if rated is None:
+            # Not a finished agent reply of this visitor's (another conversation, another business, a
+            # customer message, one still streaming): nothing stored.
+            await self.error("message_not_found", "No finished reply of yours has that id.")
+            return
+        await self.send_frame({"type": "feedback.saved", "message_id": rated.pk, "rating": rated.rating})
 
     # --- group events ------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ class MessagePayload(TypedDict):
     cards: list[Card]
     created_at: str
     stored_ms: NotRequired[float]  # a customer message just stored: the server's time to store it
+    rating: NotRequired[str]  # an agent reply the visitor rated: "up" or "down"
 
 
 class DeltaEntry(TypedDict):
@@ -87,6 +88,13 @@ class StopFrame(TypedDict, total=False):
     message_id: object
 
 
+class FeedbackFrame(TypedDict, total=False):
+    type: Literal["feedback"]
+    message_id: object
+    rating: object
+    comment: object
+
+
 # --- server -> client frames -------------------------------------------------------------------------
 
 
@@ -131,7 +139,22 @@ class PongFrame(TypedDict):
     type: Literal["pong"]
 
 
+class FeedbackSavedFrame(TypedDict):
+    """The answer to a ``feedback`` frame: the rating now stored on the reply."""
+
+    type: Literal["feedback.saved"]
+    message_id: int
+    rating: str
+
+
 # ``message.created`` and ``message.done`` go to the socket as the group's events are.
 ServerFrame = (
-    ReadyFrame | MessageCreatedEvent | DeltaFrame | MessageDoneEvent | HandoffFrame | ErrorFrame | PongFrame
+    ReadyFrame
+    | MessageCreatedEvent
+    | DeltaFrame
+    | MessageDoneEvent
+    | HandoffFrame
+    | ErrorFrame
+    | PongFrame
+    | FeedbackSavedFrame
 )

@@ -118,6 +118,12 @@ async def message_allowed(business_id: int, visitor_id: str, address: str | None
     return None if refused is None else codes[refused]
 
 
+async def feedback_allowed(business_id: int, visitor_id: str) -> bool:
+    """Count one ``feedback`` frame of a visitor; False (not counted) over CHAT_VISITOR_FEEDBACK_PER_MINUTE. Its
+    own limit: rating replies never uses up the visitor's messages."""
+    return await hit(f"fb:{business_id}:{visitor_id}", limit=settings.CHAT_VISITOR_FEEDBACK_PER_MINUTE)
+
+
 async def new_visitor_allowed(business_id: int, address: str | None) -> bool:
     """Count one visitor id minted for a ``hello`` without a valid token; False (not counted) over
     CHAT_ADDRESS_NEW_VISITORS_PER_MINUTE for this address at this business."""

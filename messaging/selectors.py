@@ -17,7 +17,7 @@ HISTORY_LIMIT = 50
 
 def message_payload(message: Message) -> MessagePayload:
     """A message as the websocket protocol sends it (docs/websocket-protocol.md)."""
-    return {
+    payload: MessagePayload = {
         "id": message.pk,
         "conversation_id": message.conversation_id,
         "role": message.role,
@@ -27,6 +27,9 @@ def message_payload(message: Message) -> MessagePayload:
         "cards": message.cards,
         "created_at": message.created_at.isoformat(),
     }
+    if message.rating:
+        payload["rating"] = message.rating
+    return payload
 
 
 def visitor_contact(business: Business, visitor_id: str) -> Contact | None:

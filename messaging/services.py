@@ -25,7 +25,14 @@ from businesses.models import Business
 from common.tasks import enqueue_on_commit
 from messaging import rows
 from messaging.events import ConversationEvent
-from messaging.models import Channel, Contact, Conversation, Message, conversation_group
+from messaging.models import (
+    RATING_COMMENT_MAX_CHARS,
+    Channel,
+    Contact,
+    Conversation,
+    Message,
+    conversation_group,
+)
 from messaging.replies import policy
 from messaging.selectors import message_payload
 
@@ -324,4 +331,38 @@ def staff_reply_send(
             transaction.on_commit(lambda: _broadcast_created(message))
         else:
             enqueue_outbound(message.pk)
+    return message
+
+
+# Agent replies a customer may rate: finished ones (a streaming reply is not yet what it will be).
+RATEABLE_STATUSES = (Message.Status.DONE, Message.Status.CUT)
+
+
+def message_rate(
+    *, business: Business, visitor_id: str, message_id: int, rating: str, comment: str = ""
+) -> Message | None:
+    """A widget visitor rates an agent reply (thumbs up or down, an optional comment). One rating per reply:
+    rating again replaces it. None, and nothing written, unless the message is a finished agent reply in a
+    widget conversation of this visitor at this business."""
+    if rating not in (Message.Rating.UP, Message.Rating.DOWN):
+        raise ValueError(f"rating must be 'up' or 'down', not {rating!r}")
+    with transaction.atomic(durable=True):
+        message = (
+            Message.objects.select_for_update()
+            .filter(
+                business=business,
+                pk=message_id,
+                role=Message.Role.AGENT,
+                status__in=RATEABLE_STATUSES,
+                conversation__channel=Channel.WIDGET,
+                conversation__contact__external_id=visitor_id,
+            )
+            .first()
+        )
+        if message is None:
+            return None
+        message.rating = rating
+        message.rating_comment = comment.strip()[:RATING_COMMENT_MAX_CHARS]
+        message.rated_at = timezone.now()
+        message.save(update_fields=["rating", "rating_comment", "rated_at", "updated_at"])
     return message
