@@ -734,3 +734,45 @@ def test_a_person_takes_over_and_their_reply_raises_the_unread_badge(
     # The agent stays silent while a person has the conversation.
     assert stack.inference.chat_requests == 1
     assert_clean(bp)
+
+
+def test_a_reply_is_rated_with_the_thumbs_and_the_rating_survives_a_reload(
+    stack: Any, shop: Business, new_page: Callable[..., BrowserPage]
+) -> None:
+    stack.inference.script("It is a great pick for two.")
+    bp = new_page()
+    open_widget(bp, demo_url(stack, shop))
+    ask(bp, "Do you have a 2-person tent?")
+    wait_done(bp)
+    reply = Message.objects.get(business=shop, role=Message.Role.AGENT)
+    rate = "bizagent-widget .msg.agent:not(.greeting) .rate"
+    up = bp.page.locator(f'{rate} button[aria-label="Helpful"]')
+    down = bp.page.locator(f'{rate} button[aria-label="Not helpful"]')
+    assert (up.get_attribute("aria-pressed"), down.get_attribute("aria-pressed")) == ("false", "false")
+    # The customer's own message and the greeting get no buttons.
+    assert bp.shadow_eval("return root.querySelectorAll('.rate').length") == 1
+
+    down.click()
+    bp.page.wait_for_function(
+        "() => document.querySelector('bizagent-widget').shadowRoot"
+        ".querySelector('.rate button[data-rating=down]')?.getAttribute('aria-pressed') === 'true'"
+    )
+    assert up.get_attribute("aria-pressed") == "false"
+    reply.refresh_from_db()
+    assert reply.rating == Message.Rating.DOWN and reply.rated_at is not None
+
+    up.click()  # changed: still one rating
+    bp.page.wait_for_function(
+        "() => document.querySelector('bizagent-widget').shadowRoot"
+        ".querySelector('.rate button[data-rating=up]')?.getAttribute('aria-pressed') === 'true'"
+    )
+    reply.refresh_from_db()
+    assert reply.rating == Message.Rating.UP
+
+    # A reload shows the stored rating (it comes back in the history).
+    bp.page.reload()
+    bp.page.locator("bizagent-widget textarea").wait_for(state="visible")
+    wait_connected(bp)
+    assert up.get_attribute("aria-pressed") == "true"
+    assert down.get_attribute("aria-pressed") == "false"
+    assert_clean(bp)

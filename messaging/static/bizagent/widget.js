@@ -46,6 +46,8 @@
     close: "M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12l5.6 5.6-1.4 1.4-5.6-5.6L6.4 19 5 17.6 10.6 12 5 6.4z",
     send: "M3 20.5 21.5 12 3 3.5v6.6L15 12 3 13.9z",
     stop: "M7 7h10v10H7z",
+    up: "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z",
+    down: "M15 3H6c-.83 0-1.54.5-1.84 1.22l-3.02 7.05c-.09.23-.14.47-.14.73v2c0 1.1.9 2 2 2h6.31l-.95 4.57-.03.32c0 .41.17.79.44 1.06L9.83 23l6.59-6.59c.36-.36.58-.86.58-1.41V5c0-1.1-.9-2-2-2zm4 0v12h4V3h-4z",
   };
   /** An http(s) URL, or null: no javascript:, data: or malformed URLs. Relative ones only with a base. */
   const safeUrl = (raw, base) => {
@@ -225,6 +227,12 @@ header .icon:hover{background:rgba(127,127,127,.22)}
 .streaming .bubble::after{content:"";display:inline-block;width:7px;height:1em;margin-inline-start:2px;vertical-align:text-bottom;background:currentColor;opacity:.5;animation:blink 1s steps(2) infinite}
 .meta{font-size:12.5px;color:var(--mu);margin-top:3px;display:flex;gap:8px;align-items:center}
 .meta.err{color:var(--er)}
+.rate{display:flex;gap:2px;margin-top:2px}
+.rate button{border:0;background:none;width:28px;height:28px;border-radius:8px;padding:0;color:var(--mu);display:flex;align-items:center;justify-content:center}
+.rate button:hover{background:var(--ag)}
+.rate button[aria-pressed="true"]{color:var(--a);background:var(--ag)}
+.dark .rate button[aria-pressed="true"]{color:var(--fg)}
+.rate svg{width:15px;height:15px;fill:currentColor}
 .link-btn{border:0;background:none;padding:0;color:var(--a);text-decoration:underline;font-size:12.5px;font-weight:600}
 .dark .link-btn{color:inherit}
 .cards{display:flex;gap:8px;overflow-x:auto;max-width:100%;margin-top:8px;padding-bottom:4px}
@@ -259,6 +267,8 @@ textarea::placeholder{color:var(--mu);opacity:1}
     too_long: "That message is too long. Please shorten it and try again.",
     too_large: "That message is too long. Please shorten it and try again.",
     empty_message: "Please type a message first.",
+    feedback_rate_limited: "Thanks! Please wait a minute before rating again.",
+    message_not_found: "That reply can't be rated.",
     too_many_connections: "This chat is open in too many windows. Close one and try again.",
     origin_not_allowed: "This chat isn't available on this website.",
     unknown_widget: "This chat isn't set up correctly (unknown widget key).",
@@ -546,6 +556,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
         msg.text = str(m.text);
       }
       if (Array.isArray(m.cards)) msg.cards = m.cards;
+      if (m.rating === "up" || m.rating === "down") msg.rating = m.rating;
       this.render(msg);
       return msg;
     }
@@ -559,7 +570,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       bubble.hidden = !msg.text && msg.status === "streaming";
       el.classList.toggle("streaming", msg.status === "streaming" && !!msg.text);
       el.querySelector(".cards")?.remove();
-      el.querySelectorAll(".meta").forEach((n) => n.remove());
+      el.querySelectorAll(".meta, .rate").forEach((n) => n.remove());
       el.classList.toggle("has-cards", msg.cards.length > 0);
       if (msg.cards.length) el.append(this.cardsNode(msg.cards));
       if (msg.status === "cut") el.append(h("div", "meta", "The reply was stopped before it finished."));
@@ -570,6 +581,33 @@ textarea::placeholder{color:var(--mu);opacity:1}
         if (q) meta.append(this.retryButton(() => this.send(q)));
         el.append(meta);
       }
+      if (msg.role === "agent" && msg.text && (msg.status === "done" || msg.status === "cut")) {
+        el.append(this.ratingNode(msg));
+      }
+    }
+
+    /** Thumbs up and down under a finished agent reply; the pressed one is the rating the server stored. */
+    ratingNode(msg) {
+      const row = h("div", "rate");
+      row.setAttribute("role", "group");
+      row.setAttribute("aria-label", "Rate this reply");
+      for (const [rating, label] of [["up", "Helpful"], ["down", "Not helpful"]]) {
+        const btn = h("button");
+        btn.type = "button";
+        btn.dataset.rating = rating;
+        btn.setAttribute("aria-label", label);
+        btn.title = label;
+        btn.setAttribute("aria-pressed", String(msg.rating === rating));
+        btn.append(icon(ICONS[rating]));
+        btn.addEventListener("click", () => this.rate(msg, rating));
+        row.append(btn);
+      }
+      return row;
+    }
+
+    rate(msg, rating) {
+      if (!this.isOpen() || msg.rating === rating) return;
+      this.frame({ type: "feedback", message_id: msg.id, rating });
     }
 
     questionFor(msg) {
@@ -960,6 +998,19 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.emit("error", { code: f.code, detail: words });
     }
 
+    on_feedback_saved(f) {
+      const msg = this.state.messages.get(f.message_id);
+      if (!msg || (f.rating !== "up" && f.rating !== "down")) return;
+      msg.rating = f.rating;
+      const active = this.shadowRoot.activeElement;
+      const focused = !!active && msg.el.contains(active) && !!active.closest(".rate");
+      this.render(msg);
+      // Keyboard users keep their place: render rebuilt the buttons, focus goes to the one now pressed.
+      if (focused) msg.el.querySelector('.rate button[data-rating="' + f.rating + '"]')?.focus();
+      this.announce(f.rating === "up" ? "Thanks for your feedback." : "Thanks, we'll use this to improve.");
+      this.emit("feedback", { id: msg.id, rating: f.rating });
+    }
+
     on_handoff(f) {
       this.note(
         f.state === "human"
@@ -1031,7 +1082,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       widget.contact = c;
       widget.persist();
     },
-    /** Subscribe: "message" (each finished message), "open", "close", "ready", "error". Returns an unsubscribe function. */
+    /** Subscribe: "message" (each finished message), "open", "close", "ready", "error", "feedback" (a rating saved). Returns an unsubscribe function. */
     on(name, fn) {
       (widget.listeners[name] = widget.listeners[name] || []).push(fn);
       return () => {
