@@ -67,6 +67,10 @@ class Conversation(models.Model):
         return conversation_group(self.pk)
 
 
+# The longest comment a customer may leave with a rating (the widget's ``feedback`` frame).
+RATING_COMMENT_MAX_CHARS = 500
+
+
 def conversation_group(conversation_id: int) -> str:
     """The Channels group that carries a conversation's live events (its sockets, the inbox's)."""
     return f"conv.{conversation_id}"
@@ -135,7 +139,7 @@ class Message(models.Model):
     # Agent replies: the customer's thumbs up or down (the widget's buttons, services.message_rate); one per
     # reply, changeable, the latest counts.
     rating = models.CharField(max_length=4, choices=Rating.choices, blank=True)
-    rating_comment = models.CharField(max_length=500, blank=True)
+    rating_comment = models.CharField(max_length=RATING_COMMENT_MAX_CHARS, blank=True)
     rated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
