@@ -315,6 +315,21 @@ def check(text: str, items: list[GroundItem], *, mode: str = "correct") -> Groun
     return result
 
 
+def check_named(text: str, items: list[GroundItem], *, mode: str = "correct") -> GroundingResult:
+    """``check`` for a text in the shop's own words (a curated answer): only the sentences that name a cited
+    product are checked, against that product (a price it states must still be the catalog's, a stock claim
+    its availability); the other sentences are the shop's to say ("Delivery to Switzerland costs 9.90 CHF"
+    is a figure of no product). The sentences left out are blanked, so that offsets stay the text's."""
+    kept = [" "] * len(text)
+    for start, end in sentence_spans(text):
+        if mentioned_items(text[start:end], items):
+            kept[start:end] = text[start:end]
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            kept[i] = "\n"  # sentence ends stay where they were
+    return check("".join(kept), items, mode=mode)
+
+
 def apply(text: str, result: GroundingResult, *, withheld_message: str) -> tuple[str, GroundingResult]:
     """The text the customer gets, and the result with its ``action`` set.
 

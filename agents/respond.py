@@ -12,6 +12,9 @@ the question, and consumes the events::
 
 How an answer is made (docs/agent.md, "How a fact reaches an answer"):
 
+0. a curated answer (the business's own right answer, ``agents.models.CuratedAnswer``) whose question means
+   the same as the customer's, found by retrieval with the same embedding, is the answer, verbatim: no
+   model words, and its prices and stock claims are checked against the products it names (``_curated``);
 1. retrieval (``agents.retrieval``), then ``agents.answers.plan``: which rows answer the question (items, an FAQ passage, the
    business facts), or nothing relevant (the agent's no-results message, without a model call);
 2. the factual answer is rendered from those rows (``answers.render``) and streamed at once: prices,
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -44,7 +47,7 @@ from agents.models import Agent
 from agents.policy_claims import policy_issues
 from agents.prompts import DataEntry, Turn, assemble, forbidden_topic, is_open, private_text, retrieval_query
 from agents.question import language_of, signals
-from agents.retrieval import Prefetch, retrieve
+from agents.retrieval import Found, Prefetch, retrieve
 from agents.screen import Screen
 from businesses.models import Business
 from inference import types as inference
@@ -130,6 +133,8 @@ class AnswerChecks(TypedDict, total=False):
     dropped: list[Dropped]  # the model's sentences held back, and why
     model_error: str
     refused: bool
+    curated_answer: int  # the id of the curated answer that was the reply
+    curated_similarity: float  # how close the customer's question came to its nearest phrasing
 
 
 @dataclass(frozen=True)
@@ -223,9 +228,10 @@ async def respond(
     t = time.perf_counter()
     query = retrieval_query(question, turns)
     if prefetched is not None and prefetched.query == query:
-        hits = await asyncio.shield(prefetched.hits)  # a retry of the reply awaits it again
+        retrieved = await asyncio.shield(prefetched.hits)  # a retry of the reply awaits it again
     else:
-        hits = await retrieve(business, query)
+        retrieved = await retrieve(business, query)
+    hits = retrieved.hits
     timings["retrieval"] = _ms(t)
     yield Citations(
         [
@@ -233,6 +239,10 @@ async def respond(
             for h in hits
         ]
     )
+    if retrieved.curated is not None:
+        for curated_event in _curated(business, agent, retrieved, started=started, timings=timings):
+            yield curated_event
+        return
     plan = answers.plan(question, [_row(h) for h in hits], business_facts=agent.business_facts)
     if plan.no_results and plan.language != "en" and not asked.smalltalk:
         # Catalogs are mostly written in one language: a question in another that found nothing is asked
@@ -240,7 +250,7 @@ async def respond(
         t = time.perf_counter()
         english = await _in_english(business.pk, question)
         if english:
-            hits = await retrieve(business, retrieval_query(english, turns))
+            hits = (await retrieve(business, retrieval_query(english, turns))).hits
             plan = answers.plan(
                 english, [_row(h) for h in hits], business_facts=agent.business_facts, language=plan.language
             )
@@ -354,6 +364,46 @@ async def respond(
         endpoint=model.end.endpoint if model.end else "",
         timings=timings,
     )
+
+
+def _curated(
+    business: Business, agent: Agent, found: Found, *, started: float, timings: AnswerTimings
+) -> Iterator[Event]:
+    """The reply that is a curated answer: its text verbatim, once the grounding check has passed the
+    sentences that name a product (a price the catalog has changed since is a wrong price, handled by the
+    agent's grounding mode like any other: corrected, withheld or flagged), with the out-of-hours note as on
+    any reply. Checked before it is streamed, like every text a customer sees."""
+    assert found.curated is not None
+    text = found.curated.answer
+    named: dict[int, grounding.GroundItem] = {}
+    for hit in [*found.curated_rows, *found.hits]:
+        if hit.kind == "item" and hit.item_id is not None:
+            named.setdefault(int(hit.item_id), _ground_item(hit))
+    cited = list(named.values())
+    result = grounding.check_named(text, cited, mode=agent.grounding_mode)
+    shown, result = grounding.apply(text, result, withheld_message=agent.withheld_message)
+    timings["first_token"] = _ms(started)
+    yield TextDelta(shown)
+    final = shown
+    if (
+        not is_open(agent, timezone_name=business.timezone, now=timezone.now())
+        and agent.out_of_hours_message.strip()
+    ):
+        final = f"{shown}\n\n{agent.out_of_hours_message.strip()}"
+    timings["total"] = _ms(started)
+    checked = result.as_json()
+    checks: AnswerChecks = {
+        "mode": checked["mode"],
+        "ok": checked["ok"],
+        "action": checked["action"],
+        "issues": checked["issues"],
+        "prices_checked": checked["prices_checked"],
+        "stock_checked": checked["stock_checked"],
+        "products_mentioned": checked["products_mentioned"],
+        "curated_answer": found.curated.curated_id,
+        "curated_similarity": found.curated.similarity,
+    }
+    yield Done(text=final, cards=cards_for(result, cited), grounding=checks, raw_text="", timings=timings)
 
 
 def model_sentences() -> int:

@@ -1,41 +1,85 @@
-"""Retrieval for an answer: the business's catalog rows (items and document chunks) for a question.
+"""Retrieval for an answer: the business's catalog rows (items and document chunks) for a question, and
+the curated answer whose question means the same, if any.
 
-``retrieve`` runs the hybrid search (``catalogs.search``) with the query's embedding on its way meanwhile;
-``Prefetch`` starts one before the conversation is read, so that it runs while the reply is claimed.
+``retrieve`` runs the hybrid search (``catalogs.search``) with the query's embedding on its way meanwhile,
+then compares that same vector with the business's curated answers (``agents.selectors.curated_match``: no
+second embedding); ``Prefetch`` starts one before the conversation is read, so that it runs while the reply
+is claimed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 
 from agents.prompts import retrieval_query
+from agents.selectors import CuratedMatch, curated_match
 from businesses.models import Business
-from catalogs.search import PreparedSearch, prepare_search, run_search
+from catalogs.embeddings import embed_query as embed_local
+from catalogs.search import PreparedSearch, prepare_search, run_search, search
 from common import aio
 
 SEARCH_LIMIT = 6
 
 
+def _business_of(business: Business | int) -> Business:
+    # The search reads only the business's id: no query to load the row (a prefetch knows just the id).
+    return Business(pk=business) if isinstance(business, int) else business
+
+
 def _prepare_search(business: Business | int, query: str) -> PreparedSearch | None:
-    if isinstance(business, int):
-        # The search reads only the business's id: no query to load the row (a prefetch knows just the id).
-        business = Business(pk=business)
+    business = _business_of(business)
     # "Is the X in stock?" must find the X to say that it is not: stock words are a preference here.
     return prepare_search(business, query, limit=SEARCH_LIMIT, stock_words="prefer")
 
 
 HandedVector = Callable[[], Awaitable[list[float] | None]]
+# Catalog rows looked up by a curated answer's own words, for its grounding check.
+CURATED_ROWS_LIMIT = 8
 
 
-async def retrieve(
-    business: Business | int, query: str, handed_vector: HandedVector | None = None
-) -> list[Any]:
-    """The business's catalog rows (items and document chunks) for ``query``, best first.
+@dataclass(frozen=True)
+class Found:
+    """What retrieval found: the catalog rows (``hits``, best first) and, when a curated answer's question
+    means the same as the query, that answer (``curated``) with the rows its text names (``curated_rows``:
+    what its prices and stock claims are checked against)."""
+
+    hits: list[Any]
+    curated: CuratedMatch | None = None
+    curated_rows: list[Any] = field(default_factory=list)
+
+
+def _search_and_match(
+    business: Business | int, prepared: PreparedSearch, query: str, vector: list[float] | None
+) -> Found:
+    """In a database thread: the search, then the curated answers compared with the same vector (embedded
+    here with the local model when none came, once for both)."""
+    if vector is None and prepared.item_sql is not None and prepared.mode != "fulltext":
+        vector = embed_local(prepared.query)
+    hits = run_search(prepared, vector)
+    curated = curated_match(business, query, vector)
+    if curated is None:
+        return Found(hits)
+    # The rows the answer names, by its words alone (full text, no model call): a price it states is
+    # checked against them even when the question's own search did not bring that product.
+    rows = search(
+        _business_of(business),
+        curated.answer,
+        mode="fulltext",
+        include_chunks=False,
+        read_question=False,
+        limit=CURATED_ROWS_LIMIT,
+    )
+    return Found(hits, curated, rows)
+
+
+async def retrieve(business: Business | int, query: str, handed_vector: HandedVector | None = None) -> Found:
+    """The business's catalog rows (items and document chunks) for ``query``, best first, and the curated
+    answer that matches it (``Found``).
 
     The search's word statistics are read while the query's embedding is on its way (they do not need it):
     the vector's wait and the statistics' round trips overlap. ``handed_vector``: the query's vector from
@@ -46,8 +90,8 @@ async def retrieve(
     try:
         prepared = await aio.database(_prepare_search, business, query)
         if prepared is None:
-            return []
-        return await aio.database(run_search, prepared, await vector)
+            return Found([])
+        return await aio.database(_search_and_match, business, prepared, query, await vector)
     finally:
         if not vector.done():
             vector.cancel()
@@ -59,7 +103,7 @@ class Prefetch:
     runs while the reply is claimed; ``agents.respond`` uses it when the query turns out the same."""
 
     query: str
-    hits: asyncio.Task[list[Any]]
+    hits: asyncio.Task[Found]
 
     @classmethod
     def start(cls, business_id: int, question: str, handed_vector: HandedVector | None = None) -> Prefetch:
