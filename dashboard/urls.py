@@ -5,7 +5,18 @@ from __future__ import annotations
 from django.urls import path
 from django.views.generic import RedirectView
 
-from dashboard.views import accounts, agent, analytics, catalog, channels, core, inbox, team
+from dashboard.views import (
+    accounts,
+    agent,
+    analytics,
+    catalog,
+    channels,
+    core,
+    curated,
+    inbox,
+    team,
+    unanswered,
+)
 
 app_name = "dashboard"
 
@@ -51,6 +62,21 @@ urlpatterns = [
     path("app/<slug:slug>/catalog/items/", catalog.catalog_items, name="catalog_items"),
     path("app/<slug:slug>/catalog/items/<int:item_id>/", catalog.catalog_item, name="catalog_item"),
     path("app/<slug:slug>/catalog/search/", catalog.catalog_search, name="catalog_search"),
+    # Curated answers (owners and staff)
+    path("app/<slug:slug>/answers/", curated.curated_answers, name="curated_answers"),
+    path("app/<slug:slug>/answers/new/", curated.curated_answer_new, name="curated_answer_new"),
+    path(
+        "app/<slug:slug>/answers/import/", curated.curated_answers_import_view, name="curated_answers_import"
+    ),
+    path("app/<slug:slug>/answers/export.csv", curated.curated_answers_export, name="curated_answers_export"),
+    path(
+        "app/<slug:slug>/answers/<int:curated_id>/", curated.curated_answer_edit, name="curated_answer_edit"
+    ),
+    path(
+        "app/<slug:slug>/answers/<int:curated_id>/delete/",
+        curated.curated_answer_delete_view,
+        name="curated_answer_delete",
+    ),
     # Inbox (owners and staff)
     path("app/<slug:slug>/inbox/", inbox.inbox, name="inbox"),
     path("app/<slug:slug>/inbox/list/", inbox.inbox_list, name="inbox_list"),
@@ -80,6 +106,7 @@ urlpatterns = [
         name="channel_disconnect",
     ),
     path("app/<slug:slug>/analytics/", analytics.analytics, name="analytics"),
+    path("app/<slug:slug>/unanswered/", unanswered.unanswered, name="unanswered"),
     path("app/<slug:slug>/team/", team.team, name="team"),
     path(
         "app/<slug:slug>/team/invitations/<int:invitation_id>/revoke/",
