@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from django.http import HttpResponse
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard import unanswered_selectors
@@ -21,23 +21,16 @@ PERIODS = (7, 30, 90)
 @dataclass(frozen=True)
 class GroupRow:
     group: UnansweredGroup
-    curated_url: str | None  # the curated answer form, pre-filled with the group's question
+    curated_url: str  # the curated answer form, pre-filled with the group's question
     search_url: str  # "What would the agent find?" for the question: is the catalog missing it?
-
-
-def _curated_url(slug: str, question: str) -> str | None:
-    try:
-        form = reverse("dashboard:curated_new", kwargs={"slug": slug})
-    except NoReverseMatch:
-        return None
-    return f"{form}?{urlencode({'question': question})}"
 
 
 def _row(slug: str, group: UnansweredGroup) -> GroupRow:
     question = group.question
     return GroupRow(
         group=group,
-        curated_url=_curated_url(slug, question),
+        curated_url=f"{reverse('dashboard:curated_answer_new', kwargs={'slug': slug})}?"
+        + urlencode({"question": question}),
         search_url=f"{reverse('dashboard:catalog_search', kwargs={'slug': slug})}?"
         + urlencode({"q": question}),
     )

@@ -125,6 +125,11 @@ def test_the_page_lists_the_groups_with_their_links(tenant_a: Tenant) -> None:
     assert "nothing relevant found: 3" in html
     assert f"/app/{slug}/inbox/{q['ship1'].conversation_id}/" in html
     assert f"/app/{slug}/catalog/search/?q=Is+shipping+to+Canada+possible%3F" in html
+    # One click to a curated answer: its form, pre-filled with the group's question.
+    curated = f"/app/{slug}/answers/new/?question=Is+shipping+to+Canada+possible%3F"
+    assert curated in html
+    form = client.get(curated).content.decode()
+    assert "Is shipping to Canada possible?" in form
     assert "Do you sell tents?" not in html and "How much is the tent?" not in html
     assert f'href="/app/{slug}/unanswered/"' in html  # in the menu
 
