@@ -27,7 +27,9 @@ class Analytics:
     conversations_per_day: list[int]
     messages_per_day: list[int]
     conversations: int
-    answered_without_human: float | None  # share of conversations the agent handled alone
+    # The resolution rate: the share of conversations that went without a handoff (no handoff by the agent,
+    # no takeover or reply by staff).
+    answered_without_human: float | None
     handoffs: int
     handoff_reasons: list[tuple[str, int]]
     ttft_p50_ms: float | None
@@ -37,6 +39,13 @@ class Analytics:
     grounding_flags: list[tuple[str, int]]
     unanswered: list[tuple[str, datetime]]  # customer questions whose reply cited no item
     top_products: list[tuple[Item, int]]
+    thumbs_up: int  # the customers' ratings of the period's agent replies (the widget's thumbs)
+    thumbs_down: int
+
+    @property
+    def thumbs_up_share(self) -> float | None:
+        rated = self.thumbs_up + self.thumbs_down
+        return self.thumbs_up / rated if rated else None
 
 
 def analytics(business: Business, *, days: int = 30, now: datetime | None = None) -> Analytics:
@@ -112,6 +121,8 @@ def analytics(business: Business, *, days: int = 30, now: datetime | None = None
         .values_list("text", "created_at")[:20]
     )
 
+    ratings = dict(agent_msgs.exclude(rating="").values_list("rating").annotate(n=Count("pk")).order_by())
+
     cited: dict[int, int] = {}
     for citations in agent_msgs.exclude(citations=[]).values_list("citations", flat=True):
         for item_id in citation_item_ids(citations):
@@ -134,4 +145,6 @@ def analytics(business: Business, *, days: int = 30, now: datetime | None = None
         grounding_flags=sorted(flag_counts.items(), key=lambda kv: (-kv[1], kv[0])),
         unanswered=unanswered,
         top_products=[(items[i], cited[i]) for i in top_ids if i in items],
+        thumbs_up=ratings.get(Message.Rating.UP, 0),
+        thumbs_down=ratings.get(Message.Rating.DOWN, 0),
     )

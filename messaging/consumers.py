@@ -115,9 +115,7 @@ def _stored(business: Business, conversation_id: int, client_id: str) -> Message
     ).first()
 
 
-def _rate(
-    business: Business, visitor_id: str, message_id: int, rating: str, comment: str
-) -> Message | None:
+def _rate(business: Business, visitor_id: str, message_id: int, rating: str, comment: str) -> Message | None:
     return services.message_rate(
         business=business, visitor_id=visitor_id, message_id=message_id, rating=rating, comment=comment
     )

@@ -64,6 +64,7 @@ def _dataset(business: Business) -> tuple[Item, Item]:
         text="Yes: Trail boot.",
         citations=_cite(boot, sock),
         timings={"first_token": 100.0},
+        rating=Message.Rating.UP,
     )
     c2 = make_conversation(business, text="how much is the boot?")
     _reply(
@@ -72,6 +73,7 @@ def _dataset(business: Business) -> tuple[Item, Item]:
         text="It costs 10 EUR.",
         citations=_cite(boot),
         timings={"first_token": 300.0},
+        rating=Message.Rating.DOWN,
         grounding={
             "ok": False,
             "issues": [
@@ -85,7 +87,13 @@ def _dataset(business: Business) -> tuple[Item, Item]:
     )
     Conversation.objects.filter(pk=c3.pk).update(state="human", handoff_reason="customer asked for a person")
     c4 = make_conversation(business, text="where is my order?")
-    _reply(c4, c4.messages.get(), text="I could not find that.", timings={"first_token": 200.0})
+    _reply(
+        c4,
+        c4.messages.get(),
+        text="I could not find that.",
+        timings={"first_token": 200.0},
+        rating=Message.Rating.DOWN,
+    )
     Message.objects.create(
         business=business,
         conversation=c4,
@@ -120,6 +128,7 @@ def test_analytics_figures(business: Business, tenant_b: Tenant) -> None:
     assert a.grounding_flags == [("wrong price", 1)]
     assert [text for text, _ in a.unanswered] == ["where is my order?"]
     assert a.top_products == [(boot, 2), (sock, 1)]
+    assert (a.thumbs_up, a.thumbs_down, a.thumbs_up_share) == (1, 2, 1 / 3)
 
 
 def test_analytics_of_an_empty_business(business: Business) -> None:
@@ -132,6 +141,7 @@ def test_analytics_of_an_empty_business(business: Business) -> None:
         0,
     )
     assert a.conversations_per_day == [0] * 30
+    assert (a.thumbs_up, a.thumbs_down, a.thumbs_up_share) == (0, 0, None)
 
 
 def test_analytics_page_draws_its_charts(tenant_a: Tenant) -> None:
@@ -143,3 +153,6 @@ def test_analytics_page_draws_its_charts(tenant_a: Tenant) -> None:
     assert html.count('data-chart="hbar"') == 4
     assert "Trail boot" in html
     assert "where is my order?" in html
+    assert '<span class="num" id="kpi-feedback">33%</span>' in html
+    assert '<span id="kpi-thumbs-up">1</span> up, <span id="kpi-thumbs-down">2</span> down' in html
+    assert "<span>resolution rate: conversations without a handoff</span>" in html

@@ -60,10 +60,16 @@ def _dataset(business: Business) -> dict[str, Message]:
         "return": _asked(business, "What is your return policy?", grounding={"action": "withheld"}),
         # Not collected: a good answer, a corrected one (the customer got the catalog's price), a thumbs-up,
         # one outside the window, a question still waiting for its reply.
-        "good": _asked(business, "Do you sell tents?", text="Yes: the Ridgeline tent.", grounding={"ok": True}),
-        "corrected": _asked(business, "How much is the tent?", grounding={"ok": False, "action": "corrected"}),
+        "good": _asked(
+            business, "Do you sell tents?", text="Yes: the Ridgeline tent.", grounding={"ok": True}
+        ),
+        "corrected": _asked(
+            business, "How much is the tent?", grounding={"ok": False, "action": "corrected"}
+        ),
         "liked": _asked(business, "Do you ship to Spain?", rating=Message.Rating.UP),
-        "old": _asked(business, "Do you ship to Canada?", grounding={"no_results": True}, ago=dt.timedelta(days=40)),
+        "old": _asked(
+            business, "Do you ship to Canada?", grounding={"no_results": True}, ago=dt.timedelta(days=40)
+        ),
         "waiting": make_conversation(business, text="Do you ship to Canada?").messages.get(),
     }
 
