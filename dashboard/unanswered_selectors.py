@@ -21,7 +21,7 @@ import re
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from django.db.models import Q
@@ -164,7 +164,8 @@ def _vectors(business: Business, questions: list[UnansweredQuestion]) -> np.ndar
     backend = get_backend()
     keys = [f"uq-vec:{business.pk}:{backend.name}:{q.message_id}" for q in questions]
     try:
-        cached: list[bytes | None] = list(sync_client().mget(keys)) if keys else []
+        # The client does not decode replies: values are bytes.
+        cached = cast(list[bytes | None], sync_client().mget(keys)) if keys else []
     except Exception:
         logger.warning("unanswered: question vectors not read from Redis", exc_info=True)
         cached = [None] * len(keys)
