@@ -415,3 +415,34 @@ class ChannelConnectForm(forms.Form):
             elif not value.isdigit():
                 self.add_error(field, "Meta ids are numbers.")
         return data
+
+
+class CuratedAnswerForm(forms.Form):
+    """A curated answer: the question, other ways to ask it (one per line), and the right answer."""
+
+    question = forms.CharField(
+        max_length=500, widget=forms.TextInput(attrs={"placeholder": "Do you ship to Switzerland?"})
+    )
+    paraphrases = forms.CharField(
+        required=False,
+        max_length=10000,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Can I order from Zurich?"}),
+        help_text="Other ways customers ask it, one per line. Each is matched on its own.",
+    )
+    answer = forms.CharField(
+        max_length=4000,
+        widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="Sent as written. Product prices and stock in it are still checked against the catalog.",
+    )
+    is_active = forms.BooleanField(required=False, initial=True, label="Active (the agent uses it)")
+
+    def clean_paraphrases(self) -> list[str]:
+        raw: str = self.cleaned_data.get("paraphrases") or ""
+        return [line.strip() for line in raw.splitlines() if line.strip()]
+
+
+class CuratedImportForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text='Columns: question, answer, paraphrases (separated by "|"). A known question is updated.',
+    )

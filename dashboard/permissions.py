@@ -32,6 +32,7 @@ OBJECT_KINDS: dict[str, str] = {
     "conversation": "messaging.Conversation",
     "channel_account": "messaging.ChannelAccount",
     "invitation": "businesses.Invitation",
+    "curated_answer": "agents.CuratedAnswer",
 }
 
 

@@ -356,3 +356,23 @@ def grounding_flags(grounding: object) -> list[str]:
             detail += f" (catalog: {issue['expected']})"
         out.append(f"{kind}: {detail}")
     return out
+
+
+def reply_and_question(business: Business, message_id: int) -> tuple[Message, str] | None:
+    """The business's agent reply ``message_id`` and the customer's message it answered (the last one
+    before it in its conversation; "" when there is none), or None for anything else."""
+    reply = Message.objects.filter(business=business, pk=message_id, role=Message.Role.AGENT).first()
+    if reply is None:
+        return None
+    asked = (
+        Message.objects.filter(
+            business=business,
+            conversation_id=reply.conversation_id,
+            role=Message.Role.CUSTOMER,
+            pk__lt=reply.pk,
+        )
+        .order_by("-pk")
+        .values_list("text", flat=True)
+        .first()
+    )
+    return reply, asked or ""

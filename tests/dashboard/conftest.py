@@ -12,6 +12,8 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from agents.models import CuratedAnswer
+from agents.services import curated_answer_create
 from businesses.models import Business, Invitation, Membership
 from businesses.services import api_key_issue
 from catalogs.models import Import, Item
@@ -89,6 +91,10 @@ def make_invitation(business: Business, *, email: str = "invitee@example.com") -
     )
 
 
+def make_curated_answer(business: Business, *, question: str = "Do you ship abroad?") -> CuratedAnswer:
+    return curated_answer_create(business=business, question=question, answer="Yes, to all of Europe.")
+
+
 # Kind of row named by a URL keyword argument (see dashboard.permissions.member_view) -> how to make one.
 OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "api_key": lambda b: api_key_issue(b, name="ci").api_key.pk,
@@ -97,6 +103,7 @@ OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "conversation": lambda b: make_conversation(b).pk,
     "channel_account": lambda b: make_channel_account(b).pk,
     "invitation": lambda b: make_invitation(b).pk,
+    "curated_answer": lambda b: make_curated_answer(b).pk,
 }
 
 
