@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Avg, Count, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -41,6 +41,8 @@ class Analytics:
     top_products: list[tuple[Item, int]]
     thumbs_up: int  # the customers' ratings of the period's agent replies (the widget's thumbs)
     thumbs_down: int
+    csat_average: float | None  # "How did we do?" when a conversation closed: the mean score, 1 to 5
+    csat_answers: int
 
     @property
     def thumbs_up_share(self) -> float | None:
@@ -123,6 +125,8 @@ def analytics(business: Business, *, days: int = 30, now: datetime | None = None
 
     ratings = dict(agent_msgs.exclude(rating="").values_list("rating").annotate(n=Count("pk")).order_by())
 
+    csat = conversations.filter(csat_score__isnull=False).aggregate(mean=Avg("csat_score"), n=Count("pk"))
+
     cited: dict[int, int] = {}
     for citations in agent_msgs.exclude(citations=[]).values_list("citations", flat=True):
         for item_id in citation_item_ids(citations):
@@ -147,4 +151,6 @@ def analytics(business: Business, *, days: int = 30, now: datetime | None = None
         top_products=[(items[i], cited[i]) for i in top_ids if i in items],
         thumbs_up=ratings.get(Message.Rating.UP, 0),
         thumbs_down=ratings.get(Message.Rating.DOWN, 0),
+        csat_average=round(float(csat["mean"]), 2) if csat["mean"] is not None else None,
+        csat_answers=csat["n"],
     )

@@ -93,6 +93,7 @@ urlpatterns = [
         name="inbox_hand_back",
     ),
     path("app/<slug:slug>/inbox/<int:conversation_id>/reply/", inbox.inbox_reply, name="inbox_reply"),
+    path("app/<slug:slug>/inbox/<int:conversation_id>/close/", inbox.inbox_close, name="inbox_close"),
     # Owners only
     path("app/<slug:slug>/agent/", agent.agent, name="agent"),
     path(

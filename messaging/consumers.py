@@ -25,6 +25,8 @@ from common import aio
 from messaging import query_vectors, ratelimits, selectors, services, streams
 from messaging.events import (
     AgentInfo,
+    ClosedEvent,
+    CsatFrame,
     DeltaEntry,
     DeltaFrame,
     ErrorFrame,
@@ -121,6 +123,12 @@ def _rate(business: Business, visitor_id: str, message_id: int, rating: str, com
     )
 
 
+def _csat(business: Business, visitor_id: str, conversation_id: int, score: int) -> Conversation | None:
+    return services.conversation_csat(
+        business=business, visitor_id=visitor_id, conversation_id=conversation_id, score=score
+    )
+
+
 def _streaming_reply(business: Business, conversation_id: int, message_id: int | None) -> int | None:
     replies = selectors.streaming_replies(business, conversation_id)
     if message_id is not None:
@@ -205,6 +213,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.on_stop(content)
         elif kind == "feedback":
             await self.on_feedback(content)
+        elif kind == "csat":
+            await self.on_csat(content)
         elif kind == "ping":
             await self.send_frame({"type": "pong"})
         else:
@@ -382,6 +392,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.send_frame({"type": "feedback.saved", "message_id": rated.pk, "rating": rated.rating})
 
+    async def on_csat(self, content: CsatFrame) -> None:
+        assert self.business is not None and self.visitor_id is not None
+        conversation_id = content.get("conversation_id")
+        score = content.get("score")
+        if not isinstance(conversation_id, int) or isinstance(conversation_id, bool):
+            await self.error("bad_frame", "csat needs the conversation_id of a closed conversation.")
+            return
+        if not isinstance(score, int) or isinstance(score, bool) or score not in services.CSAT_SCORES:
+            await self.error("bad_rating", "score must be a whole number from 1 to 5.")
+            return
+        if not await ratelimits.feedback_allowed(self.business.pk, self.visitor_id):
+            await self.error("feedback_rate_limited", "Too many ratings; wait a minute.")
+            return
+        rated = await aio.database(_csat, self.business, self.visitor_id, conversation_id, score)
+        if rated is None or rated.csat_score is None:
+            await self.error("csat_not_found", "No closed conversation of yours has that id.")
+            return
+        await self.send_frame({"type": "csat.saved", "conversation_id": rated.pk, "score": rated.csat_score})
+
     # --- group events ------------------------------------------------------------------------------------
 
     async def send_delta(self, message_id: int, entry: DeltaEntry, sent_at: float | None = None) -> None:
@@ -417,6 +446,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "status": event["status"],
                 "cards": event["cards"],
             }
+        )
+
+    async def conversation_closed(self, event: ClosedEvent) -> None:
+        await self.send_frame(
+            {"type": "closed", "conversation_id": event["conversation_id"], "csat": event["csat"]}
         )
 
     async def conversation_handoff(self, event: HandoffEvent) -> None:

@@ -62,7 +62,13 @@ class HandoffEvent(TypedDict):
     reason: str
 
 
-ConversationEvent = MessageCreatedEvent | ReplyDeltaEvent | MessageDoneEvent | HandoffEvent
+class ClosedEvent(TypedDict):
+    type: Literal["conversation.closed"]
+    conversation_id: int
+    csat: bool  # the customer is asked "How did we do?" (widget conversations)
+
+
+ConversationEvent = MessageCreatedEvent | ReplyDeltaEvent | MessageDoneEvent | HandoffEvent | ClosedEvent
 
 
 # --- client -> server frames -------------------------------------------------------------------------
@@ -86,6 +92,12 @@ class MessageFrame(TypedDict, total=False):
 class StopFrame(TypedDict, total=False):
     type: Literal["stop"]
     message_id: object
+
+
+class CsatFrame(TypedDict, total=False):
+    type: Literal["csat"]
+    conversation_id: object
+    score: object
 
 
 class FeedbackFrame(TypedDict, total=False):
@@ -139,6 +151,18 @@ class PongFrame(TypedDict):
     type: Literal["pong"]
 
 
+class ClosedFrame(TypedDict):
+    type: Literal["closed"]
+    conversation_id: int
+    csat: bool
+
+
+class CsatSavedFrame(TypedDict):
+    type: Literal["csat.saved"]
+    conversation_id: int
+    score: int
+
+
 class FeedbackSavedFrame(TypedDict):
     """The answer to a ``feedback`` frame: the rating now stored on the reply."""
 
@@ -157,4 +181,6 @@ ServerFrame = (
     | ErrorFrame
     | PongFrame
     | FeedbackSavedFrame
+    | ClosedFrame
+    | CsatSavedFrame
 )

@@ -53,11 +53,21 @@ class Conversation(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.BOT)
     handoff_reason = models.CharField(max_length=200, blank=True)
     last_customer_message_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    # The customer's answer to "How did we do?" when the conversation closed (1 to 5; widget conversations).
+    csat_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    csat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         indexes = [models.Index(fields=["business", "-updated_at"], name="conversation_recent")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(csat_score__isnull=True) | Q(csat_score__gte=1, csat_score__lte=5),
+                name="conversation_csat_score_1_to_5",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Conversation {self.pk} ({self.channel}, {self.state})"

@@ -300,6 +300,52 @@ def conversation_hand_back(*, business: Business, conversation_id: int) -> Conve
     return Conversation.objects.filter(business=business, pk=conversation_id).first()
 
 
+def conversation_close(*, business: Business, conversation_id: int) -> Conversation | None:
+    """Staff close the conversation: the agent stops answering it, and the customer's next message opens a new
+    one. A widget customer is asked "How did we do?" (``conversation_csat``). None when the conversation is not
+    this business's; closing a closed one changes nothing."""
+    with transaction.atomic(durable=True):
+        conversation = (
+            Conversation.objects.select_for_update().filter(business=business, pk=conversation_id).first()
+        )
+        if conversation is None:
+            return None
+        if conversation.state != Conversation.State.CLOSED:
+            conversation.state = Conversation.State.CLOSED
+            conversation.closed_at = timezone.now()
+            conversation.save(update_fields=["state", "closed_at", "updated_at"])
+            ask = conversation.channel == Channel.WIDGET
+            transaction.on_commit(
+                lambda: group_send(
+                    conversation_group(conversation_id),
+                    {"type": "conversation.closed", "conversation_id": conversation_id, "csat": ask},
+                )
+            )
+    return conversation
+
+
+CSAT_SCORES = range(1, 6)
+
+
+def conversation_csat(
+    *, business: Business, visitor_id: str, conversation_id: int, score: int
+) -> Conversation | None:
+    """A widget visitor answers "How did we do?" (1 to 5) for a closed conversation of theirs; answering again
+    replaces the score. None, and nothing written, for a conversation that is not this visitor's at this
+    business, or not closed."""
+    if score not in CSAT_SCORES:
+        raise ValueError(f"score must be 1 to 5, not {score!r}")
+    with transaction.atomic(durable=True):
+        updated = Conversation.objects.filter(
+            business=business,
+            pk=conversation_id,
+            channel=Channel.WIDGET,
+            contact__external_id=visitor_id,
+            state=Conversation.State.CLOSED,
+        ).update(csat_score=score, csat_at=timezone.now())
+    return Conversation.objects.filter(business=business, pk=conversation_id).first() if updated else None
+
+
 def staff_reply_send(
     *, business: Business, conversation_id: int, user: AbstractBaseUser | AnonymousUser | None, text: str
 ) -> Message | None:

@@ -14,7 +14,12 @@ from dashboard import selectors
 from dashboard.forms import InboxFilterForm, StaffReplyForm
 from dashboard.permissions import BusinessRequest, member_view
 from messaging.models import Conversation
-from messaging.services import conversation_hand_back, conversation_handoff, staff_reply_send
+from messaging.services import (
+    conversation_close,
+    conversation_hand_back,
+    conversation_handoff,
+    staff_reply_send,
+)
 
 # Recorded as the conversation's handoff reason (analytics groups handoffs by reason).
 TAKEOVER_REASON = "staff took over from the inbox"
@@ -141,6 +146,21 @@ def inbox_hand_back(request: BusinessRequest, conversation_id: int) -> HttpRespo
     conversation = selectors.conversation_or_404(business, conversation_id)
     conversation_hand_back(business=business, conversation_id=conversation.pk)
     messages.success(request, "Handed back: the agent answers again.")
+    return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=conversation.pk)
+
+
+@member_view(conversation_id="conversation")
+@require_POST
+def inbox_close(request: BusinessRequest, conversation_id: int) -> HttpResponse:
+    business = request.business
+    conversation = selectors.conversation_or_404(business, conversation_id)
+    conversation_close(business=business, conversation_id=conversation.pk)
+    messages.success(
+        request,
+        "Closed. The customer was asked how we did."
+        if conversation.channel == "widget"
+        else "Closed. The customer's next message starts a new conversation.",
+    )
     return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=conversation.pk)
 
 

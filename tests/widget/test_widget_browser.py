@@ -26,7 +26,7 @@ from businesses.demo import DEMO_SLUG
 from businesses.models import Business
 from businesses.services import business_set_allowed_origins
 from messaging.models import Contact, Conversation, Message
-from messaging.services import conversation_handoff, staff_reply_send
+from messaging.services import conversation_close, conversation_handoff, staff_reply_send
 from tests.factories import BusinessFactory
 from tests.fixtures.browser import BrowserPage
 
@@ -775,4 +775,36 @@ def test_a_reply_is_rated_with_the_thumbs_and_the_rating_survives_a_reload(
     wait_connected(bp)
     assert up.get_attribute("aria-pressed") == "true"
     assert down.get_attribute("aria-pressed") == "false"
+    assert_clean(bp)
+
+
+def test_a_closed_conversation_asks_how_we_did_and_the_score_is_stored(
+    stack: Any, shop: Business, new_page: Callable[..., BrowserPage]
+) -> None:
+    stack.inference.script("It is a great pick for two.")
+    bp = new_page()
+    open_widget(bp, demo_url(stack, shop))
+    ask(bp, "Do you have a 2-person tent?")
+    wait_done(bp)
+    conversation = Conversation.objects.get(business=shop)
+    in_thread(lambda: conversation_close(business=shop, conversation_id=conversation.pk))
+    bp.page.locator("bizagent-widget .csat").wait_for(state="visible")
+    assert bp.shadow_eval("return root.querySelector('.msg.note').textContent") == (
+        "This conversation was closed. Write again any time to start a new one."
+    )
+    assert bp.shadow_eval("return root.querySelector('.csat').getAttribute('aria-label')") == "How did we do?"
+    good = bp.page.locator('bizagent-widget .csat button[aria-label="4 out of 5: Good"]')
+    good.click()
+    bp.page.wait_for_function(
+        "() => document.querySelector('bizagent-widget').shadowRoot"
+        ".querySelector('.csat button[data-score=\"4\"]')?.getAttribute('aria-pressed') === 'true'"
+    )
+    assert bp.shadow_eval("return root.querySelector('.csat .q').textContent") == "Thanks for your rating!"
+    conversation.refresh_from_db()
+    assert (conversation.state, conversation.csat_score) == (Conversation.State.CLOSED, 4)
+
+    # Writing again starts a new conversation, answered by the agent.
+    ask(bp, "And a 3-person tent?")
+    wait_done(bp, count=2)
+    assert Conversation.objects.filter(business=shop).count() == 2
     assert_clean(bp)

@@ -233,6 +233,11 @@ header .icon:hover{background:rgba(127,127,127,.22)}
 .rate button[aria-pressed="true"]{color:var(--a);background:var(--ag)}
 .dark .rate button[aria-pressed="true"]{color:var(--fg)}
 .rate svg{width:15px;height:15px;fill:currentColor}
+.csat{align-self:center;display:flex;flex-direction:column;align-items:center;gap:6px;padding:10px 12px;border:1px solid var(--bd);border-radius:12px;font-size:14px}
+.csat .scores{display:flex;gap:4px}
+.csat button{min-width:36px;height:36px;border:1px solid var(--bd);border-radius:10px;background:var(--bg);font-weight:600}
+.csat button:hover,.csat button[aria-pressed="true"]{background:var(--a);color:var(--ac);border-color:var(--a)}
+.csat .ends{display:flex;justify-content:space-between;width:100%;font-size:12px;color:var(--mu)}
 .link-btn{border:0;background:none;padding:0;color:var(--a);text-decoration:underline;font-size:12.5px;font-weight:600}
 .dark .link-btn{color:inherit}
 .cards{display:flex;gap:8px;overflow-x:auto;max-width:100%;margin-top:8px;padding-bottom:4px}
@@ -269,6 +274,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
     empty_message: "Please type a message first.",
     feedback_rate_limited: "Thanks! Please wait a minute before rating again.",
     message_not_found: "That reply can't be rated.",
+    csat_not_found: "This conversation can't be rated any more.",
     too_many_connections: "This chat is open in too many windows. Close one and try again.",
     origin_not_allowed: "This chat isn't available on this website.",
     unknown_widget: "This chat isn't set up correctly (unknown widget key).",
@@ -1011,6 +1017,47 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.emit("feedback", { id: msg.id, rating: f.rating });
     }
 
+    on_closed(f) {
+      this.note("This conversation was closed. Write again any time to start a new one.");
+      if (f.csat && typeof f.conversation_id === "number") this.insert(this.csatNode(f.conversation_id));
+      this.emit("closed", { conversation_id: f.conversation_id });
+    }
+
+    /** "How did we do?" with scores 1 to 5, asked once when a conversation closes. */
+    csatNode(conversationId) {
+      const box = h("div", "csat");
+      box.dataset.conversation = String(conversationId);
+      box.setAttribute("role", "group");
+      box.setAttribute("aria-label", "How did we do?");
+      box.append(h("span", "q", "How did we do?"));
+      const scores = h("div", "scores");
+      const words = ["Very poor", "Poor", "OK", "Good", "Excellent"];
+      words.forEach((word, i) => {
+        const btn = h("button", null, String(i + 1));
+        btn.type = "button";
+        btn.dataset.score = String(i + 1);
+        btn.setAttribute("aria-label", i + 1 + " out of 5: " + word);
+        btn.setAttribute("aria-pressed", "false");
+        btn.addEventListener("click", () => {
+          if (this.isOpen()) this.frame({ type: "csat", conversation_id: conversationId, score: i + 1 });
+        });
+        scores.append(btn);
+      });
+      const ends = h("div", "ends");
+      ends.append(h("span", null, words[0]), h("span", null, words[4]));
+      box.append(scores, ends);
+      return box;
+    }
+
+    on_csat_saved(f) {
+      const box = this.shadowRoot.querySelector('.csat[data-conversation="' + Number(f.conversation_id) + '"]');
+      if (!box) return;
+      box.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.score === String(f.score))));
+      box.querySelector(".q").textContent = "Thanks for your rating!";
+      this.announce("Thanks for your rating!");
+      this.emit("csat", { conversation_id: f.conversation_id, score: f.score });
+    }
+
     on_handoff(f) {
       this.note(
         f.state === "human"
@@ -1082,7 +1129,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       widget.contact = c;
       widget.persist();
     },
-    /** Subscribe: "message" (each finished message), "open", "close", "ready", "error", "feedback" (a rating saved). Returns an unsubscribe function. */
+    /** Subscribe: "message" (each finished message), "open", "close", "ready", "error", "feedback" (a rating saved), "closed", "csat" (a score saved). Returns an unsubscribe function. */
     on(name, fn) {
       (widget.listeners[name] = widget.listeners[name] || []).push(fn);
       return () => {
