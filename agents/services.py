@@ -257,3 +257,22 @@ def curated_answers_import(
             else:
                 result.updated += 1
     return result
+
+
+def curated_reembed_stale(*, business_id: int) -> int:
+    """Embed again the phrasings of this business's curated answers that another model embedded (after a
+    change of ``EMBEDDINGS_BACKEND`` / ``EMBEDDINGS_MODEL``: ``curated_match`` compares only the current
+    model's vectors, so until then those answers are not found). Idempotent; the model runs outside any
+    transaction. Returns how many phrasings were embedded."""
+    name = get_backend().name
+    stale = list(
+        CuratedPhrasing.objects.filter(business_id=business_id).exclude(embedding_model=name).order_by("pk")
+    )
+    if not stale:
+        return 0
+    vectors, model_name = _embedded([p.text for p in stale])
+    for phrasing, vector in zip(stale, vectors, strict=True):
+        phrasing.embedding, phrasing.embedding_model = vector, model_name
+    with transaction.atomic(durable=True):
+        CuratedPhrasing.objects.bulk_update(stale, ["embedding", "embedding_model"])
+    return len(stale)

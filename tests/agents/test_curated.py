@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from agents.models import CuratedAnswer, CuratedPhrasing
 from agents.respond import Done
@@ -17,7 +19,9 @@ from agents.services import (
     curated_answer_delete,
     curated_answer_update,
     curated_answers_import,
+    curated_reembed_stale,
 )
+from catalogs.embeddings import get_backend
 from catalogs.models import Item
 from tests.agents.test_respond import TENT_FACTS, ask, texts
 from tests.factories import BusinessFactory
@@ -291,3 +295,18 @@ def test_a_businesss_curated_answer_is_never_used_in_anothers_reply(
     assert "curated_answer" not in done.grounding
     theirs = ask(other, "How much is the tent?")[-1]
     assert theirs.text == "Free for you today!"
+
+
+@pytest.mark.django_db
+def test_phrasings_of_another_model_are_not_compared_until_embedded_again() -> None:
+    business, other = BusinessFactory(), BusinessFactory()
+    curated_answer_create(business=business, question="Do you ship to Switzerland?", answer=SHIPPING)
+    curated_answer_create(business=other, question="Do you ship to Switzerland?", answer=SHIPPING)
+    CuratedPhrasing.objects.update(embedding_model="an-older-model")
+    assert curated_match(business, "Do you ship to Switzerland?") is None
+    out = io.StringIO()
+    call_command("reembed_curated_answers", "--business", business.slug, stdout=out)
+    assert out.getvalue() == f"{business.slug}: 1 re-embedded (model {get_backend().name})\n"
+    assert curated_match(business, "Do you ship to Switzerland?") is not None
+    assert curated_match(other, "Do you ship to Switzerland?") is None  # only the business named
+    assert curated_reembed_stale(business_id=business.pk) == 0
