@@ -272,6 +272,12 @@ _AVAILABILITY = {
 }
 
 
+def availability_text(availability: str, language: str = "en") -> str:
+    """How an answer in ``language`` words an availability ("in_stock" -> "auf Lager" in German)."""
+    words_ = _AVAILABILITY.get(language, _AVAILABILITY["en"])
+    return words_.get(availability, availability.replace("_", " "))
+
+
 def _money(amount: Decimal, currency: str) -> str:
     return f"{amount:.2f} {currency}".strip()
 

@@ -26,6 +26,8 @@ app.conf.task_routes = {
     "messaging.meta.tasks.mark_read": {"queue": "outbound"},
     "messaging.meta.tasks.sweep_sends": {"queue": "outbound"},
     "catalogs.tasks.*": {"queue": "ingest"},
+    # A regression run asks the agent many questions: batch work, never ahead of a customer's reply.
+    "regressions.tasks.*": {"queue": "ingest"},
     "dashboard.tasks.*": {"queue": "outbound"},
 }
 app.autodiscover_tasks()

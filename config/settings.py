@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "inference",
     "catalogs",
     "agents",
+    "regressions",
     "messaging",
     "dashboard",
 ]
@@ -289,6 +290,10 @@ AGENT_MODEL_SENTENCES: int | None = (
     env_int("AGENT_MODEL_SENTENCES", 2, minimum=0, maximum=50) if env_str("AGENT_MODEL_SENTENCES") else None
 )
 AGENT_MODEL_TOKENS = env_int("AGENT_MODEL_TOKENS", 80, minimum=16)
+# The regression suite (regressions/): how many catalog items its price and stock questions sample, and how
+# long a running suite's claim lasts before another worker may take the run over.
+REGRESSION_SAMPLE_ITEMS = env_int("REGRESSION_SAMPLE_ITEMS", 20, minimum=1, maximum=1000)
+REGRESSION_RUN_LEASE_SECONDS = env_int("REGRESSION_RUN_LEASE_SECONDS", 1800, minimum=60)
 # How long a reply waits for more customer messages, so that a burst gets one answer (messaging apps; the
 # widget answers at once by default).
 REPLY_BURST_WAIT_SECONDS = env_float("REPLY_BURST_WAIT_SECONDS", 3.0, minimum=0.0)

@@ -14,4 +14,5 @@ urlpatterns = [
     path("", include("messaging.urls")),
     path("", include("dashboard.urls")),
     path("", include("catalogs.urls")),
+    path("", include("regressions.urls")),
 ]

@@ -33,6 +33,7 @@ OBJECT_KINDS: dict[str, str] = {
     "channel_account": "messaging.ChannelAccount",
     "invitation": "businesses.Invitation",
     "curated_answer": "agents.CuratedAnswer",
+    "regression_run": "regressions.RegressionRun",
 }
 
 

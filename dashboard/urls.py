@@ -14,6 +14,7 @@ from dashboard.views import (
     core,
     curated,
     inbox,
+    regressions,
     team,
     unanswered,
 )
@@ -108,6 +109,14 @@ urlpatterns = [
     ),
     path("app/<slug:slug>/analytics/", analytics.analytics, name="analytics"),
     path("app/<slug:slug>/unanswered/", unanswered.unanswered, name="unanswered"),
+    path("app/<slug:slug>/regressions/", regressions.regressions, name="regressions"),
+    path("app/<slug:slug>/regressions/run/", regressions.regressions_run, name="regressions_run"),
+    path(
+        "app/<slug:slug>/regressions/regenerate/",
+        regressions.regressions_regenerate,
+        name="regressions_regenerate",
+    ),
+    path("app/<slug:slug>/regressions/runs/<int:run_id>/", regressions.regression_run, name="regression_run"),
     path("app/<slug:slug>/team/", team.team, name="team"),
     path(
         "app/<slug:slug>/team/invitations/<int:invitation_id>/revoke/",

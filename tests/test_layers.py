@@ -21,6 +21,7 @@ LAYERS = [
     "inference",
     "catalogs",
     "agents",
+    "regressions",
     "messaging",
     "dashboard",
     "config",

@@ -299,6 +299,10 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
     imp.finished_at = timezone.now()
     imp.timings = timings
     imp.save(update_fields=["state", "phase", "finished_at", "timings", "embedded_count"])
+    # The business's regression suite runs against the new data (regressions/, by name: catalogs sits below
+    # it). The task returns at once for a business without a suite; a broker that is down costs the import
+    # nothing but that run (logged).
+    enqueue_on_commit("regressions.tasks.after_import", imp.business_id, robust=True)
     reporter.total = counts.rows_done
     reporter.publish(Import.Phase.DONE, counts.rows_done, force=True)
     return imp
