@@ -16,6 +16,7 @@ and the result says so.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from array import array
@@ -162,7 +163,12 @@ def _normal(text: str) -> str:
 def _vectors(business: Business, questions: list[UnansweredQuestion]) -> np.ndarray:
     """Unit vectors of the questions (in order): from Redis where kept, the rest embedded and kept."""
     backend = get_backend()
-    keys = [f"uq-vec:{business.pk}:{backend.name}:{q.message_id}" for q in questions]
+    # The text's digest too: a restored database that reuses ids never gets another question's vector.
+    keys = [
+        f"uq-vec:{business.pk}:{backend.name}:{q.message_id}:"
+        + hashlib.sha256(q.text.encode()).hexdigest()[:16]
+        for q in questions
+    ]
     try:
         # The client does not decode replies: values are bytes.
         cached = cast(list[bytes | None], sync_client().mget(keys)) if keys else []

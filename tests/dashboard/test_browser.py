@@ -19,6 +19,7 @@ from catalogs.models import Import, Item
 from dashboard.signup_tokens import signup_token
 from messaging.models import Conversation, Message
 from tests.dashboard.test_analytics import _dataset
+from tests.dashboard.test_unanswered import _dataset as unanswered_dataset
 from tests.factories import MembershipFactory
 from tests.fixtures.browser import BrowserPage
 
@@ -272,6 +273,18 @@ def test_analytics_page_renders_its_charts(
     assert bp.page.locator("svg[data-chart=bar] rect.bar").count() == 14  # 7 days x 2 series
     assert bp.page.locator("#kpi-alone").text_content() == "50%"
     shoot(bp, artifacts_dir, "analytics")
+    unanswered_dataset(membership.business)
+    bp.page.goto(f"{base}/app/{membership.business.slug}/unanswered/")
+    # With the analytics' rows: a thumbs-down on "how much is the boot?" and "where is my order?", a handoff.
+    assert bp.page.locator(".unanswered-group h2").all_text_contents() == [
+        "3\u00d7 Is shipping to Canada possible?",
+        "2\u00d7 When are you open on Sunday?",
+        "1\u00d7 What is your return policy?",
+        "1\u00d7 where is my order?",
+        "1\u00d7 I want a refund",
+        "1\u00d7 how much is the boot?",
+    ]
+    shoot(bp, artifacts_dir, "unanswered")
     for page in ("install", "api-keys", "channels"):
         bp.page.goto(f"{base}/app/{membership.business.slug}/{page}/")
         if page == "channels":
