@@ -4,6 +4,7 @@ corrects the agent's reply in the form it opens, and the same question then gets
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from tests.dashboard.test_browser import (
     TENT_ANSWER,
     TENT_REPLY,
     owner_of,
+    shoot,
     sign_in,
     widget_ask,
     widget_wait_connected,
@@ -30,7 +32,7 @@ RIGHT = "For two we recommend the Ridgeline 2-person tent at 249.00 EUR; ask us 
 
 
 def test_write_the_right_answer_from_the_playground(
-    stack: Any, new_page: Callable[..., BrowserPage], import_catalog: Callable[..., Any]
+    stack: Any, new_page: Callable[..., BrowserPage], artifacts_dir: Path, import_catalog: Callable[..., Any]
 ) -> None:
     base = stack.asgi.url
     membership = owner_of(name="Pine Tents", slug="pine-tents")
@@ -56,11 +58,14 @@ def test_write_the_right_answer_from_the_playground(
     assert bp.page.input_value("input[name=question]") == QUESTION
     assert bp.page.input_value("textarea[name=answer]") == TENT_ANSWER
     bp.page.fill("textarea[name=answer]", RIGHT)
+    bp.page.fill("textarea[name=paraphrases]", "Which tent is best for two people?\nA tent for a couple?")
+    shoot(bp, artifacts_dir, "curated-answer-form")
     bp.page.click("#curated-form button[type=submit]")
     bp.page.wait_for_url(f"{base}/app/{business.slug}/answers/")
     curated = CuratedAnswer.objects.get(business=business)
     assert (curated.question, curated.answer, curated.source_message_id) == (QUESTION, RIGHT, reply.pk)
     assert bp.page.locator("#curated-answers tr[data-curated]").count() == 1
+    shoot(bp, artifacts_dir, "curated-answers")
 
     bp.page.goto(f"{base}/app/{business.slug}/agent/")
     widget_wait_connected(bp)
