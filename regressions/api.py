@@ -1,8 +1,8 @@
 """REST API of the regression suite, with the catalog API's key (``Authorization: Bearer <api key>``), each
 request inside the key's business:
 
-- ``POST /api/v1/regressions/runs`` (optional JSON body ``{"regenerate": true}``: generate the cases from the
-  data first) -> 202 ``{"id": ..., "state": "pending", "status_url": ...}`` (a run already queued or running
+- ``POST /api/v1/regressions/runs`` (optional JSON body ``{"regenerate": true}``, or the form field
+  ``regenerate=true``: generate the cases from the data first) -> 202 ``{"id": ..., "state": "pending", "status_url": ...}`` (a run already queued or running
   is returned instead, with 200)
 - ``GET /api/v1/regressions/runs/latest`` -> the newest run with its results (404 before the first run)
 - ``GET /api/v1/regressions/runs/<id>`` -> that run; another business's run answers 404, like a missing one
@@ -31,8 +31,8 @@ def _error(status: int, message: str) -> JsonResponse:
 @require_POST
 @api_key_required
 def run_create(request: HttpRequest, business: Business) -> HttpResponse:
-    regenerate = False
-    if request.body.strip():
+    regenerate = str(request.POST.get("regenerate") or "").lower() in ("1", "true", "yes")
+    if request.content_type == "application/json" and request.body.strip():
         try:
             body = json.loads(request.body)
         except (json.JSONDecodeError, UnicodeDecodeError):

@@ -19,6 +19,7 @@ from businesses.services import api_key_issue
 from catalogs.models import Import, Item
 from messaging.meta.accounts import channel_account_connect
 from messaging.models import Channel, ChannelAccount, Contact, Conversation, Message
+from regressions.models import RegressionRun
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 from tests.fixtures.meta import grant
 
@@ -95,6 +96,12 @@ def make_curated_answer(business: Business, *, question: str = "Do you ship abro
     return curated_answer_create(business=business, question=question, answer="Yes, to all of Europe.")
 
 
+def make_regression_run(business: Business) -> RegressionRun:
+    return RegressionRun.objects.create(
+        business=business, trigger=RegressionRun.Trigger.MANUAL, state=RegressionRun.State.SUCCEEDED
+    )
+
+
 # Kind of row named by a URL keyword argument (see dashboard.permissions.member_view) -> how to make one.
 OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "api_key": lambda b: api_key_issue(b, name="ci").api_key.pk,
@@ -104,6 +111,7 @@ OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "channel_account": lambda b: make_channel_account(b).pk,
     "invitation": lambda b: make_invitation(b).pk,
     "curated_answer": lambda b: make_curated_answer(b).pk,
+    "regression_run": lambda b: make_regression_run(b).pk,
 }
 
 

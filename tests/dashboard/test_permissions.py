@@ -19,6 +19,7 @@ from businesses.models import ApiKey, Business, Invitation, Membership
 from catalogs.models import Import, Item
 from dashboard.permissions import Access
 from messaging.models import ChannelAccount, Conversation, Message
+from regressions.models import RegressionCase, RegressionRun
 from tests.dashboard.conftest import OBJECT_MAKERS, Tenant
 
 pytestmark = pytest.mark.django_db
@@ -125,6 +126,8 @@ def _snapshot(business: Business) -> tuple[object, ...]:
         sorted(ChannelAccount.objects.filter(business=business).values_list("pk", "active", "access_token")),
         sorted(Invitation.objects.filter(business=business).values_list("pk", "email", "role", "revoked_at")),
         sorted(Membership.objects.filter(business=business).values_list("user_id", "role")),
+        sorted(RegressionRun.objects.filter(business=business).values_list("pk", "state")),
+        RegressionCase.objects.filter(business=business).count(),
     )
 
 
