@@ -1,9 +1,9 @@
 """The apps' layers, read from every module's imports (those inside functions included).
 
 From the bottom: ``common`` (plumbing any app may use), ``businesses``, ``inference`` (the pool client and
-its rows, below ``catalogs``, whose pool embeddings use it), ``catalogs``, ``agents``, ``messaging``,
-``dashboard``; ``config`` (settings, the ASGI/Celery entry points) and ``devstack`` (the dev runner and the
-embedded services) are above them all: an app uses nothing of config but its settings
+its rows, below ``catalogs``, whose pool embeddings use it), ``catalogs``, ``agents``, ``regressions`` (the
+suite that asks the agent), ``messaging``, ``dashboard``; ``config`` (settings, the ASGI/Celery entry points)
+and ``devstack`` (the dev runner and the embedded services) are above them all: an app uses nothing of config but its settings
 (``django.conf.settings``), and nothing of devstack. A module may import its own app and the apps below it,
 never one above, and no two modules import each other, directly or through others (docs/architecture.md,
 "Layers").
