@@ -6,8 +6,9 @@ way the playground's widget does through the reply task) and checks the reply fo
 are generated again before the run, so the suite tests the agent against the data it now has: a failure is
 the agent getting that data wrong, not the data having changed (docs/admin.md, "Regression suite").
 
-One run per business at a time: starting one while another is queued or running returns that one (a run
-left by a dead worker, unrenewed past ``REGRESSION_RUN_LEASE_SECONDS``, is marked failed and replaced).
+One run per business at a time: starting one while another is queued or running returns that one, except
+that new data (cases generated again) while a run is already asking gets a run of its own; a run left by a
+dead worker, unrenewed past ``REGRESSION_RUN_LEASE_SECONDS``, is marked failed and replaced.
 """
 
 from __future__ import annotations
@@ -110,15 +111,18 @@ def run_start(
 ) -> RegressionRun:
     """Queue a run of the business's suite (``regressions.tasks.run_suite`` on commit; ``enqueue=False``:
     the caller runs ``run_execute`` itself). A business without cases gets them generated first, and so does
-    every run with ``regenerate``. A run already queued or running is returned instead of a second one."""
+    every run with ``regenerate``. A run already queued is returned instead of a second one, and so is one
+    already running, unless the cases were generated again (its questions are the old ones)."""
     if trigger not in RegressionRun.Trigger.values:
         raise ValueError(f"unknown trigger {trigger!r}")
     _abandon_stale(business)
-    active = RegressionRun.objects.filter(business=business, state__in=ACTIVE_STATES).first()
-    if active is not None:
-        return active
     if regenerate or not RegressionCase.objects.filter(business=business).exists():
         cases_regenerate(business=business)
+    active = RegressionRun.objects.filter(business=business, state__in=ACTIVE_STATES).first()
+    # A queued run reads the cases when it starts, so it will ask the new ones; a running one has read
+    # them already: after new data (an import, changed settings) another run follows it.
+    if active is not None and (active.state == RegressionRun.State.PENDING or not regenerate):
+        return active
     with transaction.atomic(durable=True):
         run = RegressionRun.objects.create(
             business=business,

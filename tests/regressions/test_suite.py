@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
+from django.utils import timezone
 
 from agents.selectors import agent_for
 from agents.services import agent_update, curated_answer_create
@@ -237,6 +238,16 @@ def test_a_business_without_a_suite_is_skipped_after_an_import_and_a_settings_ch
 def test_one_run_at_a_time_and_a_run_is_claimed_once(shop: Any) -> None:
     run = run_start(business=shop, trigger=RegressionRun.Trigger.MANUAL, enqueue=False)
     assert run_start(business=shop, trigger=RegressionRun.Trigger.API, enqueue=False) == run
+    # New data while it is queued: it will ask the new cases, no second run.
+    assert suite_after_import(business_id=shop.pk, enqueue=False) == run
+    # New data while it is running (its cases read): a run of its own follows.
+    RegressionRun.objects.filter(pk=run.pk).update(
+        state=RegressionRun.State.RUNNING, claimed_at=timezone.now()
+    )
+    follow_up = suite_after_import(business_id=shop.pk, enqueue=False)
+    assert follow_up is not None and follow_up != run and follow_up.trigger == "import"
+    assert run_start(business=shop, trigger=RegressionRun.Trigger.API, enqueue=False) == follow_up
+    RegressionRun.objects.filter(pk=follow_up.pk).delete()
     RegressionRun.objects.filter(pk=run.pk).update(state=RegressionRun.State.SUCCEEDED)
     # A finished run is not run again (a task delivered twice).
     assert run_execute(run_id=run.pk) == RegressionRun.objects.get(pk=run.pk)
