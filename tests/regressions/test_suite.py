@@ -440,3 +440,18 @@ def test_the_command_runs_and_shows_one_business_or_all(shop: Any, import_catalo
     assert capsys.readouterr().out == f"{other.slug}: no run yet\n"
     with pytest.raises(CommandError, match="no business with slug 'nope'"):
         call_command("regressions", "run", "--business", "nope")
+
+
+@pytest.mark.django_db
+def test_the_django_admin_lists_cases_and_runs_for_superusers(shop: Any) -> None:
+    from tests.factories import UserFactory
+
+    run = run_start(business=shop, trigger=RegressionRun.Trigger.MANUAL, enqueue=False)
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    for path in (
+        "/django-admin/regressions/regressioncase/",
+        "/django-admin/regressions/regressionrun/",
+        f"/django-admin/regressions/regressionrun/{run.pk}/change/",
+    ):
+        assert client.get(path).status_code == 200, path
