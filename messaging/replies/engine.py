@@ -293,7 +293,7 @@ async def _stream_reply(
                         stream.announce_with_first_delta(claim.reply)
                     await stream.add(event.text)
                 elif isinstance(event, agent.Citations):
-                    citations = [c.as_json() for c in event.items]
+                    citations = list(event.items)
                 elif isinstance(event, agent.Usage):
                     usage = {
                         "prompt_tokens": event.prompt_tokens,

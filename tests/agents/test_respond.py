@@ -98,7 +98,7 @@ def test_the_facts_come_from_the_row_and_the_model_adds_a_checked_sentence(
         business=shop, agent=agent, turns=[], question="how much is the tent?", affinity_key="c1"
     )
     assert isinstance(events[0], Citations)
-    assert events[0].items[0].external_id == "TENT-2P"
+    assert events[0].items[0]["external_id"] == "TENT-2P"
     # The answer is streamed first, from the row; the model's sentences follow one by one.
     assert texts(events) == [
         TENT_FACTS,
@@ -221,7 +221,7 @@ def test_follow_up_is_retrieved_with_the_previous_question(pool_server: Any, sho
     events = collect(
         business=shop, agent=agent_for(shop), turns=turns, question="and in blue?", affinity_key=None
     )
-    assert events[0].items[0].external_id == "BAG-0C"
+    assert events[0].items[0]["external_id"] == "BAG-0C"
     messages = pool_server.requests[-1].body["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
 

@@ -49,3 +49,12 @@ def test_seed_demo_imports_catalog_and_faq_idempotently(catalog_media):
     )
     assert lines[2].endswith(" 0 embedded")
     assert lines[2].startswith("faq.md: 0 created, 0 updated, ")
+
+
+def test_seed_demo_on_another_address_allows_the_widget_there(catalog_media, settings):
+    call_command("seed_demo", stdout=StringIO())
+    settings.PUBLIC_URL = "http://127.0.0.1:8123"
+    call_command("seed_demo", stdout=StringIO())
+    origins = Business.objects.get(slug=DEMO_SLUG).allowed_origins
+    assert "http://127.0.0.1:8123" in origins
+    assert "http://127.0.0.1:8000" in origins

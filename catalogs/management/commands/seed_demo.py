@@ -34,6 +34,11 @@ class Command(BaseCommand):
                     timezone_name="Europe/Berlin",
                     allowed_origins=[settings.PUBLIC_URL, "http://localhost:8000", "http://127.0.0.1:8000"],
                 )
+            elif services.normalize_origin(settings.PUBLIC_URL) not in business.allowed_origins:
+                # Started again on another address (PORT, PUBLIC_URL): the demo page there gets its chat too.
+                services.business_set_allowed_origins(
+                    business, origins=[*business.allowed_origins, settings.PUBLIC_URL]
+                )
             # The one business whose demo storefront is on without its owner asking (docs/security.md).
             if not business.demo_page_enabled:
                 services.business_set_demo_page(business, enabled=True)
