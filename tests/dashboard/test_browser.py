@@ -1,12 +1,11 @@
 """The admin in real headless Chromium against the real stack (uvicorn, a Celery worker, Redis, PostgreSQL,
 the scriptable test inference server): sign-up to the first answer in the playground, an upload whose
 progress bar reaches 100% with its error report, a takeover whose staff reply reaches an open widget, and the
-analytics charts. Screenshots of every page go to artifacts/ and docs/images/ (docs/admin.md shows them).
+analytics charts. Screenshots of every page go to artifacts/, and to docs/images/ (docs/admin.md shows them) when missing there or with UPDATE_DOCS_IMAGES=1.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,10 @@ from messaging.models import Conversation, Message
 from tests.dashboard.test_analytics import _dataset
 from tests.dashboard.test_unanswered import _dataset as unanswered_dataset
 from tests.factories import MembershipFactory
-from tests.fixtures.browser import BrowserPage
+from tests.fixtures.browser import BrowserPage, publish_screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 PASSWORD = "correct-horse-battery"  # tests/factories.py
 CATALOG = (
     "id,title,description,availability,price,link,image_link,brand,product_type\n"
@@ -42,8 +40,7 @@ TENT_ANSWER = f"Ridgeline 2-person tent: 249.00 EUR, in stock. {TENT_REPLY}"
 def shoot(bp: BrowserPage, artifacts_dir: Path, name: str, *, full_page: bool = True) -> None:
     path = artifacts_dir / f"admin-{name}.png"
     bp.page.screenshot(path=str(path), full_page=full_page)
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, DOCS_IMAGES / path.name)
+    publish_screenshot(path)
 
 
 def sign_in(bp: BrowserPage, base: str, email: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -28,11 +27,10 @@ from businesses.services import business_set_allowed_origins
 from messaging.models import Contact, Conversation, Message
 from messaging.services import conversation_close, conversation_handoff, staff_reply_send
 from tests.factories import BusinessFactory
-from tests.fixtures.browser import BrowserPage
+from tests.fixtures.browser import BrowserPage, publish_screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 # Our own small catalog in the demo business (the demo catalog may change; these tests need exact items).
 CATALOG = (
@@ -72,15 +70,6 @@ def shop(stack: Any, import_catalog: Callable[..., Any]) -> Business:
     )
     import_catalog(business, CATALOG.replace("{base}", stack.asgi.url), embed=True)
     return business
-
-
-def publish_screenshot(path: Path) -> None:
-    """Copy a screenshot into docs/images/ for docs/widget.md when it is missing there, or always with
-    UPDATE_DOCS_IMAGES=1 (so that ordinary test runs leave the tracked images alone)."""
-    target = DOCS_IMAGES / path.name
-    if os.environ.get("UPDATE_DOCS_IMAGES") == "1" or not target.exists():
-        DOCS_IMAGES.mkdir(exist_ok=True)
-        shutil.copyfile(path, target)
 
 
 def demo_url(stack: Any, business: Business) -> str:
