@@ -174,10 +174,11 @@ def test_resume_after_dropped_socket_mid_reply(stack: Any, shop: Any) -> None:
     second.close()
 
 
-def test_worker_sigkill_mid_reply_yields_exactly_one_complete_reply(stack: Any, shop: Any) -> None:
-    answer = f"{TENT_FACTS} {CHATTY}"
+def long_reply_under_way(stack: Any, shop: Any, *, token_delay: float) -> tuple[Client, Message, Message]:
+    """A customer question whose reply streams long (the composed answer, then ``CHATTY``), once its worker
+    has claimed it and streamed past the answer: (the client, the customer message, the reply row)."""
     stack.inference.script(CHATTY)
-    stack.inference.token_delay = 0.03
+    stack.inference.token_delay = token_delay
     client = Client(stack.chat_url(shop))
     client.hello()
     client.send(type="message", client_id="c1", text="tell me everything about tents")
@@ -187,9 +188,15 @@ def test_worker_sigkill_mid_reply_yields_exactly_one_complete_reply(stack: Any, 
         customer = Message.objects.get(pk=customer_id)
         reply = Message.objects.filter(reply_to_id=customer_id).first()
         if customer.claimed_by and reply is not None and len(reply.text) > len(TENT_FACTS) + 20:
-            break
+            return client, customer, reply
         assert time.monotonic() < deadline, "the reply did not start"
         time.sleep(0.05)
+
+
+def test_worker_sigkill_mid_reply_yields_exactly_one_complete_reply(stack: Any, shop: Any) -> None:
+    answer = f"{TENT_FACTS} {CHATTY}"
+    client, customer, _reply = long_reply_under_way(stack, shop, token_delay=0.03)
+    customer_id = customer.pk
     pid = int(customer.claimed_by.split(":")[1])
     assert pid in stack.worker.child_pids()
     os.kill(pid, signal.SIGKILL)

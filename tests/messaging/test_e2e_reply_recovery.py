@@ -20,7 +20,7 @@ from messaging.models import Message
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 from tests.fixtures.stack import StackProcess, declare_queues, start_worker
-from tests.messaging.test_e2e_chat import CHATTY, TENT_FACTS, Client
+from tests.messaging.test_e2e_chat import CHATTY, TENT_FACTS, long_reply_under_way
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,20 +79,8 @@ def test_a_sigkilled_threads_pool_worker_s_reply_is_finished_within_30_seconds(
 ) -> None:
     workers = {_pid(stack.worker): stack.worker, _pid(second_worker): second_worker}
     answer = f"{TENT_FACTS} {CHATTY}"
-    stack.inference.script(CHATTY)
-    stack.inference.token_delay = 0.01
-    client = Client(stack.chat_url(shop))
-    client.hello()
-    client.send(type="message", client_id="c1", text="tell me everything about tents")
-    customer_id = client.until("message.created")["message"]["id"]
-    deadline = time.monotonic() + 15
-    while True:
-        customer = Message.objects.get(pk=customer_id)
-        reply = Message.objects.filter(reply_to_id=customer_id).first()
-        if customer.claimed_by and reply is not None and len(reply.text) > len(TENT_FACTS) + 20:
-            break
-        assert time.monotonic() < deadline, "the reply did not start"
-        time.sleep(0.05)
+    client, customer, reply = long_reply_under_way(stack, shop, token_delay=0.01)
+    customer_id = customer.pk
     # Threads pool: the reply runs in the worker process itself, which the kill takes down whole.
     pid = int(customer.claimed_by.split(":")[1])
     assert pid in workers
