@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from agents.prompts import retrieval_query
+from agents.question import signals
 from agents.selectors import CuratedMatch, curated_match
 from businesses.models import Business
 from catalogs.embeddings import embed_query as embed_local
@@ -24,6 +25,8 @@ from catalogs.search import PreparedSearch, prepare_search, run_search, search
 from common import aio
 
 SEARCH_LIMIT = 6
+# Places among the SEARCH_LIMIT rows kept for document passages when the question asks about a policy.
+POLICY_PASSAGES = 2
 
 
 def _business_of(business: Business | int) -> Business:
@@ -33,8 +36,16 @@ def _business_of(business: Business | int) -> Business:
 
 def _prepare_search(business: Business | int, query: str) -> PreparedSearch | None:
     business = _business_of(business)
-    # "Is the X in stock?" must find the X to say that it is not: stock words are a preference here.
-    return prepare_search(business, query, limit=SEARCH_LIMIT, stock_words="prefer")
+    # "Is the X in stock?" must find the X to say that it is not: stock words are a preference here. A
+    # question about a policy keeps a place for the best passage: "can I return a used sleeping bag?"
+    # matches every sleeping bag better than the returns passage, which is what answers it.
+    return prepare_search(
+        business,
+        query,
+        limit=SEARCH_LIMIT,
+        stock_words="prefer",
+        min_passages=POLICY_PASSAGES if signals(query).policy else 0,
+    )
 
 
 HandedVector = Callable[[], Awaitable[list[float] | None]]

@@ -128,9 +128,11 @@ def fuse(
     skus: list[str],
     budget: tuple[Decimal | None, Decimal | None],
     prefer_in_stock: bool = False,
+    min_passages: int = 0,
 ) -> list[SearchHit]:
     """The best ``limit`` hits among the rows of the item and chunk statements (in the column order
-    ``prepare_search`` selects), ties broken by kind and id so that results are stable."""
+    ``prepare_search`` selects), ties broken by kind and id so that results are stable. The best
+    ``min_passages`` chunks are among them whenever they matched, in place of the weakest items."""
     sku_set = set(skus)
     low, high = budget
     hits: list[SearchHit] = []
@@ -206,7 +208,20 @@ def fuse(
             )
         )
     hits.sort(key=lambda hit: (-hit.score, hit.kind, hit.item_id or 0, hit.chunk_id or 0))
-    return hits[:limit]
+    return _keep_passages(hits, limit, min_passages)
+
+
+def _keep_passages(ranked: list[SearchHit], limit: int, min_passages: int) -> list[SearchHit]:
+    """The first ``limit`` of ``ranked``, with the best ``min_passages`` chunks in place of the weakest items
+    when they fell below the cut (the order stays the score's: best first)."""
+    top = ranked[:limit]
+    wanted = [hit for hit in ranked if hit.kind == "chunk"][: min(min_passages, limit)]
+    # A chunk in the cut is one of the best chunks (they are ranked alike), so counting them is enough.
+    if sum(hit.kind == "chunk" for hit in top) >= len(wanted):
+        return top
+    items = [hit for hit in top if hit.kind == "item"][: limit - len(wanted)]
+    keep = {id(hit) for hit in items + wanted}
+    return [hit for hit in ranked if id(hit) in keep]
 
 
 def _snippet(text: str, size: int = 300) -> str:

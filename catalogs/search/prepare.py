@@ -68,6 +68,8 @@ class PreparedSearch:
     budget: tuple[Decimal | None, Decimal | None]
     # "in stock" in the question, read as a preference: unavailable rows are demoted, not hidden.
     prefer_in_stock: bool = False
+    # Slots of ``limit`` kept for the best document chunks when items would fill them all.
+    min_passages: int = 0
 
 
 # --- Tenant size (which vector plan) -------------------------------------------------------------------
@@ -128,12 +130,15 @@ def prepare_search(
     include_chunks: bool = True,
     read_question: bool = True,
     stock_words: Literal["filter", "prefer"] = "filter",
+    min_passages: int = 0,
 ) -> PreparedSearch | None:
     """Everything of ``search`` that does not need the query's vector: the filters read from the question,
     the word statistics (one or two round trips), the SKU check, the statements. None for an empty query.
 
     ``stock_words="prefer"``: "in stock" in the question demotes unavailable rows instead of hiding them (a
-    chat agent asked "is the X in stock?" must find the X to say it is not)."""
+    chat agent asked "is the X in stock?" must find the X to say it is not). ``min_passages``: that many of
+    the ``limit`` places go to the best matching document chunks, if any, even when items score higher ("can
+    I return a used sleeping bag?" matches every sleeping bag better than the returns passage)."""
     query = (query or "").strip()[:1000]
     if not query or limit <= 0:
         return None
@@ -282,4 +287,5 @@ def prepare_search(
         skus=skus,
         budget=budget,
         prefer_in_stock=prefer_in_stock,
+        min_passages=min_passages if with_chunks else 0,
     )

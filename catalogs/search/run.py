@@ -96,4 +96,5 @@ def run_search(prepared: PreparedSearch, query_vector: list[float] | None = None
         skus=prepared.skus,
         budget=prepared.budget,
         prefer_in_stock=prepared.prefer_in_stock,
+        min_passages=prepared.min_passages,
     )

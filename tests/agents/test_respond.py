@@ -24,6 +24,7 @@ from agents.prompts import (
 from agents.respond import INTERNALS_REFUSAL, TRANSLATE_PROMPT, Citations, Done, TextDelta, Usage, respond
 from agents.selectors import agent_for
 from agents.services import agent_update
+from catalogs.demo import DEMO_CATALOG
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 
@@ -166,6 +167,25 @@ def test_a_policy_answer_quotes_the_faq_and_a_contradiction_is_dropped(
     assert done.grounding["answer"] == "policy"
     assert done.grounding["dropped"][0]["reason"] == "wrong_policy"
     assert done.cards == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_policy_question_naming_a_product_is_answered_from_the_policy(
+    pool_server: Any, import_catalog: Any
+) -> None:
+    # The demo shop's sixteen sleeping bags each match "sleeping bag" better than its returns passage: the
+    # passage still reaches the answer, because a policy question keeps a place for it.
+    business = BusinessFactory()
+    import_catalog(business, DEMO_CATALOG, embed=True)
+    import_catalog(business, DEMO_CATALOG.with_name("faq.md"), embed=True)
+    pool_server.script("Happy camping!")
+    done = ask(business, "Can I return a used sleeping bag?")[-1]
+    assert done.grounding["answer"] == "policy"
+    assert "You can return unused items within 30 days of delivery for a full refund." in done.text
+    assert "EUR" not in done.text
+    # A question about the product itself is still answered from its rows.
+    done = ask(business, "how much is the Alpine down sleeping bag?")[-1]
+    assert done.grounding["answer"] == "price"
 
 
 @pytest.mark.django_db(transaction=True)

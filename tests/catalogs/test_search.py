@@ -253,6 +253,32 @@ def test_document_chunks_are_searched(bike_shop: Business) -> None:
     assert all(hit.kind == "item" for hit in search(bike_shop, "what time do you open on saturday", limit=3))
 
 
+def test_min_passages_keeps_the_best_chunks_among_the_hits(bike_shop: Business, import_catalog: Any) -> None:
+    import_catalog(
+        bike_shop,
+        "# Help\n\n## Returns\nUnused gear can be returned within 30 days. Used items cannot be returned.\n\n"
+        "## Opening hours\nMonday to Friday 9:00-18:00.\n",
+        filename="help.md",
+        embed=True,
+    )
+    question = "return policy for the kids bike 20 inch"
+    plain = search(bike_shop, question, limit=4)
+    assert [hit.kind for hit in plain] == ["item"] * 4  # every bike beats the passage
+    kept = search_with(bike_shop, question, limit=4, min_passages=1)
+    assert [hit.kind for hit in kept] == ["item"] * 3 + ["chunk"]
+    assert kept[:3] == plain[:3]  # the weakest item gave its place, the order is the score's
+    assert kept[3].title == "Help: Help > Returns"
+    assert [hit.kind for hit in search_with(bike_shop, question, limit=4, min_passages=2)].count("chunk") == 2
+    # No chunk matched (documents left out): the items fill every place.
+    assert search_with(bike_shop, question, limit=4, min_passages=1, include_chunks=False) == plain
+
+
+def search_with(business: Business, query: str, **kwargs: Any) -> list[SearchHit]:
+    prepared = prepare_search(business, query, **kwargs)
+    assert prepared is not None
+    return run_search(prepared)
+
+
 def _random_unit_vectors(n: int, seed: int) -> np.ndarray:
     vectors = np.random.default_rng(seed).standard_normal((n, 384)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
