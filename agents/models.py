@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+import copy
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import models
@@ -94,10 +95,32 @@ class Agent(models.Model):
     theme_title = models.CharField(max_length=100, blank=True, help_text="Blank = the agent's name")
     theme_avatar_url = models.URLField(max_length=1000, blank=True)
     theme_dark_mode = models.CharField(max_length=5, choices=DarkMode.choices, default=DarkMode.AUTO)
+    # Changed settings not yet published ({field: value}, DRAFTED_FIELDS only; empty: none): the
+    # playground answers with them, customers do not (docs/admin.md, "Draft and publish").
+    draft = models.JSONField(default=dict, blank=True)
+    draft_saved_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    publish_requires_suite = models.BooleanField(
+        default=True,
+        help_text="Publish a draft only when the regression suite, run on it, keeps every answer that "
+        "passed with the published settings.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.business_id})"
+
+    def with_draft(self, draft: dict[str, Any] | None = None) -> Agent:
+        """These settings with ``draft`` (default: the stored draft) applied, unsaved: what the playground
+        and a run of the suite on the draft answer with."""
+        values = self.draft if draft is None else draft
+        if not values:
+            return self
+        drafted = copy.copy(self)
+        for name, value in values.items():
+            if name in DRAFTED_FIELDS:
+                setattr(drafted, name, value)
+        return drafted
 
     def theme(self) -> Theme:
         return {
@@ -107,6 +130,35 @@ class Agent(models.Model):
             "avatar_url": self.theme_avatar_url,
             "dark_mode": self.theme_dark_mode,
         }
+
+
+# The settings that change what the agent says: edited as a draft, tried in the playground and by the regression
+# suite, then published. The widget's look is not among them (it is seen, not tested).
+DRAFTED_FIELDS = frozenset(
+    [
+        "name",
+        "greeting",
+        "instructions",
+        "business_facts",
+        "tone",
+        "languages",
+        "answer_in_customer_language",
+        "model",
+        "temperature",
+        "top_p",
+        "max_reply_tokens",
+        "business_hours",
+        "out_of_hours_message",
+        "forbidden_topics",
+        "no_results_message",
+        "handoff_keywords",
+        "handoff_after_failures",
+        "handoff_topics",
+        "handoff_message",
+        "grounding_mode",
+        "withheld_message",
+    ]
+)
 
 
 class CuratedAnswer(models.Model):

@@ -10,8 +10,9 @@ from typing import Any, TypedDict
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
-from agents.models import Agent, CuratedAnswer, CuratedPhrasing
+from agents.models import DRAFTED_FIELDS, Agent, CuratedAnswer, CuratedPhrasing
 from agents.selectors import CURATED_CSV_COLUMNS, PARAPHRASE_SEPARATOR, agent_for
 from businesses.models import Business
 from catalogs.embeddings import get_backend
@@ -38,6 +39,56 @@ def agent_update(business: Business, **fields: Any) -> Agent:
             setattr(agent, name, value)
         agent.full_clean()
         agent.save()
+    return agent
+
+
+def _locked_agent(business: Business) -> Agent:
+    return Agent.objects.select_for_update().get(pk=agent_for(business).pk)
+
+
+def agent_draft_save(business: Business, **fields: Any) -> Agent:
+    """Store changed settings as the agent's draft, not yet what customers get: validated as a whole with
+    the published settings, and only what differs from them is kept (a field set back to its published value
+    leaves the draft; a draft that changes nothing is no draft)."""
+    unknown = set(fields) - DRAFTED_FIELDS
+    if unknown:
+        raise ValueError(f"not drafted agent settings: {sorted(unknown)}")
+    with transaction.atomic():
+        agent = _locked_agent(business)
+        drafted = agent.with_draft({**agent.draft, **fields})
+        drafted.full_clean()
+        agent.draft = {
+            name: getattr(drafted, name)
+            for name in sorted(DRAFTED_FIELDS)
+            if getattr(drafted, name) != getattr(agent, name)
+        }
+        agent.draft_saved_at = timezone.now() if agent.draft else None
+        agent.save(update_fields=["draft", "draft_saved_at", "updated_at"])
+    return agent
+
+
+def agent_publish(business: Business) -> tuple[Agent, list[str]]:
+    """Make the draft what customers get; returns the agent and the names of the fields that changed
+    (none without a draft). Whether the draft may be published is the regression suite's say
+    (``regressions.gate``), not this function's."""
+    with transaction.atomic():
+        agent = _locked_agent(business)
+        changed = sorted(agent.draft)
+        if not changed:
+            return agent, []
+        published = agent.with_draft()
+        published.full_clean()
+        published.draft, published.draft_saved_at, published.published_at = {}, None, timezone.now()
+        published.save()
+    return published, changed
+
+
+def agent_draft_discard(business: Business) -> Agent:
+    """Drop the draft: the playground answers with the published settings again."""
+    with transaction.atomic():
+        agent = _locked_agent(business)
+        agent.draft, agent.draft_saved_at = {}, None
+        agent.save(update_fields=["draft", "draft_saved_at", "updated_at"])
     return agent
 
 

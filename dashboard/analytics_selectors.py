@@ -58,8 +58,9 @@ def analytics(business: Business, *, days: int = 30, now: datetime | None = None
     since = datetime.combine(first_day, time.min, tzinfo=tz)
     day_list = [first_day + timedelta(days=i) for i in range(days)]
 
-    conversations = Conversation.objects.filter(business=business, created_at__gte=since)
-    msgs = Message.objects.filter(business=business, created_at__gte=since)
+    # The playground's conversations are the owner trying a draft, not customers.
+    conversations = Conversation.objects.filter(business=business, created_at__gte=since, preview=False)
+    msgs = Message.objects.filter(business=business, created_at__gte=since, conversation__preview=False)
     conv_days = dict(
         conversations.annotate(day=TruncDate("created_at", tzinfo=tz))
         .values_list("day")

@@ -30,6 +30,7 @@ OBJECT_KINDS: dict[str, str] = {
     "import": "catalogs.Import",
     "item": "catalogs.Item",
     "conversation": "messaging.Conversation",
+    "message": "messaging.Message",
     "channel_account": "messaging.ChannelAccount",
     "invitation": "businesses.Invitation",
     "curated_answer": "agents.CuratedAnswer",

@@ -82,8 +82,17 @@ def _has_catalog(business: Business) -> bool:
 
 def _agent_configured(business: Business) -> bool:
     # The settings row is created with defaults on first read (the widget's config does that), so its
-    # existence says nothing; written instructions or business facts do.
-    return Agent.objects.filter(business=business).exclude(instructions="", business_facts="").exists()
+    # existence says nothing; written instructions or business facts do, published or in the draft.
+    return (
+        Agent.objects.filter(business=business)
+        .filter(
+            ~Q(instructions="")
+            | ~Q(business_facts="")
+            | Q(draft__has_key="instructions")
+            | Q(draft__has_key="business_facts")
+        )
+        .exists()
+    )
 
 
 def _whatsapp_connected(business: Business) -> bool:

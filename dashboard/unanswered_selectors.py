@@ -131,6 +131,7 @@ def unanswered_questions(
             created_at__gte=since,
             reply__role=Message.Role.AGENT,
             reply__business=business,
+            conversation__preview=False,  # the owner trying a draft in the playground
         )
         .filter(
             Q(reply__grounding__no_results=True)

@@ -95,8 +95,14 @@ urlpatterns = [
     ),
     path("app/<slug:slug>/inbox/<int:conversation_id>/reply/", inbox.inbox_reply, name="inbox_reply"),
     path("app/<slug:slug>/inbox/<int:conversation_id>/close/", inbox.inbox_close, name="inbox_close"),
+    path("app/<slug:slug>/inbox/messages/<int:message_id>/mark/", inbox.inbox_mark, name="inbox_mark"),
     # Owners only
     path("app/<slug:slug>/agent/", agent.agent, name="agent"),
+    path("app/<slug:slug>/agent/draft/", agent.agent_draft_status, name="agent_draft_status"),
+    path("app/<slug:slug>/agent/publish/", agent.agent_publish, name="agent_publish"),
+    path("app/<slug:slug>/agent/discard/", agent.agent_discard, name="agent_discard"),
+    path("app/<slug:slug>/agent/check/", agent.agent_check, name="agent_check"),
+    path("app/<slug:slug>/agent/publish-rule/", agent.agent_publish_rule, name="agent_publish_rule"),
     path(
         "app/<slug:slug>/agent/playground/allow/", agent.agent_playground_allow, name="agent_playground_allow"
     ),

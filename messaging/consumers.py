@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -48,7 +49,7 @@ from messaging.models import (
     Message,
     conversation_group,
 )
-from messaging.visitors import visitor_from_token, visitor_token_issue
+from messaging.visitors import playground_token_valid, visitor_from_token, visitor_token_issue
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +69,28 @@ def _business(widget_key: str) -> Business | None:
     return business_for_widget_key(widget_key)
 
 
+@dataclass(frozen=True)
+class ReadyState:
+    agent: AgentInfo
+    conversation: Conversation | None
+    history: list[MessagePayload] = field(default_factory=list)
+    streaming: list[int] = field(default_factory=list)
+    csat_conversation_id: int | None = None
+
+
 def _ready_state(
-    business: Business, visitor_id: str, conversation_id: int | None
-) -> tuple[AgentInfo, Conversation | None, list[MessagePayload], list[int]]:
+    business: Business, visitor_id: str, conversation_id: int | None, preview: bool
+) -> ReadyState:
     agent = agent_for(business)
+    if preview:
+        agent = agent.with_draft()  # the playground greets as the draft would
     agent_info: AgentInfo = {"name": agent.name, "greeting": agent.greeting, "theme": agent.theme()}
     conversation = selectors.visitor_conversation(business, visitor_id, conversation_id)
     if conversation is None:
-        return agent_info, None, [], []
+        closed = selectors.csat_unasked(business, visitor_id, services.CSAT_ASK_WITHIN)
+        if closed is not None and services.conversation_csat_asked(business=business, conversation_id=closed):
+            return ReadyState(agent_info, None, csat_conversation_id=closed)
+        return ReadyState(agent_info, None)
     streaming = [m.pk for m in selectors.streaming_replies(business, conversation.pk)]
     history = []
     for message in selectors.conversation_history(business, conversation.pk, visitor_id):
@@ -83,12 +98,12 @@ def _ready_state(
         if message.pk in streaming:
             payload["text"] = ""  # a reply still streaming: its text follows as deltas (from the log)
         history.append(payload)
-    return agent_info, conversation, history, streaming
+    return ReadyState(agent_info, conversation, history, streaming)
 
 
-def _open_conversation(business: Business, visitor_id: str) -> Conversation:
+def _open_conversation(business: Business, visitor_id: str, preview: bool) -> Conversation:
     return services.conversation_open(
-        business=business, channel=Channel.WIDGET, contact_external_id=visitor_id
+        business=business, channel=Channel.WIDGET, contact_external_id=visitor_id, preview=preview
     )
 
 
@@ -99,6 +114,7 @@ def _receive(
     client_id: str,
     conversation_id: int | None,
     query_vector_token: str | None,
+    preview: bool,
 ) -> Message | None:
     return services.message_receive(
         business=business,
@@ -108,6 +124,7 @@ def _receive(
         client_message_id=client_id,
         conversation_id=conversation_id,
         query_vector_token=query_vector_token,
+        preview=preview,
     )
 
 
@@ -141,6 +158,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     visitor_id: str | None = None
     conversation_id: int | None = None
     group: str | None = None
+    # The admin's playground (a valid playground token in hello): its conversations answer with the draft.
+    preview: bool = False
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch first sweeps the database connections in a thread, for every event: every
@@ -255,6 +274,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         self.registered = True
         self.visitor_id = visitor_id
+        self.preview = playground_token_valid(self.business.pk, content.get("preview"))
         details = content.get("contact")
         if isinstance(details, dict) and details:
             await aio.database(
@@ -262,15 +282,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
         wanted = content.get("conversation_id")
         wanted_id = wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
-        agent_info, conversation, history, streaming = await aio.database(
-            _ready_state, self.business, visitor_id, wanted_id
-        )
-        if wanted_id is not None and conversation is None:
+        ready = await aio.database(_ready_state, self.business, visitor_id, wanted_id, self.preview)
+        if wanted_id is not None and ready.conversation is None:
             # Not this visitor's (or gone): say so, and fall back to the visitor's own latest conversation.
             await self.error("conversation_not_found", "That conversation does not exist for this visitor.")
-            agent_info, conversation, history, streaming = await aio.database(
-                _ready_state, self.business, visitor_id, None
-            )
+            ready = await aio.database(_ready_state, self.business, visitor_id, None, self.preview)
+        conversation = ready.conversation
         if conversation is not None:
             await self.join(conversation.pk)
         given_seq = content.get("last_seq")
@@ -281,13 +298,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "visitor_token": token,
                 "conversation_id": conversation.pk if conversation else None,
                 "state": conversation.state if conversation else Conversation.State.BOT,
-                "agent": agent_info,
-                "history": history,
+                "agent": ready.agent,
+                "history": ready.history,
+                "csat_conversation_id": ready.csat_conversation_id,
             }
         )
         # Resume: joined the group first, so live deltas queue behind this; the log fills the gap before
         # them and ``sent_seq`` drops the ones the log already gave.
-        for message_id in streaming:
+        for message_id in ready.streaming:
             seen = last_seq.get(str(message_id), 0) if last_seq else 0
             seen = seen if isinstance(seen, int) else 0
             self.sent_seq[message_id] = seen
@@ -326,11 +344,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         started = time.perf_counter()
         if self.conversation_id is None:
-            conversation = await aio.database(_open_conversation, self.business, self.visitor_id)
+            conversation = await aio.database(
+                _open_conversation, self.business, self.visitor_id, self.preview
+            )
             await self.join(conversation.pk)
         token = query_vectors.new_token()
         message = await aio.database(
-            _receive, self.business, self.visitor_id, text.strip(), client_id, self.conversation_id, token
+            _receive,
+            self.business,
+            self.visitor_id,
+            text.strip(),
+            client_id,
+            self.conversation_id,
+            token,
+            self.preview,
         )
         if message is None:
             # A resend (the socket dropped before the ack): answer with the stored one, store nothing.
@@ -449,6 +476,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def conversation_closed(self, event: ClosedEvent) -> None:
+        if event["csat"] and self.business is not None:
+            # Asked now: the visitor's next visit does not ask again.
+            await aio.database(
+                services.conversation_csat_asked,
+                business=self.business,
+                conversation_id=event["conversation_id"],
+            )
         await self.send_frame(
             {"type": "closed", "conversation_id": event["conversation_id"], "csat": event["csat"]}
         )

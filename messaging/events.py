@@ -81,6 +81,7 @@ class HelloFrame(TypedDict, total=False):
     conversation_id: object
     last_seq: object
     contact: object
+    preview: object  # the admin playground's token (messaging.visitors.playground_token_issue)
 
 
 class MessageFrame(TypedDict, total=False):
@@ -123,6 +124,8 @@ class ReadyFrame(TypedDict):
     state: str
     agent: AgentInfo
     history: list[MessagePayload]
+    # A conversation closed while the visitor was away: ask "How did we do?" about it now.
+    csat_conversation_id: int | None
 
 
 class DeltaFrame(TypedDict):

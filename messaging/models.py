@@ -56,6 +56,11 @@ class Conversation(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     # The customer's answer to "How did we do?" when the conversation closed (1 to 5; widget conversations).
     csat_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    # When "How did we do?" reached the customer's widget (on closing, or at their next visit when no widget
+    # was open then): asked once.
+    csat_asked_at = models.DateTimeField(null=True, blank=True)
+    # Opened by the admin's playground: answered with the agent's draft settings, left out of analytics.
+    preview = models.BooleanField(default=False)
     csat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from businesses.models import Business
 from messaging.events import MessagePayload
@@ -46,6 +48,33 @@ def visitor_conversation(
     if conversation_id is not None:
         return qs.filter(pk=conversation_id).first()
     return qs.exclude(state=Conversation.State.CLOSED).order_by("-created_at").first()
+
+
+def csat_unasked(business: Business, visitor_id: str, within: dt.timedelta) -> int | None:
+    """The visitor's latest conversation closed within ``within`` whose "How did we do?" never reached them
+    (no widget was open when it closed), if it is their latest conversation and had an agent's or staff's
+    answer; else None."""
+    latest = (
+        Conversation.objects.filter(
+            business=business, channel=Channel.WIDGET, contact__external_id=visitor_id
+        )
+        .order_by("-created_at", "-pk")
+        .values("pk", "state", "closed_at", "csat_asked_at", "csat_score")
+        .first()
+    )
+    if (
+        latest is None
+        or latest["state"] != Conversation.State.CLOSED
+        or latest["csat_asked_at"] is not None
+        or latest["csat_score"] is not None
+        or latest["closed_at"] is None
+        or latest["closed_at"] < timezone.now() - within
+    ):
+        return None
+    answered = Message.objects.filter(
+        business=business, conversation_id=latest["pk"], role__in=[Message.Role.AGENT, Message.Role.STAFF]
+    ).exists()
+    return int(latest["pk"]) if answered else None
 
 
 def conversation_history(

@@ -89,9 +89,15 @@ def contact_identify(*, business: Business, visitor_id: str, details: dict[str, 
 
 
 def conversation_open(
-    *, business: Business, channel: str, contact_external_id: str, contact_name: str = ""
+    *,
+    business: Business,
+    channel: str,
+    contact_external_id: str,
+    contact_name: str = "",
+    preview: bool = False,
 ) -> Conversation:
-    """The contact's open conversation on this channel, created (with the contact) when there is none."""
+    """The contact's open conversation on this channel, created (with the contact) when there is none;
+    ``preview``: a new one is the playground's (answered with the agent's draft)."""
     # No savepoint inside a caller's transaction (message_receive): a failure here fails it all anyway.
     with transaction.atomic(savepoint=False):
         contact = _contact(business, channel, contact_external_id, contact_name)
@@ -104,7 +110,9 @@ def conversation_open(
             .first()
         )
         if conversation is None:
-            conversation = Conversation.objects.create(business=business, contact=contact, channel=channel)
+            conversation = Conversation.objects.create(
+                business=business, contact=contact, channel=channel, preview=preview
+            )
     return conversation
 
 
@@ -120,6 +128,7 @@ def message_receive(
     received_at: dt.datetime | None = None,
     conversation_id: int | None = None,
     query_vector_token: str | None = None,
+    preview: bool = False,
 ) -> Message | None:
     """Store a customer's message and, when the agent has the conversation, queue its reply on commit.
     The message row is the reply's outbox (``reply_due_at``, written with it): a publish that fails is
@@ -134,6 +143,7 @@ def message_receive(
     the contact's open conversation is looked up (or created) under the contact's row lock.
 
     ``query_vector_token``: the caller will hand the question's vector over under it (messaging.query_vectors).
+    ``preview``: a conversation opened for it is the playground's (``conversation_open``).
     """
     received_at = received_at or timezone.now()
     message = Message(
@@ -157,6 +167,7 @@ def message_receive(
             channel=channel,
             contact_external_id=contact_external_id,
             contact_name=contact_name,
+            preview=preview,
         )
         message.conversation_id = conversation.pk
         if conversation.state != Conversation.State.BOT:
@@ -325,6 +336,24 @@ def conversation_close(*, business: Business, conversation_id: int) -> Conversat
 
 
 CSAT_SCORES = range(1, 6)
+# A conversation closed while its customer was away is asked about at their next visit within this time.
+CSAT_ASK_WITHIN = dt.timedelta(days=7)
+
+
+def conversation_csat_asked(*, business: Business, conversation_id: int) -> bool:
+    """Record that "How did we do?" reached the customer: True the first time only (a second widget open
+    on the same close, or the next visit, does not ask again)."""
+    return (
+        Conversation.objects.filter(
+            business=business,
+            pk=conversation_id,
+            state=Conversation.State.CLOSED,
+            channel=Channel.WIDGET,
+            csat_asked_at__isnull=True,
+            csat_score__isnull=True,
+        ).update(csat_asked_at=timezone.now())
+        == 1
+    )
 
 
 def conversation_csat(

@@ -32,3 +32,24 @@ def visitor_from_token(business_id: int, token: str | None) -> str | None:
     if not isinstance(data, dict) or data.get("b") != business_id or not isinstance(data.get("v"), str):
         return None
     return str(data["v"])
+
+
+PLAYGROUND_SALT = "bizagent.playground"
+PLAYGROUND_MAX_AGE_SECONDS = 12 * 3600
+
+
+def playground_token_issue(business_id: int) -> str:
+    """A token the admin's playground widget sends in ``hello``: its conversations answer with the agent's
+    draft settings. Issued only to the business's members (the agent page), for a working day."""
+    return signing.dumps({"b": business_id}, salt=PLAYGROUND_SALT)
+
+
+def playground_token_valid(business_id: int, token: object) -> bool:
+    """Whether ``token`` is a live playground token of this business."""
+    if not isinstance(token, str) or not token or len(token) > 500:
+        return False
+    try:
+        data = signing.loads(token, salt=PLAYGROUND_SALT, max_age=PLAYGROUND_MAX_AGE_SECONDS)
+    except signing.BadSignature:
+        return False
+    return isinstance(data, dict) and data.get("b") == business_id

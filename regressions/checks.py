@@ -58,4 +58,7 @@ def check(expected: Expected, *, text: str, cards: list[Card], language: str) ->
     for phrase in expected.get("contains", []):
         if _norm(phrase) not in _norm(text):
             missing.append(f"“{phrase}”")
+    for phrase in expected.get("avoid", []):
+        if _norm(phrase) in _norm(text):
+            missing.append(f"anything but “{phrase}” (marked wrong)")
     return Verdict(passed=not missing, missing=missing)

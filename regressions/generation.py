@@ -5,7 +5,9 @@
   English and in each language of the agent's ``languages`` that answers are written in;
 - one question per FAQ heading: the heading itself, expecting a distinctive phrase of its passage's first
   sentence (the agent quotes FAQ passages word for word);
-- one per active curated answer: its question, expecting its answer's first sentence.
+- one per active curated answer: its question, expecting its answer's first sentence;
+- one per reply the owner marked (``ReplyMark``): a right one's facts as today's data has them (its item's
+  price or stock), a wrong one's first sentence as what must not be said again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from agents.question import language_of
 from agents.text import content_stems, sentences
 from businesses.models import Business
 from catalogs.models import Chunk, Document, Item
-from regressions.models import Expected, RegressionCase
+from regressions.models import Expected, RegressionCase, ReplyMark
 
 # The languages answers are rendered in (agents.answers), with how a customer asks a price and a stock level.
 PRICE_QUESTIONS = {
@@ -57,6 +59,7 @@ class CaseSpec:
     item_id: int | None = None
     chunk_id: int | None = None
     curated_id: int | None = None
+    mark_id: int | None = None
 
 
 def suite_languages(agent: Agent) -> list[str]:
@@ -180,7 +183,56 @@ def curated_cases(business: Business) -> list[CaseSpec]:
     return cases
 
 
+def _marked_expected(mark: ReplyMark, items: dict[str, Item]) -> Expected | None:
+    """What a reply to the marked question must state (None: nothing left to expect, the item is gone)."""
+    first = next(iter(sentences(mark.reply_text)), mark.reply_text.strip())
+    if mark.verdict == ReplyMark.Verdict.BAD:
+        return {"avoid": [first]} if first else None
+    item = next((items[e] for e in mark.external_ids if e in items), None)
+    if mark.external_ids and item is None:
+        return None  # its product was retired: the right answer of then is no longer right
+    if item is None:
+        return {"contains": [distinctive_phrase(first)]} if first else None
+    title = " ".join(item.title.split())
+    expected: Expected = {"title": title, "external_id": item.external_id}
+    price = _price(item)
+    if mark.answer_kind == "price" and price is not None:
+        expected["price"], expected["currency"] = f"{price:.2f}", item.currency
+    elif mark.answer_kind == "stock" and item.availability:
+        expected["stock"] = item.availability
+    else:
+        expected["contains"] = [title]
+    return expected
+
+
+def marked_cases(business: Business) -> list[CaseSpec]:
+    marks = list(ReplyMark.objects.filter(business=business).order_by("pk"))
+    wanted = {e for mark in marks for e in mark.external_ids}
+    items = {
+        item.external_id: item
+        for item in Item.objects.filter(business=business, is_active=True, external_id__in=wanted)
+    }
+    cases: list[CaseSpec] = []
+    for mark in marks:
+        expected = _marked_expected(mark, items)
+        if expected is None:
+            continue
+        item = items.get(expected.get("external_id", ""))
+        cases.append(
+            CaseSpec(
+                kind=RegressionCase.Kind.MARKED,
+                question=mark.question,
+                expected=expected,
+                language=language_of(mark.question),
+                source_key=f"mark:{mark.pk}",
+                item_id=item.pk if item else None,
+                mark_id=mark.pk,
+            )
+        )
+    return cases
+
+
 def generate(business: Business, agent: Agent) -> list[CaseSpec]:
     languages = suite_languages(agent)
     specs = [case for item in sample_items(business) for case in item_cases(item, languages)]
-    return specs + faq_cases(business) + curated_cases(business)
+    return specs + faq_cases(business) + curated_cases(business) + marked_cases(business)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from django.conf import settings
 from django.db import models
 
 
@@ -16,6 +17,7 @@ class Expected(TypedDict, total=False):
     currency: str  # "EUR"
     stock: str  # "in_stock"
     contains: list[str]
+    avoid: list[str]  # what a reply the owner marked wrong said: a passing reply does not say it again
     title: str  # the item the question names (its line of the reply is where the fact must be)
     external_id: str
 
@@ -26,6 +28,7 @@ class RegressionCase(models.Model):
         STOCK = "stock", "Stock"
         FAQ = "faq", "FAQ"
         CURATED = "curated", "Curated answer"
+        MARKED = "marked", "Reply you marked"
 
     business = models.ForeignKey(
         "businesses.Business", on_delete=models.CASCADE, related_name="regression_cases"
@@ -46,6 +49,9 @@ class RegressionCase(models.Model):
     curated = models.ForeignKey(
         "agents.CuratedAnswer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    mark = models.ForeignKey(
+        "regressions.ReplyMark", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # A case whose source is gone (an item retired, a heading removed) stays, inactive, for its history.
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -62,6 +68,45 @@ class RegressionCase(models.Model):
 
     def __str__(self) -> str:
         return self.question
+
+
+class ReplyMark(models.Model):
+    """An agent reply the owner marked right or wrong (in the inbox): the suite asks its question again, and
+    expects the facts of a right reply (read from today's data: its item's price and stock) or anything but
+    what a wrong one said."""
+
+    class Verdict(models.TextChoices):
+        GOOD = "good", "Right"
+        BAD = "bad", "Wrong"
+
+    business = models.ForeignKey("businesses.Business", on_delete=models.CASCADE, related_name="+")
+    # The reply (messaging.Message, named by string: this app sits below messaging); kept when it goes.
+    message = models.ForeignKey(
+        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    verdict = models.CharField(max_length=4, choices=Verdict.choices)
+    question = models.CharField(max_length=600)
+    reply_text = models.TextField()
+    # What the reply answered (its grounding's "answer": price, stock, product, policy...) and the items it
+    # showed, best first: a right price answer stays right when the price changes in the catalog.
+    answer_kind = models.CharField(max_length=16, blank=True)
+    external_ids = models.JSONField(default=list, blank=True)
+    marked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["business", "message"],
+                condition=models.Q(message__isnull=False),
+                name="reply_mark_once",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.question} ({self.verdict})"
 
 
 class RegressionRun(models.Model):
@@ -83,6 +128,10 @@ class RegressionRun(models.Model):
     )
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    # A run of the agent's draft settings (``draft``: the draft as it was, applied over the published
+    # settings), before they are published; every other run asks with the published settings.
+    on_draft = models.BooleanField(default=False)
+    draft = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -22,18 +22,17 @@ def run_get(business: Business, run_id: int) -> RegressionRun | None:
 
 
 def run_latest(business: Business) -> RegressionRun | None:
-    return RegressionRun.objects.filter(business=business).first()
+    """The newest run of the published settings (a draft's runs are the draft's: ``regressions.gate``)."""
+    return RegressionRun.objects.filter(business=business, on_draft=False).first()
 
 
 def run_previous(run: RegressionRun) -> RegressionRun | None:
-    """The business's last finished run before ``run``: what it is compared with."""
-    return (
-        RegressionRun.objects.filter(
-            business_id=run.business_id, state__in=FINISHED, created_at__lt=run.created_at
-        )
-        .exclude(pk=run.pk)
-        .first()
-    )
+    """What ``run`` is compared with: the business's last finished run of the published settings before it;
+    for a run of a draft, the latest finished run of the published settings the draft would replace."""
+    published = RegressionRun.objects.filter(business_id=run.business_id, state__in=FINISHED, on_draft=False)
+    if not run.on_draft:
+        published = published.filter(created_at__lt=run.created_at)
+    return published.exclude(pk=run.pk).first()
 
 
 def cases_active(business: Business) -> QuerySet[RegressionCase]:
@@ -83,6 +82,7 @@ def run_json(report: RunReport) -> dict[str, Any]:
     return {
         "id": run.pk,
         "trigger": run.trigger,
+        "on_draft": run.on_draft,
         "state": run.state,
         "created_at": run.created_at.isoformat(),
         "started_at": run.started_at.isoformat() if run.started_at else None,

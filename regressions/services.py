@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -32,7 +33,7 @@ from businesses.models import Business
 from common import aio
 from common.tasks import enqueue_on_commit
 from regressions import checks, generation
-from regressions.models import RegressionCase, RegressionResult, RegressionRun
+from regressions.models import RegressionCase, RegressionResult, RegressionRun, ReplyMark
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,11 @@ class Regenerated:
     active: int
 
 
-def cases_regenerate(*, business: Business) -> Regenerated:
+def cases_regenerate(*, business: Business, agent: Agent | None = None) -> Regenerated:
     """Generate the business's cases from its data and store them: a case of the same source (and kind and
-    language) is updated in place, so its history stays one line; cases no longer generated go inactive."""
-    specs = generation.generate(business, agent_for(business))
+    language) is updated in place, so its history stays one line; cases no longer generated go inactive.
+    ``agent``: the settings whose languages the questions are asked in (default: the published ones)."""
+    specs = generation.generate(business, agent or agent_for(business))
     created = updated = 0
     with transaction.atomic(durable=True):
         existing = {
@@ -66,6 +68,7 @@ def cases_regenerate(*, business: Business) -> Regenerated:
                 "item_id": spec.item_id,
                 "chunk_id": spec.chunk_id,
                 "curated_id": spec.curated_id,
+                "mark_id": spec.mark_id,
                 "active": True,
             }
             case = existing.get((spec.kind, spec.source_key, spec.language))
@@ -95,6 +98,43 @@ def cases_regenerate(*, business: Business) -> Regenerated:
     return Regenerated(created=created, updated=updated, retired=retired, active=len(kept))
 
 
+def reply_mark(
+    *,
+    business: Business,
+    verdict: str,
+    question: str,
+    reply_text: str,
+    answer_kind: str = "",
+    external_ids: list[str] | None = None,
+    message_id: int | None = None,
+    marked_by: AbstractBaseUser | None = None,
+) -> ReplyMark:
+    """The owner's verdict on an agent reply (marking the same reply again replaces it), with the case it
+    makes in the suite generated at once. ``ValueError`` for an unknown verdict or an empty question."""
+    if verdict not in ReplyMark.Verdict.values:
+        raise ValueError(f"verdict must be one of {ReplyMark.Verdict.values}, not {verdict!r}")
+    question = " ".join(question.split())[:600]
+    if not question or not reply_text.strip():
+        raise ValueError("a marked reply needs the question it answered and its text")
+    fields = {
+        "verdict": verdict,
+        "question": question,
+        "reply_text": reply_text.strip(),
+        "answer_kind": answer_kind[:16],
+        "external_ids": [str(e) for e in (external_ids or [])][:10],
+        "marked_by": marked_by,
+    }
+    with transaction.atomic(durable=True):
+        if message_id is None:
+            mark = ReplyMark.objects.create(business=business, **fields)
+        else:
+            mark, _ = ReplyMark.objects.update_or_create(
+                business=business, message_id=message_id, defaults=fields
+            )
+    cases_regenerate(business=business)
+    return mark
+
+
 def _abandon_stale(business: Business) -> None:
     cutoff = timezone.now() - timedelta(seconds=settings.REGRESSION_RUN_LEASE_SECONDS)
     RegressionRun.objects.filter(business=business, state__in=ACTIVE_STATES).filter(
@@ -118,7 +158,7 @@ def run_start(
     _abandon_stale(business)
     if regenerate or not RegressionCase.objects.filter(business=business).exists():
         cases_regenerate(business=business)
-    active = RegressionRun.objects.filter(business=business, state__in=ACTIVE_STATES).first()
+    active = RegressionRun.objects.filter(business=business, state__in=ACTIVE_STATES, on_draft=False).first()
     # A queued run reads the cases when it starts, so it will ask the new ones; a running one has read
     # them already: after new data (an import, changed settings) another run follows it.
     if active is not None and (active.state == RegressionRun.State.PENDING or not regenerate):
@@ -156,6 +196,42 @@ def suite_after_settings_change(
         return None
     trigger = RegressionRun.Trigger.MODEL if model_changed else RegressionRun.Trigger.SETTINGS
     return run_start(business=business, trigger=trigger, enqueue=enqueue, regenerate=True)
+
+
+def draft_run_start(*, business: Business, enqueue: bool = True) -> RegressionRun | None:
+    """Queue a run of the suite on the agent's draft (None without a draft or without cases to ask), with
+    the cases generated again first. The same draft already queued or running is returned instead of a
+    second run. A business whose published settings have never been run gets that run queued too: a
+    draft's regressions are counted against it."""
+    agent = agent_for(business)
+    draft = agent.draft
+    if not draft:
+        return None
+    _abandon_stale(business)
+    # In the draft's languages: a language it adds is asked too (its cases have nothing to regress from).
+    cases_regenerate(business=business, agent=agent.with_draft())
+    total = RegressionCase.objects.filter(business=business, active=True).count()
+    if total == 0:
+        return None
+    if (
+        not RegressionRun.objects.filter(business=business, on_draft=False)
+        .exclude(state=RegressionRun.State.FAILED)
+        .exists()
+    ):
+        run_start(business=business, trigger=RegressionRun.Trigger.SETTINGS, enqueue=enqueue)
+    active = RegressionRun.objects.filter(
+        business=business, on_draft=True, draft=draft, state__in=ACTIVE_STATES
+    ).first()
+    if active is not None:
+        return active
+    trigger = RegressionRun.Trigger.MODEL if "model" in draft else RegressionRun.Trigger.SETTINGS
+    with transaction.atomic(durable=True):
+        run = RegressionRun.objects.create(
+            business=business, trigger=trigger, on_draft=True, draft=draft, total=total
+        )
+        if enqueue:
+            enqueue_on_commit(RUN_TASK, run.pk)
+    return run
 
 
 @dataclass
@@ -256,6 +332,8 @@ def run_execute(*, run_id: int) -> RegressionRun | None:
     run = RegressionRun.objects.select_related("business").get(pk=run_id)
     business = run.business
     agent = agent_for(business)
+    if run.on_draft:
+        agent = agent.with_draft(run.draft)
     answered = RegressionResult.objects.filter(run=run).values_list("case_id", flat=True)
     cases = list(RegressionCase.objects.filter(business=business, active=True).exclude(pk__in=answered))
     RegressionRun.objects.filter(pk=run.pk).update(total=len(cases) + len(answered))

@@ -20,6 +20,8 @@ from messaging.services import (
     conversation_handoff,
     staff_reply_send,
 )
+from regressions.models import ReplyMark
+from regressions.services import reply_mark
 
 # Recorded as the conversation's handoff reason (analytics groups handoffs by reason).
 TAKEOVER_REASON = "staff took over from the inbox"
@@ -176,3 +178,40 @@ def inbox_reply(request: BusinessRequest, conversation_id: int) -> HttpResponse:
         business=business, conversation_id=conversation.pk, user=request.user, text=form.cleaned_data["text"]
     )
     return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=conversation.pk)
+
+
+@member_view(message_id="message")
+@require_POST
+def inbox_mark(request: BusinessRequest, message_id: int) -> HttpResponse:
+    """Mark an agent reply right or wrong: its question joins the regression suite, expecting a right
+    reply's facts (as the catalog has them then) or anything but a wrong reply's words."""
+    business = request.business
+    found = selectors.reply_and_question(business, message_id)
+    verdict = request.POST.get("verdict", "")
+    if found is None or not found[1] or verdict not in ReplyMark.Verdict.values:
+        messages.error(request, "Only a finished agent reply to a customer's question can be marked.")
+        return redirect("dashboard:inbox", slug=business.slug)
+    reply, question = found
+    if reply.status == reply.Status.STREAMING or not reply.text.strip():
+        messages.error(request, "Only a finished agent reply to a customer's question can be marked.")
+    else:
+        reply_mark(
+            business=business,
+            verdict=verdict,
+            question=question,
+            reply_text=reply.text,
+            answer_kind=str(reply.grounding.get("answer") or ""),
+            external_ids=[
+                str(card.get("external_id") or "") for card in reply.cards if card.get("external_id")
+            ],
+            message_id=reply.pk,
+            marked_by=request.user,
+        )
+        messages.success(
+            request,
+            "Marked right: the regression suite now checks that this question keeps its answer."
+            if verdict == ReplyMark.Verdict.GOOD
+            else "Marked wrong: the regression suite now checks that this answer does not come back. "
+            "Write the right answer to fix it.",
+        )
+    return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=reply.conversation_id)

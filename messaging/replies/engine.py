@@ -71,11 +71,13 @@ db = aio.database
 
 
 async def _agent_of(claim: ReplyClaim) -> Agent:
-    """The agent's settings (the usual claim reads them in the same round trip)."""
-    if claim.agent is not None:
-        return claim.agent
-    # The first reply of a business creates its agent's settings with the defaults.
-    return await db(agent_for, claim.customer.business)
+    """The agent's settings (the usual claim reads them in the same round trip): the draft's in a
+    playground conversation, the published ones for customers."""
+    agent = claim.agent
+    if agent is None:
+        # The first reply of a business creates its agent's settings with the defaults.
+        agent = await db(agent_for, claim.customer.business)
+    return agent.with_draft() if claim.conversation.preview else agent
 
 
 def _conversation_of(message_id: int) -> int | None:

@@ -96,6 +96,20 @@ def make_curated_answer(business: Business, *, question: str = "Do you ship abro
     return curated_answer_create(business=business, question=question, answer="Yes, to all of Europe.")
 
 
+def make_agent_reply(business: Business) -> Message:
+    conversation = make_conversation(business)
+    asked = Message.objects.filter(conversation=conversation).first()
+    return Message.objects.create(
+        business=business,
+        conversation=conversation,
+        channel=Channel.WIDGET,
+        role=Message.Role.AGENT,
+        status=Message.Status.DONE,
+        text="We are open every day.",
+        reply_to=asked,
+    )
+
+
 def make_regression_run(business: Business) -> RegressionRun:
     return RegressionRun.objects.create(
         business=business, trigger=RegressionRun.Trigger.MANUAL, state=RegressionRun.State.SUCCEEDED
@@ -108,6 +122,7 @@ OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "import": lambda b: make_import(b).pk,
     "item": lambda b: make_item(b).pk,
     "conversation": lambda b: make_conversation(b).pk,
+    "message": lambda b: make_agent_reply(b).pk,
     "channel_account": lambda b: make_channel_account(b).pk,
     "invitation": lambda b: make_invitation(b).pk,
     "curated_answer": lambda b: make_curated_answer(b).pk,

@@ -13,6 +13,7 @@ from agents.models import Agent
 from agents.selectors import agent_for
 from businesses.models import ApiKey, Business, Membership
 from catalogs.models import Import
+from dashboard.forms import AgentForm
 from dashboard.signup_tokens import signup_token
 from messaging.meta.selectors import webhook_url
 from messaging.models import ChannelAccount
@@ -250,9 +251,26 @@ AGENT_FORM = {
 }
 
 
-def test_agent_settings_are_saved(tenant_a: Tenant) -> None:
-    response = _owner_client(tenant_a).post(f"/app/{tenant_a.business.slug}/agent/", AGENT_FORM)
+def test_agent_settings_are_saved_as_a_draft_and_published(tenant_a: Tenant) -> None:
+    client = _owner_client(tenant_a)
+    slug = tenant_a.business.slug
+    before = agent_for(tenant_a.business)
+    response = client.post(f"/app/{slug}/agent/", AGENT_FORM)
     assert response.status_code == 302
+    agent = agent_for(tenant_a.business)
+    # Customers still get the published settings; the draft holds the changes.
+    assert (agent.name, agent.grounding_mode) == (before.name, before.grounding_mode)
+    assert agent.draft["name"] == "Bikey" and agent.draft["grounding_mode"] == "withhold"
+    page = client.get(f"/app/{slug}/agent/")
+    assert page.context["form"].initial["name"] == "Bikey"  # the form shows the draft
+    # The suite is generated from the tenant's item and checks the draft: publishing waits for it.
+    assert page.context["check"].state == "running"
+    assert client.post(f"/app/{slug}/agent/publish/").status_code == 302
+    assert agent_for(tenant_a.business).name == before.name
+    # Unless the owner turns that rule off.
+    assert client.post(f"/app/{slug}/agent/publish-rule/", {}).status_code == 302
+    assert agent_for(tenant_a.business).publish_requires_suite is False
+    assert client.post(f"/app/{slug}/agent/publish/").status_code == 302
     agent = agent_for(tenant_a.business)
     assert (agent.name, agent.languages, agent.forbidden_topics, agent.grounding_mode) == (
         "Bikey",
@@ -262,6 +280,26 @@ def test_agent_settings_are_saved(tenant_a: Tenant) -> None:
     )
     assert agent.business_hours["mon"] == [["09:00", "12:00"], ["13:00", "18:00"]]
     assert agent.business_hours["sun"] == []
+    assert agent.draft == {} and agent.published_at is not None
+
+
+def test_a_draft_can_be_discarded_and_a_draft_equal_to_the_published_settings_is_none(
+    tenant_a: Tenant,
+) -> None:
+    client = _owner_client(tenant_a)
+    slug = tenant_a.business.slug
+    client.post(f"/app/{slug}/agent/", AGENT_FORM)
+    assert client.post(f"/app/{slug}/agent/discard/").status_code == 302
+    agent = agent_for(tenant_a.business)
+    assert agent.draft == {} and agent.name != "Bikey"
+    # Saving the published values back makes no draft.
+    same = {
+        **AGENT_FORM,
+        **{k: v for k, v in AgentForm.initial_from(agent).items() if not isinstance(v, list)},
+    }
+    same["answer_in_customer_language"] = "on" if agent.answer_in_customer_language else ""
+    client.post(f"/app/{slug}/agent/", same)
+    assert agent_for(tenant_a.business).draft == {}
 
 
 @pytest.mark.parametrize(

@@ -153,3 +153,59 @@ async def test_another_business_cannot_close_the_conversation() -> None:
     )
     state = await database_sync_to_async(lambda: Conversation.objects.get(pk=conversation.pk).state)()
     assert state == Conversation.State.BOT
+
+
+def _answered_and_closed(business: Business, visitor_id: str) -> Conversation:
+    conversation = _conversation(business, visitor_id)
+    Message.objects.create(
+        business=business,
+        conversation=conversation,
+        channel=Channel.WIDGET,
+        role=Message.Role.STAFF,
+        text="It ships tomorrow.",
+        status=Message.Status.DONE,
+    )
+    closed = conversation_close(business=business, conversation_id=conversation.pk)
+    assert closed is not None
+    return closed
+
+
+async def _ready(business: Business, token: str) -> dict[str, Any]:
+    ws = WebsocketCommunicator(
+        application, f"/ws/chat/{business.widget_key}/", headers=[(b"origin", b"https://shop.example")]
+    )
+    connected, _ = await ws.connect()
+    assert connected
+    await ws.send_json_to({"type": "hello", "visitor_token": token})
+    ready: dict[str, Any] = await ws.receive_json_from(timeout=5)
+    await ws.disconnect()
+    return ready
+
+
+async def test_a_conversation_closed_while_the_visitor_was_away_is_asked_about_once_at_the_next_visit() -> (
+    None
+):
+    business = await database_sync_to_async(BusinessFactory)()
+    token, visitor = visitor_token_issue(business.pk)
+    # Closed with no widget open: nobody was asked.
+    conversation = await database_sync_to_async(_answered_and_closed)(business, visitor)
+    ready = await _ready(business, token)
+    assert (ready["conversation_id"], ready["csat_conversation_id"]) == (None, conversation.pk)
+    # Asked once: the next visit does not ask again, and the score can still be given.
+    assert (await _ready(business, token))["csat_conversation_id"] is None
+    asked = await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)
+    assert asked.csat_asked_at is not None and asked.csat_score is None
+    # Another visitor of the business, or one of another business, is never asked about it.
+    other_token, _ = visitor_token_issue(business.pk)
+    assert (await _ready(business, other_token))["csat_conversation_id"] is None
+
+
+async def test_a_conversation_closed_while_the_widget_was_open_is_not_asked_about_again() -> None:
+    business = await database_sync_to_async(BusinessFactory)()
+    token, visitor = visitor_token_issue(business.pk)
+    conversation = await database_sync_to_async(_conversation)(business, visitor)
+    ws = await _socket(business, token, conversation.pk)
+    await database_sync_to_async(conversation_close)(business=business, conversation_id=conversation.pk)
+    assert (await ws.receive_json_from(timeout=5))["csat"] is True
+    await ws.disconnect()
+    assert (await _ready(business, token))["csat_conversation_id"] is None

@@ -265,13 +265,13 @@ def agent_post(business: Any) -> dict[str, Any]:
 
 
 @pytest.mark.django_db
-def test_saving_changed_agent_settings_queues_a_run(
+def test_saving_changed_agent_settings_queues_a_run_of_the_draft(
     shop: Any, client: Client, redis_client: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     owner = MembershipFactory(business=shop, role=Membership.Role.OWNER).user
     client.force_login(owner)
     cases_regenerate(business=shop)
-    # Saved unchanged: nothing to test again.
+    # Saved unchanged: no draft, nothing to test again.
     response = client.post(f"/app/{shop.slug}/agent/", agent_post(shop))
     assert response.status_code == 302
     assert not RegressionRun.objects.exists() and queued(redis_client) == []
@@ -279,12 +279,18 @@ def test_saving_changed_agent_settings_queues_a_run(
         response = client.post(f"/app/{shop.slug}/agent/", {**agent_post(shop), "languages": "de"})
     assert response.status_code == 302
     assert response["Location"] == f"/app/{shop.slug}/agent/"
-    run = RegressionRun.objects.get(business=shop)
-    assert (run.trigger, run.state) == ("settings", "pending")
-    assert queued(redis_client) == [("regressions.tasks.run_suite", [run.pk])]
-    # The new language's questions are in the suite the run asks.
+    # The draft's run, and the published settings' first run that it is compared with.
+    baseline = RegressionRun.objects.get(business=shop, on_draft=False)
+    run = RegressionRun.objects.get(business=shop, on_draft=True)
+    assert (run.trigger, run.state, run.draft) == ("settings", "pending", {"languages": ["de"]})
+    assert queued(redis_client) == [
+        ("regressions.tasks.run_suite", [baseline.pk]),
+        ("regressions.tasks.run_suite", [run.pk]),
+    ]
+    # The draft's new language's questions are in the suite the run asks.
     assert RegressionCase.objects.filter(business=shop, language="de", active=True).count() == 6
     assert run.total == 14
+    assert agent_for(shop).languages == []  # customers still get the published settings
 
 
 # --- The page, the API, the command: each inside one business ----------------------------------------------------

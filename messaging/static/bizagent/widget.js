@@ -20,7 +20,9 @@
   const opt = script.dataset;
   const BASE = (opt.host || new URL(script.src, location.href).origin).replace(/\/+$/, "");
   const WS_URL = BASE.replace(/^http/, "ws") + "/ws/chat/" + encodeURIComponent(KEY) + "/";
-  const STORE_KEY = "bizagent:" + KEY;
+  // The admin's playground (data-preview: its signed token) is a visitor of its own, answered with the draft.
+  const PREVIEW = opt.preview || null;
+  const STORE_KEY = "bizagent:" + KEY + (PREVIEW ? ":playground" : "");
   const OPEN_KEY = "bizagent-open:" + KEY;
 
   // ---- small helpers --------------------------------------------------------------------------------
@@ -793,6 +795,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
             conversation_id: this.conversationId,
             last_seq: Object.keys(lastSeq).length ? lastSeq : null,
             contact: this.contact,
+            preview: PREVIEW,
           })
         );
       };
@@ -884,6 +887,11 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.setAwaiting(
         [...this.state.pending.values()].some((p) => !p.failed) || (streaming != null && !this.state.messages.get(streaming).text) || awaiting
       );
+      // A conversation closed while the visitor was away: "How did we do?" now, once.
+      if (typeof f.csat_conversation_id === "number" && !this.shadowRoot.querySelector('.csat[data-conversation="' + f.csat_conversation_id + '"]')) {
+        this.note("Your last conversation was closed. Write again any time to start a new one.");
+        this.insert(this.csatNode(f.csat_conversation_id));
+      }
       this.stick = true;
       this.scrollDown(true);
       this.emit("ready", { conversation_id: this.conversationId });
