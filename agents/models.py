@@ -86,6 +86,11 @@ class Agent(models.Model):
     handoff_message = models.CharField(
         max_length=500, default="I'm connecting you with a member of our team. They'll reply here shortly."
     )
+    # The AI disclosure in the business's own words, per language ({"de": "..."}); a language without one
+    # reads agents.disclosure's default.
+    disclosure_texts = models.JSONField(
+        default=dict, blank=True, help_text='The automated-assistant notice per language, e.g. {"en": "..."}'
+    )
     grounding_mode = models.CharField(max_length=10, choices=Grounding.choices, default=Grounding.CORRECT)
     withheld_message = models.CharField(max_length=500, default="Here is what I found in our catalog:")
     # Widget theme.

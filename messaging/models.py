@@ -54,6 +54,9 @@ class Conversation(models.Model):
     handoff_reason = models.CharField(max_length=200, blank=True)
     last_customer_message_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # When a reply last told the customer it is an automated assistant (messaging.disclosure); None: the next
+    # reply does (a new conversation, or one staff have just handed back).
+    disclosed_at = models.DateTimeField(null=True, blank=True)
     # The customer's answer to "How did we do?" when the conversation closed (1 to 5; widget conversations).
     csat_score = models.PositiveSmallIntegerField(null=True, blank=True)
     csat_at = models.DateTimeField(null=True, blank=True)
@@ -124,6 +127,9 @@ class Message(models.Model):
     channel = models.CharField(max_length=16, choices=Channel.choices)
     role = models.CharField(max_length=10, choices=Role.choices)
     text = models.TextField(blank=True)
+    # Agent replies: the AI disclosure shown before the text (messaging.disclosure), kept apart from it so that
+    # the conversation's context, the checks and the analytics read the answer alone.
+    disclosure = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices)
     # The platform's id (WhatsApp wamid, Messenger mid): Meta redelivers for days, this de-duplicates.
     channel_message_id = models.CharField(max_length=255, blank=True)

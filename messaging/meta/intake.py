@@ -17,8 +17,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from agents.selectors import agent_for
 from common.redis import sync_client
 from common.tasks import enqueue, enqueue_on_commit
+from messaging.disclosure import reply_disclosure
 from messaging.meta import outbound, parser, statuses
 from messaging.meta import selectors as meta_selectors
 from messaging.models import ChannelAccount, Conversation, Message, WebhookDelivery
@@ -319,9 +321,29 @@ def _unsupported_receive(
                 channel=account.kind,
                 role=Message.Role.AGENT,
                 text=outbound.unsupported_reply(event.kind),
+                disclosure=_note_disclosure(conversation, customer),
                 status=Message.Status.DONE,
                 reply_to=customer,
                 delivery=Message.Delivery.QUEUED,
             )
+            if note.disclosure:
+                Conversation.objects.filter(pk=conversation.pk).update(disclosed_at=note.created_at)
             enqueue_on_commit("messaging.meta.tasks.send_message", note.pk)
     return "unsupported"
+
+
+def _note_disclosure(conversation: Conversation, customer: Message) -> str:
+    """The AI disclosure a fixed note starts with, as an agent's reply would (messaging.disclosure)."""
+    previous_at = (
+        Message.objects.filter(conversation=conversation, pk__lt=customer.pk)
+        .order_by("-pk")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return reply_disclosure(
+        agent=agent_for(conversation.business),
+        question=customer.text,
+        disclosed_at=conversation.disclosed_at,
+        previous_at=previous_at,
+        question_at=customer.created_at,
+    )

@@ -168,12 +168,15 @@ def generic_template(cards: list[Card]) -> dict[str, Any] | None:
     return {"attachment": {"type": "template", "payload": {"template_type": "generic", "elements": elements}}}
 
 
-def message_parts(platform: str, text: str, cards: list[Card]) -> list[dict[str, Any]]:
-    """The content of each send, in order: text pieces, then cards. WhatsApp contents are message bodies
-    without ``to``; Messenger/Instagram contents are the ``message`` object."""
+def message_parts(
+    platform: str, text: str, cards: list[Card], *, disclosure: str = ""
+) -> list[dict[str, Any]]:
+    """The content of each send, in order: the AI disclosure (a message of its own, before the answer), text
+    pieces, then cards. WhatsApp contents are message bodies without ``to``; Messenger/Instagram contents are
+    the ``message`` object."""
     limit, measure = text_limit(platform)
     parts: list[dict[str, Any]] = []
-    for piece in split_text(text, limit, measure):
+    for piece in [*split_text(disclosure, limit, measure), *split_text(text, limit, measure)]:
         if platform == WHATSAPP:
             parts.append({"type": "text", "text": {"preview_url": False, "body": piece}})
         else:

@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from agents.disclosure import DEFAULT_DISCLOSURES
 from agents.models import Agent
 from agents.selectors import agent_for
 from businesses.models import ApiKey, Business, Membership
@@ -262,6 +263,34 @@ def test_agent_settings_are_saved(tenant_a: Tenant) -> None:
     )
     assert agent.business_hours["mon"] == [["09:00", "12:00"], ["13:00", "18:00"]]
     assert agent.business_hours["sun"] == []
+
+
+def test_the_ai_disclosure_is_edited_per_language_and_only_changed_texts_are_kept(tenant_a: Tenant) -> None:
+    client = _owner_client(tenant_a)
+    url = f"/app/{tenant_a.business.slug}/agent/"
+    # The form shows each language's text: the defaults until the business writes its own.
+    form = client.get(url).context["form"]
+    assert form["disclosure_fr"].value() == DEFAULT_DISCLOSURES["fr"]
+    own = "Hier antwortet unser Bot. Schreiben Sie 'Mitarbeiter', und wir übernehmen."
+    response = client.post(
+        url,
+        {
+            **AGENT_FORM,
+            "disclosure_de": f"  {own} ",
+            "disclosure_en": DEFAULT_DISCLOSURES["en"],
+            "disclosure_fr": "",
+        },
+    )
+    assert response.status_code == 302
+    # The default left as it was and the emptied one follow the defaults; only the changed text is stored.
+    assert agent_for(tenant_a.business).disclosure_texts == {"de": own}
+    assert client.get(url).context["form"]["disclosure_de"].value() == own
+    too_long = client.post(url, {**AGENT_FORM, "disclosure_it": "x" * 501})
+    assert too_long.status_code == 400
+    assert too_long.context["form"].errors["disclosure_it"] == [
+        "Ensure this value has at most 500 characters (it has 501)."
+    ]
+    assert agent_for(tenant_a.business).disclosure_texts == {"de": own}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agents.disclosure import DEFAULT_DISCLOSURES
 from messaging.models import Message, WebhookDelivery
 from tests.factories import BusinessFactory
 from tests.fixtures.meta import connect, signed, wa_change, wa_delivery, wa_status, wa_text
@@ -60,22 +61,30 @@ def test_whatsapp_message_is_answered_once_through_the_real_worker(stack: Any, s
             return stack_graph_api.sends()
 
         try:
-            (send,) = wait_for(sent)
+            agent = wait_for(
+                lambda: Message.objects.filter(business=shop, role="agent", delivery="sent").first()
+            )
         except AssertionError:
             print(list(WebhookDelivery.objects.values_list("state", "summary", "error")))
             print(list(Message.objects.values_list("role", "status", "delivery", "error")))
             print(stack_graph_api.requests)
             print(stack.worker.log()[-6000:])
             raise
-        agent = wait_for(lambda: Message.objects.filter(business=shop, role="agent", delivery="sent").first())
-        assert send.path == "/v23.0/555000111/messages"
-        assert send.body == {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": "16505551234",
-            "type": "text",
-            "text": {"preview_url": False, "body": agent.text},
-        }
+        # The conversation's first reply: the AI disclosure (in the customer's language), then the answer.
+        assert agent.disclosure == DEFAULT_DISCLOSURES["fr"]
+        assert [(send.path, send.body) for send in sent()] == [
+            (
+                "/v23.0/555000111/messages",
+                {
+                    "messaging_product": "whatsapp",
+                    "recipient_type": "individual",
+                    "to": "16505551234",
+                    "type": "text",
+                    "text": {"preview_url": False, "body": body},
+                },
+            )
+            for body in (agent.disclosure, agent.text)
+        ]
         # The inbound message was marked read, with a typing indicator.
         assert {
             "messaging_product": "whatsapp",
@@ -88,7 +97,14 @@ def test_whatsapp_message_is_answered_once_through_the_real_worker(stack: Any, s
         assert client.post(url, content=body, headers=headers).status_code == 200
         status_body, status_header = signed(
             wa_delivery(
-                wa_change("555000111", statuses=[wa_status(agent.channel_message_id, "read")]),
+                wa_change(
+                    "555000111",
+                    # Both parts (the disclosure's and the answer's): a message is as far as its least part.
+                    statuses=[
+                        wa_status(part_id, "read")
+                        for part_id in agent.outbound_parts.values_list("channel_message_id", flat=True)
+                    ],
+                ),
                 waba_id="WABA_E2E",
             ),
             secret=SECRET,
@@ -101,4 +117,4 @@ def test_whatsapp_message_is_answered_once_through_the_real_worker(stack: Any, s
     assert WebhookDelivery.objects.count() == 2
     assert Message.objects.filter(business=shop, role="customer").count() == 1
     assert Message.objects.filter(business=shop, role="agent").count() == 1
-    assert len(stack_graph_api.sends()) == 1
+    assert len(stack_graph_api.sends()) == 2
