@@ -221,6 +221,10 @@ class ChannelAccount(models.Model):
     # WhatsApp template sent instead of free text once the 24-hour window has closed (empty: send nothing).
     template_name = models.CharField(max_length=512, blank=True)
     template_language = models.CharField(max_length=16, blank=True, default="en_US")
+    # WhatsApp: the Meta commerce catalog connected to the WABA, whose retailer ids are the business's SKUs
+    # (catalog items' external ids): product replies go out as product / product_list messages
+    # (messaging.meta.products). Empty: list and cta_url messages.
+    commerce_catalog_id = models.CharField(max_length=64, blank=True)
     last_delivery_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
