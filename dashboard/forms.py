@@ -287,6 +287,13 @@ class AgentForm(forms.Form):
     out_of_hours_message = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=1000
     )
+    checkout_url_template = forms.CharField(
+        required=False,
+        max_length=1000,
+        label="Checkout address for WhatsApp orders",
+        help_text="e.g. https://shop.example/checkout?order={order_id}&items={items} ({items}: SKU:quantity "
+        "pairs). Empty: a person confirms each order.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

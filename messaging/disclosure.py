@@ -15,6 +15,8 @@ from django.conf import settings
 
 from agents.disclosure import disclosure_text
 from agents.models import Agent
+from agents.selectors import agent_for
+from messaging.models import Conversation, Message
 
 
 def disclosure_due(
@@ -40,3 +42,21 @@ def reply_disclosure(
     if not disclosure_due(disclosed_at=disclosed_at, previous_at=previous_at, question_at=question_at):
         return ""
     return disclosure_text(agent, question)
+
+
+def fixed_reply_disclosure(conversation: Conversation, customer: Message, agent: Agent | None = None) -> str:
+    """The disclosure a reply our code writes (not the agent's answer: the note for a message it cannot read,
+    an order's acknowledgement) starts with, when one is due, as for the agent's replies."""
+    previous_at = (
+        Message.objects.filter(conversation=conversation, pk__lt=customer.pk)
+        .order_by("-pk")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return reply_disclosure(
+        agent=agent or agent_for(conversation.business),
+        question=customer.text,
+        disclosed_at=conversation.disclosed_at,
+        previous_at=previous_at,
+        question_at=customer.created_at,
+    )

@@ -265,6 +265,20 @@ def test_agent_settings_are_saved(tenant_a: Tenant) -> None:
     assert agent.business_hours["sun"] == []
 
 
+def test_the_checkout_address_for_orders_is_checked(tenant_a: Tenant) -> None:
+    client = _owner_client(tenant_a)
+    url = f"/app/{tenant_a.business.slug}/agent/"
+    bad = client.post(url, {**AGENT_FORM, "checkout_url_template": "https://shop.example/c?cart={cart}"})
+    assert bad.status_code == 400
+    assert bad.context["form"].errors["checkout_url_template"] == [
+        "Only {order_id} and {items} may stand in braces."
+    ]
+    assert agent_for(tenant_a.business).checkout_url_template == ""
+    template = "https://shop.example/checkout?order={order_id}&items={items}"
+    assert client.post(url, {**AGENT_FORM, "checkout_url_template": template}).status_code == 302
+    assert agent_for(tenant_a.business).checkout_url_template == template
+
+
 def test_the_ai_disclosure_is_edited_per_language_and_only_changed_texts_are_kept(tenant_a: Tenant) -> None:
     client = _owner_client(tenant_a)
     url = f"/app/{tenant_a.business.slug}/agent/"
