@@ -6,6 +6,7 @@ import copy
 from typing import Any, TypedDict
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from pgvector.django import VectorField
 
@@ -15,6 +16,20 @@ from catalogs.models import EMBEDDING_DIMENSIONS
 def default_business_hours() -> dict[str, list[list[str]]]:
     """Every weekday open all day: an empty list of ranges for a day means closed."""
     return {day: [["00:00", "24:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+CHECKOUT_PLACEHOLDERS = ("{order_id}", "{items}")
+
+
+def validate_checkout_url_template(value: str) -> None:
+    """An https address whose only placeholders are ``{order_id}`` and ``{items}``."""
+    if not value.startswith("https://"):
+        raise ValidationError("The checkout address must start with https://.")
+    rest = value
+    for placeholder in CHECKOUT_PLACEHOLDERS:
+        rest = rest.replace(placeholder, "")
+    if "{" in rest or "}" in rest:
+        raise ValidationError("Only {order_id} and {items} may stand in braces.")
 
 
 class Theme(TypedDict):
@@ -87,6 +102,19 @@ class Agent(models.Model):
     handoff_message = models.CharField(
         max_length=500, default="I'm connecting you with a member of our team. They'll reply here shortly."
     )
+    # The AI disclosure in the business's own words, per language ({"de": "..."}); a language without one
+    # reads agents.disclosure's default.
+    disclosure_texts = models.JSONField(
+        default=dict, blank=True, help_text='The automated-assistant notice per language, e.g. {"en": "..."}'
+    )
+    # Where a WhatsApp cart goes: a checkout page built from this template ({order_id}, {items}: SKU:quantity
+    # pairs), or, when empty, staff (the conversation is handed over). messaging.meta.orders.
+    checkout_url_template = models.CharField(
+        max_length=1000,
+        blank=True,
+        validators=[validate_checkout_url_template],
+        help_text="e.g. https://shop.example/checkout?order={order_id}&items={items}; empty = staff confirm orders",
+    )
     grounding_mode = models.CharField(max_length=10, choices=Grounding.choices, default=Grounding.CORRECT)
     withheld_message = models.CharField(max_length=500, default="Here is what I found in our catalog:")
     # Widget theme.
@@ -157,6 +185,8 @@ DRAFTED_FIELDS = frozenset(
         "handoff_message",
         "grounding_mode",
         "withheld_message",
+        "disclosure_texts",
+        "checkout_url_template",
     ]
 )
 

@@ -43,6 +43,9 @@ HANDOFF_PHRASES = (
     "humano",
     "une personne",
     "un humain",
+    "hablar con una persona",
+    "parlare con una persona",
+    "een medewerker",
 )
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

@@ -20,6 +20,18 @@ def items_by_ids(business: Business, ids: Iterable[int]) -> dict[int, Item]:
     return {item.pk: item for item in Item.objects.filter(business=business, is_active=True, pk__in=wanted)}
 
 
+def items_by_external_ids(business: Business, external_ids: Iterable[str]) -> dict[str, Item]:
+    """This business's active items among ``external_ids`` (its SKUs: a cart's retailer ids), by external id;
+    unknown ones drop out."""
+    wanted = {str(i) for i in external_ids if str(i)}
+    if not wanted:
+        return {}
+    return {
+        item.external_id: item
+        for item in Item.objects.filter(business=business, is_active=True, external_id__in=wanted)
+    }
+
+
 def items_needing_embedding(business: Business, *, model_name: str, limit: int | None = None) -> list[int]:
     """Ids of this business's active items with no vector, or one from another model than ``model_name``."""
     from django.db.models import Q

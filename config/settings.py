@@ -300,6 +300,9 @@ REGRESSION_RUN_LEASE_SECONDS = env_int("REGRESSION_RUN_LEASE_SECONDS", 1800, min
 # widget answers at once by default).
 REPLY_BURST_WAIT_SECONDS = env_float("REPLY_BURST_WAIT_SECONDS", 3.0, minimum=0.0)
 WIDGET_BURST_WAIT_SECONDS = env_float("WIDGET_BURST_WAIT_SECONDS", 0.0, minimum=0.0)
+# An agent reply tells the customer again that it is an automated assistant after a gap this long between the
+# customer's question and the message before it (messaging.disclosure).
+AI_DISCLOSURE_GAP_HOURS = env_float("AI_DISCLOSURE_GAP_HOURS", 24.0, minimum=0.0)
 # A reply's claim is renewed while it runs (every quarter lease); one not renewed for this long belongs to a
 # dead worker, and the sweeper queues its reply again.
 REPLY_LEASE_SECONDS = env_int("REPLY_LEASE_SECONDS", 10, minimum=2)

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
 from django.core.exceptions import ValidationError
 
+from agents.disclosure import DISCLOSURE_LANGUAGES, DISCLOSURE_MAX_CHARS, disclosure_default
 from agents.models import Agent
 from businesses.models import Membership
 from businesses.services import normalize_origin
@@ -286,6 +287,13 @@ class AgentForm(forms.Form):
     out_of_hours_message = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=1000
     )
+    checkout_url_template = forms.CharField(
+        required=False,
+        max_length=1000,
+        label="Checkout address for WhatsApp orders",
+        help_text="e.g. https://shop.example/checkout?order={order_id}&items={items} ({items}: SKU:quantity "
+        "pairs). Empty: a person confirms each order.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -296,6 +304,14 @@ class AgentForm(forms.Form):
                 label=label,
                 help_text="e.g. 09:00-12:00, 13:00-18:00; empty = closed",
             )
+        for language, name in DISCLOSURE_LANGUAGES.items():
+            self.fields[f"disclosure_{language}"] = forms.CharField(
+                required=False,
+                max_length=DISCLOSURE_MAX_CHARS,
+                widget=forms.Textarea(attrs={"rows": 2}),
+                label=name,
+                help_text="Empty = the default.",
+            )
 
     @classmethod
     def initial_from(cls, agent: Agent) -> dict[str, Any]:
@@ -305,6 +321,10 @@ class AgentForm(forms.Form):
         initial["languages"] = ", ".join(agent.languages)
         for day, _ in DAYS:
             initial[f"hours_{day}"] = ", ".join(f"{a}-{b}" for a, b in agent.business_hours.get(day, []))
+        for language in DISCLOSURE_LANGUAGES:
+            initial[f"disclosure_{language}"] = (agent.disclosure_texts or {}).get(
+                language
+            ) or disclosure_default(language)
         return initial
 
     def clean_languages(self) -> list[str]:
@@ -334,6 +354,13 @@ class AgentForm(forms.Form):
                 ranges.append([f"{match[1]}:{match[2]}", f"{match[3]}:{match[4]}"])
             hours[day] = ranges
         data["business_hours"] = hours
+        # Only the texts the business changed are kept: the others follow the defaults as they improve.
+        texts: dict[str, str] = {}
+        for language in DISCLOSURE_LANGUAGES:
+            text = " ".join((data.pop(f"disclosure_{language}", "") or "").split())
+            if text and text != disclosure_default(language):
+                texts[language] = text
+        data["disclosure_texts"] = texts
         return data
 
 

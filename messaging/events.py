@@ -23,6 +23,7 @@ class MessagePayload(TypedDict):
     created_at: str
     stored_ms: NotRequired[float]  # a customer message just stored: the server's time to store it
     rating: NotRequired[str]  # an agent reply the visitor rated: "up" or "down"
+    disclosure: NotRequired[str]  # an agent reply that says first it is an automated assistant
 
 
 class DeltaEntry(TypedDict):

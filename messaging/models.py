@@ -7,6 +7,7 @@ from django.db.models import Q
 
 from businesses.crypto import EncryptedTextField
 from businesses.models import Business
+from catalogs.models import Item
 
 
 class Channel(models.TextChoices):
@@ -54,6 +55,9 @@ class Conversation(models.Model):
     handoff_reason = models.CharField(max_length=200, blank=True)
     last_customer_message_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # When a reply last told the customer it is an automated assistant (messaging.disclosure); None: the next
+    # reply does (a new conversation, or one staff have just handed back).
+    disclosed_at = models.DateTimeField(null=True, blank=True)
     # The customer's answer to "How did we do?" when the conversation closed (1 to 5; widget conversations).
     csat_score = models.PositiveSmallIntegerField(null=True, blank=True)
     # When "How did we do?" reached the customer's widget (on closing, or at their next visit when no widget
@@ -129,6 +133,9 @@ class Message(models.Model):
     channel = models.CharField(max_length=16, choices=Channel.choices)
     role = models.CharField(max_length=10, choices=Role.choices)
     text = models.TextField(blank=True)
+    # Agent replies: the AI disclosure shown before the text (messaging.disclosure), kept apart from it so that
+    # the conversation's context, the checks and the analytics read the answer alone.
+    disclosure = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices)
     # The platform's id (WhatsApp wamid, Messenger mid): Meta redelivers for days, this de-duplicates.
     channel_message_id = models.CharField(max_length=255, blank=True)
@@ -220,6 +227,10 @@ class ChannelAccount(models.Model):
     # WhatsApp template sent instead of free text once the 24-hour window has closed (empty: send nothing).
     template_name = models.CharField(max_length=512, blank=True)
     template_language = models.CharField(max_length=16, blank=True, default="en_US")
+    # WhatsApp: the Meta commerce catalog connected to the WABA, whose retailer ids are the business's SKUs
+    # (catalog items' external ids): product replies go out as product / product_list messages
+    # (messaging.meta.products). Empty: list and cta_url messages.
+    commerce_catalog_id = models.CharField(max_length=64, blank=True)
     last_delivery_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -356,3 +367,67 @@ class OutboundPart(models.Model):
 
     def __str__(self) -> str:
         return f"part {self.index} of message {self.message_id} ({self.state})"
+
+
+class Order(models.Model):
+    """A cart a customer sent from a catalog (a WhatsApp ``order`` message), checked against our catalog when
+    it arrived: the total is ours, never the cart's (messaging.meta.orders)."""
+
+    class Next(models.TextChoices):
+        STAFF = "staff", "Handed to staff"
+        CHECKOUT = "checkout", "Checkout link sent"
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="orders")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="orders")
+    # The customer's order message (its platform id de-duplicates redeliveries) and our acknowledgement.
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="order")
+    acknowledgement = models.OneToOneField(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="acknowledged_order"
+    )
+    catalog_id = models.CharField(max_length=64, blank=True)
+    note = models.TextField(blank=True)  # what the customer wrote with the cart
+    # Per currency: {"EUR": "537.90"} (the lines we can sell, at our prices as of the order).
+    totals = models.JSONField(default=dict, blank=True)
+    next_step = models.CharField(max_length=10, choices=Next.choices)
+    checkout_url = models.URLField(max_length=2000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["business", "-created_at"], name="order_recent")]
+
+    def __str__(self) -> str:
+        return f"Order {self.pk} ({self.business_id})"
+
+
+class OrderLine(models.Model):
+    """One line of an order: what the cart said, and what our catalog said when the order arrived."""
+
+    class Problem(models.TextChoices):
+        NONE = "", "-"
+        UNKNOWN_ITEM = "unknown_item", "Not in the catalog"
+        OUT_OF_STOCK = "out_of_stock", "Out of stock"
+        PRICE_CHANGED = "price_changed", "Price changed"
+        NO_PRICE = "no_price", "No price in the catalog"
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="+")
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveSmallIntegerField()
+    product_retailer_id = models.CharField(max_length=200)
+    item = models.ForeignKey(Item, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    title = models.CharField(max_length=500, blank=True)
+    quantity = models.PositiveIntegerField()
+    # As the customer's app showed it (may be stale).
+    cart_price = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    cart_currency = models.CharField(max_length=3, blank=True)
+    # Ours when the order arrived (the sale price when there is one); None: not sold (see problem).
+    price = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    problem = models.CharField(max_length=16, choices=Problem.choices, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["order", "position"], name="order_line_unique_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product_retailer_id}"

@@ -29,6 +29,8 @@ def message_payload(message: Message) -> MessagePayload:
         "cards": message.cards,
         "created_at": message.created_at.isoformat(),
     }
+    if message.disclosure:
+        payload["disclosure"] = message.disclosure
     if message.rating:
         payload["rating"] = message.rating
     return payload
@@ -118,12 +120,13 @@ class WindowMessage:
     status: str
     text: str
     no_results: bool  # an agent reply that found nothing to ground on
+    created_at: dt.datetime  # when a long gap came before a question (messaging.disclosure)
 
 
 WINDOW_LIMIT = 60
 # Newest first; the caller reverses. The window's one JSON fact is read by the database, not decoded here.
 WINDOW_SQL = (
-    f"SELECT id, role, status, text, COALESCE((grounding -> 'no_results') = 'true'::jsonb, false) "
+    f"SELECT id, role, status, text, COALESCE((grounding -> 'no_results') = 'true'::jsonb, false), created_at "
     f"FROM {Message._meta.db_table} WHERE conversation_id = %s ORDER BY id DESC LIMIT {WINDOW_LIMIT}"
 )
 

@@ -296,11 +296,17 @@ def conversation_handoff(*, business: Business, conversation_id: int, reason: st
 
 
 def conversation_hand_back(*, business: Business, conversation_id: int) -> Conversation | None:
-    """The agent answers again (explicit: staff decide when)."""
+    """The agent answers again (explicit: staff decide when); its next reply starts with the AI disclosure."""
     with transaction.atomic(durable=True):
         updated = Conversation.objects.filter(
             business=business, pk=conversation_id, state=Conversation.State.HUMAN
-        ).update(state=Conversation.State.BOT, handoff_reason="", updated_at=timezone.now())
+        ).update(
+            # The agent's next reply says again that it is an automated assistant (messaging.disclosure).
+            state=Conversation.State.BOT,
+            handoff_reason="",
+            disclosed_at=None,
+            updated_at=timezone.now(),
+        )
         if updated:
             transaction.on_commit(
                 lambda: group_send(

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from agents.disclosure import DISCLOSURE_LANGUAGES
 from agents.selectors import agent_for
 from agents.services import agent_draft_discard, agent_draft_save, agent_update
 from businesses.selectors import origin_allowed
@@ -56,7 +57,8 @@ def agent(request: BusinessRequest) -> HttpResponse:
             "agent": current,
             "check": gate.draft_check(business),
             "hours_fields": [form[f"hours_{day}"] for day, _ in DAYS],
-            "main_fields": [f for f in form if not f.name.startswith("hours_")],
+            "disclosure_fields": [form[f"disclosure_{language}"] for language in DISCLOSURE_LANGUAGES],
+            "main_fields": [f for f in form if not f.name.startswith(("hours_", "disclosure_"))],
             "page_origin": _page_origin(request),
             "origin_ok": origin_allowed(business, _page_origin(request)),
             "playground_token": playground_token_issue(business.pk),

@@ -210,3 +210,19 @@ def channel_account_disconnect(*, business: Business, account_id: int) -> bool:
         )
         transaction.on_commit(meta_selectors.signing_keys_forget)
     return updated == 1
+
+
+def channel_account_set_catalog(*, business: Business, account_id: int, catalog_id: str) -> bool:
+    """Name the Meta commerce catalog connected to a WhatsApp account (its retailer ids must be the business's
+    SKUs), or none (""): product replies then go out as product messages (messaging.meta.products). Meta
+    refuses a catalog the WABA is not connected to when a product message names it, so a wrong id costs the
+    business its own product messages, nothing of anyone else's. False when the id is not a number or the
+    account is not this business's active WhatsApp account."""
+    catalog_id = catalog_id.strip()
+    if catalog_id and not catalog_id.isdigit():
+        return False
+    with transaction.atomic(durable=True):
+        updated = ChannelAccount.objects.filter(
+            business=business, pk=account_id, active=True, kind=ChannelAccount.Kind.WHATSAPP
+        ).update(commerce_catalog_id=catalog_id[:64], updated_at=timezone.now())
+    return updated == 1

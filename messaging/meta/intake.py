@@ -17,11 +17,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from catalogs.selectors import items_by_ids
 from common.redis import sync_client
 from common.tasks import enqueue, enqueue_on_commit
-from messaging.meta import outbound, parser, statuses
+from messaging.disclosure import fixed_reply_disclosure
+from messaging.meta import outbound, parser, products, statuses
 from messaging.meta import selectors as meta_selectors
-from messaging.models import ChannelAccount, Conversation, Message, WebhookDelivery
+from messaging.meta.orders import order_receive
+from messaging.models import ChannelAccount, Conversation, Message, Order, WebhookDelivery
 from messaging.services import conversation_open, message_receive
 
 logger = logging.getLogger(__name__)
@@ -261,26 +264,48 @@ def _process(delivery: WebhookDelivery) -> tuple[dict[str, int], int | None]:
 
 
 # What became of an inbound message (counted in the delivery's summary).
-InboundOutcome = Literal["received", "duplicate", "unsupported"]
+InboundOutcome = Literal["received", "duplicate", "unsupported", "order"]
+
+
+def _question(account: ChannelAccount, event: parser.InboundMessage) -> str:
+    """What the agent is asked: the text, or for a tap on one of our product buttons or list rows (its payload
+    names the item: messaging.meta.products) the product's title, so that the answer is that product's."""
+    item_id = products.item_id_of(event.payload)
+    if item_id is not None:
+        item = items_by_ids(account.business, [item_id]).get(item_id)
+        if item is not None:
+            return item.title
+    return event.text
 
 
 def _inbound(account: ChannelAccount, event: parser.InboundMessage) -> InboundOutcome:
-    if event.supported:
-        message = message_receive(
+    if not event.supported:
+        return _unsupported_receive(account, event)
+    stored: Order | Message | None
+    if event.order is not None:
+        stored = order_receive(
+            account=account,
+            sender_id=event.sender_id,
+            sender_name=event.sender_name,
+            message_id=event.message_id,
+            received_at=event.timestamp,
+            cart=event.order,
+        )
+    else:
+        stored = message_receive(
             business=account.business,
             channel=account.kind,
             contact_external_id=event.sender_id,
-            text=event.text,
+            text=_question(account, event),
             channel_message_id=event.message_id,
             contact_name=event.sender_name,
             received_at=event.timestamp,
         )
-        if message is None:
-            return "duplicate"
-        if settings.META_MARK_READ:
-            enqueue_on_commit("messaging.meta.tasks.mark_read", account.pk, event.sender_id, event.message_id)
-        return "received"
-    return _unsupported_receive(account, event)
+    if stored is None:
+        return "duplicate"
+    if settings.META_MARK_READ:
+        enqueue_on_commit("messaging.meta.tasks.mark_read", account.pk, event.sender_id, event.message_id)
+    return "order" if isinstance(stored, Order) else "received"
 
 
 def _unsupported_receive(
@@ -319,9 +344,12 @@ def _unsupported_receive(
                 channel=account.kind,
                 role=Message.Role.AGENT,
                 text=outbound.unsupported_reply(event.kind),
+                disclosure=fixed_reply_disclosure(conversation, customer),
                 status=Message.Status.DONE,
                 reply_to=customer,
                 delivery=Message.Delivery.QUEUED,
             )
+            if note.disclosure:
+                Conversation.objects.filter(pk=conversation.pk).update(disclosed_at=note.created_at)
             enqueue_on_commit("messaging.meta.tasks.send_message", note.pk)
     return "unsupported"

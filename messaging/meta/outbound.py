@@ -2,8 +2,9 @@
 
 - Text is split at sentence boundaries under each platform's limit: WhatsApp 4096 characters, Messenger
   under 2000 characters, Instagram 1000 UTF-8 bytes.
-- Product cards: WhatsApp gets an interactive ``cta_url`` message per card (image header, title and price,
-  a "View" button) or an image with a caption; Messenger and Instagram get one generic template.
+- Product cards become each platform's product messages (``products``): WhatsApp product / product_list
+  messages (with a connected commerce catalog), a list or a ``cta_url`` message (without); Messenger and
+  Instagram a generic template. The answer's text beside them is short.
 - Outside the 24-hour window WhatsApp only takes a template; Messenger and Instagram take a staff reply with
   the HUMAN_AGENT tag within 7 days, nothing else.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.cards import Card
+from messaging.meta import products
 
 WHATSAPP = "whatsapp"
 MESSENGER = "messenger"
@@ -23,8 +25,9 @@ INSTAGRAM = "instagram"
 WHATSAPP_TEXT_LIMIT = 4096
 MESSENGER_TEXT_LIMIT = 1999  # "less than 2000 characters"
 INSTAGRAM_TEXT_BYTES = 1000
-WHATSAPP_MAX_CARDS = 3
-GENERIC_MAX_ELEMENTS = 10
+# The answer's text beside product messages: its first sentences up to about this many characters (the
+# products' facts are in the product messages).
+SHORT_TEXT_CHARS = 320
 
 _SENTENCE_END = re.compile("(?<=[.!?\u2026\u3002\uff01\uff1f])\\s+|\\n+")
 
@@ -103,91 +106,36 @@ def split_text(text: str, limit: int, measure: Callable[[str], int] = _chars) ->
     return parts
 
 
-def _price(card: Card) -> str:
-    price = card.get("sale_price") or card.get("price")
-    if not price:
-        return ""
-    return f"{price} {card.get('currency') or ''}".strip()
-
-
-def _card_caption(card: Card) -> str:
-    title = str(card.get("title") or "").strip()
-    lines = [title] if title else []
-    price = _price(card)
-    if price:
-        lines.append(price)
-    availability = str(card.get("availability") or "").replace("_", " ").strip()
-    if availability:
-        lines.append(availability)
-    return "\n".join(lines)
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def whatsapp_card(card: Card) -> dict[str, Any] | None:
-    """A product card as a WhatsApp message body (without the recipient): interactive cta_url when the card
-    has a link, else an image with a caption, else nothing (its facts are in the text already)."""
-    caption = _card_caption(card)
-    image, url = card.get("image_url") or "", card.get("url") or ""
-    if url and str(url).startswith("https://") and caption:
-        interactive: dict[str, Any] = {
-            "type": "cta_url",
-            "body": {"text": _clip(caption, 1024)},
-            "action": {"name": "cta_url", "parameters": {"display_text": "View", "url": url}},
-        }
-        if image:
-            interactive["header"] = {"type": "image", "image": {"link": image}}
-        return {"type": "interactive", "interactive": interactive}
-    if image:
-        return {"type": "image", "image": {"link": image, "caption": _clip(caption, 1024)}}
-    return None
-
-
-def generic_template(cards: list[Card]) -> dict[str, Any] | None:
-    """Messenger/Instagram generic template (a carousel) for up to 10 cards."""
-    elements = []
-    for card in cards[:GENERIC_MAX_ELEMENTS]:
-        title = str(card.get("title") or "").strip()
-        if not title:
+def short_text(text: str, limit: int = SHORT_TEXT_CHARS) -> str:
+    """The first whole sentences of ``text`` within ``limit`` characters (always the first sentence)."""
+    kept = ""
+    for sentence in (s.strip() for s in _SENTENCE_END.split(text.strip())):
+        if not sentence:
             continue
-        element: dict[str, Any] = {"title": _clip(title, 80)}
-        subtitle = " · ".join(
-            p for p in (_price(card), str(card.get("availability") or "").replace("_", " ")) if p
-        )
-        if subtitle:
-            element["subtitle"] = _clip(subtitle, 80)
-        if card.get("image_url"):
-            element["image_url"] = card["image_url"]
-        if card.get("url"):
-            element["buttons"] = [{"type": "web_url", "url": card["url"], "title": "View"}]
-        elements.append(element)
-    if not elements:
-        return None
-    return {"attachment": {"type": "template", "payload": {"template_type": "generic", "elements": elements}}}
+        candidate = f"{kept} {sentence}" if kept else sentence
+        if kept and len(candidate) > limit:
+            break
+        kept = candidate
+    return kept
 
 
-def message_parts(platform: str, text: str, cards: list[Card]) -> list[dict[str, Any]]:
-    """The content of each send, in order: text pieces, then cards. WhatsApp contents are message bodies
+def message_parts(
+    platform: str, text: str, cards: list[Card], *, disclosure: str = "", catalog_id: str = ""
+) -> list[dict[str, Any]]:
+    """The content of each send, in order: the AI disclosure (a message of its own, before the answer), the
+    answer's text, then its products as the platform's product messages (``products``; the text is then
+    short, and on WhatsApp rides in their body where they have one). WhatsApp contents are message bodies
     without ``to``; Messenger/Instagram contents are the ``message`` object."""
     limit, measure = text_limit(platform)
-    parts: list[dict[str, Any]] = []
-    for piece in split_text(text, limit, measure):
-        if platform == WHATSAPP:
-            parts.append({"type": "text", "text": {"preview_url": False, "body": piece}})
-        else:
-            parts.append({"text": piece})
+    pieces = split_text(disclosure, limit, measure)
     if platform == WHATSAPP:
-        for card in cards[:WHATSAPP_MAX_CARDS]:
-            body = whatsapp_card(card)
-            if body is not None:
-                parts.append(body)
-    elif cards:
-        template = generic_template(cards)
-        if template is not None:
-            parts.append(template)
-    return parts
+        native = products.whatsapp_products(cards, short_text(text), catalog_id)
+        if not any(products.whatsapp_carries_text(m) for m in native):
+            pieces += split_text(short_text(text) if native else text, limit, measure)
+        return [{"type": "text", "text": {"preview_url": False, "body": p}} for p in pieces] + native
+    template = products.generic_template(cards)
+    pieces += split_text(short_text(text) if template else text, limit, measure)
+    return [{"text": p} for p in pieces] + ([template] if template else [])
 
 
 def whatsapp_template(name: str, language: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 WHATSAPP = "whatsapp"
@@ -18,7 +19,26 @@ INSTAGRAM = "instagram"
 OBJECT_PLATFORM = {"whatsapp_business_account": WHATSAPP, "page": MESSENGER, "instagram": INSTAGRAM}
 
 # Message kinds the agent answers; everything else gets the polite "what works" reply.
-SUPPORTED = ("text", "interactive", "button", "location", "image", "postback", "quick_reply")
+SUPPORTED = ("text", "interactive", "button", "location", "image", "postback", "quick_reply", "order")
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    """One line of a WhatsApp cart, as the customer's app saw it (prices may be stale)."""
+
+    product_retailer_id: str
+    quantity: int
+    item_price: Decimal | None
+    currency: str
+
+
+@dataclass(frozen=True)
+class InboundOrder:
+    """A WhatsApp ``order`` message: a cart sent from a catalog."""
+
+    catalog_id: str
+    text: str
+    lines: tuple[OrderLine, ...]
 
 
 @dataclass(frozen=True)
@@ -33,6 +53,10 @@ class InboundMessage:
     text: str  # what the agent reads ("" for kinds it cannot read)
     supported: bool
     sender_user_id: str = ""  # WhatsApp business-scoped user id (BSUID), when present
+    # What a tapped button or list row carries: a Messenger/Instagram postback's payload, a WhatsApp
+    # interactive reply's id (``item:<id>`` for our product buttons: messaging.meta.products).
+    payload: str = ""
+    order: InboundOrder | None = None  # a WhatsApp cart
 
 
 @dataclass(frozen=True)
@@ -192,7 +216,8 @@ def _whatsapp_message(
         # Reactions and system notices are not questions: answering them would be noise.
         return None
     text = _whatsapp_text(kind, message).strip()
-    supported = kind in SUPPORTED and bool(text)
+    order = _whatsapp_order(_dict(message.get("order"))) if kind == "order" else None
+    supported = kind in SUPPORTED and (bool(text) or order is not None)
     return InboundMessage(
         platform=WHATSAPP,
         account_id=account_id,
@@ -204,6 +229,57 @@ def _whatsapp_message(
         text=text,
         supported=supported,
         sender_user_id=bsuid,
+        payload=_whatsapp_payload(kind, message),
+        order=order,
+    )
+
+
+def _whatsapp_payload(kind: str, message: dict[str, Any]) -> str:
+    if kind == "interactive":
+        interactive = _dict(message.get("interactive"))
+        return _str(_dict(interactive.get(_str(interactive.get("type")))).get("id"))
+    if kind == "button":
+        return _str(_dict(message.get("button")).get("payload"))
+    return ""
+
+
+def _quantity(value: Any) -> int:
+    try:
+        quantity = int(str(value))
+    except ValueError:
+        return 0
+    return quantity
+
+
+def _price(value: Any) -> Decimal | None:
+    try:
+        price = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return price if price.is_finite() and price >= 0 else None
+
+
+def _whatsapp_order(order: dict[str, Any]) -> InboundOrder | None:
+    """The cart, or None when it has no line we can read (then answered as an unreadable message). A line
+    without a retailer id or with a quantity under 1 is dropped; quantities and prices come as numbers or
+    strings."""
+    lines = []
+    for item in _list(order.get("product_items")):
+        item = _dict(item)
+        retailer_id, quantity = _str(item.get("product_retailer_id")).strip(), _quantity(item.get("quantity"))
+        if retailer_id and quantity > 0:
+            lines.append(
+                OrderLine(
+                    product_retailer_id=retailer_id[:200],
+                    quantity=quantity,
+                    item_price=_price(item.get("item_price")),
+                    currency=_str(item.get("currency")).strip().upper()[:3],
+                )
+            )
+    if not lines:
+        return None
+    return InboundOrder(
+        catalog_id=_str(order.get("catalog_id")), text=_str(order.get("text")), lines=tuple(lines)
     )
 
 
@@ -251,7 +327,16 @@ def _messaging_event(platform: str, entry_id: str, event: dict[str, Any], result
         text = _str(postback.get("title")) or _str(postback.get("payload"))
         result.messages.append(
             InboundMessage(
-                platform, account_id, sender, "", mid, when, "postback", text, bool(text and sender)
+                platform,
+                account_id,
+                sender,
+                "",
+                mid,
+                when,
+                "postback",
+                text,
+                bool(text and sender),
+                payload=_str(postback.get("payload")),
             )
         )
         return

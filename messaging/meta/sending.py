@@ -69,7 +69,13 @@ def _plan(
     since = now - last if last else None
     kind = account.kind
     if since is not None and since < WINDOW:
-        contents = outbound.message_parts(kind, message.text, message.cards)
+        contents = outbound.message_parts(
+            kind,
+            message.text,
+            message.cards,
+            disclosure=message.disclosure,
+            catalog_id=account.commerce_catalog_id,
+        )
         return [outbound.request_body(kind, contact_id, c) for c in contents], ""
     if kind == ChannelAccount.Kind.WHATSAPP:
         if not account.template_name:

@@ -79,6 +79,9 @@ class ReplyClaim:
     taken_over: bool  # a dead worker had started this reply
     turns: list[WindowMessage]  # the conversation before the questions, oldest first (the reply's context)
     failures: int  # the agent's latest replies that failed in a row (for the handoff trigger)
+    # When the first question was written, and the message before it (None: none): the disclosure's gap.
+    question_at: dt.datetime
+    previous_at: dt.datetime | None
     agent: Agent | None = None  # the business's agent settings, when the claim read them too
 
 
@@ -163,6 +166,8 @@ def _claim_of(
         taken_over,
         turns=selectors.context_turns(earlier),
         failures=selectors.failures_in_a_row(earlier),
+        question_at=questions[0].created_at if questions else customer.created_at,
+        previous_at=earlier[-1].created_at if earlier else None,
         agent=agent,
     )
 
@@ -326,7 +331,18 @@ def reply_finish(
     reply.usage = usage
     reply.timings = timings
     reply.error = error[:2000]
-    fields = ["status", "text", "citations", "cards", "grounding", "usage", "timings", "error", "updated_at"]
+    fields = [
+        "status",
+        "text",
+        "disclosure",
+        "citations",
+        "cards",
+        "grounding",
+        "usage",
+        "timings",
+        "error",
+        "updated_at",
+    ]
     outbound = claim.conversation.channel != Channel.WIDGET and bool(text)
     if outbound:
         reply.delivery = Message.Delivery.QUEUED
@@ -340,6 +356,9 @@ def reply_finish(
         values.append(field.get_db_prep_save(field.pre_save(reply, False), connection))
     table = quote(Message._meta.db_table)
     held = "EXISTS (SELECT 1 FROM held)"
+    now = timezone.now()
+    # The customer read the disclosure only if the reply said something after it.
+    disclosed = bool(reply.disclosure and text)
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH held AS (UPDATE {table} SET status = %s WHERE id = %s AND claimed_by = %s AND status = %s "
@@ -347,7 +366,8 @@ def reply_finish(
             f"questions AS (UPDATE {table} SET status = %s WHERE id = ANY(%s) AND id <> %s AND status = %s "
             f"AND {held}), "
             f"saved AS (UPDATE {table} SET {', '.join(sets)} WHERE id = %s AND {held}), "
-            f"touched AS (UPDATE {quote(Conversation._meta.db_table)} SET updated_at = %s WHERE id = %s AND {held}) "
+            f"touched AS (UPDATE {quote(Conversation._meta.db_table)} SET updated_at = %s, "
+            f"disclosed_at = COALESCE(%s, disclosed_at) WHERE id = %s AND {held}) "
             "SELECT count(*) FROM held",
             [
                 Message.Status.ANSWERED,
@@ -360,7 +380,8 @@ def reply_finish(
                 Message.Status.RECEIVED,
                 *values,
                 reply.pk,
-                timezone.now(),
+                now,
+                now if disclosed else None,
                 claim.conversation.pk,
             ],
         )

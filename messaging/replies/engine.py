@@ -42,6 +42,7 @@ from agents.selectors import agent_for
 from common import aio
 from common.redis import close_async_client
 from messaging import query_vectors, streams
+from messaging.disclosure import reply_disclosure
 from messaging.events import MessageCreatedEvent, MessageDoneEvent
 from messaging.models import Message
 from messaging.replies import policy
@@ -174,6 +175,14 @@ async def _run_reply(
             await layer.group_send(group, _done_event(claim.reply.pk, said, "done", []))
             return "handoff"
 
+        # Set before the reply is announced: its message.created carries it, and the final save stores it.
+        claim.reply.disclosure = reply_disclosure(
+            agent=agent_row,
+            question=question,
+            disclosed_at=claim.conversation.disclosed_at,
+            previous_at=claim.previous_at,
+            question_at=claim.question_at,
+        )
         # Only a taken-over reply can have streamed already: its numbering goes on from the log.
         seq = await streams.log_last_seq(claim.reply.pk) if claim.taken_over else 0
         stream = ReplyStream(group, claim.reply.pk, seq, reset=seq > 0)

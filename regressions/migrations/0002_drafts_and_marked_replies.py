@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('businesses', '0004_invitation'),
-        ('messaging', '0010_conversation_preview_and_csat_asked'),
+        ('messaging', '0013_conversation_preview_and_csat_asked'),
         ('regressions', '0001_regression_suite'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

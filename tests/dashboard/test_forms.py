@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from agents.disclosure import DEFAULT_DISCLOSURES
 from agents.models import Agent
 from agents.selectors import agent_for
 from businesses.models import ApiKey, Business, Membership
@@ -300,6 +301,48 @@ def test_a_draft_can_be_discarded_and_a_draft_equal_to_the_published_settings_is
     same["answer_in_customer_language"] = "on" if agent.answer_in_customer_language else ""
     client.post(f"/app/{slug}/agent/", same)
     assert agent_for(tenant_a.business).draft == {}
+
+
+def test_the_checkout_address_for_orders_is_checked(tenant_a: Tenant) -> None:
+    client = _owner_client(tenant_a)
+    url = f"/app/{tenant_a.business.slug}/agent/"
+    bad = client.post(url, {**AGENT_FORM, "checkout_url_template": "https://shop.example/c?cart={cart}"})
+    assert bad.status_code == 400
+    assert bad.context["form"].errors["checkout_url_template"] == [
+        "Only {order_id} and {items} may stand in braces."
+    ]
+    assert agent_for(tenant_a.business).checkout_url_template == ""
+    template = "https://shop.example/checkout?order={order_id}&items={items}"
+    assert client.post(url, {**AGENT_FORM, "checkout_url_template": template}).status_code == 302
+    assert agent_for(tenant_a.business).with_draft().checkout_url_template == template  # in the draft
+
+
+def test_the_ai_disclosure_is_edited_per_language_and_only_changed_texts_are_kept(tenant_a: Tenant) -> None:
+    client = _owner_client(tenant_a)
+    url = f"/app/{tenant_a.business.slug}/agent/"
+    # The form shows each language's text: the defaults until the business writes its own.
+    form = client.get(url).context["form"]
+    assert form["disclosure_fr"].value() == DEFAULT_DISCLOSURES["fr"]
+    own = "Hier antwortet unser Bot. Schreiben Sie 'Mitarbeiter', und wir übernehmen."
+    response = client.post(
+        url,
+        {
+            **AGENT_FORM,
+            "disclosure_de": f"  {own} ",
+            "disclosure_en": DEFAULT_DISCLOSURES["en"],
+            "disclosure_fr": "",
+        },
+    )
+    assert response.status_code == 302
+    # The default left as it was and the emptied one follow the defaults; only the changed text is stored.
+    assert agent_for(tenant_a.business).with_draft().disclosure_texts == {"de": own}  # in the draft
+    assert client.get(url).context["form"]["disclosure_de"].value() == own
+    too_long = client.post(url, {**AGENT_FORM, "disclosure_it": "x" * 501})
+    assert too_long.status_code == 400
+    assert too_long.context["form"].errors["disclosure_it"] == [
+        "Ensure this value has at most 500 characters (it has 501)."
+    ]
+    assert agent_for(tenant_a.business).with_draft().disclosure_texts == {"de": own}
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ def test_thread_shows_citations_and_grounding_and_live_updates(
         status="done",
         reply_to=customer,
         text="The tent is 99 EUR.",
+        disclosure="You're talking to a bot.",
         citations=[
             {
                 "kind": "item",
@@ -96,6 +97,11 @@ def test_thread_shows_citations_and_grounding_and_live_updates(
     client = _client(tenant_a.staff)
     url = f"/app/{tenant_a.business.slug}/inbox/{conversation.pk}/"
     html = client.get(url).content.decode()
+    # The AI disclosure the customer read before the reply.
+    assert (
+        '<div class="disclosure muted" title="AI disclosure, shown to the customer before the reply">'
+        "You&#x27;re talking to a bot.</div>" in html
+    )
     assert f"/catalog/items/{tent.pk}/" in html
     assert "wrong price: &quot;99 EUR&quot; (catalog: 249.00 EUR)" in html
     data = client.get(f"{url}messages/?after={customer.pk}").json()
@@ -118,6 +124,8 @@ def test_take_over_reply_and_hand_back(tenant_a: Tenant) -> None:
     assert client.post(url + "hand-back/").status_code == 302
     conversation.refresh_from_db()
     assert (conversation.state, conversation.handoff_reason) == ("bot", "")
+    # The agent's next reply says again that it is an automated assistant (messaging.disclosure).
+    assert conversation.disclosed_at is None
 
 
 def test_items_browser_filters(tenant_a: Tenant, import_catalog: Callable[..., Any]) -> None:

@@ -86,10 +86,8 @@ CARD = {
 }
 
 
-def test_cards_become_interactive_messages_or_generic_templates() -> None:
-    assert outbound.message_parts(
-        "whatsapp", "Here it is.", [CARD, {**CARD, "url": ""}, {"title": "No image"}]
-    ) == [
+def test_one_card_without_a_catalog_is_a_cta_url_message_and_a_carousel_on_messenger() -> None:
+    assert outbound.message_parts("whatsapp", "Here it is.", [CARD]) == [
         {"type": "text", "text": {"preview_url": False, "body": "Here it is."}},
         {
             "type": "interactive",
@@ -103,11 +101,13 @@ def test_cards_become_interactive_messages_or_generic_templates() -> None:
                 "header": {"type": "image", "image": {"link": "https://shop.example/mug.jpg"}},
             },
         },
-        {
-            "type": "image",
-            "image": {"link": "https://shop.example/mug.jpg", "caption": "Blue mug\n12.50 EUR\nin stock"},
-        },
     ]
+    # Without an https link: the image with its caption; without an image either: the text alone.
+    assert outbound.message_parts("whatsapp", "Here it is.", [{**CARD, "url": ""}])[1] == {
+        "type": "image",
+        "image": {"link": "https://shop.example/mug.jpg", "caption": "Blue mug\n12.50 EUR\nin stock"},
+    }
+    assert len(outbound.message_parts("whatsapp", "Here it is.", [{**CARD, "url": "", "image_url": ""}])) == 1
     assert outbound.message_parts("messenger", "Here it is.", [CARD]) == [
         {"text": "Here it is."},
         {
@@ -121,7 +121,8 @@ def test_cards_become_interactive_messages_or_generic_templates() -> None:
                             "subtitle": "12.50 EUR · in stock",
                             "image_url": "https://shop.example/mug.jpg",
                             "buttons": [
-                                {"type": "web_url", "url": "https://shop.example/mug", "title": "View"}
+                                {"type": "web_url", "url": "https://shop.example/mug", "title": "View"},
+                                {"type": "postback", "title": "Details", "payload": "item:7"},
                             ],
                         }
                     ],
@@ -193,10 +194,15 @@ def test_long_reply_and_cards_are_sent_in_order_once(graph_api: Any) -> None:
     connect(shop)
     text = ("A sentence of forty-four characters, or so. " * 100).strip()
     message = outgoing(conversation_for(shop), text, cards=[CARD])
+    Message.objects.filter(pk=message.pk).update(disclosure="An automated assistant answers here.")
     assert sending.message_send(message_id=message.pk) == "sent"
     bodies = [r.body for r in graph_api.requests]
     assert [b["type"] for b in bodies] == ["text", "text", "interactive"]
-    assert " ".join(b["text"]["body"] for b in bodies[:2]) == text
+    # The disclosure, then the answer's text, short beside the product (its first sentences).
+    assert [b["text"]["body"] for b in bodies[:2]] == [
+        "An automated assistant answers here.",
+        ("A sentence of forty-four characters, or so. " * 7).strip(),
+    ]
     assert list(OutboundPart.objects.order_by("index").values_list("state", "channel_message_id")) == [
         ("sent", "wamid.out.1"),
         ("sent", "wamid.out.2"),
@@ -640,6 +646,8 @@ def test_a_run_after_a_crash_mid_send_does_not_resend_sent_parts(graph_api: Any,
     shop = BusinessFactory()
     connect(shop)
     message = outgoing(conversation_for(shop), long_text(), cards=[CARD])
+    # Three parts: the disclosure, the answer's text, the product.
+    Message.objects.filter(pk=message.pk).update(disclosure="An automated assistant answers here.")
     # Part 0 goes out; the worker dies while sending part 1 (before or after Meta took it: nobody knows).
     real = httpx.Client(timeout=5.0)
     calls: list[str] = []

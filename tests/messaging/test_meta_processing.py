@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from agents.disclosure import DEFAULT_DISCLOSURES
 from messaging.meta import intake
 from messaging.meta.tasks import mark_read, process_delivery, send_message
 from messaging.models import Contact, Conversation, Message, OutboundPart, WebhookDelivery
@@ -204,6 +205,8 @@ def test_unsupported_types_get_a_polite_note_and_never_crash(
     agent = Message.objects.get(role="agent")
     assert (customer.text, customer.status) == (stored_text, "answered")
     assert (agent.text, agent.delivery, agent.reply_to_id) == (note, "queued", customer.pk)
+    # The conversation's first reply: the AI disclosure goes first (messaging.disclosure).
+    assert agent.disclosure == DEFAULT_DISCLOSURES["en"]
     assert send_message(agent.pk) == "sent"
     assert [r.body for r in graph_api.requests] == [
         {
@@ -211,8 +214,9 @@ def test_unsupported_types_get_a_polite_note_and_never_crash(
             "recipient_type": "individual",
             "to": "16505551234",
             "type": "text",
-            "text": {"preview_url": False, "body": note},
+            "text": {"preview_url": False, "body": body},
         }
+        for body in (agent.disclosure, note)
     ]
     # Redelivered: nothing new stored, nothing sent again.
     assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[message])), indent=1) == {"duplicate": 1}
@@ -345,8 +349,8 @@ def test_duplicates_twice_and_hours_apart_store_one_message_and_get_one_reply(
     assert send_message(answer.pk) == "skipped"
     assert Message.objects.filter(role="customer").count() == 1
     assert Message.objects.filter(role="agent").count() == 1
-    assert len(graph_api.sends()) == 1
-    assert graph_api.sends()[0].body["text"]["body"] == answer.text
+    # The answer, after the AI disclosure of the conversation's first reply.
+    assert [send.body["text"]["body"] for send in graph_api.sends()] == [answer.disclosure, answer.text]
 
 
 def _sent_message(shop: Any, graph_api: Any, text: str = "Here you go.") -> Message:

@@ -9,9 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from django.test import Client
 
-from messaging.models import Message, WebhookDelivery
-from tests.factories import BusinessFactory
+from agents.disclosure import DEFAULT_DISCLOSURES
+from messaging.models import Conversation, Message, Order, WebhookDelivery
+from tests.factories import BusinessFactory, MembershipFactory
+from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 from tests.fixtures.meta import connect, signed, wa_change, wa_delivery, wa_status, wa_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,22 +63,30 @@ def test_whatsapp_message_is_answered_once_through_the_real_worker(stack: Any, s
             return stack_graph_api.sends()
 
         try:
-            (send,) = wait_for(sent)
+            agent = wait_for(
+                lambda: Message.objects.filter(business=shop, role="agent", delivery="sent").first()
+            )
         except AssertionError:
             print(list(WebhookDelivery.objects.values_list("state", "summary", "error")))
             print(list(Message.objects.values_list("role", "status", "delivery", "error")))
             print(stack_graph_api.requests)
             print(stack.worker.log()[-6000:])
             raise
-        agent = wait_for(lambda: Message.objects.filter(business=shop, role="agent", delivery="sent").first())
-        assert send.path == "/v23.0/555000111/messages"
-        assert send.body == {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": "16505551234",
-            "type": "text",
-            "text": {"preview_url": False, "body": agent.text},
-        }
+        # The conversation's first reply: the AI disclosure (in the customer's language), then the answer.
+        assert agent.disclosure == DEFAULT_DISCLOSURES["fr"]
+        assert [(send.path, send.body) for send in sent()] == [
+            (
+                "/v23.0/555000111/messages",
+                {
+                    "messaging_product": "whatsapp",
+                    "recipient_type": "individual",
+                    "to": "16505551234",
+                    "type": "text",
+                    "text": {"preview_url": False, "body": body},
+                },
+            )
+            for body in (agent.disclosure, agent.text)
+        ]
         # The inbound message was marked read, with a typing indicator.
         assert {
             "messaging_product": "whatsapp",
@@ -88,7 +99,14 @@ def test_whatsapp_message_is_answered_once_through_the_real_worker(stack: Any, s
         assert client.post(url, content=body, headers=headers).status_code == 200
         status_body, status_header = signed(
             wa_delivery(
-                wa_change("555000111", statuses=[wa_status(agent.channel_message_id, "read")]),
+                wa_change(
+                    "555000111",
+                    # Both parts (the disclosure's and the answer's): a message is as far as its least part.
+                    statuses=[
+                        wa_status(part_id, "read")
+                        for part_id in agent.outbound_parts.values_list("channel_message_id", flat=True)
+                    ],
+                ),
                 waba_id="WABA_E2E",
             ),
             secret=SECRET,
@@ -101,4 +119,56 @@ def test_whatsapp_message_is_answered_once_through_the_real_worker(stack: Any, s
     assert WebhookDelivery.objects.count() == 2
     assert Message.objects.filter(business=shop, role="customer").count() == 1
     assert Message.objects.filter(business=shop, role="agent").count() == 1
-    assert len(stack_graph_api.sends()) == 1
+    assert len(stack_graph_api.sends()) == 2
+
+
+def test_a_signed_order_webhook_becomes_an_order_in_the_inbox_with_our_prices(
+    stack: Any, stack_graph_api: Any, import_catalog: Any
+) -> None:
+    shop = BusinessFactory()
+    import_catalog(shop, SMALL_CATALOG_CSV)
+    connect(shop, phone_number_id="555000222", waba_id="WABA_ORDER", app_secret=SECRET)
+    cart = [
+        {"product_retailer_id": "TENT-2P", "quantity": 2, "item_price": 249.00, "currency": "EUR"},
+        # The customer's app showed an old price; the bag is out of stock.
+        {"product_retailer_id": "STOVE-1", "quantity": 1, "item_price": 35.00, "currency": "EUR"},
+        {"product_retailer_id": "BAG-0C", "quantity": 1, "item_price": 189.50, "currency": "EUR"},
+    ]
+    order_message = {
+        "from": "16505559876",
+        "id": f"wamid.order.{time.time_ns()}",
+        "timestamp": str(int(time.time())),
+        "type": "order",
+        "order": {"catalog_id": "4410001", "text": "", "product_items": cart},
+    }
+    body, header = signed(
+        wa_delivery(wa_change("555000222", messages=[order_message]), waba_id="WABA_ORDER"), secret=SECRET
+    )
+    with httpx.Client(timeout=10) as client:
+
+        def post() -> bool:
+            response = client.post(
+                f"{stack.asgi.url}/webhooks/whatsapp",
+                content=body,
+                headers={"Content-Type": "application/json", "X-Hub-Signature-256": header},
+            )
+            return (response.status_code, response.text) == (200, "EVENT_RECEIVED")
+
+        # The server knows a newly connected account's own secret within WEBHOOK_SECRET_CACHE_SECONDS (30):
+        # until then it refuses the delivery, and Meta delivers it again, as this loop does.
+        wait_for(post, timeout=45)
+    order = wait_for(lambda: Order.objects.filter(business=shop).first())
+    assert order.totals == {"EUR": "537.90"}
+    ack = wait_for(lambda: Message.objects.filter(business=shop, role="agent", delivery="sent").first())
+    assert "Total: 537.90 EUR" in ack.text
+    assert "1 x Pocket gas stove: 39.90 EUR (the price is now 39.90 EUR, not 35.00 EUR)" in ack.text
+    assert "1 x Alpine down sleeping bag: out of stock, not included" in ack.text
+    assert [send.body["text"]["body"] for send in stack_graph_api.sends()] == [ack.disclosure, ack.text]
+    # In the inbox: the cart as sent and our acknowledgement, the conversation handed to staff.
+    owner = MembershipFactory(business=shop).user
+    staff_client = Client()
+    staff_client.force_login(owner)
+    page = staff_client.get(f"/app/{shop.slug}/inbox/{order.conversation_id}/").content.decode()
+    assert "- 1 x STOVE-1 at 35.00 EUR" in page
+    assert "Total: 537.90 EUR" in page
+    assert Conversation.objects.get(pk=order.conversation_id).state == "human"

@@ -20,6 +20,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from agents.disclosure import DEFAULT_DISCLOSURES
 from agents.services import agent_update
 from businesses.demo import DEMO_SLUG
 from businesses.models import Business
@@ -172,6 +173,11 @@ def test_demo_page_streams_an_answer_and_shows_the_product_card(
         "const a = root.querySelector('.msg.agent:not(.greeting) .bubble a'); return [a.href, a.target, a.rel]"
     )
     assert link == ["https://shop.example/p/tent-2p", "_blank", "noopener noreferrer nofollow ugc"]
+    # The conversation's first reply says, above its bubble, that an automated assistant answers.
+    assert (
+        bp.shadow_eval("return root.querySelector('.msg.agent:not(.greeting) .disclosure').textContent")
+        == DEFAULT_DISCLOSURES["en"]
+    )
 
     # The product card: title, price, availability, link, image.
     card = bp.shadow_eval(

@@ -218,6 +218,7 @@ header .icon:hover{background:rgba(127,127,127,.22)}
 .msg.customer{align-self:flex-end;align-items:flex-end}
 .msg.has-cards{max-width:100%}
 .msg.note{align-self:center;max-width:100%;color:var(--mu);font-size:13px;text-align:center}
+.disclosure{font-size:12.5px;color:var(--mu);margin:0 0 4px;unicode-bidi:plaintext}
 .bubble{padding:9px 13px;border-radius:var(--r);background:var(--ag);overflow-wrap:anywhere;white-space:normal;text-align:start;unicode-bidi:plaintext}
 .customer .bubble{background:var(--a);color:var(--ac);white-space:pre-wrap}
 .bubble p{margin:0 0 8px}.bubble p:last-child{margin:0}
@@ -564,6 +565,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
         msg.text = str(m.text);
       }
       if (Array.isArray(m.cards)) msg.cards = m.cards;
+      if (typeof m.disclosure === "string") msg.disclosure = m.disclosure;
       if (m.rating === "up" || m.rating === "down") msg.rating = m.rating;
       this.render(msg);
       return msg;
@@ -576,6 +578,12 @@ textarea::placeholder{color:var(--mu);opacity:1}
       if (msg.role === "customer") bubble.textContent = msg.text;
       else markdown(msg.text, bubble);
       bubble.hidden = !msg.text && msg.status === "streaming";
+      // The AI disclosure (an agent reply's first in a while) stands above the answer, as a note of its own.
+      if (msg.disclosure && !el.querySelector(".disclosure")) {
+        const note = h("p", "disclosure", msg.disclosure);
+        note.dir = "auto";
+        el.prepend(note);
+      }
       el.classList.toggle("streaming", msg.status === "streaming" && !!msg.text);
       el.querySelector(".cards")?.remove();
       el.querySelectorAll(".meta, .rate").forEach((n) => n.remove());

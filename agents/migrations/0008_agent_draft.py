@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('agents', '0005_curated_answers'),
+        ('agents', '0007_agent_checkout_url_template'),
     ]
 
     operations = [

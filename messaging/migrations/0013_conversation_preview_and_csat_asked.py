@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('messaging', '0009_conversation_close_csat'),
+        ('messaging', '0012_orders'),
     ]
 
     operations = [

@@ -1,0 +1,229 @@
+"""WhatsApp carts (``order`` messages): stored as an ``Order`` checked against our catalog as of now, and
+acknowledged with our own prices and total.
+
+A cart carries the prices the customer's app showed, which may be stale, and items we may no longer sell. So
+every line is looked up among the business's active items by its retailer id (our SKU, ``Item.external_id``):
+the acknowledgement names each line the cart got wrong (an unknown item, one out of stock, a price that
+changed) and its total is the sum of what we can sell at our prices. Then the order goes where the business
+said (``Agent.checkout_url_template``): a checkout link built from the template, or staff (the conversation is
+handed over, and the order waits in the inbox).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from decimal import Decimal
+from urllib.parse import quote
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.models import Agent
+from agents.selectors import agent_for
+from catalogs.models import Availability, Item
+from catalogs.selectors import items_by_external_ids
+from common.tasks import enqueue_on_commit
+from messaging.disclosure import fixed_reply_disclosure
+from messaging.meta.parser import InboundOrder
+from messaging.models import ChannelAccount, Conversation, Message, Order, OrderLine
+from messaging.services import conversation_handoff, conversation_open
+
+# Items a cart may not have: nothing to sell.
+_NOT_SOLD = (Availability.OUT_OF_STOCK, Availability.DISCONTINUED)
+MAX_QUANTITY = 9999
+
+
+def _money(value: Decimal, currency: str) -> str:
+    return f"{value:.2f} {currency}".strip()
+
+
+def _line(position: int, cart: InboundOrder, item: Item | None, business_id: int) -> OrderLine:
+    wanted = cart.lines[position]
+    line = OrderLine(
+        business_id=business_id,
+        position=position,
+        product_retailer_id=wanted.product_retailer_id,
+        quantity=min(wanted.quantity, MAX_QUANTITY),
+        cart_price=wanted.item_price,
+        cart_currency=wanted.currency,
+    )
+    if item is None:
+        line.problem = OrderLine.Problem.UNKNOWN_ITEM
+        return line
+    line.item, line.title, line.currency = item, item.title, item.currency
+    ours = item.sale_price if item.sale_price is not None else item.price
+    if item.availability in _NOT_SOLD:
+        line.problem = OrderLine.Problem.OUT_OF_STOCK
+    elif ours is None:
+        line.problem = OrderLine.Problem.NO_PRICE
+    else:
+        line.price = ours
+        if wanted.item_price is not None and (
+            wanted.item_price.quantize(Decimal("0.01")) != ours
+            or (wanted.currency and wanted.currency != item.currency)
+        ):
+            line.problem = OrderLine.Problem.PRICE_CHANGED
+    return line
+
+
+def order_lines_checked(business_id: int, cart: InboundOrder, items: dict[str, Item]) -> list[OrderLine]:
+    """The cart's lines checked against ``items`` (the business's active items by SKU), unsaved."""
+    return [
+        _line(position, cart, items.get(wanted.product_retailer_id), business_id)
+        for position, wanted in enumerate(cart.lines)
+    ]
+
+
+def order_totals(lines: list[OrderLine]) -> dict[str, str]:
+    """What we can sell, at our prices, per currency."""
+    sums: dict[str, Decimal] = defaultdict(Decimal)
+    for line in lines:
+        if line.price is not None:
+            sums[line.currency] += line.price * line.quantity
+    return {currency: f"{total:.2f}" for currency, total in sums.items()}
+
+
+def _described(line: OrderLine) -> str:
+    name = line.title or line.product_retailer_id
+    if line.problem == OrderLine.Problem.UNKNOWN_ITEM:
+        return f"- {line.quantity} x {name}: not in our catalog, not included"
+    if line.problem == OrderLine.Problem.OUT_OF_STOCK:
+        return f"- {line.quantity} x {name}: out of stock, not included"
+    if line.problem == OrderLine.Problem.NO_PRICE or line.price is None:
+        return f"- {line.quantity} x {name}: no price in our catalog, not included"
+    text = f"- {line.quantity} x {name}: {_money(line.price * line.quantity, line.currency)}"
+    if line.problem == OrderLine.Problem.PRICE_CHANGED and line.cart_price is not None:
+        was = _money(line.cart_price, line.cart_currency or line.currency)
+        return f"{text} (the price is now {_money(line.price, line.currency)}, not {was})"
+    if line.quantity > 1:
+        return f"{text} ({_money(line.price, line.currency)} each)"
+    return text
+
+
+def acknowledgement_text(lines: list[OrderLine], totals: dict[str, str], checkout_url: str) -> str:
+    """What the customer reads: each line at our price (or why it is not included), our total, what next."""
+    parts = ["Thank you for your order! Here it is with our current prices:", *map(_described, lines)]
+    if totals:
+        parts.append("Total: " + " + ".join(_money(Decimal(v), c) for c, v in sorted(totals.items())))
+    else:
+        parts.append("Nothing in this order can be sold as it is.")
+    if checkout_url and totals:
+        parts.append(f"Complete your order here: {checkout_url}")
+    else:
+        parts.append("A member of our team will confirm your order here shortly.")
+    return "\n".join(parts)
+
+
+def checkout_url(template: str, order_id: int, lines: list[OrderLine]) -> str:
+    """The business's checkout address with ``{order_id}`` and ``{items}`` (``SKU:quantity`` pairs, comma
+    separated, of the lines we can sell) filled in, each URL-encoded."""
+    items = ",".join(
+        f"{line.product_retailer_id}:{line.quantity}" for line in lines if line.price is not None
+    )
+    return template.replace("{order_id}", quote(str(order_id), safe="")).replace(
+        "{items}", quote(items, safe="")
+    )
+
+
+def _cart_summary(cart: InboundOrder) -> str:
+    """The customer's message as the inbox shows it: the cart as sent."""
+    lines = []
+    for wanted in cart.lines:
+        price = f" at {_money(wanted.item_price, wanted.currency)}" if wanted.item_price is not None else ""
+        lines.append(f"- {wanted.quantity} x {wanted.product_retailer_id}{price}")
+    note = [cart.text.strip()] if cart.text.strip() else []
+    return "\n".join(["[order]", *lines, *note])
+
+
+def order_receive(
+    *,
+    account: ChannelAccount,
+    sender_id: str,
+    sender_name: str,
+    message_id: str,
+    received_at: dt.datetime,
+    cart: InboundOrder,
+) -> Order | None:
+    """Store a cart as an order checked against the catalog now, with our acknowledgement queued for sending,
+    and send the order on (checkout link or staff). None for a redelivery (the message's platform id is
+    stored already): nothing is written or sent. A conversation a person has is not answered: the order is
+    stored for them."""
+    business = account.business
+    items = items_by_external_ids(business, [line.product_retailer_id for line in cart.lines])
+    agent = agent_for(business)
+    with transaction.atomic(durable=True):
+        conversation = conversation_open(
+            business=business, channel=account.kind, contact_external_id=sender_id, contact_name=sender_name
+        )
+        bot = conversation.state == Conversation.State.BOT
+        try:
+            with transaction.atomic():
+                customer = Message.objects.create(
+                    business=business,
+                    conversation=conversation,
+                    channel=account.kind,
+                    role=Message.Role.CUSTOMER,
+                    text=_cart_summary(cart),
+                    status=Message.Status.ANSWERED if bot else Message.Status.SKIPPED,
+                    channel_message_id=message_id,
+                )
+        except IntegrityError:
+            return None
+        Conversation.objects.filter(pk=conversation.pk).filter(
+            Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
+        ).update(last_customer_message_at=received_at, updated_at=timezone.now())
+        lines = order_lines_checked(business.pk, cart, items)
+        totals = order_totals(lines)
+        template = agent.checkout_url_template
+        order = Order.objects.create(
+            business=business,
+            conversation=conversation,
+            message=customer,
+            catalog_id=cart.catalog_id[:64],
+            note=cart.text,
+            totals=totals,
+            next_step=Order.Next.CHECKOUT if template and totals else Order.Next.STAFF,
+        )
+        for line in lines:
+            line.order = order
+        OrderLine.objects.bulk_create(lines)
+        if order.next_step == Order.Next.CHECKOUT:
+            order.checkout_url = checkout_url(template, order.pk, lines)
+        if bot:
+            order.acknowledgement = _acknowledge(
+                agent, conversation, customer, lines, totals, order.checkout_url
+            )
+        order.save(update_fields=["checkout_url", "acknowledgement"])
+    if order.next_step == Order.Next.STAFF:
+        conversation_handoff(business=business, conversation_id=conversation.pk, reason=f"order #{order.pk}")
+    return order
+
+
+def _acknowledge(
+    agent: Agent,
+    conversation: Conversation,
+    customer: Message,
+    lines: list[OrderLine],
+    totals: dict[str, str],
+    url: str,
+) -> Message:
+    """The acknowledgement, as the agent's reply to the cart (with the AI disclosure when one is due), queued
+    for sending on commit."""
+    disclosure = fixed_reply_disclosure(conversation, customer, agent)
+    reply = Message.objects.create(
+        business=conversation.business,
+        conversation=conversation,
+        channel=conversation.channel,
+        role=Message.Role.AGENT,
+        text=acknowledgement_text(lines, totals, url),
+        disclosure=disclosure,
+        status=Message.Status.DONE,
+        reply_to=customer,
+        delivery=Message.Delivery.QUEUED,
+    )
+    if disclosure:
+        Conversation.objects.filter(pk=conversation.pk).update(disclosed_at=reply.created_at)
+    enqueue_on_commit("messaging.meta.tasks.send_message", reply.pk)
+    return reply
