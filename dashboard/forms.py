@@ -248,13 +248,14 @@ class FeedForm(FeedScheduleForm):
         cleaned = super().clean() or {}
         url, kind = cleaned.get("url"), cleaned.get("kind")
         if url and kind:
-            try:
-                url = cleaned["url"] = _fetchable_url(feed_url_normalize(url, kind))
-            except ValidationError as exc:
-                self.add_error("url", exc)
-                return cleaned
+            url = cleaned["url"] = feed_url_normalize(url, kind)
             if FeedSource.objects.filter(business=self.business, url=url).exists():
                 self.add_error("url", "This business already has a feed with this URL.")
+                return cleaned
+            try:
+                _fetchable_url(url)
+            except ValidationError as exc:
+                self.add_error("url", exc)
         return cleaned
 
 
