@@ -131,9 +131,10 @@ def feeds_claim_due(*, now: datetime | None = None) -> list[int]:
     return claimed
 
 
-def feed_sync(*, feed_id: int) -> FeedRun | None:
+def feed_sync(*, feed_id: int, enqueue: bool = True) -> FeedRun | None:
     """One run of a feed (the task ``sync_feed``). ``None`` when the feed is gone, inactive, or another
-    worker holds its run (a redelivered task): nothing is done then."""
+    worker holds its run (a redelivered task): nothing is done then. The import it starts is queued on the
+    ingest workers; with ``enqueue=False`` the caller runs it (``imports.import_run``: the benchmark)."""
     now = timezone.now()
     lease_expired = now - timedelta(seconds=settings.FEED_RUN_LEASE_SECONDS)
     claimed = (
@@ -146,7 +147,7 @@ def feed_sync(*, feed_id: int) -> FeedRun | None:
     feed = FeedSource.objects.select_related("business").get(pk=feed_id)
     run = FeedRun(FeedSource.Outcome.FAILED, error="internal error; the catalog was not changed")
     try:
-        run = _run(feed)
+        run = _run(feed, enqueue=enqueue)
     finally:
         FeedSource.objects.filter(pk=feed_id, running_since=now).update(
             running_since=None, last_run_at=now, last_outcome=run.outcome, last_error=run.error
@@ -154,7 +155,7 @@ def feed_sync(*, feed_id: int) -> FeedRun | None:
     return run
 
 
-def _run(feed: FeedSource) -> FeedRun:
+def _run(feed: FeedSource, *, enqueue: bool) -> FeedRun:
     if feed.imports.filter(state__in=[Import.State.PENDING, Import.State.RUNNING]).exists():
         return FeedRun(FeedSource.Outcome.BUSY)
     # The content last accepted (applied, held or discarded by the owner): its validators make the GET
@@ -185,6 +186,7 @@ def _run(feed: FeedSource) -> FeedRun:
                 fetched_from=origin,
                 feed=feed,
                 retire_limit_percent=feed.shrink_threshold_percent,
+                enqueue=enqueue,
             )
         except (FetchRefused, FileRejected, ImportRejected) as exc:
             failed = _record_failure(feed, str(exc))

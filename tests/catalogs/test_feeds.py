@@ -53,7 +53,7 @@ def make_feed(business: Business, url: str, *, kind: str = "feed", threshold: in
 
 def sync(feed: FeedSource) -> tuple[FeedRun, Import | None]:
     """One run of the feed, and the import it started run to its end (what the ingest worker does)."""
-    run = feed_sync(feed_id=feed.pk)
+    run = feed_sync(feed_id=feed.pk, enqueue=False)
     assert run is not None
     imp = import_run(import_id=run.import_id) if run.import_id else None
     return run, imp
