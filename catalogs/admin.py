@@ -1,10 +1,10 @@
-"""Django admin for superusers: look into items, documents and imports (owners use the dashboard)."""
+"""Django admin for superusers: look into items, documents, imports and feeds (owners use the dashboard)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from catalogs.models import Chunk, Document, Import, Item
+from catalogs.models import Chunk, Document, FeedSource, Import, Item
 
 
 @admin.register(Item)
@@ -60,8 +60,29 @@ class ImportAdmin(admin.ModelAdmin[Import]):
         "created_at",
     )
     list_filter = ("state", "mode", "format")
-    raw_id_fields = ("business",)
+    raw_id_fields = ("business", "feed")
     readonly_fields = [f.name for f in Import._meta.fields]
 
     def has_add_permission(self, request: object) -> bool:
         return False  # imports start through the dashboard, the API or the command (the services)
+
+
+@admin.register(FeedSource)
+class FeedSourceAdmin(admin.ModelAdmin[FeedSource]):
+    list_display = (
+        "id",
+        "business",
+        "kind",
+        "url",
+        "interval_minutes",
+        "is_active",
+        "last_run_at",
+        "last_outcome",
+    )
+    list_filter = ("kind", "is_active", "last_outcome")
+    search_fields = ("url",)
+    raw_id_fields = ("business",)
+    readonly_fields = [f.name for f in FeedSource._meta.fields]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False  # feeds are added by owners in the dashboard (catalogs.services.feeds)

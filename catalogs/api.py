@@ -1,7 +1,7 @@
 """REST API of catalog imports, authenticated with ``Authorization: Bearer <api key>``.
 
-- ``POST /api/v1/catalog/imports`` (multipart: ``file``; optional ``mode``, ``format``, ``sheet``,
-  ``mapping`` as JSON; ``mode=full`` needs ``confirm_full_sync=true``)
+- ``POST /api/v1/catalog/imports`` (multipart or form: ``file``, or ``url`` to fetch it from; optional ``mode``,
+  ``format``, ``sheet``, ``mapping`` as JSON; ``mode=full`` needs ``confirm_full_sync=true``)
   -> 202 ``{"id": ..., "state": "pending", "status_url": ...}``
 - ``GET /api/v1/catalog/imports/<id>`` -> the import's status (live progress while it runs)
 - ``GET /api/v1/catalog/imports/<id>/errors.csv`` -> the bad rows as CSV
@@ -31,6 +31,7 @@ from catalogs.models import Import
 from catalogs.services.imports import ImportRejected, import_start
 
 P = ParamSpec("P")
+URL_MAX_CHARS = 2000  # Import.source_url
 
 
 def _error(status: int, message: str, **extra: Any) -> JsonResponse:
@@ -107,18 +108,24 @@ class ImportForm:
 @api_key_required
 def import_create(request: HttpRequest, business: Business) -> HttpResponse:
     upload = request.FILES.get("file")
-    if upload is None:
-        return _error(400, "invalid request", fields={"file": "a file is required (multipart field 'file')"})
+    source_url = (request.POST.get("url") or "").strip()
+    if (upload is None) == (not source_url):
+        message = "send a file (multipart field 'file') or a url to fetch it from, not both"
+        return _error(400, "invalid request", fields={"file": message})
     form, errors = ImportForm.parse(request.POST)
     if form is None:
         return _error(400, "invalid request", fields=errors)
-    if upload.size is not None and upload.size > settings.CATALOG_MAX_UPLOAD_BYTES:
+    if upload is not None and upload.size is not None and upload.size > settings.CATALOG_MAX_UPLOAD_BYTES:
         return _error(413, f"the file is over the limit of {settings.CATALOG_MAX_UPLOAD_BYTES:,} bytes")
+    if len(source_url) > URL_MAX_CHARS:
+        return _error(400, "invalid request", fields={"url": f"at most {URL_MAX_CHARS} characters"})
     try:
+        # A url is checked here (scheme, address) and fetched by the worker (common.safe_fetch).
         imp = import_start(
             business=business,
             upload=upload,
-            filename=upload.name,
+            url=source_url or None,
+            filename=upload.name if upload is not None else None,
             mode=form.mode,
             format=form.format,
             mapping=form.mapping,

@@ -263,6 +263,51 @@ class ImportCountsJson(TypedDict):
     embedded: int
 
 
+class FeedSource(models.Model):
+    """A URL the business's catalog is synced from on a schedule (catalogs.services.feeds).
+
+    Every run fetches it (a conditional GET where the kind allows it) and, when the content changed, imports
+    it in full-sync mode through the ordinary pipeline: the run is an ``Import`` with ``feed`` set.
+    """
+
+    class Kind(models.TextChoices):
+        FEED = "feed", "Meta or Google product feed (CSV, TSV or XML)"
+        SHOPIFY = "shopify", "Shopify store (products.json)"
+        WOOCOMMERCE = "woocommerce", "WooCommerce store (Store API)"
+
+    class Outcome(models.TextChoices):
+        """What the last run did (the import it started says how that went)."""
+
+        NONE = "", "Not run yet"
+        IMPORTED = "imported", "Changed: imported"
+        NOT_MODIFIED = "not_modified", "Not modified (304)"
+        UNCHANGED = "unchanged", "Same content as last time"
+        BUSY = "busy", "Skipped: the previous import is still running"
+        FAILED = "failed", "Fetch failed"
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="feeds")
+    url = models.URLField(max_length=2000)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.FEED)
+    interval_minutes = models.PositiveIntegerField(default=60)
+    # A run that would retire more than this share of the active items is held for the owner to confirm.
+    shrink_threshold_percent = models.PositiveSmallIntegerField(default=30)
+    is_active = models.BooleanField(default=True)
+    next_run_at = models.DateTimeField()
+    # Lease of the run in progress: a run whose worker died is taken over after FEED_RUN_LEASE_SECONDS.
+    running_since = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["business", "url"], name="feed_unique_url")]
+        indexes = [models.Index(fields=["is_active", "next_run_at"], name="feed_due")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.url}"
+
+
 class Import(models.Model):
     """One upload of a catalog or FAQ file and the run that applied it."""
 
@@ -275,6 +320,9 @@ class Import(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        # A feed's run that would retire too much of the catalog: nothing applied, the owner decides.
+        HELD = "held", "Held for confirmation"
+        DISCARDED = "discarded", "Discarded"
 
     class Phase(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -295,6 +343,18 @@ class Import(models.Model):
     mapping = models.JSONField(default=dict, blank=True)
     sheet = models.CharField(max_length=100, blank=True)
     embed = models.BooleanField(default=True)
+    # Fetched from this URL (an import from a URL, or a feed's run) rather than uploaded.
+    source_url = models.URLField(max_length=2000, blank=True)
+    feed = models.ForeignKey(
+        FeedSource, null=True, blank=True, on_delete=models.SET_NULL, related_name="imports"
+    )
+    # What the fetch answered: a feed's next conditional GET sends these back; the hash spots a same body.
+    source_etag = models.CharField(max_length=500, blank=True)
+    source_last_modified = models.CharField(max_length=100, blank=True)
+    source_sha256 = models.CharField(max_length=64, blank=True)
+    # Full sync only: held (state HELD) rather than applied when it would retire more than this percentage
+    # of the business's active items; None applies whatever it retires.
+    retire_limit_percent = models.PositiveSmallIntegerField(null=True, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     phase = models.CharField(max_length=12, choices=Phase.choices, default=Phase.QUEUED)
     rows_total = models.PositiveIntegerField(default=0)
@@ -325,7 +385,8 @@ class Import(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.state in (self.State.SUCCEEDED, self.State.FAILED)
+        """Whether the run has ended (a held import has: confirming it queues it again)."""
+        return self.state in (self.State.SUCCEEDED, self.State.FAILED, self.State.HELD, self.State.DISCARDED)
 
     def counts(self) -> ImportCountsJson:
         """What the import did to the catalog, as the API, the command and the admin report it."""

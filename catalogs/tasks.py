@@ -7,7 +7,7 @@ import random
 from celery import Task, shared_task
 
 from catalogs import slots
-from catalogs.services import imports
+from catalogs.services import feeds, imports
 
 # An import of a large file with embeddings runs far longer than a reply: its own limits, below the lease
 # (CATALOG_IMPORT_LEASE_SECONDS) so that a live run is never taken over.
@@ -51,3 +51,19 @@ def reembed_business(business_id: int) -> int:
     from catalogs.embeddings import reembed_stale
 
     return reembed_stale(business_id=business_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def sync_due_feeds() -> int:
+    """Queue a run of every feed whose interval has come (Celery beat, every FEED_SYNC_SECONDS). Two beats at
+    once claim each feed once (``feeds.feeds_claim_due``)."""
+    return len(feeds.feeds_claim_due())
+
+
+@shared_task(
+    acks_late=True, soft_time_limit=IMPORT_SOFT_TIME_LIMIT, time_limit=IMPORT_TIME_LIMIT, ignore_result=True
+)
+def sync_feed(feed_id: int) -> None:
+    """Fetch one feed and, when it changed, queue its import. Safe to deliver twice: the run is claimed with
+    a lease (a second delivery during the run does nothing; one after it gets a 304 or the same content)."""
+    feeds.feed_sync(feed_id=feed_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
 from pathlib import Path
 
@@ -160,6 +161,7 @@ CELERY_TASK_DEFAULT_QUEUE = "ingest"
 WEBHOOK_PURGE_SECONDS = env_float("WEBHOOK_PURGE_SECONDS", 3600.0, minimum=60.0)
 # Periodic work (run ONE `celery -A config beat`; ./dev start runs it inside its ingest/outbound worker).
 REPLY_SWEEP_SECONDS = env_float("REPLY_SWEEP_SECONDS", 10.0, minimum=1.0)
+FEED_SYNC_SECONDS = env_float("FEED_SYNC_SECONDS", 60.0, minimum=1.0)
 CELERY_BEAT_SCHEDULE = {
     # Customer messages whose reply got lost (a failed publish, a killed worker) are queued again
     # (messaging.replies.policy); a sweep not run within its interval is dropped, not piled up.
@@ -183,6 +185,13 @@ CELERY_BEAT_SCHEDULE = {
     "purge-webhook-bodies": {
         "task": "messaging.meta.tasks.purge_webhook_bodies",
         "schedule": WEBHOOK_PURGE_SECONDS,
+    },
+    # Feeds whose interval has come are claimed and fetched (catalogs.services.feeds); a tick not run within
+    # its interval is dropped, the next one finds the same feeds due.
+    "sync-due-feeds": {
+        "task": "catalogs.tasks.sync_due_feeds",
+        "schedule": FEED_SYNC_SECONDS,
+        "options": {"expires": FEED_SYNC_SECONDS},
     },
     # Catalog uploads are deleted CATALOG_UPLOAD_RETENTION_DAYS after their import finished.
     "purge-catalog-uploads": {
@@ -281,6 +290,31 @@ CATALOG_IMPORT_BATCH_SIZE = env_int("CATALOG_IMPORT_BATCH_SIZE", 1000, minimum=1
 CATALOG_EMBED_BATCH_SIZE = env_int("CATALOG_EMBED_BATCH_SIZE", 64, minimum=1)
 # A running import whose claim is older than this may be taken over (its worker died); above the task's limit.
 CATALOG_IMPORT_LEASE_SECONDS = env_int("CATALOG_IMPORT_LEASE_SECONDS", 7200, minimum=60)
+
+# --- Fetching URLs that others give us: feeds, imports from a URL (common/safe_fetch.py, docs/security.md) --
+# Private, loopback and link-local addresses are refused unless this is on (development: on with DEBUG).
+SAFE_FETCH_ALLOW_PRIVATE = env_bool("SAFE_FETCH_ALLOW_PRIVATE", default=DEBUG)
+# Networks exempt from that rule (CIDR, comma-separated): the operator's own feed server, say.
+SAFE_FETCH_ALLOWED_NETWORKS = env_list("SAFE_FETCH_ALLOWED_NETWORKS")
+for _network in SAFE_FETCH_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(
+            f"SAFE_FETCH_ALLOWED_NETWORKS: {_network!r} is not a network ({_exc})"
+        ) from None
+SAFE_FETCH_CONNECT_TIMEOUT = env_float("SAFE_FETCH_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+# Longest wait for the next bytes, and the whole fetch (redirects and every byte of the body) at most.
+SAFE_FETCH_READ_TIMEOUT = env_float("SAFE_FETCH_READ_TIMEOUT", 30.0, minimum=0.1)
+SAFE_FETCH_TIMEOUT = env_float("SAFE_FETCH_TIMEOUT", 600.0, minimum=0.1)
+SAFE_FETCH_MAX_REDIRECTS = env_int("SAFE_FETCH_MAX_REDIRECTS", 5, minimum=0, maximum=20)
+# Feeds (docs/catalogs.md, "Feeds"): shortest interval an owner may choose; pages of a Shopify or WooCommerce
+# store read per run at most (250 and 100 products a page), and one page's size at most (held in memory).
+FEED_MIN_INTERVAL_MINUTES = env_int("FEED_MIN_INTERVAL_MINUTES", 15, minimum=1)
+FEED_MAX_PAGES = env_int("FEED_MAX_PAGES", 400, minimum=1)
+FEED_MAX_PAGE_BYTES = env_int("FEED_MAX_PAGE_BYTES", 64 * 1024 * 1024, minimum=1024)
+# A run whose worker died keeps its feed claimed this long, then the next beat may run the feed again.
+FEED_RUN_LEASE_SECONDS = env_int("FEED_RUN_LEASE_SECONDS", 3600, minimum=60)
 
 # --- Agent replies and the chat websocket (docs/agent.md, docs/websocket-protocol.md) ----------------------
 # Tokens for the prompt and the reply together (the reply's share is the agent's max reply tokens).

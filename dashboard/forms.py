@@ -7,15 +7,18 @@ import zoneinfo
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
 from django.core.exceptions import ValidationError
 
 from agents.disclosure import DISCLOSURE_LANGUAGES, DISCLOSURE_MAX_CHARS, disclosure_default
 from agents.models import Agent
-from businesses.models import Membership
+from businesses.models import Business, Membership
 from businesses.services import normalize_origin
-from catalogs.models import Availability
+from catalogs.models import Availability, FeedSource
+from catalogs.services.feeds import feed_url_normalize
+from common.safe_fetch import FetchRefused, check_url
 from dashboard.login_throttle import login_failed, login_succeeded, login_throttled
 from messaging.models import Channel, ChannelAccount, Conversation
 
@@ -129,10 +132,9 @@ UPLOAD_EXTENSIONS = (
 )
 
 
-class UploadForm(forms.Form):
-    file = forms.FileField(
-        help_text="CSV, TSV, XLSX, JSON/JSONL, RSS/Atom feeds; FAQs as Markdown, text or PDF."
-    )
+class ImportModeForm(forms.Form):
+    """Upsert or full sync, with the owner's explicit consent to a full sync (an upload or a URL)."""
+
     mode = forms.ChoiceField(
         choices=[
             ("upsert", "Add and update items"),
@@ -155,6 +157,12 @@ class UploadForm(forms.Form):
             )
         return cleaned
 
+
+class UploadForm(ImportModeForm):
+    file = forms.FileField(
+        help_text="CSV, TSV, XLSX, JSON/JSONL, RSS/Atom feeds; FAQs as Markdown, text or PDF."
+    )
+
     def clean_file(self) -> object:
         upload = self.cleaned_data["file"]
         name = (upload.name or "").lower()
@@ -165,6 +173,95 @@ class UploadForm(forms.Form):
         if upload.size == 0:
             raise ValidationError("The file is empty.")
         return upload
+
+
+def _fetchable_url(url: str) -> str:
+    """A URL the fetcher will accept (``common.safe_fetch``: http(s), a public address), else the reason."""
+    try:
+        check_url(url)
+    except FetchRefused as exc:
+        raise ValidationError(f"This URL cannot be fetched: {exc}.") from exc
+    return url
+
+
+class UrlImportForm(ImportModeForm):
+    url = forms.URLField(
+        max_length=2000,
+        label="File URL",
+        assume_scheme="https",
+        help_text="A catalog or FAQ file on the web (http or https); fetched once, on our side.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Beside the upload form on one page: ids of its own.
+        kwargs.setdefault("auto_id", "url_import_%s")
+        super().__init__(*args, **kwargs)
+
+    def clean_url(self) -> str:
+        return _fetchable_url(self.cleaned_data["url"])
+
+
+# Intervals an owner may choose for a feed (minutes), the shortest ones cut by FEED_MIN_INTERVAL_MINUTES.
+FEED_INTERVALS = [
+    (15, "every 15 minutes"),
+    (30, "every 30 minutes"),
+    (60, "every hour"),
+    (180, "every 3 hours"),
+    (360, "every 6 hours"),
+    (720, "every 12 hours"),
+    (1440, "every day"),
+    (10080, "every week"),
+]
+
+
+class FeedScheduleForm(forms.Form):
+    interval_minutes = forms.TypedChoiceField(coerce=int, label="Fetch", initial=60)
+    shrink_threshold_percent = forms.IntegerField(
+        min_value=1,
+        max_value=100,
+        initial=30,
+        label="Hold a run that would retire more than (%)",
+        help_text="Of the items now active. A held run changes nothing until you confirm it.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["interval_minutes"]
+        assert isinstance(field, forms.TypedChoiceField)
+        field.choices = [(m, label) for m, label in FEED_INTERVALS if m >= settings.FEED_MIN_INTERVAL_MINUTES]
+
+
+class FeedForm(FeedScheduleForm):
+    url = forms.URLField(
+        max_length=2000,
+        label="URL",
+        assume_scheme="https",
+        help_text="The feed file's URL, or the shop's address for Shopify and WooCommerce.",
+    )
+    kind = forms.ChoiceField(choices=FeedSource.Kind.choices, initial=FeedSource.Kind.FEED)
+    field_order = ["url", "kind", "interval_minutes", "shrink_threshold_percent"]
+
+    def __init__(self, *args: Any, business: Business, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.business = business
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        url, kind = cleaned.get("url"), cleaned.get("kind")
+        if url and kind:
+            url = cleaned["url"] = feed_url_normalize(url, kind)
+            if FeedSource.objects.filter(business=self.business, url=url).exists():
+                self.add_error("url", "This business already has a feed with this URL.")
+                return cleaned
+            try:
+                _fetchable_url(url)
+            except ValidationError as exc:
+                self.add_error("url", exc)
+        return cleaned
+
+
+class FeedEditForm(FeedScheduleForm):
+    is_active = forms.BooleanField(required=False, label="Active (fetched on schedule)")
 
 
 class ItemFilterForm(forms.Form):

@@ -28,6 +28,7 @@ Role = Literal["owner", "member"]
 OBJECT_KINDS: dict[str, str] = {
     "api_key": "businesses.ApiKey",
     "import": "catalogs.Import",
+    "feed": "catalogs.FeedSource",
     "item": "catalogs.Item",
     "conversation": "messaging.Conversation",
     "message": "messaging.Message",

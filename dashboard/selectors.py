@@ -15,7 +15,7 @@ from businesses.models import ApiKey, Business
 from businesses.selectors import get_scoped_or_404
 from businesses.services import normalize_origin
 from catalogs.import_selectors import import_live_progress
-from catalogs.models import Import, ImportCountsJson, Item
+from catalogs.models import FeedSource, Import, ImportCountsJson, Item
 from messaging.models import ChannelAccount, Conversation, Message
 
 
@@ -134,6 +134,46 @@ def import_or_404(business: Business, import_id: int) -> Import:
 
 def item_or_404(business: Business, item_id: int) -> Item:
     return get_scoped_or_404(business, Item.objects.all(), pk=item_id)
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    feed: FeedSource
+    last_import: Import | None  # the last run that fetched something (or failed to)
+    held: Import | None  # a run waiting for the owner's decision
+
+
+def feeds_overview(business: Business) -> list[FeedRow]:
+    """The business's feeds with each one's last import and held run (three queries, whatever the count)."""
+    feeds = list(FeedSource.objects.filter(business=business).order_by("created_at", "pk"))
+    latest = {
+        imp.feed_id: imp
+        for imp in Import.objects.filter(business=business, feed__in=feeds)
+        .order_by("feed_id", "-created_at", "-pk")
+        .distinct("feed_id")
+    }
+    held = {
+        imp.feed_id: imp
+        for imp in Import.objects.filter(business=business, feed__in=feeds, state=Import.State.HELD)
+    }
+    return [FeedRow(feed, latest.get(feed.pk), held.get(feed.pk)) for feed in feeds]
+
+
+def feed_or_404(business: Business, feed_id: int) -> FeedSource:
+    return get_scoped_or_404(business, FeedSource.objects.all(), pk=feed_id)
+
+
+def feed_held_import(business: Business, feed: FeedSource) -> Import | None:
+    """The feed's run waiting for the owner's decision, if any (a newer fetch discards an older one)."""
+    return Import.objects.filter(business=business, feed=feed, state=Import.State.HELD).first()
+
+
+def feed_runs(business: Business, *, feed: FeedSource | None = None, limit: int = 20) -> list[Import]:
+    """The last imports that feeds started (of one feed, or of all), newest first."""
+    runs = Import.objects.filter(business=business, feed__isnull=False).select_related("feed")
+    if feed is not None:
+        runs = runs.filter(feed=feed)
+    return list(runs.order_by("-created_at", "-pk")[:limit])
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dashboard.views import (
     channels,
     core,
     curated,
+    feeds,
     inbox,
     regressions,
     team,
@@ -49,6 +50,7 @@ urlpatterns = [
     # Catalog (owners and staff)
     path("app/<slug:slug>/catalog/", catalog.catalog, name="catalog"),
     path("app/<slug:slug>/catalog/upload/", catalog.catalog_upload, name="catalog_upload"),
+    path("app/<slug:slug>/catalog/import-url/", catalog.catalog_import_url, name="catalog_import_url"),
     path("app/<slug:slug>/catalog/imports/<int:import_id>/", catalog.catalog_import, name="catalog_import"),
     path(
         "app/<slug:slug>/catalog/imports/<int:import_id>/status/",
@@ -112,6 +114,20 @@ urlpatterns = [
         "app/<slug:slug>/channels/accounts/<int:account_id>/disconnect/",
         channels.channel_disconnect,
         name="channel_disconnect",
+    ),
+    path("app/<slug:slug>/feeds/", feeds.feeds, name="feeds"),
+    path("app/<slug:slug>/feeds/<int:feed_id>/", feeds.feed, name="feed"),
+    path("app/<slug:slug>/feeds/<int:feed_id>/run/", feeds.feed_run, name="feed_run"),
+    path("app/<slug:slug>/feeds/<int:feed_id>/delete/", feeds.feed_delete, name="feed_delete"),
+    path(
+        "app/<slug:slug>/feeds/imports/<int:import_id>/confirm/",
+        feeds.feed_import_confirm,
+        name="feed_import_confirm",
+    ),
+    path(
+        "app/<slug:slug>/feeds/imports/<int:import_id>/discard/",
+        feeds.feed_import_discard,
+        name="feed_import_discard",
     ),
     path("app/<slug:slug>/analytics/", analytics.analytics, name="analytics"),
     path("app/<slug:slug>/unanswered/", unanswered.unanswered, name="unanswered"),

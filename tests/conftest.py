@@ -13,6 +13,7 @@ from devstack import services
 pytest_plugins = [
     "tests.fixtures.inference",
     "tests.fixtures.catalogs",
+    "tests.fixtures.feeds",
     "tests.fixtures.stack",
     "tests.fixtures.meta",
     "tests.fixtures.browser",

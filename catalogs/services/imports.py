@@ -20,9 +20,11 @@ runs goes to Redis and a Channels group (``progress``: the ``Import`` row cannot
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, TypeVar
@@ -36,10 +38,11 @@ from django.utils import timezone
 from businesses.models import Business
 from catalogs.importers import FileRejected, gunzipped, open_source
 from catalogs.importers import normalize_format as _normalize_format
-from catalogs.models import Chunk, Import, Item
+from catalogs.models import Chunk, FeedSource, Import, Item
 from catalogs.services.documents import document_write
-from catalogs.services.items import items_write
+from catalogs.services.items import RetireLimitExceeded, items_write
 from catalogs.services.progress import ImportCounts, ImportProgress, ProgressCallback
+from common.safe_fetch import FetchRefused, check_url, fetch
 from common.tasks import enqueue_on_commit
 
 if TYPE_CHECKING:
@@ -53,7 +56,25 @@ IMPORT_LOCK_NAMESPACE = 0x1A7A_0000_0000
 
 
 class ImportRejected(Exception):
-    """The upload is refused before anything is stored (too big, unknown format or mode)."""
+    """The upload is refused before anything is stored (too big, unknown format or mode, a refused URL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedFrom:
+    """Where a file that was fetched came from, and what the server said about it (a feed's run)."""
+
+    url: str
+    etag: str = ""
+    last_modified: str = ""
+    sha256: str = ""
+
+
+def url_filename(url: str) -> str:
+    """The name a fetched file goes by (format detection reads its extension): the URL's last path segment,
+    else its host."""
+    path = url.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    name = path.rsplit("/", 1)[-1] if path.count("/") > 2 else ""
+    return Path(name).name[:200] or "download"
 
 
 def import_start(
@@ -61,6 +82,7 @@ def import_start(
     business: Business,
     upload: IO[bytes] | File[bytes] | None = None,
     path: Path | str | None = None,
+    url: str | None = None,
     filename: str | None = None,
     mode: str = Import.Mode.UPSERT,
     format: str | None = None,
@@ -68,25 +90,39 @@ def import_start(
     sheet: str = "",
     embed: bool = True,
     enqueue: bool = True,
+    fetched_from: FetchedFrom | None = None,
+    feed: FeedSource | None = None,
+    retire_limit_percent: int | None = None,
 ) -> Import:
-    """Store the file (an uploaded file object, or a path on disk) and create a pending ``Import``.
+    """Store the file (an uploaded file object, or a path on disk) and create a pending ``Import``; or, given
+    a ``url``, create one that fetches its file when it runs (``common.safe_fetch``).
 
     With ``enqueue`` the Celery task is queued once the row has committed; the command line passes
     ``enqueue=False`` and calls ``import_run`` itself. Raises ``ImportRejected`` (and stores nothing) for a
-    file over ``CATALOG_MAX_UPLOAD_BYTES``, an unknown format or an unknown mode.
+    file over ``CATALOG_MAX_UPLOAD_BYTES``, an unknown format or an unknown mode, or a URL the fetch rule
+    refuses. ``fetched_from`` records where a file given by ``path`` was fetched (a feed's run, ``feed``);
+    ``retire_limit_percent`` holds a full sync that would retire more than that share of the active items.
     """
-    if (upload is None) == (path is None):
-        raise ValueError("give exactly one of upload or path")
+    if sum(source is not None for source in (upload, path, url)) != 1:
+        raise ValueError("give exactly one of upload, path or url")
     if mode not in Import.Mode.values:
         raise ImportRejected(f"unknown mode {mode!r} (upsert or full)")
     try:
         requested_format = _normalize_format(format) or ""
     except FileRejected as exc:
         raise ImportRejected(str(exc)) from exc
+    if url is not None:
+        try:
+            check_url(url)
+        except FetchRefused as exc:
+            raise ImportRejected(str(exc)) from exc
+        fetched_from = FetchedFrom(url=url)
     limit = settings.CATALOG_MAX_UPLOAD_BYTES
     size: int | None
-    if path is not None:
-        path = Path(path)
+    path = Path(path) if path is not None else None
+    if url is not None:
+        size, name = None, filename or url_filename(url)
+    elif path is not None:
         size = path.stat().st_size
         name = filename or path.name
     else:
@@ -97,7 +133,7 @@ def import_start(
             size = upload.tell()
             upload.seek(0)
         name = filename or Path(getattr(upload, "name", "") or "upload").name
-    if size > limit:
+    if size is not None and size > limit:
         raise ImportRejected(f"the file is {size:,} bytes, over the limit of {limit:,} bytes")
     if size == 0:
         raise ImportRejected("the file is empty")
@@ -111,12 +147,17 @@ def import_start(
             mapping=dict(mapping or {}),
             sheet=sheet,
             embed=embed,
+            feed=feed,
+            retire_limit_percent=retire_limit_percent,
         )
+        if fetched_from is not None:
+            imp.source_url, imp.source_etag = fetched_from.url, fetched_from.etag
+            imp.source_last_modified, imp.source_sha256 = fetched_from.last_modified, fetched_from.sha256
+        # From a url the file is fetched when the import runs (import_run), on a worker.
         if path is not None:
             with path.open("rb") as fh:
                 imp.file.save(name, File(fh), save=False)
-        else:
-            assert upload is not None
+        elif upload is not None:
             imp.file.save(name, upload if isinstance(upload, File) else File(upload), save=False)
         imp.save()
         if enqueue:
@@ -203,13 +244,29 @@ def _claim(import_id: int) -> bool:
     )
 
 
-def _fail(imp: Import, message: str, timings: dict[str, float]) -> None:
-    imp.state = Import.State.FAILED
+def _fail(imp: Import, message: str, timings: dict[str, float], *, state: str = Import.State.FAILED) -> None:
+    imp.state = state
     imp.phase = Import.Phase.DONE
     imp.error_message = message
     imp.finished_at = timezone.now()
     imp.timings = timings
     imp.save(update_fields=["state", "phase", "error_message", "finished_at", "timings", "format"])
+
+
+def _fetch_file(imp: Import) -> None:
+    """An import from a URL: fetch it (``common.safe_fetch``: the SSRF rule, size and time limits) into the
+    import's file. Nothing is stored when the fetch is refused (``FileRejected``)."""
+    with tempfile.TemporaryFile() as tmp:
+        try:
+            fetched = fetch(imp.source_url, tmp, max_bytes=settings.CATALOG_MAX_UPLOAD_BYTES)
+        except FetchRefused as exc:
+            raise FileRejected(str(exc)) from exc
+        if fetched.size == 0:
+            raise FileRejected(f"{imp.source_url} answered with an empty body")
+        tmp.seek(0)
+        imp.source_etag, imp.source_last_modified = fetched.etag, fetched.last_modified
+        imp.file.save(imp.original_filename, File(tmp), save=False)
+    imp.save(update_fields=["file", "source_etag", "source_last_modified"])
 
 
 def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> Import | None:
@@ -228,6 +285,8 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
     counts = ImportCounts()
     stack = ExitStack()  # holds the unpacked copy of a .gz upload until the import ends
     try:
+        if not imp.file and imp.source_url:
+            _fetch_file(imp)
         if not imp.file:
             raise FileRejected("the uploaded file is gone (deleted after CATALOG_UPLOAD_RETENTION_DAYS)")
         path = Path(imp.file.path)
@@ -245,6 +304,9 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
             sheet=imp.sheet or None,
         )
         imp.format = source.format
+        if imp.feed_id is not None and source.kind != "items":
+            # A feed's URL that now serves a text page (an error page, a login wall) is not a FAQ to add.
+            raise FileRejected(f"a feed must serve products (CSV, TSV, XML or JSON), not {source.format}")
         reporter.phase(Import.Phase.WRITING, _estimate_rows(path, source.format))
         with transaction.atomic(durable=True):
             with connection.cursor() as cursor:
@@ -267,6 +329,12 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
     except FileRejected as exc:
         timings["total"] = round(time.monotonic() - started, 3)
         _fail(imp, str(exc), timings)
+        reporter.publish(Import.Phase.DONE, 0, force=True)
+        return imp
+    except RetireLimitExceeded as exc:
+        # Rolled back like a rejected file; the file stays for the owner to confirm (feeds.feed_import_confirm).
+        timings["total"] = round(time.monotonic() - started, 3)
+        _fail(imp, str(exc), timings, state=Import.State.HELD)
         reporter.publish(Import.Phase.DONE, 0, force=True)
         return imp
     except BaseException as exc:
@@ -339,11 +407,14 @@ def import_file(
 def import_uploads_purge(*, now: datetime | None = None) -> int:
     """Delete the uploaded files of imports that finished more than CATALOG_UPLOAD_RETENTION_DAYS ago; the
     ``Import`` rows keep their counts, error report and timings. Returns how many files were deleted. A
-    pending or running import keeps its file whatever its age."""
+    pending, running or held import keeps its file whatever its age."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.CATALOG_UPLOAD_RETENTION_DAYS)
     done = 0
     stale = (
-        Import.objects.filter(state__in=[Import.State.SUCCEEDED, Import.State.FAILED], finished_at__lt=cutoff)
+        Import.objects.filter(
+            state__in=[Import.State.SUCCEEDED, Import.State.FAILED, Import.State.DISCARDED],
+            finished_at__lt=cutoff,
+        )
         .exclude(file="")
         .only("pk", "file")
     )

@@ -146,6 +146,19 @@ def _upsert_staged(business: Business, staged: list[tuple[Any, ...]], now: Any) 
             cursor.execute(_UPSERT_SQL, {**params, "reembed": False})
 
 
+class RetireLimitExceeded(Exception):
+    """A full sync would retire more of the active items than its import allows (``retire_limit_percent``):
+    raised before anything is retired, so the transaction rolls back and the import is held."""
+
+    def __init__(self, *, retiring: int, active: int, limit: int, counts: ImportCounts) -> None:
+        share = retiring * 100 / active
+        super().__init__(
+            f"held: this file would retire {retiring:,} of the {active:,} active items ({share:.0f}%), more "
+            f"than the limit of {limit}% (and create {counts.created:,}, update {counts.updated:,}); nothing "
+            "was changed. Confirm it to apply it, or discard it."
+        )
+
+
 LINK_DROPPED = "not an http(s) link: dropped, the item imports without it"
 
 
@@ -174,6 +187,9 @@ def items_write(*, imp: Import, source: Source, progress: ImportProgress, counts
     items the file did not mention, and refuses a file with no valid row."""
     business = imp.business
     batch_size = settings.CATALOG_IMPORT_BATCH_SIZE
+    limit = imp.retire_limit_percent if imp.mode == Import.Mode.FULL else None
+    # Counted before the writes: the catalog as the owner knows it, not counting what this file adds.
+    active_before = Item.objects.filter(business=business, is_active=True).count() if limit is not None else 0
     # external_id -> the row it was first seen on. Grows with the number of distinct ids (~100 bytes each).
     seen: dict[str, int] = {}
     batch: list[ParsedRow] = []
@@ -207,6 +223,17 @@ def items_write(*, imp: Import, source: Source, progress: ImportProgress, counts
                 "full sync refused: the file has no valid item, it would retire the whole catalog"
             )
         with connection.cursor() as cursor:
+            if limit is not None and active_before:
+                cursor.execute(
+                    "SELECT count(*) FROM catalogs_item "
+                    "WHERE business_id = %s AND is_active AND NOT (external_id = ANY(%s))",
+                    [business.pk, list(seen)],
+                )
+                retiring = cursor.fetchone()[0]
+                if retiring * 100 > limit * active_before:
+                    raise RetireLimitExceeded(
+                        retiring=retiring, active=active_before, limit=limit, counts=counts
+                    )
             cursor.execute(
                 "UPDATE catalogs_item SET is_active = false, updated_at = now() "
                 "WHERE business_id = %s AND is_active AND NOT (external_id = ANY(%s))",

@@ -13,7 +13,7 @@ from catalogs.import_selectors import import_error_report_csv
 from catalogs.models import Availability, Import
 from catalogs.services.imports import ImportRejected, import_start
 from dashboard import selectors
-from dashboard.forms import ItemFilterForm, SearchPreviewForm, UploadForm
+from dashboard.forms import ItemFilterForm, SearchPreviewForm, UploadForm, UrlImportForm
 from dashboard.permissions import BusinessRequest, member_view
 
 
@@ -21,6 +21,7 @@ def _catalog_context(request: BusinessRequest, **extra: object) -> dict[str, obj
     business = request.business
     return {
         "upload_form": UploadForm(),
+        "url_form": UrlImportForm(),
         "imports": selectors.imports_recent(business),
         "counts": selectors.catalog_counts(business),
         "search_form": SearchPreviewForm(),
@@ -42,8 +43,7 @@ def catalog_upload(request: BusinessRequest) -> HttpResponse:
     membership = request.membership
     form = UploadForm(request.POST, request.FILES)
     wants_json = request.headers.get("Accept", "").startswith("application/json")
-    # Staff add and update items; retiring the whole catalog is the owner's decision.
-    if request.POST.get("mode") == Import.Mode.FULL and membership.role != Membership.Role.OWNER:
+    if not _may_use_mode(membership, request.POST.get("mode")):
         if wants_json:
             message = "Only an owner can run a full sync."
             return JsonResponse(
@@ -70,6 +70,31 @@ def catalog_upload(request: BusinessRequest) -> HttpResponse:
     if wants_json:
         return JsonResponse(selectors.import_status(imp), status=201)
     return redirect("dashboard:catalog_import", slug=business.slug, import_id=imp.pk)
+
+
+def _may_use_mode(membership: Membership, mode: str | None) -> bool:
+    """Staff add and update items; retiring the whole catalog is the owner's decision."""
+    return mode != Import.Mode.FULL or membership.role == Membership.Role.OWNER
+
+
+@member_view()
+@require_POST
+def catalog_import_url(request: BusinessRequest) -> HttpResponse:
+    """Start an import of a file on the web: it is fetched by the worker (``common.safe_fetch``)."""
+    business = request.business
+    if not _may_use_mode(request.membership, request.POST.get("mode")):
+        raise PermissionDenied("Only an owner can run a full sync.")
+    form = UrlImportForm(request.POST)
+    if form.is_valid():
+        try:
+            imp = import_start(
+                business=business, url=form.cleaned_data["url"], mode=form.cleaned_data["mode"]
+            )
+        except ImportRejected as exc:
+            form.add_error("url", str(exc))
+        else:
+            return redirect("dashboard:catalog_import", slug=business.slug, import_id=imp.pk)
+    return render(request, "dashboard/catalog.html", _catalog_context(request, url_form=form), status=400)
 
 
 @member_view(import_id="import")

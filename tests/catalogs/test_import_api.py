@@ -122,7 +122,11 @@ def test_revoked_key_is_refused(client, catalog_media):
 @pytest.mark.parametrize(
     ("data", "fields"),
     [
-        ({}, {"file": "a file is required (multipart field 'file')"}),
+        ({}, {"file": "send a file (multipart field 'file') or a url to fetch it from, not both"}),
+        (
+            {"file": "x", "url": "https://shop.example/feed.csv"},
+            {"file": "send a file (multipart field 'file') or a url to fetch it from, not both"},
+        ),
         ({"file": "x", "mode": "merge"}, {"mode": "one of upsert, full"}),
         (
             {"file": "x", "format": "docx"},

@@ -16,7 +16,7 @@ from agents.models import CuratedAnswer
 from agents.services import curated_answer_create
 from businesses.models import Business, Invitation, Membership
 from businesses.services import api_key_issue
-from catalogs.models import Import, Item
+from catalogs.models import FeedSource, Import, Item
 from messaging.meta.accounts import channel_account_connect
 from messaging.models import Channel, ChannelAccount, Contact, Conversation, Message
 from regressions.models import RegressionRun
@@ -42,6 +42,10 @@ def make_conversation(
         status=Message.Status.RECEIVED,
     )
     return conversation
+
+
+def make_feed(business: Business, *, url: str = "https://shop.example/feed.csv") -> FeedSource:
+    return FeedSource.objects.create(business=business, url=url, next_run_at=timezone.now())
 
 
 def make_item(business: Business, *, external_id: str = "SKU-1", title: str = "Trail boot") -> Item:
@@ -122,6 +126,7 @@ OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "api_key": lambda b: api_key_issue(b, name="ci").api_key.pk,
     "import": lambda b: make_import(b).pk,
     "item": lambda b: make_item(b).pk,
+    "feed": lambda b: make_feed(b).pk,
     "conversation": lambda b: make_conversation(b).pk,
     "message": lambda b: make_agent_reply(b).pk,
     "channel_account": lambda b: make_channel_account(b).pk,

@@ -16,7 +16,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from agents.models import Agent
 from businesses.models import ApiKey, Business, Invitation, Membership
-from catalogs.models import Import, Item
+from catalogs.models import FeedSource, Import, Item
 from dashboard.permissions import Access
 from messaging.models import ChannelAccount, Conversation, Message
 from regressions.models import RegressionCase, RegressionRun
@@ -80,6 +80,10 @@ HOSTILE_POST = {
     "whatsapp-verify_token": "stolen-verify-token-0000",
     "email": "intruder@evil.example",
     "role": "owner",
+    "url": "https://evil.example/feed.csv",
+    "kind": "feed",
+    "interval_minutes": "15",
+    "shrink_threshold_percent": "100",
 }
 
 
@@ -121,7 +125,12 @@ def _snapshot(business: Business) -> tuple[object, ...]:
         sorted(ApiKey.objects.filter(business=business).values_list("pk", "name", "revoked_at")),
         sorted(Conversation.objects.filter(business=business).values_list("pk", "state", "handoff_reason")),
         Message.objects.filter(business=business).count(),
-        Import.objects.filter(business=business).count(),
+        sorted(Import.objects.filter(business=business).values_list("pk", "state")),
+        sorted(
+            FeedSource.objects.filter(business=business).values_list(
+                "pk", "url", "interval_minutes", "shrink_threshold_percent", "is_active", "next_run_at"
+            )
+        ),
         Item.objects.filter(business=business).count(),
         sorted(ChannelAccount.objects.filter(business=business).values_list("pk", "active", "access_token")),
         sorted(Invitation.objects.filter(business=business).values_list("pk", "email", "role", "revoked_at")),
@@ -204,3 +213,4 @@ def test_staff_do_not_see_owner_pages_in_the_menu(tenant_a: Tenant) -> None:
     assert f"/app/{tenant_a.business.slug}/analytics/" not in html
     assert f"/app/{tenant_a.business.slug}/api-keys/" not in html
     assert f"/app/{tenant_a.business.slug}/team/" not in html
+    assert f"/app/{tenant_a.business.slug}/feeds/" not in html
