@@ -187,8 +187,8 @@ def _record(
             error=result.error[:500],
             response_snippet=result.snippet,
         )
-        if delivery.endpoint.is_active:
-            _endpoint_after_attempt(delivery, state, result, now)
+        if delivery.endpoint.is_active and _endpoint_disabled_after(delivery, state, result, now):
+            state = "abandoned"  # with the endpoint's other open deliveries
         if finished and delivery.ordering_key:
             _queue_on_commit(
                 list(
@@ -205,16 +205,17 @@ def _record(
     return state
 
 
-def _endpoint_after_attempt(
+def _endpoint_disabled_after(
     delivery: EndpointDelivery, state: Outcome, result: sending.PostResult, now: dt.datetime
-) -> None:
+) -> bool:
+    """Keep the endpoint's failure counts; disable it when the policy says so (True)."""
     endpoints = WebhookEndpoint.objects.filter(pk=delivery.endpoint_id)
     if state == "succeeded":
         # Written only when there is something to reset: a healthy endpoint's row is not rewritten per event.
         endpoints.filter(Q(failing_since__isnull=False) | Q(abandoned_in_a_row__gt=0)).update(
             failing_since=None, abandoned_in_a_row=0
         )
-        return
+        return False
     endpoints.filter(failing_since__isnull=True).update(failing_since=now)
     if state == "abandoned":
         endpoints.update(abandoned_in_a_row=F("abandoned_in_a_row") + 1)
@@ -222,11 +223,13 @@ def _endpoint_after_attempt(
     reason = policy.disable_reason(
         failing_since=failing_since, abandoned_in_a_row=abandoned_in_a_row, now=now, last_error=result.error
     )
-    if reason:
-        logger.warning("webhook endpoint %s disabled: %s", delivery.endpoint_id, reason)
-        endpoint_disable(
-            business_id=delivery.business_id, endpoint_id=delivery.endpoint_id, reason=reason, now=now
-        )
+    if not reason:
+        return False
+    logger.warning("webhook endpoint %s disabled: %s", delivery.endpoint_id, reason)
+    endpoint_disable(
+        business_id=delivery.business_id, endpoint_id=delivery.endpoint_id, reason=reason, now=now
+    )
+    return True
 
 
 def deliveries_sweep(*, now: dt.datetime | None = None) -> list[int]:

@@ -6,7 +6,8 @@ not private, loopback, link-local, shared, multicast, reserved or unspecified (a
 is judged as the IPv4 one). The request then connects to the address that was checked, with the URL's host
 in the Host header and the TLS server name, so a DNS answer that changes between the check and the
 connection (DNS rebinding) changes nothing. ``OUTBOUND_WEBHOOK_ALLOW_PRIVATE_TARGETS`` (on with DEBUG)
-lifts the address rule for development and tests.
+lifts the address rule for development and tests; plain http is allowed only with
+``OUTBOUND_WEBHOOK_ALLOW_HTTP`` (on with DEBUG).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class Target:
 
 
 def _allowed_schemes() -> tuple[str, ...]:
-    # Bodies carry customers' messages: only development may send them in clear text.
-    return ("http", "https") if settings.DEBUG else ("https",)
+    # Bodies carry customers' messages: only development sends them in clear text.
+    return ("http", "https") if settings.OUTBOUND_WEBHOOK_ALLOW_HTTP else ("https",)
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

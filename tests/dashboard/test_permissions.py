@@ -21,6 +21,7 @@ from dashboard.permissions import Access
 from messaging.models import ChannelAccount, Conversation, Message
 from regressions.models import RegressionCase, RegressionRun
 from tests.dashboard.conftest import OBJECT_MAKERS, Tenant
+from webhooks.models import EndpointDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +81,8 @@ HOSTILE_POST = {
     "whatsapp-verify_token": "stolen-verify-token-0000",
     "email": "intruder@evil.example",
     "role": "owner",
+    "url": "https://evil.example/hooks",
+    "events": ["message.created"],
 }
 
 
@@ -128,6 +131,8 @@ def _snapshot(business: Business) -> tuple[object, ...]:
         sorted(Membership.objects.filter(business=business).values_list("user_id", "role")),
         sorted(RegressionRun.objects.filter(business=business).values_list("pk", "state")),
         RegressionCase.objects.filter(business=business).count(),
+        sorted(WebhookEndpoint.objects.filter(business=business).values_list("pk", "url", "is_active")),
+        EndpointDelivery.objects.filter(business=business).count(),
     )
 
 
