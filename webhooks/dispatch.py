@@ -64,8 +64,8 @@ def _queue_on_commit(deliveries: list[tuple[int, int]]) -> None:
 
 def events_fan_out(*, event_id: int) -> list[int]:
     """Create the event's deliveries, one per active endpoint of its business subscribed to its type, and
-    queue them with the later deliveries of the same line it may have held back. Returns the queued ids;
-    an event fanned out already queues nothing."""
+    queue those that may go now (per endpoint, the first open one of the event's conversation). Returns the
+    queued ids; an event fanned out already queues nothing."""
     now = timezone.now()
     with transaction.atomic(durable=True):
         if not OutboxEvent.objects.filter(pk=event_id, fanned_out_at__isnull=True).update(fanned_out_at=now):
@@ -87,14 +87,23 @@ def events_fan_out(*, event_id: int) -> list[int]:
             ],
             ignore_conflicts=True,
         )
-        queued = EndpointDelivery.objects.filter(state__in=EndpointDelivery.OPEN, attempts=0)
         if event.ordering_key:
-            queued = queued.filter(
-                business_id=event.business_id, ordering_key=event.ordering_key, event_id__gte=event.pk
+            # The head of each endpoint's line for this key: the only delivery of the line that may go now.
+            # It may be one of a later event that waited for this one to be fanned out; one that already
+            # failed keeps its retry time (it is queued by the sweeper).
+            heads = (
+                EndpointDelivery.objects.filter(
+                    business_id=event.business_id,
+                    ordering_key=event.ordering_key,
+                    state__in=EndpointDelivery.OPEN,
+                )
+                .order_by("endpoint_id", "event_id")
+                .distinct("endpoint_id")
+                .values_list("pk", "attempts")
             )
+            deliveries = [(pk, attempts) for pk, attempts in heads if attempts == 0]
         else:
-            queued = queued.filter(event=event)
-        deliveries = list(queued.order_by("event_id", "pk").values_list("pk", "attempts"))
+            deliveries = list(EndpointDelivery.objects.filter(event=event).values_list("pk", "attempts"))
         _queue_on_commit(deliveries)
     return [pk for pk, _ in deliveries]
 
