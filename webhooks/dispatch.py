@@ -89,8 +89,8 @@ def events_fan_out(*, event_id: int) -> list[int]:
         )
         if event.ordering_key:
             # The head of each endpoint's line for this key: the only delivery of the line that may go now.
-            # It may be one of a later event that waited for this one to be fanned out; one that already
-            # failed keeps its retry time (it is queued by the sweeper).
+            # Queued when it is this event's, or a later event's that waited for this one to be fanned out;
+            # an earlier event's head was queued already, and one that failed keeps its retry time.
             heads = (
                 EndpointDelivery.objects.filter(
                     business_id=event.business_id,
@@ -99,9 +99,11 @@ def events_fan_out(*, event_id: int) -> list[int]:
                 )
                 .order_by("endpoint_id", "event_id")
                 .distinct("endpoint_id")
-                .values_list("pk", "attempts")
+                .values_list("pk", "event_id", "attempts")
             )
-            deliveries = [(pk, attempts) for pk, attempts in heads if attempts == 0]
+            deliveries = [
+                (pk, attempts) for pk, event_id, attempts in heads if attempts == 0 and event_id >= event.pk
+            ]
         else:
             deliveries = list(EndpointDelivery.objects.filter(event=event).values_list("pk", "attempts"))
         _queue_on_commit(deliveries)
