@@ -79,6 +79,13 @@ def _public(ip: IPAddress) -> bool:
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local)
 
 
+def is_public_address(ip: IPAddress) -> bool:
+    """The address rule alone, without the settings that relax it: a public unicast address (an IPv6
+    address carrying an IPv4 one is judged as that one). Outbound webhooks apply it with their own setting."""
+    embedded = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    return _public(embedded if embedded is not None else ip)
+
+
 def address_allowed(ip: IPAddress) -> bool:
     """Whether a connection to this address is allowed under the rule and the settings that relax it."""
     if settings.SAFE_FETCH_ALLOW_PRIVATE:

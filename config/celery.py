@@ -29,6 +29,7 @@ app.conf.task_routes = {
     # A regression run asks the agent many questions: batch work, never ahead of a customer's reply.
     "regressions.tasks.*": {"queue": "ingest"},
     "dashboard.tasks.*": {"queue": "outbound"},
+    "webhooks.tasks.*": {"queue": "outbound"},
 }
 app.autodiscover_tasks()
 

@@ -58,11 +58,13 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "channels",
     "businesses",
+    "outbox",
     "inference",
     "catalogs",
     "agents",
     "regressions",
     "messaging",
+    "webhooks",
     "dashboard",
 ]
 
@@ -162,6 +164,18 @@ WEBHOOK_PURGE_SECONDS = env_float("WEBHOOK_PURGE_SECONDS", 3600.0, minimum=60.0)
 # Periodic work (run ONE `celery -A config beat`; ./dev start runs it inside its ingest/outbound worker).
 REPLY_SWEEP_SECONDS = env_float("REPLY_SWEEP_SECONDS", 10.0, minimum=1.0)
 FEED_SYNC_SECONDS = env_float("FEED_SYNC_SECONDS", 60.0, minimum=1.0)
+# Outbound webhooks (docs/webhooks.md): the request's time limit; the retry policy (webhooks.policy); the
+# address rule (webhooks.targets: private, loopback and link-local targets only where this allows it).
+OUTBOUND_WEBHOOK_TIMEOUT = env_float("OUTBOUND_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+OUTBOUND_WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("OUTBOUND_WEBHOOK_ALLOW_PRIVATE_TARGETS", default=DEBUG)
+OUTBOUND_WEBHOOK_ALLOW_HTTP = env_bool("OUTBOUND_WEBHOOK_ALLOW_HTTP", default=DEBUG)
+OUTBOUND_WEBHOOK_RETRY_FIRST_SECONDS = env_float("OUTBOUND_WEBHOOK_RETRY_FIRST_SECONDS", 30.0, minimum=0.0)
+OUTBOUND_WEBHOOK_RETRY_MAX_SECONDS = env_float("OUTBOUND_WEBHOOK_RETRY_MAX_SECONDS", 4 * 3600.0, minimum=0.0)
+OUTBOUND_WEBHOOK_RETRY_WINDOW_SECONDS = env_float(
+    "OUTBOUND_WEBHOOK_RETRY_WINDOW_SECONDS", 86400.0, minimum=1.0
+)
+OUTBOUND_WEBHOOK_DISABLE_AFTER_ABANDONED = env_int("OUTBOUND_WEBHOOK_DISABLE_AFTER_ABANDONED", 5, minimum=1)
+OUTBOUND_WEBHOOK_SWEEP_SECONDS = env_float("OUTBOUND_WEBHOOK_SWEEP_SECONDS", 10.0, minimum=1.0)
 CELERY_BEAT_SCHEDULE = {
     # Customer messages whose reply got lost (a failed publish, a killed worker) are queued again
     # (messaging.replies.policy); a sweep not run within its interval is dropped, not piled up.
@@ -192,6 +206,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "catalogs.tasks.sync_due_feeds",
         "schedule": FEED_SYNC_SECONDS,
         "options": {"expires": FEED_SYNC_SECONDS},
+    },
+    # Outbound webhooks: retries that are due, and events or deliveries a lost publish or a dead worker left.
+    "sweep-outbound-webhooks": {
+        "task": "webhooks.tasks.sweep",
+        "schedule": OUTBOUND_WEBHOOK_SWEEP_SECONDS,
+        "options": {"expires": OUTBOUND_WEBHOOK_SWEEP_SECONDS},
     },
     # Catalog uploads are deleted CATALOG_UPLOAD_RETENTION_DAYS after their import finished.
     "purge-catalog-uploads": {

@@ -21,6 +21,7 @@ from catalogs.services.feeds import feed_url_normalize
 from common.safe_fetch import FetchRefused, check_url
 from dashboard.login_throttle import login_failed, login_succeeded, login_throttled
 from messaging.models import Channel, ChannelAccount, Conversation
+from outbox.models import SUBSCRIBABLE
 
 TIMEZONES = sorted(zoneinfo.available_timezones())
 
@@ -113,6 +114,23 @@ class DemoPageForm(forms.Form):
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What uses this key, e.g. 'nightly catalog sync'.")
+
+
+class WebhookEndpointForm(forms.Form):
+    """The URL and events of a new webhook endpoint; the address rule is the service's
+    (``webhooks.services.endpoint_validate``), whose errors the view puts on these fields."""
+
+    url = forms.URLField(
+        max_length=500,
+        assume_scheme="https",
+        help_text="Where we POST the events, e.g. https://shop.example/hooks/bizagent.",
+    )
+    description = forms.CharField(max_length=200, required=False, help_text="What receives them (optional).")
+    events = forms.MultipleChoiceField(
+        choices=[(t.value, f"{t.value}: {t.label}") for t in SUBSCRIBABLE],
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Choose at least one event."},
+    )
 
 
 UPLOAD_EXTENSIONS = (

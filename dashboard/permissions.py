@@ -36,6 +36,7 @@ OBJECT_KINDS: dict[str, str] = {
     "invitation": "businesses.Invitation",
     "curated_answer": "agents.CuratedAnswer",
     "regression_run": "regressions.RegressionRun",
+    "webhook_endpoint": "webhooks.WebhookEndpoint",
 }
 
 

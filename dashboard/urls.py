@@ -18,6 +18,7 @@ from dashboard.views import (
     regressions,
     team,
     unanswered,
+    webhooks,
 )
 
 app_name = "dashboard"
@@ -139,6 +140,23 @@ urlpatterns = [
         name="regressions_regenerate",
     ),
     path("app/<slug:slug>/regressions/runs/<int:run_id>/", regressions.regression_run, name="regression_run"),
+    path("app/<slug:slug>/webhooks/", webhooks.webhooks, name="webhooks"),
+    path("app/<slug:slug>/webhooks/<int:endpoint_id>/", webhooks.webhook_endpoint, name="webhook_endpoint"),
+    path(
+        "app/<slug:slug>/webhooks/<int:endpoint_id>/enable/",
+        webhooks.webhook_endpoint_enable,
+        name="webhook_endpoint_enable",
+    ),
+    path(
+        "app/<slug:slug>/webhooks/<int:endpoint_id>/test/",
+        webhooks.webhook_endpoint_test,
+        name="webhook_endpoint_test",
+    ),
+    path(
+        "app/<slug:slug>/webhooks/<int:endpoint_id>/delete/",
+        webhooks.webhook_endpoint_delete,
+        name="webhook_endpoint_delete",
+    ),
     path("app/<slug:slug>/team/", team.team, name="team"),
     path(
         "app/<slug:slug>/team/invitations/<int:invitation_id>/revoke/",

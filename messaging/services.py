@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from businesses.models import Business
 from common.tasks import enqueue_on_commit
-from messaging import rows
+from messaging import outbox_events, rows
 from messaging.events import ConversationEvent
 from messaging.models import (
     RATING_COMMENT_MAX_CHARS,
@@ -35,6 +35,7 @@ from messaging.models import (
 )
 from messaging.replies import policy
 from messaging.selectors import message_payload
+from outbox.models import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ def conversation_open(
             conversation = Conversation.objects.create(
                 business=business, contact=contact, channel=channel, preview=preview
             )
+            if not preview:  # the owner's playground is no customer's conversation
+                outbox_events.conversation_event(conversation, EventType.CONVERSATION_CREATED)
     return conversation
 
 
@@ -158,7 +161,13 @@ def message_receive(
     )
     if conversation_id is not None:
         message.conversation_id = conversation_id
-        if _insert_into_open_conversation(message, contact_external_id, received_at):
+        # A transaction only for the webhook event (outbox.emit: an exists-check when nobody listens),
+        # which must commit with the message.
+        with transaction.atomic():
+            inserted = _insert_into_open_conversation(message, contact_external_id, received_at)
+            if inserted:
+                outbox_events.message_created(message)
+        if inserted:
             _queue_reply(message, query_vector_token)
             return message
     with transaction.atomic(durable=True):
@@ -177,6 +186,7 @@ def message_receive(
                 message.save(force_insert=True)
         except IntegrityError:
             return None
+        outbox_events.message_created(message)
         return _message_received(message, received_at, query_vector_token)
 
 
@@ -285,14 +295,21 @@ def conversation_handoff(*, business: Business, conversation_id: int, reason: st
             .exclude(state=Conversation.State.HUMAN)
             .update(state=Conversation.State.HUMAN, handoff_reason=reason[:200], updated_at=timezone.now())
         )
-        if updated:
+        conversation = Conversation.objects.filter(business=business, pk=conversation_id).first()
+        if updated and conversation is not None:
+            outbox_events.handoff_requested(
+                business_id=business.pk,
+                conversation_id=conversation_id,
+                channel=conversation.channel,
+                reason=reason,
+            )
             transaction.on_commit(
                 lambda: group_send(
                     conversation_group(conversation_id),
                     {"type": "conversation.handoff", "state": "human", "reason": reason},
                 )
             )
-    return Conversation.objects.filter(business=business, pk=conversation_id).first()
+    return conversation
 
 
 def conversation_hand_back(*, business: Business, conversation_id: int) -> Conversation | None:
@@ -331,6 +348,7 @@ def conversation_close(*, business: Business, conversation_id: int) -> Conversat
             conversation.state = Conversation.State.CLOSED
             conversation.closed_at = timezone.now()
             conversation.save(update_fields=["state", "closed_at", "updated_at"])
+            outbox_events.conversation_event(conversation, EventType.CONVERSATION_CLOSED)
             ask = conversation.channel == Channel.WIDGET
             transaction.on_commit(
                 lambda: group_send(
@@ -378,6 +396,18 @@ def conversation_csat(
             contact__external_id=visitor_id,
             state=Conversation.State.CLOSED,
         ).update(csat_score=score, csat_at=timezone.now())
+        if updated:
+            outbox_events.feedback_received(
+                business_id=business.pk,
+                data={
+                    "conversation_id": conversation_id,
+                    "kind": "csat",
+                    "message_id": None,
+                    "rating": None,
+                    "score": score,
+                    "comment": "",
+                },
+            )
     return Conversation.objects.filter(business=business, pk=conversation_id).first() if updated else None
 
 
@@ -404,6 +434,7 @@ def staff_reply_send(
             if conversation.channel == Channel.WIDGET
             else Message.Delivery.QUEUED,
         )
+        outbox_events.message_created(message)
         if conversation.state == Conversation.State.BOT:
             conversation.state = Conversation.State.HUMAN
             conversation.handoff_reason = "staff replied"
@@ -446,4 +477,15 @@ def message_rate(
         message.rating_comment = comment.strip()[:RATING_COMMENT_MAX_CHARS]
         message.rated_at = timezone.now()
         message.save(update_fields=["rating", "rating_comment", "rated_at", "updated_at"])
+        outbox_events.feedback_received(
+            business_id=business.pk,
+            data={
+                "conversation_id": message.conversation_id,
+                "kind": "rating",
+                "message_id": message.pk,
+                "rating": rating,
+                "score": None,
+                "comment": message.rating_comment,
+            },
+        )
     return message

@@ -1,8 +1,9 @@
 """The apps' layers, read from every module's imports (those inside functions included).
 
-From the bottom: ``common`` (plumbing any app may use), ``businesses``, ``inference`` (the pool client and
+From the bottom: ``common`` (plumbing any app may use), ``businesses``, ``outbox`` (the events outbox
+every app below ``webhooks`` writes to), ``inference`` (the pool client and
 its rows, below ``catalogs``, whose pool embeddings use it), ``catalogs``, ``agents``, ``regressions`` (the
-suite that asks the agent), ``messaging``, ``dashboard``; ``config`` (settings, the ASGI/Celery entry points)
+suite that asks the agent), ``messaging``, ``webhooks`` (fans the outbox out to endpoints), ``dashboard``; ``config`` (settings, the ASGI/Celery entry points)
 and ``devstack`` (the dev runner and the embedded services) are above them all: an app uses nothing of config but its settings
 (``django.conf.settings``), and nothing of devstack. A module may import its own app and the apps below it,
 never one above, and no two modules import each other, directly or through others (docs/architecture.md,
@@ -18,11 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     "common",
     "businesses",
+    "outbox",
     "inference",
     "catalogs",
     "agents",
     "regressions",
     "messaging",
+    "webhooks",
     "dashboard",
     "config",
     "devstack",

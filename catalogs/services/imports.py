@@ -44,6 +44,8 @@ from catalogs.services.items import RetireLimitExceeded, items_write
 from catalogs.services.progress import ImportCounts, ImportProgress, ProgressCallback
 from common.safe_fetch import FetchRefused, check_url, fetch
 from common.tasks import enqueue_on_commit
+from outbox.emit import event_emit
+from outbox.models import EventType
 
 if TYPE_CHECKING:
     from catalogs.embeddings import EmbeddingBackend
@@ -244,13 +246,35 @@ def _claim(import_id: int) -> bool:
     )
 
 
+def _import_finished(imp: Import) -> None:
+    """The webhook event of a finished import, in the transaction that records its end (outbox.emit)."""
+    event_emit(
+        business_id=imp.business_id,
+        type=EventType.IMPORT_FINISHED,
+        data={
+            "import_id": imp.pk,
+            "state": imp.state,
+            "mode": imp.mode,
+            "original_filename": imp.original_filename,
+            "created": imp.created_count,
+            "updated": imp.updated_count,
+            "unchanged": imp.unchanged_count,
+            "retired": imp.retired_count,
+            "failed": imp.failed_count,
+            "error": imp.error_message,
+        },
+    )
+
+
 def _fail(imp: Import, message: str, timings: dict[str, float], *, state: str = Import.State.FAILED) -> None:
     imp.state = state
     imp.phase = Import.Phase.DONE
     imp.error_message = message
     imp.finished_at = timezone.now()
     imp.timings = timings
-    imp.save(update_fields=["state", "phase", "error_message", "finished_at", "timings", "format"])
+    with transaction.atomic():
+        imp.save(update_fields=["state", "phase", "error_message", "finished_at", "timings", "format"])
+        _import_finished(imp)
 
 
 def _fetch_file(imp: Import) -> None:
@@ -366,7 +390,9 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
     imp.phase = Import.Phase.DONE
     imp.finished_at = timezone.now()
     imp.timings = timings
-    imp.save(update_fields=["state", "phase", "finished_at", "timings", "embedded_count"])
+    with transaction.atomic():
+        imp.save(update_fields=["state", "phase", "finished_at", "timings", "embedded_count"])
+        _import_finished(imp)
     # The business's regression suite runs against the new data (regressions/, by name: catalogs sits below
     # it). The task returns at once for a business without a suite; a broker that is down costs the import
     # nothing but that run (logged).

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.cards import Card
 from agents.models import Agent
 from agents.respond import CitationJson
 from businesses.models import Business
-from messaging import rows, selectors
+from messaging import outbox_events, rows, selectors
 from messaging.models import Channel, Conversation, Message
 from messaging.replies.shapes import ReplyChecks, ReplyTimings, ReplyUsage
 from messaging.selectors import WindowMessage
@@ -359,7 +359,8 @@ def reply_finish(
     now = timezone.now()
     # The customer read the disclosure only if the reply said something after it.
     disclosed = bool(reply.disclosure and text)
-    with connection.cursor() as cursor:
+    # A transaction only for the webhook event, which must commit with the reply (outbox.emit).
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"WITH held AS (UPDATE {table} SET status = %s WHERE id = %s AND claimed_by = %s AND status = %s "
             "RETURNING id), "
@@ -387,6 +388,7 @@ def reply_finish(
         )
         if not cursor.fetchone()[0]:
             return False
+        outbox_events.message_created(reply)
     if outbound:
         enqueue_outbound(reply.pk)
     return True

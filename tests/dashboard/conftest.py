@@ -22,6 +22,7 @@ from messaging.models import Channel, ChannelAccount, Contact, Conversation, Mes
 from regressions.models import RegressionRun
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
 from tests.fixtures.meta import grant
+from webhooks.services import endpoint_create
 
 
 def make_conversation(
@@ -133,6 +134,9 @@ OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "invitation": lambda b: make_invitation(b).pk,
     "curated_answer": lambda b: make_curated_answer(b).pk,
     "regression_run": lambda b: make_regression_run(b).pk,
+    "webhook_endpoint": lambda b: (
+        endpoint_create(business=b, url="http://127.0.0.1:9/hooks", events=["message.created"]).pk
+    ),
 }
 
 

@@ -21,6 +21,7 @@ from dashboard.permissions import Access
 from messaging.models import ChannelAccount, Conversation, Message
 from regressions.models import RegressionCase, RegressionRun
 from tests.dashboard.conftest import OBJECT_MAKERS, Tenant
+from webhooks.models import EndpointDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -84,6 +85,7 @@ HOSTILE_POST = {
     "kind": "feed",
     "interval_minutes": "15",
     "shrink_threshold_percent": "100",
+    "events": ["message.created"],
 }
 
 
@@ -137,6 +139,8 @@ def _snapshot(business: Business) -> tuple[object, ...]:
         sorted(Membership.objects.filter(business=business).values_list("user_id", "role")),
         sorted(RegressionRun.objects.filter(business=business).values_list("pk", "state")),
         RegressionCase.objects.filter(business=business).count(),
+        sorted(WebhookEndpoint.objects.filter(business=business).values_list("pk", "url", "is_active")),
+        EndpointDelivery.objects.filter(business=business).count(),
     )
 
 
