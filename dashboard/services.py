@@ -1,9 +1,11 @@
 """Writes that span apps for the admin: signing up (asked by email, confirmed by a signed link, then the person
-and their business at once) and asking for a password reset link."""
+and their business at once), asking for a password reset link, and saving the agent's settings (the admin's
+form and the REST API) with the regression suite run against the change."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -12,12 +14,17 @@ from django.contrib.auth.password_validation import validate_password
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.forms.models import model_to_dict
 
+from agents.models import Agent
+from agents.selectors import agent_for
+from agents.services import agent_update
 from businesses.models import Business
 from businesses.services import business_create
 from common.tasks import enqueue_on_commit
 from dashboard.mail import mail_allowed
 from dashboard.signup_tokens import SIGNUP_SALT
+from regressions.services import suite_after_settings_change
 
 
 @dataclass(frozen=True)
@@ -100,3 +107,21 @@ def password_reset_request(*, email: str) -> None:
     """Queue a password reset mail for ``email``; the worker finds the account, if there is one."""
     if mail_allowed(email):
         enqueue_on_commit("dashboard.tasks.send_password_reset_mail", email=email.strip().lower())
+
+
+@dataclass(frozen=True)
+class AgentSaved:
+    agent: Agent
+    suite_started: bool  # the settings changed and the business's regression suite runs against them
+
+
+def agent_settings_save(business: Business, **fields: Any) -> AgentSaved:
+    """Save validated agent settings (``AgentForm.cleaned_data``); when they changed, the regression suite
+    runs against them. Raises ``ValidationError`` (nothing saved) for values the model refuses."""
+    before = model_to_dict(agent_for(business), exclude=["updated_at"])
+    updated = agent_update(business, **fields)
+    after = model_to_dict(updated, exclude=["updated_at"])
+    run = None
+    if after != before:
+        run = suite_after_settings_change(business=business, model_changed=after["model"] != before["model"])
+    return AgentSaved(agent=updated, suite_started=run is not None)

@@ -25,18 +25,20 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, Literal, TypedDict, TypeVar
 
 from django.conf import settings
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import slugify
 
 from businesses.models import Business
 from catalogs.importers import FileRejected, gunzipped, open_source
 from catalogs.importers import normalize_format as _normalize_format
-from catalogs.models import Chunk, Import, Item
+from catalogs.models import Chunk, Document, Import, Item
 from catalogs.services.documents import document_write
 from catalogs.services.items import items_write
 from catalogs.services.progress import ImportCounts, ImportProgress, ProgressCallback
@@ -334,6 +336,36 @@ def import_file(
     result = import_run(import_id=imp.pk, progress=progress)
     assert result is not None
     return result
+
+
+class DocumentText(TypedDict):
+    title: str
+    text: str
+    format: Literal["markdown", "text"]
+    kind: str  # a Document.Kind
+
+
+def document_import_text(*, business: Business, document: DocumentText) -> tuple[Import, Document | None]:
+    """Make (or replace: the same title names the same document) a document from text, in this process, through
+    the import pipeline (an ``Import`` in the history, chunks, vectors). The document is None when the import
+    failed (its ``error_message`` says why)."""
+    extension = "md" if document["format"] == "markdown" else "txt"
+    filename = f"{slugify(document['title'])[:80] or 'document'}.{extension}"
+    imp = import_start(
+        business=business,
+        upload=ContentFile(document["text"].encode(), name=filename),
+        filename=filename,
+        format=document["format"],
+        enqueue=False,
+    )
+    finished = import_run(import_id=imp.pk)
+    assert finished is not None
+    if finished.state != Import.State.SUCCEEDED:
+        return finished, None
+    stored = Document.objects.get(business=business, filename=filename)
+    stored.title, stored.kind = document["title"], document["kind"]
+    stored.save(update_fields=["title", "kind", "updated_at"])
+    return finished, stored
 
 
 def import_uploads_purge(*, now: datetime | None = None) -> int:

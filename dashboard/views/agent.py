@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.forms.models import model_to_dict
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from agents.selectors import agent_for
-from agents.services import agent_update
 from businesses.selectors import origin_allowed
 from businesses.services import business_set_allowed_origins
 from dashboard.forms import DAYS, AgentForm
 from dashboard.permissions import BusinessRequest, member_view
-from regressions.services import suite_after_settings_change
+from dashboard.services import agent_settings_save
 
 
 @member_view("owner")
@@ -27,24 +25,17 @@ def agent(request: BusinessRequest) -> HttpResponse:
     status = 200
     if request.method == "POST":
         if form.is_valid():
-            before = model_to_dict(current, exclude=["updated_at"])
             try:
-                updated = agent_update(business, **form.cleaned_data)
+                saved = agent_settings_save(business, **form.cleaned_data)
             except ValidationError as exc:
                 for field, errors in exc.message_dict.items():
                     for error in errors:
                         form.add_error(field if field in form.fields else None, error)
             else:
-                after = model_to_dict(updated, exclude=["updated_at"])
-                run = None
-                if after != before:
-                    run = suite_after_settings_change(
-                        business=business, model_changed=after["model"] != before["model"]
-                    )
                 messages.success(
                     request,
                     "Saved. The playground now answers with these settings."
-                    + (" The regression suite is running against them." if run is not None else ""),
+                    + (" The regression suite is running against them." if saved.suite_started else ""),
                 )
                 return redirect("dashboard:agent", slug=business.slug)
         status = 400
