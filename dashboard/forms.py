@@ -12,7 +12,7 @@ from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
 from django.core.exceptions import ValidationError
 
 from agents.models import Agent
-from businesses.models import Membership
+from businesses.models import ApiScope, Membership, all_api_scopes
 from businesses.services import normalize_origin
 from catalogs.models import Availability
 from dashboard.login_throttle import login_failed, login_succeeded, login_throttled
@@ -109,6 +109,13 @@ class DemoPageForm(forms.Form):
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What uses this key, e.g. 'nightly catalog sync'.")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiScope.choices,
+        initial=all_api_scopes,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Give a key only what its script needs (docs/api.md, \"Scopes\").",
+        error_messages={"required": "Pick at least one scope."},
+    )
 
 
 UPLOAD_EXTENSIONS = (
