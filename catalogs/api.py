@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import Field, File, Form, Query, Schema, Status
+from ninja import Field, Form, Query, Schema, Status
 from ninja.files import UploadedFile
+from ninja.params import functions as param_functions
 
 from businesses.api_auth import READ, WRITE, api_business
 from catalogs import import_selectors, selectors
@@ -339,7 +340,7 @@ class ImportCreated(Schema):
 
 
 # The file is optional to django-ninja: the view answers its absence with a 400, like the other fields.
-OPTIONAL_FILE = File(None)
+OPTIONAL_FILE = param_functions.File(None)
 
 
 def _import_url(import_id: int) -> str:

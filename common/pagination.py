@@ -94,4 +94,5 @@ def cursor_paginated(view: Callable[..., Any]) -> Callable[..., Any]:
     the parameters' annotations through its wrapper, in its own module, where the view's names are unknown,
     so they are resolved here first."""
     view.__annotations__ = get_type_hints(view, include_extras=True)
-    return paginate(CursorPagination)(view)
+    paginated: Callable[..., Any] = paginate(CursorPagination)(view)
+    return paginated

@@ -113,7 +113,7 @@ class ApiKeyForm(forms.Form):
         choices=ApiScope.choices,
         initial=all_api_scopes,
         widget=forms.CheckboxSelectMultiple,
-        help_text="Give a key only what its script needs (docs/api.md, \"Scopes\").",
+        help_text='Give a key only what its script needs (docs/api.md, "Scopes").',
         error_messages={"required": "Pick at least one scope."},
     )
 
