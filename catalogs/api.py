@@ -372,7 +372,11 @@ def import_create(
             400, "invalid request", code="validation_failed", errors=field_errors(errors, prefix="form")
         )
     if file.size is not None and file.size > settings.CATALOG_MAX_UPLOAD_BYTES:
-        raise Problem(413, f"the file is over the limit of {settings.CATALOG_MAX_UPLOAD_BYTES:,} bytes")
+        raise Problem(
+            413,
+            f"the file is over the limit of {settings.CATALOG_MAX_UPLOAD_BYTES:,} bytes",
+            code="too_large",
+        )
     try:
         imp = import_start(
             business=api_business(request),

@@ -128,7 +128,7 @@ def idempotent(run: Run) -> Run:
         try:
             fingerprint = _fingerprint(request)
         except RequestDataTooBig:
-            return problem_response(request, Problem(413, "the request body is too large"))
+            return problem_response(request, Problem(413, "the request body is too large", code="too_large"))
         except SuspiciousOperation as exc:
             return problem_response(request, Problem(400, str(exc) or "the request body cannot be read"))
         name = f"idem:{caller}:{hashlib.sha256(key.encode()).hexdigest()}"

@@ -133,7 +133,7 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 @api.exception_handler(RequestDataTooBig)
 def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return problem_response(request, Problem(413, "the request body is too large"))
+    return problem_response(request, Problem(413, "the request body is too large", code="too_large"))
 
 
 @api.exception_handler(Exception)
