@@ -255,8 +255,7 @@ def document_get(request: HttpRequest, document_id: int) -> Document:
 )
 def document_create(request: HttpRequest, payload: DocumentIn) -> Status[Document]:
     business = api_business(request)
-    replaced = any(d.title == payload.title for d in selectors.documents_list(business).only("title"))
-    imp, document = document_import_text(
+    result = document_import_text(
         business=business,
         document={
             "title": payload.title,
@@ -265,11 +264,13 @@ def document_create(request: HttpRequest, payload: DocumentIn) -> Status[Documen
             "kind": payload.kind.value,
         },
     )
-    if document is None:
-        raise Problem(422, imp.error_message or "the text could not be imported", code="validation_failed")
-    found = selectors.document_of(business, document.pk)
+    if result.document is None:
+        raise Problem(
+            422, result.imp.error_message or "the text could not be imported", code="validation_failed"
+        )
+    found = selectors.document_of(business, result.document.pk)
     assert found is not None
-    return Status(200 if replaced else 201, found)
+    return Status(201 if result.created else 200, found)
 
 
 @router.delete("/documents/{int:document_id}", response={204: None}, auth=WRITE, summary="Delete a document")

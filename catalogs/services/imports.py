@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, TypedDict, TypeVar
@@ -345,12 +346,20 @@ class DocumentText(TypedDict):
     kind: str  # a Document.Kind
 
 
-def document_import_text(*, business: Business, document: DocumentText) -> tuple[Import, Document | None]:
+@dataclass(frozen=True)
+class DocumentImported:
+    imp: Import
+    document: Document | None  # None: the import failed (``imp.error_message`` says why)
+    created: bool  # False: a document of that title was replaced
+
+
+def document_import_text(*, business: Business, document: DocumentText) -> DocumentImported:
     """Make (or replace: the same title names the same document) a document from text, in this process, through
-    the import pipeline (an ``Import`` in the history, chunks, vectors). The document is None when the import
-    failed (its ``error_message`` says why)."""
-    extension = "md" if document["format"] == "markdown" else "txt"
-    filename = f"{slugify(document['title'])[:80] or 'document'}.{extension}"
+    the import pipeline (an ``Import`` in the history, chunks, vectors)."""
+    # One file name per title, whatever the format (given to the importer explicitly): a document is known
+    # by its file name, so the same title replaces it.
+    filename = f"{slugify(document['title'])[:80] or 'document'}.md"
+    existed = Document.objects.filter(business=business, filename=filename).exists()
     imp = import_start(
         business=business,
         upload=ContentFile(document["text"].encode(), name=filename),
@@ -361,11 +370,11 @@ def document_import_text(*, business: Business, document: DocumentText) -> tuple
     finished = import_run(import_id=imp.pk)
     assert finished is not None
     if finished.state != Import.State.SUCCEEDED:
-        return finished, None
+        return DocumentImported(imp=finished, document=None, created=False)
     stored = Document.objects.get(business=business, filename=filename)
     stored.title, stored.kind = document["title"], document["kind"]
     stored.save(update_fields=["title", "kind", "updated_at"])
-    return finished, stored
+    return DocumentImported(imp=finished, document=stored, created=not existed)
 
 
 def import_uploads_purge(*, now: datetime | None = None) -> int:
