@@ -64,6 +64,18 @@ class Membership(models.Model):
         return f"{self.user} @ {self.business} ({self.role})"
 
 
+class ApiScope(models.TextChoices):
+    """What an API key may do (docs/api.md, "Scopes")."""
+
+    READ = "read", "Read the catalog, documents, settings, analytics"
+    WRITE = "write", "Change the catalog, documents, settings, curated answers"
+    CONVERSATIONS = "conversations", "Read and answer conversations, contacts"
+
+
+def all_api_scopes() -> list[str]:
+    return list(ApiScope.values)
+
+
 class ApiKey(models.Model):
     """A key for the REST API. Only a SHA-256 of the secret is stored; the secret is shown once."""
 
@@ -75,6 +87,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Keys made before scopes existed got all of them (migration 0005), so that nothing they did breaks.
+    scopes = ArrayField(
+        models.CharField(max_length=20, choices=ApiScope.choices), default=all_api_scopes, blank=True
+    )
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
@@ -15,6 +16,8 @@ from businesses.models import ApiKey, Business, Invitation, Membership
 from businesses.services import hash_api_key, normalize_origin
 
 M = TypeVar("M", bound=Model)
+
+LAST_USED_PRECISION = timedelta(minutes=1)
 
 
 def scoped(business: Business, queryset: QuerySet[M]) -> QuerySet[M]:
@@ -53,7 +56,9 @@ def business_for_demo_page(slug: str) -> Business | None:
     return Business.objects.filter(slug=slug, demo_page_enabled=True).first()
 
 
-def business_for_api_key(raw_key: str) -> Business | None:
+def api_key_for(raw_key: str) -> ApiKey | None:
+    """The live (not revoked) key with this secret, its business loaded; its ``last_used_at`` is brought up
+    to date (at most once a minute: a busy integration must not write the row on every request)."""
     if not raw_key:
         return None
     api_key = (
@@ -63,8 +68,10 @@ def business_for_api_key(raw_key: str) -> Business | None:
     )
     if api_key is None:
         return None
-    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
-    return api_key.business
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_PRECISION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    return api_key
 
 
 def business_for_widget_key(widget_key: str) -> Business | None:

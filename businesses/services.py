@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from businesses.models import ApiKey, Business, Invitation, Membership
+from businesses.models import ApiKey, ApiScope, Business, Invitation, Membership, all_api_scopes
 from common.tasks import enqueue_on_commit
 
 API_KEY_PREFIX = "bza_"
@@ -90,13 +91,19 @@ class IssuedApiKey:
     raw_key: str  # shown to the person once, never stored
 
 
-def api_key_issue(business: Business, *, name: str) -> IssuedApiKey:
+def api_key_issue(business: Business, *, name: str, scopes: Sequence[str] | None = None) -> IssuedApiKey:
+    """A new key with these scopes (all of them by default)."""
+    unknown = set(scopes or ()) - set(ApiScope.values)
+    if unknown:
+        raise ValueError(f"unknown API scopes: {sorted(unknown)}")
+    chosen = all_api_scopes() if scopes is None else [s for s in ApiScope.values if s in scopes]
     raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     api_key = ApiKey.objects.create(
         business=business,
         name=name,
         prefix=raw_key[: len(API_KEY_PREFIX) + 8],
         key_hash=hash_api_key(raw_key),
+        scopes=chosen,
     )
     return IssuedApiKey(api_key=api_key, raw_key=raw_key)
 

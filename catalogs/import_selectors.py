@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import NotRequired, TypedDict
+from typing import NotRequired
 
 from django.db.models import QuerySet
+
+# The REST API's schema (pydantic) reads it, and pydantic needs typing_extensions' TypedDict before 3.12.
+from typing_extensions import TypedDict
 
 from businesses.models import Business
 from businesses.selectors import get_scoped_or_404, scoped

@@ -7,8 +7,6 @@ that a model change can be detected and re-embedded.
 
 from __future__ import annotations
 
-from typing import TypedDict
-
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
@@ -16,6 +14,9 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Concat
 from pgvector.django import HnswIndex, VectorField
+
+# The REST API's schema (pydantic) reads it, and pydantic needs typing_extensions' TypedDict before 3.12.
+from typing_extensions import TypedDict
 
 from businesses.models import Business
 from catalogs.links import ABSOLUTE_SQL_REGEX, ROOT_RELATIVE_SQL_REGEX

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "messaging",
     "webhooks",
     "dashboard",
+    "ninja",  # the REST API docs page's templates and static files (served from here: CSP allows no CDN)
 ]
 
 MIDDLEWARE = [
@@ -78,6 +79,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.api.problem_middleware",  # /api/v1/: Django's own 404 and 405 as problem details too
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -288,6 +290,12 @@ LLAMA_BUSINESS_BUDGET_WINDOW = env_int("LLAMA_BUSINESS_BUDGET_WINDOW", 3600, min
 EMBEDDINGS_BACKEND = env_choice("EMBEDDINGS_BACKEND", "local", ("local", "pool"))
 # With EMBEDDINGS_BACKEND=pool: the model name sent to /v1/embeddings (must give 384 dimensions).
 EMBEDDINGS_MODEL = env_str("EMBEDDINGS_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
+
+# --- REST API (docs/api.md) ---------------------------------------------------------------------------------
+# Requests per minute per API key; over it: 429 with Retry-After.
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
+# How long a POST's answer is kept for a retry with the same Idempotency-Key.
+API_IDEMPOTENCY_TTL_SECONDS = env_int("API_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60)
 
 # --- Catalog import (docs/catalogs.md) ----------------------------------------------------------------------
 # A larger upload is refused as a whole (REST 413, command exit 1).

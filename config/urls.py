@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from config import health
+from config.api import api
 from inference.metrics import metrics_view
 
 urlpatterns = [
@@ -13,6 +14,5 @@ urlpatterns = [
     path("django-admin/", admin.site.urls),
     path("", include("messaging.urls")),
     path("", include("dashboard.urls")),
-    path("", include("catalogs.urls")),
-    path("", include("regressions.urls")),
+    path("api/v1/", api.urls),
 ]

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 
 from agents.disclosure import DISCLOSURE_LANGUAGES, DISCLOSURE_MAX_CHARS, disclosure_default
 from agents.models import Agent
-from businesses.models import Business, Membership
+from businesses.models import ApiScope, Business, Membership, all_api_scopes
 from businesses.services import normalize_origin
 from catalogs.models import Availability, FeedSource
 from catalogs.services.feeds import feed_url_normalize
@@ -114,6 +114,13 @@ class DemoPageForm(forms.Form):
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What uses this key, e.g. 'nightly catalog sync'.")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiScope.choices,
+        initial=all_api_scopes,
+        widget=forms.CheckboxSelectMultiple,
+        help_text='Give a key only what its script needs (docs/api.md, "Scopes").',
+        error_messages={"required": "Pick at least one scope."},
+    )
 
 
 class WebhookEndpointForm(forms.Form):

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.urls import reverse
 
 from agents.models import Agent
@@ -205,28 +205,6 @@ def item_categories(business: Business, limit: int = 200) -> list[str]:
         .values_list("category", flat=True)
         .distinct()[:limit]
     )
-
-
-def items_browse(
-    business: Business,
-    *,
-    query: str = "",
-    availability: str = "",
-    category: str = "",
-    include_retired: bool = False,
-) -> QuerySet[Item]:
-    items = Item.objects.filter(business=business)
-    if not include_retired:
-        items = items.filter(is_active=True)
-    if query:
-        items = items.filter(
-            Q(title__icontains=query) | Q(external_id__icontains=query) | Q(brand__icontains=query)
-        )
-    if availability:
-        items = items.filter(availability=availability)
-    if category:
-        items = items.filter(category=category)
-    return items.order_by("title", "pk").defer("embedding", "description")
 
 
 class ImportBar(ImportCountsJson):

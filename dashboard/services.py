@@ -1,9 +1,11 @@
 """Writes that span apps for the admin: signing up (asked by email, confirmed by a signed link, then the person
-and their business at once) and asking for a password reset link."""
+and their business at once), asking for a password reset link, and saving the agent's settings as a draft (the
+admin's form and the REST API) with the regression suite run on it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -13,11 +15,14 @@ from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from agents.models import Agent
+from agents.services import agent_draft_save
 from businesses.models import Business
 from businesses.services import business_create
 from common.tasks import enqueue_on_commit
 from dashboard.mail import mail_allowed
 from dashboard.signup_tokens import SIGNUP_SALT
+from regressions.services import draft_run_start
 
 
 @dataclass(frozen=True)
@@ -100,3 +105,18 @@ def password_reset_request(*, email: str) -> None:
     """Queue a password reset mail for ``email``; the worker finds the account, if there is one."""
     if mail_allowed(email):
         enqueue_on_commit("dashboard.tasks.send_password_reset_mail", email=email.strip().lower())
+
+
+@dataclass(frozen=True)
+class DraftSaved:
+    agent: Agent  # with its draft (empty: the values were the published ones)
+    checking: bool  # the regression suite runs on the draft
+
+
+def agent_settings_draft(business: Business, **fields: Any) -> DraftSaved:
+    """Save validated agent settings (``AgentForm.cleaned_data``) as the agent's draft, which customers do
+    not get until it is published (``regressions.gate.draft_publish``), and run the regression suite on it.
+    Raises ``ValidationError`` (nothing saved) for values the model refuses."""
+    agent = agent_draft_save(business, **fields)
+    run = draft_run_start(business=business) if agent.draft else None
+    return DraftSaved(agent=agent, checking=run is not None)

@@ -92,10 +92,37 @@ def conversation_history(
     return list(reversed(qs.order_by("-created_at", "-pk")[:limit]))
 
 
-def conversations_list(business: Business, *, state: str | None = None) -> QuerySet[Conversation]:
-    """The business's conversations, most recently active first (the admin inbox)."""
-    qs = Conversation.objects.filter(business=business).select_related("contact").order_by("-updated_at")
+def conversations_list(
+    business: Business, *, state: str | None = None, channel: str | None = None
+) -> QuerySet[Conversation]:
+    """The business's conversations, most recently active first."""
+    qs = (
+        Conversation.objects.filter(business=business)
+        .select_related("contact")
+        .order_by("-updated_at", "-pk")
+    )
+    if channel:
+        qs = qs.filter(channel=channel)
     return qs.filter(state=state) if state else qs
+
+
+def conversation_of(business: Business, conversation_id: int) -> Conversation | None:
+    return conversations_list(business).filter(pk=conversation_id).first()
+
+
+def conversation_messages(business: Business, conversation_id: int) -> QuerySet[Message]:
+    """Every message of the conversation, oldest first (the customer's, the agent's, staff's)."""
+    return Message.objects.filter(business=business, conversation_id=conversation_id).order_by("pk")
+
+
+def contacts_list(business: Business, *, channel: str | None = None) -> QuerySet[Contact]:
+    """The business's contacts (one per identity on a channel), newest first."""
+    qs = Contact.objects.filter(business=business).order_by("-pk")
+    return qs.filter(channel=channel) if channel else qs
+
+
+def contact_of(business: Business, contact_id: int) -> Contact | None:
+    return contacts_list(business).filter(pk=contact_id).first()
 
 
 def streaming_replies(business: Business, conversation_id: int) -> list[Message]:

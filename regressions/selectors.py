@@ -7,6 +7,9 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+# The REST API's schema (pydantic) reads it, and pydantic needs typing_extensions' TypedDict before 3.12.
+from typing_extensions import TypedDict
+
 from businesses.models import Business
 from regressions.models import RegressionCase, RegressionResult, RegressionRun
 
@@ -76,7 +79,41 @@ def run_report(run: RegressionRun) -> RunReport:
     return RunReport(run=run, previous=previous, rows=rows)
 
 
-def run_json(report: RunReport) -> dict[str, Any]:
+class ResultJson(TypedDict):
+    case: int
+    kind: str
+    language: str
+    question: str
+    expected: Any  # the facts the reply must state (RegressionCase.expected)
+    passed: bool
+    regression: bool  # passed in the run before, fails in this one
+    reply: str
+    missing: Any  # the expected facts the reply did not state
+
+
+class RunJson(TypedDict):
+    """A run as the REST API and ``manage.py regressions show --json`` give it."""
+
+    id: int
+    trigger: str
+    on_draft: bool  # a run of the agent's draft settings (docs/admin.md, "Draft and publish")
+    state: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    total: int
+    passed: int
+    failed: int
+    regressions: int
+    inference_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    error: str
+    previous_run: int | None
+    results: list[ResultJson]
+
+
+def run_json(report: RunReport) -> RunJson:
     """A run as the API and ``manage.py regressions show --json`` give it."""
     run = report.run
     return {

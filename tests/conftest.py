@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.stack",
     "tests.fixtures.meta",
     "tests.fixtures.browser",
+    "tests.fixtures.api",
 ]
 
 

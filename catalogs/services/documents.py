@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from django.db import connection
+from django.db import connection, transaction
 
+from businesses.models import Business
 from catalogs.importers import FileRejected, ParsedChunk, RowError, Source
 from catalogs.models import Chunk, Document, Import
 from catalogs.services.progress import ImportCounts, ImportProgress
@@ -96,3 +97,10 @@ def document_write(*, imp: Import, source: Source, progress: ImportProgress, cou
     counts.retired = len(old_hashes - new_hashes)
     document.title = (title or Path(imp.original_filename).stem)[:300]
     document.save(update_fields=["title"])
+
+
+def document_delete(*, business: Business, document_id: int) -> bool:
+    """Remove the document and its chunks: the agent stops quoting it at once. False for an unknown id."""
+    with transaction.atomic(durable=True):
+        deleted, _ = Document.objects.filter(business=business, pk=document_id).delete()
+    return deleted > 0

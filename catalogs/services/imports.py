@@ -27,18 +27,20 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, Literal, TypedDict, TypeVar
 
 from django.conf import settings
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import slugify
 
 from businesses.models import Business
 from catalogs.importers import FileRejected, gunzipped, open_source
 from catalogs.importers import normalize_format as _normalize_format
-from catalogs.models import Chunk, FeedSource, Import, Item
+from catalogs.models import Chunk, Document, FeedSource, Import, Item
 from catalogs.services.documents import document_write
 from catalogs.services.items import RetireLimitExceeded, items_write
 from catalogs.services.progress import ImportCounts, ImportProgress, ProgressCallback
@@ -428,6 +430,44 @@ def import_file(
     result = import_run(import_id=imp.pk, progress=progress)
     assert result is not None
     return result
+
+
+class DocumentText(TypedDict):
+    title: str
+    text: str
+    format: Literal["markdown", "text"]
+    kind: str  # a Document.Kind
+
+
+@dataclass(frozen=True)
+class DocumentImported:
+    imp: Import
+    document: Document | None  # None: the import failed (``imp.error_message`` says why)
+    created: bool  # False: a document of that title was replaced
+
+
+def document_import_text(*, business: Business, document: DocumentText) -> DocumentImported:
+    """Make (or replace: the same title names the same document) a document from text, in this process, through
+    the import pipeline (an ``Import`` in the history, chunks, vectors)."""
+    # One file name per title, whatever the format (given to the importer explicitly): a document is known
+    # by its file name, so the same title replaces it.
+    filename = f"{slugify(document['title'])[:80] or 'document'}.md"
+    existed = Document.objects.filter(business=business, filename=filename).exists()
+    imp = import_start(
+        business=business,
+        upload=ContentFile(document["text"].encode(), name=filename),
+        filename=filename,
+        format=document["format"],
+        enqueue=False,
+    )
+    finished = import_run(import_id=imp.pk)
+    assert finished is not None
+    if finished.state != Import.State.SUCCEEDED:
+        return DocumentImported(imp=finished, document=None, created=False)
+    stored = Document.objects.get(business=business, filename=filename)
+    stored.title, stored.kind = document["title"], document["kind"]
+    stored.save(update_fields=["title", "kind", "updated_at"])
+    return DocumentImported(imp=finished, document=stored, created=not existed)
 
 
 def import_uploads_purge(*, now: datetime | None = None) -> int:

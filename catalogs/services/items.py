@@ -1,24 +1,31 @@
 """An import's product rows: validated rows are upserted in batches keyed by ``(business, external_id)``; a
 content hash decides created / updated / unchanged, and an item whose embedded text did not change keeps
-its vector. Runs inside the import's transaction (``imports.import_run``)."""
+its vector. Runs inside the import's transaction (``imports.import_run``). One item written through the REST
+API (``item_upsert``, ``item_retire``) takes the same path, one row at a time."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from businesses.models import Business
 from catalogs.importers import FileRejected, ParsedRow, RowError, Source
+from catalogs.importers.base import ColumnPlan, build_item
 from catalogs.links import http_link
 from catalogs.models import ITEM_TEXT_FIELDS, Import, Item, item_search_text
 from catalogs.services.progress import ImportCounts, ImportProgress
+from common.tasks import enqueue_on_commit
+
+logger = logging.getLogger(__name__)
 
 ITEM_CONTENT_FIELDS = (
     "item_group_id",
@@ -240,3 +247,77 @@ def items_write(*, imp: Import, source: Source, progress: ImportProgress, counts
                 [business.pk, list(seen)],
             )
             counts.retired = cursor.rowcount
+
+
+# --- One item at a time (the REST API) -------------------------------------------------------------------------
+
+ATTRIBUTE_COLUMN = "attribute:"
+
+
+class ItemRejected(ValueError):
+    """An item that cannot be stored: ``field`` names the input field, the message says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ItemUpserted:
+    item: Item
+    created: bool
+
+
+def item_upsert(
+    *, business: Business, external_id: str, fields: Mapping[str, str], attributes: Mapping[str, str]
+) -> ItemUpserted:
+    """Create or change the item ``external_id`` from canonical field values (as text, like a feed's cells)
+    and attributes: the same row checks, content hash and vector reuse as an import's rows (one row, one
+    short transaction), and a retired item comes back. Its vector is computed after the commit; a model that
+    fails leaves it for the next import to embed. Raises ``ItemRejected`` and writes nothing for a bad row."""
+    record = {"external_id": external_id, **fields}
+    record.update({ATTRIBUTE_COLUMN + name: value for name, value in attributes.items()})
+    plan = ColumnPlan(
+        sources={name: name for name in (*fields, "external_id")},
+        attributes={ATTRIBUTE_COLUMN + name: name for name in attributes},
+    )
+    parsed = build_item(record, plan, 1)
+    if isinstance(parsed, RowError):
+        raise ItemRejected(parsed.column, parsed.reason)
+    for name in ("url", "image_url"):
+        if http_link(parsed.fields[name]) is None:
+            raise ItemRejected(name, "not an http(s) link or a path on this site")
+    counts = ImportCounts()
+    with transaction.atomic(durable=True):
+        _flush_items(business, [parsed], counts)
+        # The regression suite runs against the new data, as after an import (by name: regressions is above).
+        enqueue_on_commit("regressions.tasks.after_import", business.pk, robust=True)
+    item = Item.objects.get(business=business, external_id=parsed.fields["external_id"])
+    if item.embedding is None:
+        _embed_one(item)
+    return ItemUpserted(item=item, created=counts.created == 1)
+
+
+def _embed_one(item: Item) -> None:
+    from catalogs.embeddings import get_backend
+
+    try:
+        backend = get_backend()
+        [vector] = backend.embed([item.search_text()])
+    except Exception:
+        logger.warning("item %s stored without a vector: embedding failed", item.pk, exc_info=True)
+        return
+    item.embedding, item.embedding_model = vector, backend.name
+    item.save(update_fields=["embedding", "embedding_model"])
+
+
+def item_retire(*, business: Business, external_id: str) -> Item | None:
+    """Retire the item (the agent stops offering it; an upsert brings it back). None for an unknown id;
+    retiring a retired item changes nothing."""
+    with transaction.atomic(durable=True):
+        item = Item.objects.select_for_update().filter(business=business, external_id=external_id).first()
+        if item is not None and item.is_active:
+            item.is_active = False
+            item.save(update_fields=["is_active", "updated_at"])
+            enqueue_on_commit("regressions.tasks.after_import", business.pk, robust=True)
+    return item

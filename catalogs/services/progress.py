@@ -10,10 +10,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import Literal
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+# The REST API's schema (pydantic) reads it, and pydantic needs typing_extensions' TypedDict before 3.12.
+from typing_extensions import TypedDict
 
 from catalogs.models import Import
 from common.redis import sync_client

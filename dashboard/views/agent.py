@@ -12,11 +12,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from agents.disclosure import DISCLOSURE_LANGUAGES
 from agents.selectors import agent_for
-from agents.services import agent_draft_discard, agent_draft_save, agent_update
+from agents.services import agent_draft_discard, agent_update
 from businesses.selectors import origin_allowed
 from businesses.services import business_set_allowed_origins
 from dashboard.forms import DAYS, AgentForm
 from dashboard.permissions import BusinessRequest, member_view
+from dashboard.services import agent_settings_draft
 from messaging.visitors import playground_token_issue
 from regressions import gate
 from regressions.services import draft_run_start
@@ -32,20 +33,19 @@ def agent(request: BusinessRequest) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
-                saved = agent_draft_save(business, **form.cleaned_data)
+                saved = agent_settings_draft(business, **form.cleaned_data)
             except ValidationError as exc:
                 for field, errors in exc.message_dict.items():
                     for error in errors:
                         form.add_error(field if field in form.fields else None, error)
             else:
-                if not saved.draft:
+                if not saved.agent.draft:
                     messages.info(request, "Nothing differs from the published settings: there is no draft.")
                 else:
-                    run = draft_run_start(business=business)
                     messages.success(
                         request,
                         "Saved as a draft: the playground answers with it, customers do not yet."
-                        + (" The regression suite is checking it." if run is not None else ""),
+                        + (" The regression suite is checking it." if saved.checking else ""),
                     )
                 return redirect("dashboard:agent", slug=business.slug)
         status = 400

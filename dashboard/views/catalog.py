@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from businesses.models import Membership
+from catalogs import selectors as catalog_selectors
 from catalogs.import_selectors import import_error_report_csv
 from catalogs.models import Availability, Import
 from catalogs.services.imports import ImportRejected, import_start
@@ -134,7 +135,7 @@ def catalog_items(request: BusinessRequest) -> HttpResponse:
     business = request.business
     form = ItemFilterForm(request.GET or None, categories=selectors.item_categories(business))
     filters = form.cleaned_data if form.is_valid() else {}
-    items = selectors.items_browse(
+    items = catalog_selectors.items_browse(
         business,
         query=filters.get("q") or "",
         availability=filters.get("availability") or "",

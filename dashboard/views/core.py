@@ -128,7 +128,9 @@ def api_keys(request: BusinessRequest) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             # The secret is rendered in this one response and never again (only its hash is stored).
-            issued = business_services.api_key_issue(business, name=form.cleaned_data["name"])
+            issued = business_services.api_key_issue(
+                business, name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"]
+            )
             form = ApiKeyForm()
         else:
             status = 400

@@ -52,9 +52,9 @@ def test_api_keys_are_stored_hashed_and_shown_once() -> None:
     stored = ApiKey.objects.get()
     assert issued.raw_key not in (stored.key_hash, stored.prefix)
     assert issued.raw_key.startswith(stored.prefix)
-    assert selectors.business_for_api_key(issued.raw_key) == business
-    assert selectors.business_for_api_key(issued.raw_key + "x") is None
-    assert selectors.business_for_api_key("") is None
+    assert selectors.api_key_for(issued.raw_key).business == business
+    assert selectors.api_key_for(issued.raw_key + "x") is None
+    assert selectors.api_key_for("") is None
     assert ApiKey.objects.get().last_used_at is not None
 
 
@@ -62,9 +62,9 @@ def test_revoked_key_stops_working_and_only_its_business_can_revoke_it() -> None
     a, b = BusinessFactory(), BusinessFactory()
     issued = services.api_key_issue(a, name="k")
     assert services.api_key_revoke(b, api_key_id=issued.api_key.pk) is False
-    assert selectors.business_for_api_key(issued.raw_key) == a
+    assert selectors.api_key_for(issued.raw_key).business == a
     assert services.api_key_revoke(a, api_key_id=issued.api_key.pk) is True
-    assert selectors.business_for_api_key(issued.raw_key) is None
+    assert selectors.api_key_for(issued.raw_key) is None
 
 
 @pytest.mark.parametrize(

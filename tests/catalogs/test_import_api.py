@@ -141,7 +141,10 @@ def test_invalid_uploads(client, catalog_media, shop_a, data, fields):
         data = {**data, "file": upload()}
     response = client.post(URL, data, **auth(key))
     assert response.status_code == 400
-    assert response.json() == {"error": "invalid request", "fields": fields}
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert (body["status"], body["detail"], body["code"]) == (400, "invalid request", "validation_failed")
+    assert {e["field"]: e["message"] for e in body["errors"]} == {f"form.{k}": v for k, v in fields.items()}
     assert Import.objects.count() == 0
 
 
@@ -150,7 +153,7 @@ def test_oversize_upload_is_413(client, catalog_media, shop_a, settings):
     settings.CATALOG_MAX_UPLOAD_BYTES = 10
     response = client.post(URL, {"file": upload()}, **auth(key))
     assert response.status_code == 413
-    assert response.json() == {"error": "the file is over the limit of 10 bytes"}
+    assert response.json()["detail"] == "the file is over the limit of 10 bytes"
     assert Import.objects.count() == 0
 
 
@@ -163,7 +166,7 @@ def test_tenant_isolation(client, catalog_media, shop_a, shop_b):
     # A's key can neither see B's import, nor its error report: 404, exactly like a missing id.
     for path in (f"{URL}/{import_id_b}", f"{URL}/{import_id_b}/errors.csv"):
         response = client.get(path, **auth(key_a))
-        assert (response.status_code, response.json()) == (404, {"error": "not found"})
+        assert (response.status_code, response.json()["detail"]) == (404, "not found")
     assert client.get(f"{URL}/999999", **auth(key_a)).status_code == 404
     # A's upload lands in A's catalog only, with the same external ids as B's.
     import_id_a = client.post(

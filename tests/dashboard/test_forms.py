@@ -212,13 +212,19 @@ def test_theme_is_saved(tenant_a: Tenant) -> None:
 def test_api_key_is_shown_once_and_can_be_revoked(tenant_a: Tenant) -> None:
     client = _owner_client(tenant_a)
     url = f"/app/{tenant_a.business.slug}/api-keys/"
-    assert client.post(url, {"name": ""}).status_code == 400
     keys_before = ApiKey.objects.filter(business=tenant_a.business).count()
-    response = client.post(url, {"name": "nightly sync"})
+    assert client.post(url, {"name": "", "scopes": ["read"]}).status_code == 400
+    refused = client.post(url, {"name": "no scope"})
+    assert refused.status_code == 400
+    assert "Pick at least one scope." in refused.content.decode()
+    assert client.post(url, {"name": "x", "scopes": ["admin"]}).status_code == 400
+    assert ApiKey.objects.filter(business=tenant_a.business).count() == keys_before
+    response = client.post(url, {"name": "nightly sync", "scopes": ["write", "read"]})
     raw = response.context["issued"].raw_key
     assert raw.startswith("bza_")
     assert raw in response.content.decode()
     key = ApiKey.objects.get(business=tenant_a.business, name="nightly sync")
+    assert key.scopes == ["read", "write"]
     assert ApiKey.objects.filter(business=tenant_a.business).count() == keys_before + 1
     later = client.get(url).content.decode()
     assert raw not in later

@@ -368,9 +368,9 @@ def test_the_api_runs_and_shows_the_suite_of_the_keys_business_only(shop: Any, r
     other = BusinessFactory()
     other_key = api_key_issue(other, name="agency").raw_key
     client = Client()
-    assert api(client, "get", "/api/v1/regressions/runs/latest", key).json() == {
-        "error": "no run yet: POST /api/v1/regressions/runs starts one"
-    }
+    assert api(client, "get", "/api/v1/regressions/runs/latest", key).json()["detail"] == (
+        "no run yet: POST /api/v1/regressions/runs starts one"
+    )
     response = api(client, "post", "/api/v1/regressions/runs", key)
     assert response.status_code == 202
     run = RegressionRun.objects.get(business=shop)
@@ -416,7 +416,7 @@ def test_the_api_refuses_a_missing_key_and_a_bad_body(shop: Any) -> None:
             client, "post", "/api/v1/regressions/runs", key, data=body, content_type="application/json"
         )
         assert response.status_code == 400, body
-        assert response.json() == {"error": 'the body must be JSON: {"regenerate": true|false}'}
+        assert response.json()["detail"] == 'the body must be JSON: {"regenerate": true|false}'
     assert api(client, "get", "/api/v1/regressions/runs", key).status_code == 405
     assert not RegressionRun.objects.exists()
 

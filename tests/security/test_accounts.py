@@ -197,7 +197,7 @@ def test_the_import_api_runs_a_full_sync_only_when_confirmed() -> None:
     feed = SimpleUploadedFile("feed.csv", b"id,title\nSKU-9,Boot\n", content_type="text/csv")
     response = Client().post("/api/v1/catalog/imports", {"file": feed, "mode": "full"}, **auth)
     assert response.status_code == 400
-    assert "confirm_full_sync" in response.json()["fields"]
+    assert "form.confirm_full_sync" in [error["field"] for error in response.json()["errors"]]
     assert not Import.objects.filter(business=business).exists()
     feed.seek(0)
     response = Client().post(
