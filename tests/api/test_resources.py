@@ -11,6 +11,7 @@ from django.test import Client
 
 from agents.models import CuratedAnswer
 from agents.selectors import curated_match
+from agents.services import agent_update
 from catalogs.models import Document, Item
 from messaging.models import Conversation, Message
 from tests.fixtures.api import Tenant, call
@@ -225,9 +226,12 @@ def test_curated_answers_crud(tenant: Tenant) -> None:
     assert not CuratedAnswer.objects.filter(pk=curated["id"]).exists()
 
 
-def test_agent_settings_are_patched_through_the_admin_forms_checks(tenant: Tenant) -> None:
+def test_agent_settings_are_patched_as_a_draft_through_the_admin_forms_checks_and_published(
+    tenant: Tenant,
+) -> None:
     client = Client()
     before = call(client, "get", "/api/v1/agent/settings", tenant.key).json()
+    assert (before["draft"], before["draft_check"]["state"]) == ({}, "none")
     patch = {
         "greeting": "Welcome to Shop A!",
         "languages": ["en", "DE"],
@@ -236,14 +240,20 @@ def test_agent_settings_are_patched_through_the_admin_forms_checks(tenant: Tenan
     }
     response = call(client, "patch", "/api/v1/agent/settings", tenant.key, json=patch)
     assert response.status_code == 200, response.content
-    after = response.json()
-    assert after["greeting"] == "Welcome to Shop A!"
-    assert after["languages"] == ["en", "de"]
-    assert after["handoff_keywords"] == ["manager", "human please"]
-    assert after["business_hours"]["mon"] == [["09:00", "12:00"], ["13:00", "18:00"]]
-    assert after["business_hours"]["sun"] == []
-    assert after["business_hours"]["tue"] == before["business_hours"]["tue"]  # days left out keep their hours
-    assert after["tone"] == before["tone"]
+    drafted = response.json()
+    # Customers keep the published settings; the draft holds the change, and the suite checks it.
+    assert drafted["greeting"] == before["greeting"]
+    draft = drafted["draft"]
+    assert draft["greeting"] == "Welcome to Shop A!"
+    assert draft["languages"] == ["en", "de"]
+    assert draft["handoff_keywords"] == ["manager", "human please"]
+    assert draft["business_hours"]["mon"] == [["09:00", "12:00"], ["13:00", "18:00"]]
+    assert draft["business_hours"]["sun"] == []
+    assert draft["business_hours"]["tue"] == before["business_hours"]["tue"]  # days left out keep their hours
+    assert "tone" not in draft
+    assert drafted["draft_check"]["state"] == "running" and drafted["draft_check"]["may_publish"] is False
+    held = call(client, "post", "/api/v1/agent/settings/publish", tenant.key)
+    assert held.status_code == 409 and held.json()["code"] == "publish_blocked"
 
     refused = call(
         client,
@@ -255,7 +265,19 @@ def test_agent_settings_are_patched_through_the_admin_forms_checks(tenant: Tenan
     assert refused.status_code == 422
     fields = {e["field"] for e in refused.json()["errors"]}
     assert fields == {"body.temperature", "body.business_hours.tue", "body.languages"}
-    assert call(client, "get", "/api/v1/agent/settings", tenant.key).json() == after
+    assert call(client, "get", "/api/v1/agent/settings", tenant.key).json() == drafted
+
+    # With the rule off, the draft is published.
+    agent_update(tenant.business, publish_requires_suite=False)
+    published = call(client, "post", "/api/v1/agent/settings/publish", tenant.key)
+    assert published.status_code == 200, published.content
+    body = published.json()
+    assert (body["greeting"], body["languages"], body["draft"]) == ("Welcome to Shop A!", ["en", "de"], {})
+    # A draft can be dropped.
+    call(client, "patch", "/api/v1/agent/settings", tenant.key, json={"tone": "formal"})
+    dropped = call(client, "delete", "/api/v1/agent/settings/draft", tenant.key)
+    assert dropped.status_code == 200 and dropped.json()["draft"] == {}
+    assert dropped.json()["tone"] == before["tone"]
 
 
 def test_analytics_summary(tenant: Tenant) -> None:

@@ -563,7 +563,7 @@ def test_a_url_the_rule_refuses_is_a_400_over_the_api(
     response = client.post("/api/v1/catalog/imports", {"url": url}, HTTP_AUTHORIZATION=f"Bearer {key}")
 
     assert response.status_code == 400
-    assert reason in response.json()["error"]
+    assert reason in response.json()["detail"]
     assert Import.objects.count() == 0
 
 

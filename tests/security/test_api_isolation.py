@@ -109,7 +109,11 @@ def test_lists_and_writes_without_an_id_stay_in_the_keys_business(
             continue
         url = f"{path}?q=tent" if path.endswith("/search") else path
         response = call(client, method, url, tenant.key, json=BODIES.get((method, path)))
-        assert response.status_code < 300, (method, path, response.content)
+        if path.endswith("/agent/settings/publish"):
+            # The draft the PATCH above made is still being checked by the suite: held back, not a failure.
+            assert response.status_code in (200, 409), (method, path, response.content)
+        else:
+            assert response.status_code < 300, (method, path, response.content)
         text = response.content.decode()
         # B's rows never show: its item, its visitor, its conversation's words, its business's name.
         for foreign in (str(other_tenant.ids["external_id"]), "visitor-Shop B", "Shop B"):
