@@ -63,7 +63,6 @@ async def _account(call: Call) -> None:
             kind=call.kind,
             endpoint=call.endpoint,
             outcome=call.outcome,
-            business_id=call.business_id,
             prompt_tokens=call.prompt_tokens,
             completion_tokens=call.completion_tokens,
             first_token_ms=call.first_token_ms,
@@ -92,14 +91,13 @@ async def record(call: Call) -> None:
     task.add_done_callback(_accounting.discard)
 
 
-def record_refusal(business_id: int | None) -> None:
+def record_refusal() -> None:
     """Count a chat call that its business's cap or budget refused: in the metrics only, as nothing was
     sent and there is no call to record."""
     metrics.record_call(
         kind="chat",
         endpoint="",
         outcome="refused",
-        business_id=business_id,
         prompt_tokens=0,
         completion_tokens=0,
         first_token_ms=None,
