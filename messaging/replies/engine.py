@@ -39,7 +39,7 @@ from agents.prompts import Turn, handoff_reason
 from agents.respond import CitationJson
 from agents.retrieval import Prefetch
 from agents.selectors import agent_for
-from common import aio, metrics
+from common import aio, metrics, tracing
 from common.redis import close_async_client
 from messaging import query_vectors, streams
 from messaging.disclosure import reply_disclosure
@@ -104,9 +104,10 @@ async def run_reply(
     Raises an error met before the claim, and with ``may_retry`` (the task will try again) a transient one
     met after it, the claim released; any other error after the claim finishes the reply ``failed``."""
     try:
-        outcome = await _run_reply(
-            message_id, queued_at, conversation_id, business_id, text, query_vector_token, may_retry
-        )
+        with tracing.span("reply", message_id=message_id):
+            outcome = await _run_reply(
+                message_id, queued_at, conversation_id, business_id, text, query_vector_token, may_retry
+            )
     finally:
         if not aio.on_worker_loop():
             await _close_loop_clients()
