@@ -22,7 +22,7 @@ from agents.selectors import CuratedMatch, curated_match
 from businesses.models import Business
 from catalogs.embeddings import embed_query as embed_local
 from catalogs.search import PreparedSearch, prepare_search, run_search, search
-from common import aio
+from common import aio, tracing
 
 SEARCH_LIMIT = 6
 # Places among the SEARCH_LIMIT rows kept for document passages when the question asks about a policy.
@@ -95,6 +95,12 @@ async def retrieve(business: Business | int, query: str, handed_vector: HandedVe
     The search's word statistics are read while the query's embedding is on its way (they do not need it):
     the vector's wait and the statistics' round trips overlap. ``handed_vector``: the query's vector from
     an embedding started earlier (None when none came: the query is embedded here)."""
+    business_id = business if isinstance(business, int) else business.pk
+    with tracing.span("retrieval", business_id=business_id, query_chars=len(query)):
+        return await _retrieve(business, query, handed_vector)
+
+
+async def _retrieve(business: Business | int, query: str, handed_vector: HandedVector | None) -> Found:
     vector = asyncio.ensure_future(_query_vector(query.strip(), handed_vector))
     # Not awaited when the statistics fail or nothing can match: its outcome then is nobody's business.
     vector.add_done_callback(lambda done: done.cancelled() or done.exception())

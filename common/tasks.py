@@ -12,10 +12,15 @@ from typing import Any
 from celery import current_app
 from django.db import transaction
 
+from common import tracing
+
 
 def enqueue(name: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> None:
-    """Send task ``name`` with these arguments now (a caller that runs after the commit already)."""
-    current_app.send_task(name, args=args, kwargs=kwargs, countdown=countdown or None)
+    """Send task ``name`` with these arguments now (a caller that runs after the commit already), in the
+    current trace."""
+    current_app.send_task(
+        name, args=args, kwargs=kwargs, countdown=countdown or None, headers=tracing.headers()
+    )
 
 
 def enqueue_on_commit(

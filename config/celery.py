@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_shutdown, worker_shutdown
 from kombu.entity import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -41,6 +42,20 @@ def _embedded_services(**_: object) -> None:
     from devstack import services
 
     services.ensure_core_services()
+
+
+@task_prerun.connect
+def _task_span_start(task_id: str, task: Any, **_: object) -> None:
+    from common import tracing
+
+    tracing.task_started(task_id, task.name, task.request)
+
+
+@task_postrun.connect
+def _task_span_end(task_id: str, state: str | None = None, **_: object) -> None:
+    from common import tracing
+
+    tracing.task_finished(task_id, state)
 
 
 @worker_shutdown.connect

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from common import aio
+from common import aio, tracing
 from inference import metrics, state
 from inference.types import CallOutcome
 
@@ -57,13 +58,24 @@ def _write_call(call: Call) -> None:
 
 
 async def _account(call: Call) -> None:
-    """Metrics and the InferenceCall row, after the call (in a short autocommit write of its own)."""
+    """Metrics, its span and the InferenceCall row, after the call (in a short autocommit write of its own)."""
+    ended_ns = time.time_ns()
+    tracing.record(
+        f"pool {call.kind}",
+        started_ns=ended_ns - int(call.total_ms * 1e6),
+        ended_ns=ended_ns,
+        endpoint=call.endpoint,
+        outcome=call.outcome,
+        tries=call.tries,
+        prompt_tokens=call.prompt_tokens,
+        completion_tokens=call.completion_tokens,
+        first_token_ms=call.first_token_ms or 0.0,
+    )
     try:
         metrics.record_call(
             kind=call.kind,
             endpoint=call.endpoint,
             outcome=call.outcome,
-            business_id=call.business_id,
             prompt_tokens=call.prompt_tokens,
             completion_tokens=call.completion_tokens,
             first_token_ms=call.first_token_ms,
@@ -92,14 +104,13 @@ async def record(call: Call) -> None:
     task.add_done_callback(_accounting.discard)
 
 
-def record_refusal(business_id: int | None) -> None:
+def record_refusal() -> None:
     """Count a chat call that its business's cap or budget refused: in the metrics only, as nothing was
     sent and there is no call to record."""
     metrics.record_call(
         kind="chat",
         endpoint="",
         outcome="refused",
-        business_id=business_id,
         prompt_tokens=0,
         completion_tokens=0,
         first_token_ms=None,

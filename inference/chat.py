@@ -237,7 +237,7 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
     try:
         business_lease = await business_enter(request.business_id, until=queue_until)
     except BudgetExceeded:
-        record_refusal(call.business_id)
+        record_refusal()
         raise
     endpoints: list[Endpoint] = []
     try:

@@ -3,7 +3,7 @@ calls of every Celery worker on every machine (in-process counters would show on
 
 Exported (prefix ``bizagent_inference_``): ``requests_total{kind,endpoint,outcome}`` (outcome ``refused``,
 endpoint ``none``: a business cap or budget refused the call before anything was sent),
-``tokens_total{endpoint,business,type}``, ``first_token_seconds{endpoint}`` and ``duration_seconds{endpoint}``
+``tokens_total{endpoint,type}`` (per business: the ``InferenceCall`` rows, never a label), ``first_token_seconds{endpoint}`` and ``duration_seconds{endpoint}``
 histograms, ``panic_total{endpoint}`` (tries routed in panic mode: no endpoint was healthy, state.pick
 counts them in the same round trip), and gauges read at scrape time: ``inflight{endpoint}``, ``circuit_open{endpoint}`` (0 closed,
 1 half-open, 2 open), ``endpoint_healthy{endpoint}`` (1, 0, or -1 never probed).
@@ -21,13 +21,23 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from common import metrics as process_metrics
 from inference import state
 from inference.types import CallOutcome
 
 BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _KEY = state.PREFIX + "metrics:"
 # The hashes the counters live in, in the order PoolCollector reads them.
-_HASHES = ("requests", "tokens", "first_token", "first_token:sum", "duration", "duration:sum", "panic")
+# "tokens:by_endpoint": the hash of an older release, "tokens", had a business in each key.
+_HASHES = (
+    "requests",
+    "tokens:by_endpoint",
+    "first_token",
+    "first_token:sum",
+    "duration",
+    "duration:sum",
+    "panic",
+)
 _SEP = "\x1f"  # endpoint URLs hold ":" and "|", never a unit separator
 
 
@@ -43,7 +53,6 @@ def record_call(
     kind: str,
     endpoint: str,
     outcome: CallOutcome | Literal["refused"],  # refused: a business's cap or budget, nothing was sent
-    business_id: int | None,
     prompt_tokens: int,
     completion_tokens: int,
     first_token_ms: float | None,
@@ -53,11 +62,10 @@ def record_call(
     endpoint = endpoint or "none"
     pipe = state.client().pipeline(transaction=False)
     pipe.hincrby(_KEY + "requests", _SEP.join((kind, endpoint, outcome)), 1)
-    business = str(business_id or "")
     if prompt_tokens:
-        pipe.hincrby(_KEY + "tokens", _SEP.join((endpoint, business, "prompt")), prompt_tokens)
+        pipe.hincrby(_KEY + "tokens:by_endpoint", _SEP.join((endpoint, "prompt")), prompt_tokens)
     if completion_tokens:
-        pipe.hincrby(_KEY + "tokens", _SEP.join((endpoint, business, "completion")), completion_tokens)
+        pipe.hincrby(_KEY + "tokens:by_endpoint", _SEP.join((endpoint, "completion")), completion_tokens)
     for name, ms in (("first_token", first_token_ms), ("duration", total_ms)):
         if ms is None:
             continue
@@ -88,8 +96,8 @@ class PoolCollector:
         yield counter
         token_counter = CounterMetricFamily(
             "bizagent_inference_tokens",
-            "Tokens by endpoint and business",
-            labels=["endpoint", "business", "type"],
+            "Tokens by endpoint",
+            labels=["endpoint", "type"],
         )
         for key, value in sorted(tokens.items()):
             token_counter.add_metric(key.split(_SEP), float(value))
@@ -137,13 +145,14 @@ class PoolCollector:
 
 
 def render() -> bytes:
+    """The pool's counters (from Redis) and the process's own (``common.metrics``)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PoolCollector())
-    return generate_latest(registry)
+    return generate_latest(registry) + generate_latest(process_metrics.registry())
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """``GET /metrics``: Prometheus text format. It names endpoints and businesses, so it answers a scraper
+    """``GET /metrics``: Prometheus text format. It names the pool's endpoints, so it answers a scraper
     that sends ``Authorization: Bearer <METRICS_TOKEN>``; without a token configured, only with DEBUG on.
     Not "loopback only": behind a reverse proxy on the same host every request comes from loopback."""
     token = settings.METRICS_TOKEN

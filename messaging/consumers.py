@@ -22,7 +22,7 @@ from django.conf import settings
 from agents.selectors import agent_for
 from businesses.models import Business
 from businesses.selectors import business_for_widget_key, origin_allowed
-from common import aio
+from common import aio, tracing
 from messaging import query_vectors, ratelimits, selectors, services, streams
 from messaging.events import (
     AgentInfo,
@@ -349,16 +349,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
             await self.join(conversation.pk)
         token = query_vectors.new_token()
-        message = await aio.database(
-            _receive,
-            self.business,
-            self.visitor_id,
-            text.strip(),
-            client_id,
-            self.conversation_id,
-            token,
-            self.preview,
-        )
+        # The trace of the reply starts here: the task queued on commit carries it (common.tasks).
+        with tracing.span("chat.message", business_id=self.business.pk, text_chars=len(text)):
+            message = await aio.database(
+                _receive,
+                self.business,
+                self.visitor_id,
+                text.strip(),
+                client_id,
+                self.conversation_id,
+                token,
+                self.preview,
+            )
         if message is None:
             # A resend (the socket dropped before the ack): answer with the stored one, store nothing.
             assert self.conversation_id is not None

@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from common import metrics
 from common.tasks import enqueue, enqueue_on_commit
 from outbox.models import OutboxEvent
 from webhooks import policy, sending, signing
@@ -213,6 +214,7 @@ def _record(
                     .values_list("pk", "attempts")[:1]
                 )
             )
+    metrics.WEBHOOK_DELIVERIES.labels(state).inc()
     return state
 
 

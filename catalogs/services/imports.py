@@ -44,6 +44,7 @@ from catalogs.models import Chunk, Document, FeedSource, Import, Item
 from catalogs.services.documents import document_write
 from catalogs.services.items import RetireLimitExceeded, items_write
 from catalogs.services.progress import ImportCounts, ImportProgress, ProgressCallback
+from common import metrics
 from common.safe_fetch import FetchRefused, check_url, fetch
 from common.tasks import enqueue_on_commit
 from outbox.emit import event_emit
@@ -249,7 +250,9 @@ def _claim(import_id: int) -> bool:
 
 
 def _import_finished(imp: Import) -> None:
-    """The webhook event of a finished import, in the transaction that records its end (outbox.emit)."""
+    """The webhook event of a finished import, in the transaction that records its end (outbox.emit), and
+    the process's count of it."""
+    metrics.IMPORTS.labels(imp.state).inc()
     event_emit(
         business_id=imp.business_id,
         type=EventType.IMPORT_FINISHED,
@@ -395,6 +398,15 @@ def import_run(*, import_id: int, progress: ProgressCallback | None = None) -> I
     with transaction.atomic():
         imp.save(update_fields=["state", "phase", "finished_at", "timings", "embedded_count"])
         _import_finished(imp)
+    # Only a succeeded import's rows: a failed one changed nothing.
+    for result, rows in (
+        ("created", counts.created),
+        ("updated", counts.updated),
+        ("unchanged", counts.unchanged),
+        ("retired", counts.retired),
+        ("failed", counts.failed),
+    ):
+        metrics.IMPORT_ROWS.labels(result).inc(rows)
     # The business's regression suite runs against the new data (regressions/, by name: catalogs sits below
     # it). The task returns at once for a business without a suite; a broker that is down costs the import
     # nothing but that run (logged).

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common import metrics
 from common.tasks import enqueue
 from messaging.meta import graph, outbound
 from messaging.meta import selectors as meta_selectors
@@ -197,11 +198,14 @@ def message_send(*, message_id: int) -> SendOutcome:
         try:
             result = graph.send(node, part.body, token=account.access_token)
         except graph.TransientGraphError:
+            metrics.SENDS.labels(message.channel, "transient").inc()
             # Every try failed before Meta took it (429, 5xx, not reachable): the part may go again.
             OutboundPart.objects.filter(pk=part.pk).update(state=OutboundPart.State.PENDING, claimed_at=None)
             raise
         except graph.AmbiguousGraphError as exc:
+            metrics.SENDS.labels(message.channel, "ambiguous").inc()
             return _ambiguous(message, part, len(parts), str(exc))
+        metrics.SENDS.labels(message.channel, "sent" if result.ok else "refused").inc()
         if result.ok:
             OutboundPart.objects.filter(pk=part.pk).update(
                 state=OutboundPart.State.SENT,

@@ -17,7 +17,7 @@ from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
-from common import aio
+from common import aio, metrics
 from messaging.meta import intake as meta_intake
 from messaging.meta import selectors as meta_selectors
 from messaging.meta.signature import HEADER, signature_valid, signature_well_formed, token_matches
@@ -72,6 +72,7 @@ async def webhook(request: HttpRequest, platform: str) -> HttpResponse:
         return HttpResponseNotAllowed(["GET", "POST"])
     length = request.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > max_body_bytes():
+        metrics.WEBHOOK_INTAKE.labels(platform, "too_large").inc()
         return HttpResponse(b"payload too large", status=413, content_type="text/plain")
     status, text = await intake(platform, request.body, request.headers.get(HEADER))
     return HttpResponse(text, status=status, content_type="text/plain")
@@ -93,6 +94,7 @@ async def intake(platform: str, body: bytes, header: str | None) -> tuple[int, b
     parsed and the database is not touched before a secret has verified the bytes (except reloading the
     tenants' secrets, at most once per WEBHOOK_SECRET_CACHE_SECONDS)."""
     if len(body) > max_body_bytes():
+        metrics.WEBHOOK_INTAKE.labels(platform, "too_large").inc()
         return 413, b"payload too large"
     verified: list[int] | None = []
     if not signature_valid(body, header, settings.META_APP_SECRET):
@@ -104,10 +106,12 @@ async def intake(platform: str, body: bytes, header: str | None) -> tuple[int, b
             verified = meta_intake.webhook_signers(body, header, keys) if keys else None
     if verified is None:
         logger.warning("webhook %s: bad or missing signature (%d bytes), rejected", platform, len(body))
+        metrics.WEBHOOK_INTAKE.labels(platform, "bad_signature").inc()
         return 403, b"bad signature"
     stored = await _in_db_thread(meta_intake.webhook_delivery_store)(
         platform=platform, body=body, signature=header or "", verified_accounts=verified
     )
+    metrics.WEBHOOK_INTAKE.labels(platform, "accepted" if stored is not None else "duplicate").inc()
     if stored is None:
         logger.info(
             "webhook %s: a delivery stored before (%d bytes), acknowledged again", platform, len(body)

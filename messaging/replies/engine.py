@@ -39,7 +39,7 @@ from agents.prompts import Turn, handoff_reason
 from agents.respond import CitationJson
 from agents.retrieval import Prefetch
 from agents.selectors import agent_for
-from common import aio
+from common import aio, metrics, tracing
 from common.redis import close_async_client
 from messaging import query_vectors, streams
 from messaging.disclosure import reply_disclosure
@@ -104,12 +104,15 @@ async def run_reply(
     Raises an error met before the claim, and with ``may_retry`` (the task will try again) a transient one
     met after it, the claim released; any other error after the claim finishes the reply ``failed``."""
     try:
-        return await _run_reply(
-            message_id, queued_at, conversation_id, business_id, text, query_vector_token, may_retry
-        )
+        with tracing.span("reply", message_id=message_id):
+            outcome = await _run_reply(
+                message_id, queued_at, conversation_id, business_id, text, query_vector_token, may_retry
+            )
     finally:
         if not aio.on_worker_loop():
             await _close_loop_clients()
+    metrics.REPLIES.labels(outcome).inc()
+    return outcome
 
 
 async def _close_loop_clients() -> None:
@@ -243,6 +246,7 @@ async def _finish_failed(
     )
     if not saved:
         return "lost"
+    metrics.REPLY_FAILURES.labels("transient" if policy.is_transient(error) else "error").inc()
     await hold.release()
     layer = get_channel_layer()
     group = claim.conversation.group_name
@@ -299,7 +303,9 @@ async def _stream_reply(
             async for event in iterator:
                 if isinstance(event, agent.TextDelta):
                     if "first_token" not in timings:
-                        timings["first_token"] = round((time.perf_counter() - started) * 1000, 2)
+                        first_token = time.perf_counter() - started
+                        timings["first_token"] = round(first_token * 1000, 2)
+                        metrics.REPLY_FIRST_TOKEN.observe(first_token)
                     if not stream.announced:
                         stream.announce_with_first_delta(claim.reply)
                     await stream.add(event.text)

@@ -16,6 +16,7 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from common import metrics
 from messaging.models import Message, conversation_group
 from messaging.replies import policy
 from messaging.replies.claim import claim_is_stale
@@ -96,6 +97,7 @@ def replies_abandon(*, now: dt.datetime | None = None) -> list[int]:
             ],
         )
         finished = sorted(cursor.fetchall())
+    metrics.REPLY_FAILURES.labels("abandoned").inc(len(finished))
     for reply_id, conversation_id, text in finished:
         group_send(
             conversation_group(conversation_id),

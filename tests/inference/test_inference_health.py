@@ -188,13 +188,8 @@ def test_metrics_endpoint_exports_calls_tokens_latency_and_state(
     body = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).content.decode()
     url = pool_server.url
     assert f'bizagent_inference_requests_total{{endpoint="{url}",kind="chat",outcome="ok"}} 1.0' in body
-    assert (
-        f'bizagent_inference_tokens_total{{business="{shop.pk}",endpoint="{url}",type="completion"}} 3.0'
-        in body
-    )
-    assert (
-        f'bizagent_inference_tokens_total{{business="{shop.pk}",endpoint="{url}",type="prompt"}} 2.0' in body
-    )
+    assert f'bizagent_inference_tokens_total{{endpoint="{url}",type="completion"}} 3.0' in body
+    assert f'bizagent_inference_tokens_total{{endpoint="{url}",type="prompt"}} 2.0' in body
     assert f'bizagent_inference_first_token_seconds_count{{endpoint="{url}"}} 1.0' in body
     assert f'bizagent_inference_inflight{{endpoint="{url}"}} 0.0' in body
     assert f'bizagent_inference_circuit_open{{endpoint="{url}"}} 0.0' in body

@@ -37,6 +37,7 @@ from messaging.tasks import reply as reply_task
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 from tests.fixtures.stack import declare_queues
+from tests.metrics import metric_value
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -206,9 +207,13 @@ def test_an_error_after_the_claim_finishes_the_reply_failed_with_what_was_shown(
     pool_server: Any, shop: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
+    failures = metric_value("bizagent_reply_failures_total", reason="error")
+    failed = metric_value("bizagent_replies_total", outcome="failed")
     monkeypatch.setattr(agent, "respond", _failing_respond("Pocket gas stove", RuntimeError("boom"), calls))
     message = receive(shop, "stove?")
     assert async_to_sync(engine.run_reply)(message.pk) == "failed"
+    assert metric_value("bizagent_reply_failures_total", reason="error") == failures + 1
+    assert metric_value("bizagent_replies_total", outcome="failed") == failed + 1
     reply = Message.objects.get(reply_to=message)
     assert (reply.status, reply.text, reply.error) == ("failed", "Pocket gas stove", "RuntimeError: boom")
     assert Message.objects.get(pk=message.pk).status == "answered"
