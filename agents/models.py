@@ -115,6 +115,11 @@ class Agent(models.Model):
         validators=[validate_checkout_url_template],
         help_text="e.g. https://shop.example/checkout?order={order_id}&items={items}; empty = staff confirm orders",
     )
+    # Not drafted: it changes what happens after a conversation, not what the agent says (docs/channels.md).
+    ask_channel_rating = models.BooleanField(
+        default=False,
+        help_text="Ask WhatsApp, Messenger and Instagram customers to rate the conversation when staff close it.",
+    )
     grounding_mode = models.CharField(max_length=10, choices=Grounding.choices, default=Grounding.CORRECT)
     withheld_message = models.CharField(max_length=500, default="Here is what I found in our catalog:")
     # Widget theme.

@@ -110,6 +110,7 @@ urlpatterns = [
         "app/<slug:slug>/agent/playground/allow/", agent.agent_playground_allow, name="agent_playground_allow"
     ),
     path("app/<slug:slug>/channels/", channels.channels, name="channels"),
+    path("app/<slug:slug>/channels/rating/", channels.channel_rating, name="channel_rating"),
     path("app/<slug:slug>/channels/<str:kind>/connect/", channels.channel_connect, name="channel_connect"),
     path(
         "app/<slug:slug>/channels/accounts/<int:account_id>/disconnect/",

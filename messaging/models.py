@@ -58,10 +58,11 @@ class Conversation(models.Model):
     # When a reply last told the customer it is an automated assistant (messaging.disclosure); None: the next
     # reply does (a new conversation, or one staff have just handed back).
     disclosed_at = models.DateTimeField(null=True, blank=True)
-    # The customer's answer to "How did we do?" when the conversation closed (1 to 5; widget conversations).
+    # The customer's answer to "How did we do?" when the conversation closed (1 to 5): the widget's question,
+    # or the rating buttons on WhatsApp, Messenger and Instagram (Agent.ask_channel_rating).
     csat_score = models.PositiveSmallIntegerField(null=True, blank=True)
     # When "How did we do?" reached the customer's widget (on closing, or at their next visit when no widget
-    # was open then): asked once.
+    # was open then), or the rating question was queued on a messaging channel: asked once.
     csat_asked_at = models.DateTimeField(null=True, blank=True)
     # Opened by the admin's playground: answered with the agent's draft settings, left out of analytics.
     preview = models.BooleanField(default=False)
@@ -161,6 +162,9 @@ class Message(models.Model):
     # Agent replies: the customer's thumbs up or down (the widget's buttons, services.message_rate); one per
     # reply, changeable, the latest counts.
     rating = models.CharField(max_length=4, choices=Rating.choices, blank=True)
+    # Agent messages on WhatsApp, Messenger and Instagram that ask the customer to rate the conversation: sent
+    # with reply buttons or quick replies (messaging.meta.rating), whose tap stores the conversation's CSAT.
+    asks_rating = models.BooleanField(default=False)
     rating_comment = models.CharField(max_length=RATING_COMMENT_MAX_CHARS, blank=True)
     rated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -21,10 +21,12 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.selectors import agent_for
 from businesses.models import Business
 from common.tasks import enqueue_on_commit
 from messaging import outbox_events, rows
 from messaging.events import ConversationEvent
+from messaging.meta import rating
 from messaging.models import (
     RATING_COMMENT_MAX_CHARS,
     Channel,
@@ -336,8 +338,9 @@ def conversation_hand_back(*, business: Business, conversation_id: int) -> Conve
 
 def conversation_close(*, business: Business, conversation_id: int) -> Conversation | None:
     """Staff close the conversation: the agent stops answering it, and the customer's next message opens a new
-    one. A widget customer is asked "How did we do?" (``conversation_csat``). None when the conversation is not
-    this business's; closing a closed one changes nothing."""
+    one. A widget customer is asked "How did we do?" (``conversation_csat``); on WhatsApp, Messenger and Instagram
+    the customer gets rating buttons when the agent's ``ask_channel_rating`` is on. None when the conversation
+    is not this business's; closing a closed one changes nothing."""
     with transaction.atomic(durable=True):
         conversation = (
             Conversation.objects.select_for_update().filter(business=business, pk=conversation_id).first()
@@ -350,6 +353,8 @@ def conversation_close(*, business: Business, conversation_id: int) -> Conversat
             conversation.save(update_fields=["state", "closed_at", "updated_at"])
             outbox_events.conversation_event(conversation, EventType.CONVERSATION_CLOSED)
             ask = conversation.channel == Channel.WIDGET
+            if not ask and not conversation.preview and agent_for(business).ask_channel_rating:
+                _rating_ask(conversation)
             transaction.on_commit(
                 lambda: group_send(
                     conversation_group(conversation_id),
@@ -357,6 +362,27 @@ def conversation_close(*, business: Business, conversation_id: int) -> Conversat
                 )
             )
     return conversation
+
+
+def _rating_ask(conversation: Conversation) -> None:
+    """Queue the rating question (messaging.meta.rating) on a messaging channel, once per conversation: the
+    conditional update of ``csat_asked_at`` is the claim."""
+    first = Conversation.objects.filter(
+        pk=conversation.pk, csat_asked_at__isnull=True, csat_score__isnull=True
+    ).update(csat_asked_at=timezone.now())
+    if not first:
+        return
+    question = Message.objects.create(
+        business=conversation.business,
+        conversation=conversation,
+        channel=conversation.channel,
+        role=Message.Role.AGENT,
+        text=rating.QUESTION,
+        asks_rating=True,
+        status=Message.Status.DONE,
+        delivery=Message.Delivery.QUEUED,
+    )
+    enqueue_outbound(question.pk)
 
 
 CSAT_SCORES = range(1, 6)
@@ -381,18 +407,24 @@ def conversation_csat_asked(*, business: Business, conversation_id: int) -> bool
 
 
 def conversation_csat(
-    *, business: Business, visitor_id: str, conversation_id: int, score: int
+    *,
+    business: Business,
+    visitor_id: str,
+    conversation_id: int,
+    score: int,
+    channel: str = Channel.WIDGET,
 ) -> Conversation | None:
-    """A widget visitor answers "How did we do?" (1 to 5) for a closed conversation of theirs; answering again
-    replaces the score. None, and nothing written, for a conversation that is not this visitor's at this
-    business, or not closed."""
+    """A customer answers "How did we do?" (1 to 5) for a closed conversation of theirs: a widget visitor, or
+    (``channel``) a WhatsApp, Messenger or Instagram contact tapping a rating button, ``visitor_id`` then their
+    platform id. Answering again replaces the score. None, and nothing written, for a conversation that is not
+    this contact's on this channel at this business, or not closed."""
     if score not in CSAT_SCORES:
         raise ValueError(f"score must be 1 to 5, not {score!r}")
     with transaction.atomic(durable=True):
         updated = Conversation.objects.filter(
             business=business,
             pk=conversation_id,
-            channel=Channel.WIDGET,
+            channel=channel,
             contact__external_id=visitor_id,
             state=Conversation.State.CLOSED,
         ).update(csat_score=score, csat_at=timezone.now())

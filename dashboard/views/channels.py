@@ -9,6 +9,8 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from agents.selectors import agent_for
+from agents.services import agent_update
 from dashboard.forms import ChannelConnectForm
 from dashboard.permissions import BusinessRequest, member_view
 from messaging.meta.accounts import ChannelAccountError, channel_account_connect, channel_account_disconnect
@@ -64,7 +66,10 @@ def _page(
             }
         )
     return render(
-        request, "dashboard/channels.html", {"panels": panels, "connected": connected}, status=status
+        request,
+        "dashboard/channels.html",
+        {"panels": panels, "connected": connected, "ask_rating": agent_for(business).ask_channel_rating},
+        status=status,
     )
 
 
@@ -121,3 +126,18 @@ def channel_disconnect(request: BusinessRequest, account_id: int) -> HttpRespons
     if channel_account_disconnect(business=business, account_id=account_id):
         messages.success(request, "Disconnected. Messages on that account are no longer answered.")
     return redirect("dashboard:channels", slug=business.slug)
+
+
+@member_view("owner")
+@require_POST
+def channel_rating(request: BusinessRequest) -> HttpResponse:
+    """The agent's ``ask_channel_rating``: not drafted (it asks after a conversation, it changes no answer)."""
+    ask = request.POST.get("ask_channel_rating") == "on"
+    agent_update(request.business, ask_channel_rating=ask)
+    messages.success(
+        request,
+        "Customers are asked to rate a conversation when staff close it."
+        if ask
+        else "Customers are no longer asked to rate conversations.",
+    )
+    return redirect("dashboard:channels", slug=request.business.slug)

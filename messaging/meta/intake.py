@@ -21,11 +21,11 @@ from catalogs.selectors import items_by_ids
 from common.redis import sync_client
 from common.tasks import enqueue, enqueue_on_commit
 from messaging.disclosure import fixed_reply_disclosure
-from messaging.meta import outbound, parser, products, statuses
+from messaging.meta import outbound, parser, products, rating, statuses
 from messaging.meta import selectors as meta_selectors
 from messaging.meta.orders import order_receive
 from messaging.models import ChannelAccount, Conversation, Message, Order, WebhookDelivery
-from messaging.services import conversation_open, message_receive
+from messaging.services import CSAT_SCORES, conversation_csat, conversation_open, message_receive
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _process(delivery: WebhookDelivery) -> tuple[dict[str, int], int | None]:
 
 
 # What became of an inbound message (counted in the delivery's summary).
-InboundOutcome = Literal["received", "duplicate", "unsupported", "order"]
+InboundOutcome = Literal["received", "duplicate", "unsupported", "order", "rating", "rating_refused"]
 
 
 def _question(account: ChannelAccount, event: parser.InboundMessage) -> str:
@@ -281,6 +281,19 @@ def _question(account: ChannelAccount, event: parser.InboundMessage) -> str:
 def _inbound(account: ChannelAccount, event: parser.InboundMessage) -> InboundOutcome:
     if not event.supported:
         return _unsupported_receive(account, event)
+    tapped = rating.rating_of(event.payload)
+    if tapped is not None:
+        # A rating choice: it scores the closed conversation it names, and opens no new one. A payload naming
+        # another contact's or business's conversation, or an out-of-range score, stores nothing.
+        conversation_id, score = tapped
+        rated = score in CSAT_SCORES and conversation_csat(
+            business=account.business,
+            visitor_id=event.sender_id,
+            conversation_id=conversation_id,
+            score=score,
+            channel=account.kind,
+        )
+        return "rating" if rated else "rating_refused"
     stored: Order | Message | None
     if event.order is not None:
         stored = order_receive(

@@ -317,8 +317,12 @@ def _messaging_event(platform: str, entry_id: str, event: dict[str, Any], result
         if message.get("is_unsupported"):
             kind, text = "unsupported", ""
         supported = kind in SUPPORTED and bool(text)
+        # A tapped quick reply (our rating choices: messaging.meta.rating) carries its payload beside the title.
+        quick_reply = _str(_dict(message.get("quick_reply")).get("payload"))
         result.messages.append(
-            InboundMessage(platform, account_id, sender, "", mid, when, kind, text, supported)
+            InboundMessage(
+                platform, account_id, sender, "", mid, when, kind, text, supported, payload=quick_reply
+            )
         )
         return
     postback = event.get("postback")

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from common import metrics
 from common.tasks import enqueue
-from messaging.meta import graph, outbound
+from messaging.meta import graph, outbound, rating
 from messaging.meta import selectors as meta_selectors
 from messaging.meta.statuses import delivery_advance, error_text
 from messaging.models import ChannelAccount, Message, OutboundPart
@@ -69,6 +69,12 @@ def _plan(
     last = conversation.last_customer_message_at
     since = now - last if last else None
     kind = account.kind
+    if message.asks_rating:
+        # A survey, not an answer: only inside the customer-service window (no template, no HUMAN_AGENT tag).
+        if since is None or since >= WINDOW:
+            return "window closed: not sent"
+        content = rating.rating_content(kind, conversation.pk, message.text)
+        return [outbound.request_body(kind, contact_id, content)], ""
     if since is not None and since < WINDOW:
         contents = outbound.message_parts(
             kind,
