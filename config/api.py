@@ -18,10 +18,13 @@ from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
+from django.utils.datastructures import MultiValueDict
 from django.utils.decorators import sync_and_async_middleware
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.schema import OpenAPISchema
+from ninja.parser import Parser
+from ninja.types import DictStrAny
 
 from agents.api import router as agents_router
 from catalogs.api import router as catalogs_router
@@ -61,6 +64,40 @@ PROBLEM_RESPONSE = {
 }
 
 
+def _nul_in(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_nul_in(k) or _nul_in(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_nul_in(v) for v in value)
+    return False
+
+
+def _nul_refused() -> Problem:
+    return Problem(400, "text may not contain NUL characters (\\u0000)", code="validation_failed")
+
+
+class TextParser(Parser):
+    """JSON bodies, form fields and query parameters, refusing a NUL character in any text: PostgreSQL
+    stores none (in text or JSON), so it would fail the write after the checks passed. Files are not read
+    here (an uploaded spreadsheet holds NUL bytes and is the importer's to judge)."""
+
+    def parse_body(self, request: HttpRequest) -> DictStrAny:
+        data = super().parse_body(request)
+        if _nul_in(data):
+            raise _nul_refused()
+        return data
+
+    def parse_querydict(
+        self, data: MultiValueDict[str, Any], list_fields: list[str], request: HttpRequest
+    ) -> DictStrAny:
+        parsed = super().parse_querydict(data, list_fields, request)
+        if _nul_in(parsed):
+            raise _nul_refused()
+        return parsed
+
+
 class BizagentApi(NinjaAPI):
     def get_openapi_schema(self, **kwargs: Any) -> OpenAPISchema:
         """The schema with the problem body as every operation's 4XX answer."""
@@ -80,6 +117,7 @@ api = BizagentApi(
     openapi_url="/schema/",
     docs_url="/docs",
     urls_namespace="api",
+    parser=TextParser(),
 )
 for router in (catalogs_router, messaging_router, agents_router, dashboard_router, regressions_router):
     api.add_router("", router)
@@ -128,6 +166,9 @@ def _unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # django-ninja wraps what the body's parser raises ("Cannot parse request body"): our own refusal says why.
+    if isinstance(exc.__cause__, Problem):
+        return problem_response(request, exc.__cause__)
     return problem_response(request, Problem(exc.status_code, str(exc)))
 
 

@@ -271,3 +271,25 @@ def test_a_retried_upload_with_a_new_multipart_boundary_is_recognised(
     assert answers[0].json() == answers[1].json()
     assert answers[1]["Location"] == answers[0]["Location"]
     assert Import.objects.filter(business=tenant.business).count() == before + 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        # The fuzz test found these: PostgreSQL stores no NUL, so the write failed after the checks passed.
+        ("post", "/api/v1/documents", {"title": "FAQ\u0000", "text": "# Returns\nWithin 30 days."}),
+        ("put", "/api/v1/items/NUL-1", {"title": "Tent", "attributes": {"colour\u0000": "red"}}),
+        ("post", "/api/v1/curated-answers", {"question": "Ship?", "answer": "Yes\u0000"}),
+    ],
+)
+def test_text_with_a_nul_character_is_refused_and_nothing_is_written(
+    tenant: Tenant, method: str, path: str, body: dict[str, Any]
+) -> None:
+    before = (Item.objects.count(), CuratedAnswer.objects.count(), Import.objects.count())
+    response = call(Client(), method, path, tenant.key, json=body)
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["detail"] == "text may not contain NUL characters (\\u0000)"
+    assert (Item.objects.count(), CuratedAnswer.objects.count(), Import.objects.count()) == before
+    # In a query parameter too.
+    assert call(Client(), "get", "/api/v1/items?q=a%00b", tenant.key).status_code == 400

@@ -44,11 +44,16 @@ class _InlineCelery:
     """Stands in for Celery's app in common.tasks: a queued task runs at once, in this process."""
 
     def send_task(
-        self, name: str, args: Any = (), kwargs: Any = None, countdown: float | None = None
+        self,
+        name: str,
+        args: Any = (),
+        kwargs: Any = None,
+        countdown: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         module, _, function = name.rpartition(".")
         task = getattr(importlib.import_module(module), function)
-        task.apply(args=args, kwargs=kwargs or {}, throw=True)
+        task.apply(args=args, kwargs=kwargs or {}, headers=headers, throw=True)
 
 
 @pytest.fixture(autouse=True)
