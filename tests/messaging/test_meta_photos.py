@@ -157,10 +157,14 @@ def test_without_an_image_endpoint_the_customer_is_asked_to_describe_the_photo(
         wa_delivery(wa_change(PHONE_ID, messages=[wa_text("Haben Sie Zelte für den Winter?", wamid="w.2")]))
     )
     deliver(wa_delivery(wa_change(PHONE_ID, messages=[wa_image("wamid.P2", "MEDIA_2")])))
-    assert (
-        Message.objects.get(role="agent", reply_to__channel_message_id="wamid.P2").text
-        == (DESCRIBE_IT_REPLIES["de"])
-    )
+    note_de = Message.objects.get(role="agent", reply_to__channel_message_id="wamid.P2")
+    assert note_de.text == DESCRIBE_IT_REPLIES["de"]
+    # A caption is a question the agent can answer without seeing the photo.
+    graph_api.add_media("MEDIA_3", JPEG, token=token_of(shop))
+    captioned = wa_image("wamid.P3", "MEDIA_3", caption="Do you have this tent?")
+    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[captioned]))) == {"photo": 1}
+    assert Message.objects.get(channel_message_id="wamid.P3").text == "Do you have this tent?"
+    assert pool_server.chat_requests == 0
 
 
 @pytest.mark.parametrize(("data", "mime"), [(JPEG * 10, "image/jpeg"), (GIF, "image/gif")])
