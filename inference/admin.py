@@ -14,8 +14,8 @@ from inference.models import InferenceCall, InferenceEndpoint
 
 @admin.register(InferenceEndpoint)
 class InferenceEndpointAdmin(WriteOnlySecretsAdmin[InferenceEndpoint]):
-    list_display = ["name", "base_url", "model", "weight", "kind", "enabled", "live_state"]
-    list_filter = ["enabled", "kind"]
+    list_display = ["name", "base_url", "model", "weight", "kind", "accepts_images", "enabled", "live_state"]
+    list_filter = ["enabled", "kind", "accepts_images"]
     search_fields = ["name", "base_url", "model"]
     actions = ["probe_now"]
 

@@ -241,11 +241,15 @@ async def stream_chat(request: ChatRequest) -> AsyncGenerator[StreamEvent, None]
         raise
     endpoints: list[Endpoint] = []
     try:
-        endpoints = [endpoint for endpoint in await apool_endpoints() if endpoint.serves("chat")]
+        endpoints = [
+            endpoint for endpoint in await apool_endpoints() if endpoint.serves("chat", images=request.images)
+        ]
         if not endpoints:
             raise PoolUnavailable(
-                "no inference endpoint configured (LLAMA_POOL is empty, the embedded llama.cpp server is "
-                "not running and the admin lists none)"
+                "no inference endpoint accepts images (LLAMA_POOL's images=yes, or the admin's flag)"
+                if request.images
+                else "no inference endpoint configured (LLAMA_POOL is empty, the embedded llama.cpp server "
+                "is not running and the admin lists none)"
             )
         reasons: dict[str, str] = {}
         tries = endpoint_tries(

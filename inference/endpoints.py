@@ -6,8 +6,10 @@
 
 Options: ``weight`` (relative share of traffic, default 1), ``key`` (bearer API key, default
 ``LLAMA_API_KEY``), ``model`` (served model name, default ``LLAMA_MODEL``), ``max`` (requests in flight
-on this endpoint across all workers, default ``LLAMA_ENDPOINT_MAX_CONCURRENCY``) and ``kind`` (``chat``,
-``embeddings`` or ``any``, default ``any``). A base URL may be written with or without ``/v1`` (vLLM, Ollama
+on this endpoint across all workers, default ``LLAMA_ENDPOINT_MAX_CONCURRENCY``), ``kind`` (``chat``,
+``embeddings`` or ``any``, default ``any``) and ``images`` (``yes``: the endpoint serves a vision model that
+takes OpenAI-style ``image_url`` content parts, as vLLM serves Llama 4 or Llama 3.2 Vision; chat requests that
+carry a photo go only to such endpoints; default ``no``). A base URL may be written with or without ``/v1`` (vLLM, Ollama
 and the OpenAI SDK write ``http://host:8000/v1``) and a trailing slash; an endpoint's id is the URL without
 either, and the pool adds ``/v1/...`` to it. The same holds for endpoints added in the admin.
 
@@ -33,6 +35,8 @@ from common import aio
 logger = logging.getLogger(__name__)
 
 KINDS = ("any", "chat", "embeddings")
+OPTIONS = ("weight", "key", "model", "max", "kind", "images")
+_YES_NO = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 # How long a process trusts its copy of the endpoint list before reading the admin rows again.
 REFRESH_SECONDS = 10.0
 _V1_SUFFIX = re.compile(r"(/v1)?/*$")
@@ -52,13 +56,15 @@ class Endpoint:
     max_concurrency: int = 0
     kind: str = "any"
     source: str = "settings"
+    accepts_images: bool = False
 
     @property
     def name(self) -> str:
         return self.url
 
-    def serves(self, kind: str) -> bool:
-        return self.kind in ("any", kind)
+    def serves(self, kind: str, *, images: bool = False) -> bool:
+        """Whether it serves ``kind`` requests (``images``: chat requests that carry a photo)."""
+        return self.kind in ("any", kind) and (self.accepts_images or not images)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -80,9 +86,9 @@ def parse_pool(
         fields: dict[str, str] = {}
         for option in options:
             key, sep, raw = option.partition("=")
-            if not sep or key not in ("weight", "key", "model", "max", "kind"):
+            if not sep or key not in OPTIONS:
                 raise ImproperlyConfigured(
-                    f"LLAMA_POOL entry {entry!r}: unknown option {option!r} (weight, key, model, max, kind)"
+                    f"LLAMA_POOL entry {entry!r}: unknown option {option!r} ({', '.join(OPTIONS)})"
                 )
             fields[key] = raw.strip()
         try:
@@ -91,6 +97,9 @@ def parse_pool(
         except ValueError as exc:
             raise ImproperlyConfigured(f"LLAMA_POOL entry {entry!r}: weight and max are integers") from exc
         kind = fields.get("kind", "any")
+        images = _YES_NO.get(fields.get("images", "no").lower())
+        if images is None:
+            raise ImproperlyConfigured(f"LLAMA_POOL entry {entry!r}: images is yes or no")
         if weight < 1 or max_concurrency < 1 or kind not in KINDS:
             raise ImproperlyConfigured(
                 f"LLAMA_POOL entry {entry!r}: weight and max must be >= 1, kind one of {', '.join(KINDS)}"
@@ -103,6 +112,7 @@ def parse_pool(
                 model=fields.get("model", default_model),
                 max_concurrency=max_concurrency,
                 kind=kind,
+                accepts_images=images,
             )
         )
     return endpoints
@@ -146,6 +156,7 @@ def _admin_rows() -> list[Endpoint]:
             max_concurrency=row.max_concurrency or settings.LLAMA_ENDPOINT_MAX_CONCURRENCY,
             kind=row.kind,
             source="admin",
+            accepts_images=row.accepts_images,
         )
         for row in rows
     ]
@@ -198,6 +209,11 @@ async def apool_endpoints() -> list[Endpoint]:
         return cached
     rows = await aio.database(_admin_rows)
     return _store(signature, _merge(_configured(), rows))
+
+
+async def apool_accepts_images() -> bool:
+    """Whether some endpoint of the pool describes photos (chat with ``image_url`` content parts)."""
+    return any(endpoint.serves("chat", images=True) for endpoint in await apool_endpoints())
 
 
 def reset_endpoint_cache() -> None:

@@ -26,6 +26,10 @@ class InferenceEndpoint(models.Model):
         default=0, help_text="Requests in flight across all workers; 0 = LLAMA_ENDPOINT_MAX_CONCURRENCY"
     )
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.ANY)
+    accepts_images = models.BooleanField(
+        default=False,
+        help_text="Serves a vision model that takes OpenAI-style image_url content parts (customers' photos)",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

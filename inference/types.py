@@ -67,6 +67,8 @@ class ChatRequest:
     model: str | None = None
     tools: list[dict[str, Any]] | None = None
     stop: list[str] | None = None
+    # The messages carry image_url content parts: only endpoints that accept images may serve it.
+    images: bool = False
 
 
 @dataclass(frozen=True)

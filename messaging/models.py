@@ -197,6 +197,28 @@ class Message(models.Model):
         return f"{self.role}: {self.text[:40]}"
 
 
+def media_upload_path(instance: MessageMedia, filename: str) -> str:
+    return f"messages/{instance.business_id}/{filename}"
+
+
+class MessageMedia(models.Model):
+    """A photo a customer sent (messaging.media): its bytes in Django storage, under the business's folder and
+    never served by URL, until MESSAGE_MEDIA_RETENTION_DAYS have passed; then the file is deleted and the row
+    keeps what it was (type, size, the description the agent read)."""
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="message_media")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="media")
+    file = models.FileField(upload_to=media_upload_path, max_length=500, blank=True)
+    content_type = models.CharField(max_length=50)
+    size = models.PositiveIntegerField()
+    # What the pool's image endpoint saw in it ("" when none described it).
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.content_type} ({self.size} bytes)"
+
+
 # --- Messaging channels (WhatsApp, Messenger, Instagram): owned by messaging.meta ------------------------------
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from celery import shared_task
 
 from common import aio
+from messaging.media import media_purge
 from messaging.replies import policy
 from messaging.replies.engine import ReplyOutcome, run_reply
 from messaging.replies.sweep import replies_abandon, replies_sweep
@@ -54,3 +55,9 @@ def sweep_replies() -> int:
     REPLY_SWEEP_SECONDS)."""
     replies_abandon()
     return len(replies_sweep())
+
+
+@shared_task(name="messaging.tasks.purge_media", acks_late=True)
+def purge_media() -> int:
+    """Delete customers' photos MESSAGE_MEDIA_RETENTION_DAYS after they came (celery beat)."""
+    return media_purge()

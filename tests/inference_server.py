@@ -11,6 +11,7 @@ In a test (one thread per server, its own event loop)::
     server.script("The blue mug costs 12.50 EUR.")   # every following reply
     server.script_queue(["first reply", "second reply"])  # then back to the scripted one
     server.echo = True                # reply with the last user message
+    server.image_reply = "A red enamel mug."  # the reply to a request with an image_url content part
     server.fault("status", status=500, times=1)      # the next chat request gets HTTP 500
     server.clear_faults()
     server.chat_requests, server.requests[-1].body, server.requests[-1].headers
@@ -39,7 +40,8 @@ Stream options (attributes): ``crlf`` (CRLF line endings), ``pings`` (``: ping``
 builds; ``never``), ``tool_calls`` (a list of ``{"name", "arguments"}`` streamed as split fragments),
 ``extra_keys`` (unknown keys on every chunk, as newer vLLM and llama.cpp's ``timings``).
 
-Counters: ``requests_by_path``, ``chat_requests``, ``open_connections``, ``active_streams`` (chat streams
+Counters: ``requests_by_path``, ``chat_requests``, ``image_requests`` (chat requests whose last user message
+carries an OpenAI-style ``image_url`` content part, as a vision model takes a photo), ``open_connections``, ``active_streams`` (chat streams
 being written now), ``peak_streams`` (the most written at once), ``aborted_streams`` (streams whose client
 went away before the end).
 
@@ -110,6 +112,8 @@ class InferenceServer:
         self.model = model
         self.reply: str | Callable[[dict[str, Any]], str] = reply
         self.echo = False
+        self.image_reply = "A photo of a product."
+        self.image_requests = 0
         self.token_delay = token_delay
         self.crlf = False
         self.pings = False
@@ -228,6 +232,7 @@ class InferenceServer:
             self.requests.clear()
             self.requests_by_path.clear()
             self.chat_requests = 0
+            self.image_requests = 0
             self.peak_streams = 0
             self.aborted_streams = 0
 
@@ -266,10 +271,16 @@ class InferenceServer:
 
     def _reply_for(self, body: dict[str, Any]) -> str:
         with self._lock:
+            users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+            parts = users[-1].get("content") if users else None
+            if isinstance(parts, list) and any(
+                isinstance(p, dict) and p.get("type") == "image_url" for p in parts
+            ):
+                self.image_requests += 1
+                return self.image_reply
             if self._queue:
                 return self._queue.pop(0)
             if self.echo:
-                users = [m for m in body.get("messages", []) if m.get("role") == "user"]
                 content = users[-1].get("content", "") if users else ""
                 return content if isinstance(content, str) else json.dumps(content)
             return self.reply(body) if callable(self.reply) else self.reply

@@ -178,3 +178,45 @@ def _request(
             logger.info("graph %s/%s: %s, retry %d in %.2fs", node, edge, last, attempt + 1, wait)
             time.sleep(wait)
     raise TransientGraphError(f"{last} after {tries} tries")
+
+
+class DownloadRefused(Exception):
+    """A media download Meta refused (an error status) or that is over the caller's limit; final."""
+
+
+def download(url: str, *, token: str, max_bytes: int) -> tuple[bytes, str]:
+    """GET a media file from the URL Graph's media node gave for it (WhatsApp's need the token), reading at most
+    ``max_bytes``; returns its bytes and Content-Type. A download is safe to repeat: transient failures are
+    retried as ``post``'s are, then raise TransientGraphError."""
+    headers = {"Authorization": f"Bearer {token}"}
+    tries = settings.META_SEND_MAX_TRIES
+    last = ""
+    for attempt in range(tries):
+        retry_after: str | None = None
+        try:
+            with _client().stream(
+                "GET", url, headers=headers, timeout=settings.META_GRAPH_TIMEOUT
+            ) as response:
+                if response.is_success:
+                    return _read_capped(response, max_bytes), response.headers.get("content-type", "")
+                if response.status_code != 429 and response.status_code < 500:
+                    raise DownloadRefused(f"the media URL answered HTTP {response.status_code}")
+                retry_after = response.headers.get("Retry-After")
+                last = f"HTTP {response.status_code}"
+        except httpx.TransportError as exc:
+            last = f"transport error: {type(exc).__name__}"
+        if attempt + 1 < tries:
+            time.sleep(_delay(attempt, retry_after))
+    raise TransientGraphError(f"media download: {last} after {tries} tries")
+
+
+def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise DownloadRefused(f"the media is {int(declared):,} bytes, over the limit of {max_bytes:,}")
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) > max_bytes:
+            raise DownloadRefused(f"the media is larger than the limit of {max_bytes:,} bytes")
+    return bytes(data)

@@ -191,7 +191,7 @@ def mark_read_bodies(platform: str, contact_id: str, message_id: str) -> list[di
 
 UNSUPPORTED_REPLY = (
     "Sorry, I can't open {what} here. I can read text messages, button and list choices, shared locations "
-    "and photo captions: please type your question."
+    "and photos: please type your question."
 )
 
 
@@ -204,7 +204,7 @@ def unsupported_reply(kind: str) -> str:
         "document": "documents",
         "file": "files",
         "contacts": "shared contacts",
-        "image": "photos without a caption",
+        "image": "this photo",
         "order": "orders",
     }
     return UNSUPPORTED_REPLY.format(what=names.get(kind, "this kind of message"))

@@ -57,6 +57,10 @@ class InboundMessage:
     # interactive reply's id (``item:<id>`` for our product buttons: messaging.meta.products).
     payload: str = ""
     order: InboundOrder | None = None  # a WhatsApp cart
+    # A photo: WhatsApp's media id (downloaded through Graph with the account's token), or a Messenger or
+    # Instagram attachment URL (downloaded through common.safe_fetch). See messaging.meta.media.
+    media_id: str = ""
+    media_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,8 @@ def _whatsapp_message(
         return None
     text = _whatsapp_text(kind, message).strip()
     order = _whatsapp_order(_dict(message.get("order"))) if kind == "order" else None
-    supported = kind in SUPPORTED and (bool(text) or order is not None)
+    media_id = _str(_dict(message.get("image")).get("id")) if kind == "image" else ""
+    supported = kind in SUPPORTED and (bool(text) or order is not None or bool(media_id))
     return InboundMessage(
         platform=WHATSAPP,
         account_id=account_id,
@@ -231,6 +236,7 @@ def _whatsapp_message(
         sender_user_id=bsuid,
         payload=_whatsapp_payload(kind, message),
         order=order,
+        media_id=media_id,
     )
 
 
@@ -314,14 +320,28 @@ def _messaging_event(platform: str, entry_id: str, event: dict[str, Any], result
             if kind == "location":
                 coords = _dict(_dict(first.get("payload")).get("coordinates"))
                 text = _location_text({"latitude": coords.get("lat"), "longitude": coords.get("long")})
+        images = [
+            _str(_dict(a.get("payload")).get("url")) for a in attachments if _str(a.get("type")) == "image"
+        ]
+        media_url = next((url for url in images if url), "")
         if message.get("is_unsupported"):
-            kind, text = "unsupported", ""
-        supported = kind in SUPPORTED and bool(text)
+            kind, text, media_url = "unsupported", "", ""
+        supported = kind in SUPPORTED and (bool(text) or bool(media_url))
         # A tapped quick reply (our rating choices: messaging.meta.rating) carries its payload beside the title.
         quick_reply = _str(_dict(message.get("quick_reply")).get("payload"))
         result.messages.append(
             InboundMessage(
-                platform, account_id, sender, "", mid, when, kind, text, supported, payload=quick_reply
+                platform,
+                account_id,
+                sender,
+                "",
+                mid,
+                when,
+                kind,
+                text,
+                supported,
+                payload=quick_reply,
+                media_url=media_url,
             )
         )
         return

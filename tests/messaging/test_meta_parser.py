@@ -48,9 +48,11 @@ def test_messenger_postback_attachments_and_unsupported() -> None:
     assert [(m.message_id, m.kind, m.text, m.supported) for m in result.messages] == [
         ("m.pb", "postback", "Opening hours", True),
         ("m.loc", "location", "My location: 52.52, 13.405", True),
-        ("m.img", "image", "", False),
+        ("m.img", "image", "", True),
         ("m.uns", "unsupported", "", False),
     ]
+    # A photo carries its attachment URL, downloaded by messaging.meta.media.
+    assert [m.media_url for m in result.messages if m.kind == "image"] == ["https://x"]
     assert result.ignored == ["messenger deleted", "messenger event optin"]
     assert result.messages[0].timestamp == dt.datetime(2016, 3, 23, 0, 25, 52, 478000, tzinfo=dt.UTC)
 
