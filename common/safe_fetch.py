@@ -105,6 +105,16 @@ class _Target:
     address: IPAddress  # the checked address the connection goes to
 
 
+def host_addresses(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to (each one is checked: which one a connection would use is not ours
+    to choose); ``FetchRefused`` when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchRefused(f"the host {host!r} does not resolve") from exc
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+
+
 def _resolve(url: str) -> _Target:
     try:
         parsed = httpx.URL(url)
@@ -115,12 +125,7 @@ def _resolve(url: str) -> _Target:
     host = parsed.host
     if not host:
         raise FetchRefused("the URL has no host")
-    port = parsed.port or DEFAULT_PORTS[parsed.scheme]
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise FetchRefused(f"the host {host!r} does not resolve") from exc
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    addresses = host_addresses(host, parsed.port or DEFAULT_PORTS[parsed.scheme])
     refused = [ip for ip in addresses if not address_allowed(ip)]
     if refused or not addresses:
         # One bad address is enough: which one a connection would use is not ours to choose.

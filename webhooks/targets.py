@@ -12,14 +12,12 @@ lifts the address rule for development and tests; plain http is allowed only wit
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 
-from common.safe_fetch import is_public_address
+from common.safe_fetch import FetchRefused, host_addresses, is_public_address
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -56,10 +54,9 @@ def resolve(url: str) -> Target:
     if parts.username is not None or parts.password is not None:
         raise TargetRefused("the URL must not carry a user name or password")
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise TargetRefused(f"the host {host!r} cannot be resolved") from exc
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        addresses = host_addresses(host, port)
+    except FetchRefused as exc:
+        raise TargetRefused(str(exc)) from exc
     if not settings.OUTBOUND_WEBHOOK_ALLOW_PRIVATE_TARGETS:
         for address in addresses:
             if not is_public_address(address):
