@@ -79,12 +79,14 @@ class ReadyState:
 
 
 def _ready_state(
-    business: Business, visitor_id: str, conversation_id: int | None, preview: bool
+    business: Business, visitor_id: str, conversation_id: int | None, preview: bool, new_visitor: bool
 ) -> ReadyState:
     agent = agent_for(business)
     if preview:
         agent = agent.with_draft()  # the playground greets as the draft would
     agent_info: AgentInfo = {"name": agent.name, "greeting": agent.greeting, "theme": agent.theme()}
+    if new_visitor:
+        return ReadyState(agent_info, None)  # a visitor issued just now has no conversation to read
     conversation = selectors.visitor_conversation(business, visitor_id, conversation_id)
     if conversation is None:
         closed = selectors.csat_unasked(business, visitor_id, services.CSAT_ASK_WITHIN)
@@ -256,6 +258,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.visitor_id is not None:
             await self.error("bad_frame", "hello was already sent.")
             return
+        new_visitor = False
         given = content.get("visitor_token")
         token = given if isinstance(given, str) else ""
         visitor_id = visitor_from_token(self.business.pk, token)
@@ -268,6 +271,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.close(CLOSE_TOO_MANY)
                 return
             token, visitor_id = visitor_token_issue(self.business.pk)
+            new_visitor = True
         if not await ratelimits.connection_open(self.business.pk, visitor_id, self.channel_name):
             await self.error("too_many_connections", "This visitor has too many chat windows open.")
             await self.close(CLOSE_TOO_MANY)
@@ -282,11 +286,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
         wanted = content.get("conversation_id")
         wanted_id = wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
-        ready = await aio.database(_ready_state, self.business, visitor_id, wanted_id, self.preview)
+        ready = await aio.database(
+            _ready_state, self.business, visitor_id, wanted_id, self.preview, new_visitor
+        )
         if wanted_id is not None and ready.conversation is None:
             # Not this visitor's (or gone): say so, and fall back to the visitor's own latest conversation.
             await self.error("conversation_not_found", "That conversation does not exist for this visitor.")
-            ready = await aio.database(_ready_state, self.business, visitor_id, None, self.preview)
+            ready = await aio.database(
+                _ready_state, self.business, visitor_id, None, self.preview, new_visitor
+            )
         conversation = ready.conversation
         if conversation is not None:
             await self.join(conversation.pk)
