@@ -20,6 +20,8 @@ app.conf.task_routes = {
     "messaging.tasks.reply": {"queue": "replies"},
     # With the replies it re-queues, not behind an import on ingest: a killed worker's reply waits on it.
     "messaging.tasks.sweep_replies": {"queue": "replies"},
+    # Reading a photo or voice note is on its reply's path: the reply waits for it.
+    "messaging.tasks.read_media": {"queue": "replies"},
     "messaging.tasks.send_*": {"queue": "outbound"},
     "messaging.meta.tasks.process_delivery": {"queue": "replies"},
     "messaging.meta.tasks.process_pending": {"queue": "replies"},

@@ -215,7 +215,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": OUTBOUND_WEBHOOK_SWEEP_SECONDS,
         "options": {"expires": OUTBOUND_WEBHOOK_SWEEP_SECONDS},
     },
-    # Customers' photos are deleted MESSAGE_MEDIA_RETENTION_DAYS after they came (messaging.media).
+    # Customers' photos and voice notes are deleted MESSAGE_MEDIA_RETENTION_DAYS after they came (messaging.media).
     "purge-message-media": {
         "task": "messaging.tasks.purge_media",
         "schedule": env_float("MESSAGE_MEDIA_PURGE_SECONDS", 3600.0, minimum=1.0),
@@ -450,9 +450,11 @@ META_MARK_READ = env_bool("META_MARK_READ", True)
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 WEBHOOK_SECRET_CACHE_SECONDS = env_float("WEBHOOK_SECRET_CACHE_SECONDS", 30.0, minimum=0.0)
 WEBHOOK_BODY_RETENTION_DAYS = env_int("WEBHOOK_BODY_RETENTION_DAYS", 7, minimum=1)
-# Photos customers send (docs/channels.md, "Photos"): the largest accepted, and how many days their bytes are
-# kept (the purge runs every MESSAGE_MEDIA_PURGE_SECONDS).
+# Photos and voice notes customers send (docs/channels.md, "Photos and voice notes"): the largest photo and
+# voice note accepted (WhatsApp's own limits: 5 MB and 16 MB), and how many days their bytes are kept (the
+# purge runs every MESSAGE_MEDIA_PURGE_SECONDS).
 MESSAGE_MEDIA_MAX_BYTES = env_int("MESSAGE_MEDIA_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
+MESSAGE_AUDIO_MAX_BYTES = env_int("MESSAGE_AUDIO_MAX_BYTES", 16 * 1024 * 1024, minimum=1024)
 MESSAGE_MEDIA_RETENTION_DAYS = env_int("MESSAGE_MEDIA_RETENTION_DAYS", 30, minimum=1)
 
 # --- Files and static ---------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@
 Options: ``weight`` (relative share of traffic, default 1), ``key`` (bearer API key, default
 ``LLAMA_API_KEY``), ``model`` (served model name, default ``LLAMA_MODEL``), ``max`` (requests in flight
 on this endpoint across all workers, default ``LLAMA_ENDPOINT_MAX_CONCURRENCY``), ``kind`` (``chat``,
-``embeddings`` or ``any``, default ``any``) and ``images`` (``yes``: the endpoint serves a vision model that
+``embeddings``, ``any``, default ``any``, or ``audio``: a speech-to-text server serving
+``/v1/audio/transcriptions``, as vLLM serves Whisper, for customers' voice notes; it serves nothing else, and no
+other kind is sent audio) and ``images`` (``yes``: the endpoint serves a vision model that
 takes OpenAI-style ``image_url`` content parts, as vLLM serves Llama 4 or Llama 3.2 Vision; chat requests that
 carry a photo go only to such endpoints; default ``no``). A base URL may be written with or without ``/v1`` (vLLM, Ollama
 and the OpenAI SDK write ``http://host:8000/v1``) and a trailing slash; an endpoint's id is the URL without
@@ -34,7 +36,7 @@ from common import aio
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("any", "chat", "embeddings")
+KINDS = ("any", "chat", "embeddings", "audio")
 OPTIONS = ("weight", "key", "model", "max", "kind", "images")
 _YES_NO = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 # How long a process trusts its copy of the endpoint list before reading the admin rows again.
@@ -63,7 +65,10 @@ class Endpoint:
         return self.url
 
     def serves(self, kind: str, *, images: bool = False) -> bool:
-        """Whether it serves ``kind`` requests (``images``: chat requests that carry a photo)."""
+        """Whether it serves ``kind`` requests (``chat``, ``embeddings`` or ``audio``; ``images``: chat requests
+        that carry a photo). An ``any`` endpoint serves chat and embeddings: a speech-to-text server is its own."""
+        if kind == "audio" or self.kind == "audio":
+            return self.kind == kind
         return self.kind in ("any", kind) and (self.accepts_images or not images)
 
     def headers(self) -> dict[str, str]:
@@ -214,6 +219,11 @@ async def apool_endpoints() -> list[Endpoint]:
 async def apool_accepts_images() -> bool:
     """Whether some endpoint of the pool describes photos (chat with ``image_url`` content parts)."""
     return any(endpoint.serves("chat", images=True) for endpoint in await apool_endpoints())
+
+
+async def apool_transcribes() -> bool:
+    """Whether some endpoint of the pool transcribes voice notes (``kind=audio``)."""
+    return any(endpoint.serves("audio") for endpoint in await apool_endpoints())
 
 
 def reset_endpoint_cache() -> None:

@@ -15,6 +15,7 @@ class InferenceEndpoint(models.Model):
         ANY = "any", "Chat and embeddings"
         CHAT = "chat", "Chat only"
         EMBEDDINGS = "embeddings", "Embeddings only"
+        AUDIO = "audio", "Speech to text (voice notes)"
 
     name = models.CharField(max_length=100)
     base_url = models.URLField(unique=True, help_text="Without /v1, e.g. http://gpu1:8000")
@@ -47,6 +48,7 @@ class InferenceCall(models.Model):
     class Kind(models.TextChoices):
         CHAT = "chat", "Chat"
         EMBEDDINGS = "embeddings", "Embeddings"
+        AUDIO = "audio", "Transcription"
 
     class Outcome(models.TextChoices):
         OK = "ok", "Complete"

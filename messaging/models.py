@@ -103,7 +103,10 @@ class Message(models.Model):
         STAFF = "staff", "Staff"
 
     class Status(models.TextChoices):
-        # customer messages: received -> answered (or skipped when a human has the conversation)
+        # customer messages: received -> answered (or skipped when a human has the conversation); a photo or
+        # voice note is ``preparing`` until it has been downloaded and read (messaging.media_reading), and the
+        # conversation's reply waits for it, so that a burst with media is answered once
+        PREPARING = "preparing", "Reading media"
         RECEIVED = "received", "Received"
         ANSWERED = "answered", "Answered"
         SKIPPED = "skipped", "Skipped"
@@ -202,21 +205,50 @@ def media_upload_path(instance: MessageMedia, filename: str) -> str:
 
 
 class MessageMedia(models.Model):
-    """A photo a customer sent (messaging.media): its bytes in Django storage, under the business's folder and
-    never served by URL, until MESSAGE_MEDIA_RETENTION_DAYS have passed; then the file is deleted and the row
-    keeps what it was (type, size, the description the agent read)."""
+    """A photo or voice note a customer sent (messaging.media, messaging.media_reading): where to download it
+    from, its bytes in Django storage under the business's folder (never served by URL) until
+    MESSAGE_MEDIA_RETENTION_DAYS have passed, and what the agent read in it. After the retention the file is
+    deleted and the row keeps what it was (kind, type, size, the description or transcript)."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", "Photo"
+        AUDIO = "audio", "Voice note"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Being read"
+        READ = "read", "Read"  # described (a photo) or transcribed (a voice note)
+        UNREAD = "unread", "Kept, not read"  # no endpoint could read it, or reading it failed
+        REFUSED = "refused", "Refused"  # too large, of another type or not downloadable: no file kept
 
     business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="message_media")
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="media")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.IMAGE)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.READ)
+    # Where the bytes come from until they are downloaded: a WhatsApp media id or a Messenger/Instagram
+    # attachment URL ("" for a widget upload, stored at once), and the account whose token reads it.
+    source = models.CharField(max_length=2000, blank=True)
+    account = models.ForeignKey(
+        "ChannelAccount", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Reading claim: set by a conditional update; a stale one is taken over (messaging.media_reading).
+    claimed_at = models.DateTimeField(null=True, blank=True)
     file = models.FileField(upload_to=media_upload_path, max_length=500, blank=True)
-    content_type = models.CharField(max_length=50)
-    size = models.PositiveIntegerField()
-    # What the pool's image endpoint saw in it ("" when none described it).
+    content_type = models.CharField(max_length=50, blank=True)
+    size = models.PositiveIntegerField(default=0)
+    # What the pool saw in it: a photo's description, a voice note's transcript ("" when unread).
     description = models.TextField(blank=True)
+    # Why it was refused or left unread, for staff and logs.
+    error = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    class Meta:
+        indexes = [
+            # The sweeper's scan: media still being read.
+            models.Index(fields=["created_at"], condition=Q(state="pending"), name="message_media_pending"),
+        ]
+
     def __str__(self) -> str:
-        return f"{self.content_type} ({self.size} bytes)"
+        return f"{self.kind} {self.content_type} ({self.size} bytes, {self.state})"
 
 
 # --- Messaging channels (WhatsApp, Messenger, Instagram): owned by messaging.meta ------------------------------

@@ -25,6 +25,7 @@ from agents.selectors import agent_for
 from businesses.models import Business
 from common.tasks import enqueue_on_commit
 from messaging import outbox_events, rows
+from messaging.disclosure import fixed_reply_disclosure
 from messaging.events import ConversationEvent
 from messaging.meta import rating
 from messaging.models import (
@@ -276,10 +277,39 @@ def _message_received(
 ) -> Message:
     """Queue the reply (on commit), and note when the customer last wrote."""
     _queue_reply(message, query_vector_token)
-    Conversation.objects.filter(pk=message.conversation_id).filter(
-        Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=received_at)
-    ).update(last_customer_message_at=received_at, updated_at=timezone.now())
+    conversation_customer_wrote(conversation_id=message.conversation_id, at=received_at)
     return message
+
+
+def conversation_customer_wrote(*, conversation_id: int, at: dt.datetime) -> None:
+    """Note when the customer last wrote (the platforms' reply window counts from it); never moves back."""
+    Conversation.objects.filter(pk=conversation_id).filter(
+        Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=at)
+    ).update(last_customer_message_at=at, updated_at=timezone.now())
+
+
+def fixed_reply_send(*, conversation: Conversation, customer: Message, text: str) -> Message:
+    """Answer ``customer`` with a note our code wrote (a message the agent cannot read, media it could not
+    open): stored as the agent's reply, with the AI disclosure when one is due, and sent on commit (a messaging
+    channel's send task; the widget's socket). Call inside the transaction that settles ``customer``."""
+    note = Message.objects.create(
+        business_id=conversation.business_id,
+        conversation=conversation,
+        channel=conversation.channel,
+        role=Message.Role.AGENT,
+        text=text,
+        disclosure=fixed_reply_disclosure(conversation, customer),
+        status=Message.Status.DONE,
+        reply_to=customer,
+        delivery=Message.Delivery.NONE if conversation.channel == Channel.WIDGET else Message.Delivery.QUEUED,
+    )
+    if note.disclosure:
+        Conversation.objects.filter(pk=conversation.pk).update(disclosed_at=note.created_at)
+    if conversation.channel == Channel.WIDGET:
+        transaction.on_commit(lambda: _broadcast_created(note))
+    else:
+        enqueue_outbound(note.pk)
+    return note
 
 
 def _broadcast_created(message: Message) -> None:

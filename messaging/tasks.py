@@ -15,7 +15,8 @@ from typing import Any
 from celery import shared_task
 
 from common import aio
-from messaging.media import media_purge
+from messaging.media import MediaUnavailable, media_purge
+from messaging.media_reading import media_read, media_sweep
 from messaging.replies import policy
 from messaging.replies.engine import ReplyOutcome, run_reply
 from messaging.replies.sweep import replies_abandon, replies_sweep
@@ -49,15 +50,26 @@ def reply(
     return outcome
 
 
+@shared_task(name="messaging.tasks.read_media", bind=True, acks_late=True, max_retries=5)
+def read_media(self: Any, media_id: int) -> str | None:
+    """Download and read a customer's photo or voice note, then settle its message (messaging.media_reading).
+    Graph failing for now: tried again after 10 s, doubling; the sweeper picks up what is left."""
+    try:
+        return media_read(media_id=media_id)
+    except MediaUnavailable as exc:
+        raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
+
+
 @shared_task(name="messaging.tasks.sweep_replies", acks_late=True)
 def sweep_replies() -> int:
-    """Queue again the replies that got lost on their way; finish those given up (celery beat, every
-    REPLY_SWEEP_SECONDS)."""
+    """Queue again the replies, and the readings of media, that got lost on their way; finish those given up
+    (celery beat, every REPLY_SWEEP_SECONDS)."""
     replies_abandon()
+    media_sweep()
     return len(replies_sweep())
 
 
 @shared_task(name="messaging.tasks.purge_media", acks_late=True)
 def purge_media() -> int:
-    """Delete customers' photos MESSAGE_MEDIA_RETENTION_DAYS after they came (celery beat)."""
+    """Delete customers' photos and voice notes MESSAGE_MEDIA_RETENTION_DAYS after they came (celery beat)."""
     return media_purge()

@@ -12,6 +12,8 @@ In a test (one thread per server, its own event loop)::
     server.script_queue(["first reply", "second reply"])  # then back to the scripted one
     server.echo = True                # reply with the last user message
     server.image_reply = "A red enamel mug."  # the reply to a request with an image_url content part
+    server.transcript = "How much is the red mug?"  # what /v1/audio/transcriptions hears in any audio
+    server.transcriptions[-1]  # (model, filename, content type, bytes) of each transcription request
     server.fault("status", status=500, times=1)      # the next chat request gets HTTP 500
     server.clear_faults()
     server.chat_requests, server.requests[-1].body, server.requests[-1].headers
@@ -41,7 +43,9 @@ builds; ``never``), ``tool_calls`` (a list of ``{"name", "arguments"}`` streamed
 ``extra_keys`` (unknown keys on every chunk, as newer vLLM and llama.cpp's ``timings``).
 
 Counters: ``requests_by_path``, ``chat_requests``, ``image_requests`` (chat requests whose last user message
-carries an OpenAI-style ``image_url`` content part, as a vision model takes a photo), ``open_connections``, ``active_streams`` (chat streams
+carries an OpenAI-style ``image_url`` content part, as a vision model takes a photo), ``transcriptions``
+(the multipart ``/v1/audio/transcriptions`` requests, OpenAI's form as vLLM serves Whisper; the ``status`` and
+``loading`` faults apply to them too), ``open_connections``, ``active_streams`` (chat streams
 being written now), ``peak_streams`` (the most written at once), ``aborted_streams`` (streams whose client
 went away before the end).
 
@@ -89,7 +93,7 @@ class RecordedRequest:
     method: str
     path: str
     headers: dict[str, str]
-    body: Any
+    body: Any  # the parsed JSON, or the raw bytes of another body (a multipart form)
 
 
 @dataclass
@@ -114,6 +118,8 @@ class InferenceServer:
         self.echo = False
         self.image_reply = "A photo of a product."
         self.image_requests = 0
+        self.transcript = "What do you have for camping?"
+        self.transcriptions: list[tuple[str, str, str, bytes]] = []
         self.token_delay = token_delay
         self.crlf = False
         self.pings = False
@@ -233,6 +239,7 @@ class InferenceServer:
             self.requests_by_path.clear()
             self.chat_requests = 0
             self.image_requests = 0
+            self.transcriptions.clear()
             self.peak_streams = 0
             self.aborted_streams = 0
 
@@ -304,10 +311,11 @@ class InferenceServer:
                         name, value = line.split(":", 1)
                         headers[name.strip().lower()] = value.strip()
                 raw = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+                body: Any
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:
-                    body = None
+                    body = raw
                 path = path.split("?", 1)[0]
                 with self._lock:
                     self.requests_by_path[path] = self.requests_by_path.get(path, 0) + 1
@@ -361,13 +369,15 @@ class InferenceServer:
                 {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "test"}]},
             )
         if path == "/v1/embeddings" and method == "POST":
-            return await self._embeddings(writer, body or {})
+            return await self._embeddings(writer, body if isinstance(body, dict) else {})
+        if path == "/v1/audio/transcriptions" and method == "POST":
+            return await self._transcription(writer, headers, body if isinstance(body, bytes) else b"")
         if path == "/v1/chat/completions" and method == "POST":
             with self._lock:
                 self.chat_requests += 1
-            return await self._chat(writer, reader, body or {})
+            return await self._chat(writer, reader, body if isinstance(body, dict) else {})
         if path == "/_control" and method == "POST":
-            self._control(body or {})
+            self._control(body if isinstance(body, dict) else {})
             return await self._json(writer, 200, self.stats())
         if path == "/_stats":
             return await self._json(writer, 200, self.stats())
@@ -415,6 +425,34 @@ class InferenceServer:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
         )
+
+    async def _transcription(self, writer: asyncio.StreamWriter, headers: dict[str, str], raw: bytes) -> bool:
+        fault = self._take_fault("status", "loading")
+        if fault is not None:
+            return await self._json(
+                writer, int(fault.params.get("status", 503)), {"error": {"message": "fault"}}
+            )
+        boundary = headers.get("content-type", "").partition("boundary=")[2].strip('"')
+        fields: dict[str, tuple[str, str, bytes]] = {}
+        for part in raw.split(b"--" + boundary.encode()) if boundary else []:
+            head, _, data = part.partition(b"\r\n\r\n")
+            name = re.search(rb'name="([^"]*)"', head)
+            if name is None:
+                continue
+            filename = re.search(rb'filename="([^"]*)"', head)
+            kind = re.search(rb"Content-Type: *([^\r\n]*)", head, re.IGNORECASE)
+            fields[name.group(1).decode()] = (
+                filename.group(1).decode() if filename else "",
+                kind.group(1).decode() if kind else "",
+                data.removesuffix(b"\r\n"),
+            )
+        if "file" not in fields:
+            return await self._json(writer, 400, {"error": {"message": "no file", "code": 400}})
+        filename, content_type, audio = fields["file"]
+        model = fields.get("model", ("", "", b""))[2].decode()
+        with self._lock:
+            self.transcriptions.append((model, filename, content_type, audio))
+        return await self._json(writer, 200, {"text": self.transcript})
 
     async def _chat(
         self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader, body: dict[str, Any]

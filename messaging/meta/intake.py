@@ -20,14 +20,19 @@ from django.utils import timezone
 from catalogs.selectors import items_by_ids
 from common.redis import sync_client
 from common.tasks import enqueue, enqueue_on_commit
-from messaging import media
-from messaging.disclosure import fixed_reply_disclosure
+from messaging.media_reading import media_message_receive
 from messaging.meta import outbound, parser, products, rating, statuses
 from messaging.meta import selectors as meta_selectors
-from messaging.meta.media import inbound_photo
 from messaging.meta.orders import order_receive
 from messaging.models import ChannelAccount, Conversation, Message, Order, WebhookDelivery
-from messaging.services import CSAT_SCORES, conversation_csat, conversation_open, message_receive
+from messaging.services import (
+    CSAT_SCORES,
+    conversation_csat,
+    conversation_customer_wrote,
+    conversation_open,
+    fixed_reply_send,
+    message_receive,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -274,8 +279,7 @@ InboundOutcome = Literal[
     "rating",
     "rating_refused",
     "photo",
-    "photo_refused",
-    "photo_undescribed",
+    "voice",
 ]
 
 
@@ -294,8 +298,8 @@ def _inbound(account: ChannelAccount, event: parser.InboundMessage) -> InboundOu
     if not event.supported:
         note = outbound.unsupported_reply(event.kind)
         return "unsupported" if _fixed_receive(account, event, note) else "duplicate"
-    if event.media_id or event.media_url:
-        return _photo_receive(account, event)
+    if event.media_kind:
+        return _media_receive(account, event)
     tapped = rating.rating_of(event.payload)
     if tapped is not None:
         # A rating choice: it scores the closed conversation it names, and opens no new one. A payload naming
@@ -340,68 +344,32 @@ def _mark_read(account: ChannelAccount, event: parser.InboundMessage) -> None:
         enqueue_on_commit("messaging.meta.tasks.mark_read", account.pk, event.sender_id, event.message_id)
 
 
-def _photo_receive(account: ChannelAccount, event: parser.InboundMessage) -> InboundOutcome:
-    """A photo: downloaded, described by the pool's image endpoint and answered like the question it shows
-    (with its caption). Without such an endpoint (and no caption to answer) the customer is asked to describe
-    it; a photo too large, of another type or not downloadable is refused politely and not kept."""
-    if Message.objects.filter(channel=account.kind, channel_message_id=event.message_id).exists():
-        return "duplicate"  # a redelivery: not downloaded again
-    try:
-        photo = inbound_photo(account, event)
-    except media.MediaRefused as exc:
-        logger.info("photo %s for account %s refused: %s", event.message_id, account.pk, exc)
-        refused = _fixed_receive(account, event, media.refused_reply(_language_hint(account, event)))
-        return "photo_refused" if refused else "duplicate"
-    description = media.photo_describe(business_id=account.business_id, photo=photo, caption=event.text)
-    if not description and not event.text:
-        note = media.describe_it_reply(_language_hint(account, event))
-        with transaction.atomic(durable=True):
-            customer = _fixed_receive(account, event, note, durable=False)
-            if customer is not None:
-                media.media_store(message=customer, photo=photo, description="")
-        return "photo_undescribed" if customer else "duplicate"
-    stored = message_receive(
+def _media_receive(account: ChannelAccount, event: parser.InboundMessage) -> InboundOutcome:
+    """A photo or voice note: stored as a message being read, its download and reading queued
+    (messaging.media_reading); the reply waits for it. A redelivery is not downloaded again."""
+    stored = media_message_receive(
         business=account.business,
         channel=account.kind,
         contact_external_id=event.sender_id,
-        text=media.photo_question(event.text, description) if description else event.text,
+        kind=event.media_kind,
+        caption=event.text,
         channel_message_id=event.message_id,
         contact_name=event.sender_name,
         received_at=event.timestamp,
+        source=event.media_id or event.media_url,
+        account=account,
     )
     if stored is None:
         return "duplicate"
-    # After the message: the reply reads the description from its text, not from the stored photo.
-    media.media_store(message=stored, photo=photo, description=description)
     _mark_read(account, event)
-    return "photo"
+    return "voice" if event.media_kind == "audio" else "photo"
 
 
-def _language_hint(account: ChannelAccount, event: parser.InboundMessage) -> str:
-    """The customer's own words, for the language of a fixed reply: the caption, else their last message."""
-    if event.text:
-        return event.text
-    last = (
-        Message.objects.filter(
-            business=account.business,
-            channel=account.kind,
-            role=Message.Role.CUSTOMER,
-            conversation__contact__external_id=event.sender_id,
-        )
-        .order_by("-created_at")
-        .values_list("text", flat=True)
-        .first()
-    )
-    return last or ""
-
-
-def _fixed_receive(
-    account: ChannelAccount, event: parser.InboundMessage, note_text: str, *, durable: bool = True
-) -> Message | None:
+def _fixed_receive(account: ChannelAccount, event: parser.InboundMessage, note_text: str) -> Message | None:
     """A message the agent cannot answer from the model: stored (for the inbox), answered with a fixed note
     (there is nothing to ground a model's answer on). Silent when a person has the conversation. The stored
-    customer message, or None for a duplicate. ``durable`` False: inside the caller's transaction."""
-    with transaction.atomic(durable=durable):
+    customer message, or None for a duplicate."""
+    with transaction.atomic(durable=True):
         conversation = conversation_open(
             business=account.business,
             channel=account.kind,
@@ -422,22 +390,7 @@ def _fixed_receive(
                 )
         except IntegrityError:
             return None
-        Conversation.objects.filter(pk=conversation.pk).filter(
-            Q(last_customer_message_at__isnull=True) | Q(last_customer_message_at__lt=event.timestamp)
-        ).update(last_customer_message_at=event.timestamp, updated_at=timezone.now())
+        conversation_customer_wrote(conversation_id=conversation.pk, at=event.timestamp)
         if bot:
-            note = Message.objects.create(
-                business=account.business,
-                conversation=conversation,
-                channel=account.kind,
-                role=Message.Role.AGENT,
-                text=note_text,
-                disclosure=fixed_reply_disclosure(conversation, customer),
-                status=Message.Status.DONE,
-                reply_to=customer,
-                delivery=Message.Delivery.QUEUED,
-            )
-            if note.disclosure:
-                Conversation.objects.filter(pk=conversation.pk).update(disclosed_at=note.created_at)
-            enqueue_on_commit("messaging.meta.tasks.send_message", note.pk)
+            fixed_reply_send(conversation=conversation, customer=customer, text=note_text)
     return customer

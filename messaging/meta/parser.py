@@ -19,7 +19,17 @@ INSTAGRAM = "instagram"
 OBJECT_PLATFORM = {"whatsapp_business_account": WHATSAPP, "page": MESSENGER, "instagram": INSTAGRAM}
 
 # Message kinds the agent answers; everything else gets the polite "what works" reply.
-SUPPORTED = ("text", "interactive", "button", "location", "image", "postback", "quick_reply", "order")
+SUPPORTED = (
+    "text",
+    "interactive",
+    "button",
+    "location",
+    "image",
+    "audio",
+    "postback",
+    "quick_reply",
+    "order",
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,10 @@ class InboundMessage:
     # interactive reply's id (``item:<id>`` for our product buttons: messaging.meta.products).
     payload: str = ""
     order: InboundOrder | None = None  # a WhatsApp cart
-    # A photo: WhatsApp's media id (downloaded through Graph with the account's token), or a Messenger or
-    # Instagram attachment URL (downloaded through common.safe_fetch). See messaging.meta.media.
+    # A photo or voice note (``media_kind`` image or audio): WhatsApp's media id (downloaded through Graph with
+    # the account's token), or a Messenger or Instagram attachment URL (downloaded through common.safe_fetch).
+    # See messaging.meta.media.
+    media_kind: str = ""
     media_id: str = ""
     media_url: str = ""
 
@@ -221,7 +233,8 @@ def _whatsapp_message(
         return None
     text = _whatsapp_text(kind, message).strip()
     order = _whatsapp_order(_dict(message.get("order"))) if kind == "order" else None
-    media_id = _str(_dict(message.get("image")).get("id")) if kind == "image" else ""
+    # A voice note is type audio (with ``voice: true``), as is an audio file: both are transcribed.
+    media_id = _str(_dict(message.get(kind)).get("id")) if kind in ("image", "audio") else ""
     supported = kind in SUPPORTED and (bool(text) or order is not None or bool(media_id))
     return InboundMessage(
         platform=WHATSAPP,
@@ -236,6 +249,7 @@ def _whatsapp_message(
         sender_user_id=bsuid,
         payload=_whatsapp_payload(kind, message),
         order=order,
+        media_kind=kind if media_id else "",
         media_id=media_id,
     )
 
@@ -320,12 +334,17 @@ def _messaging_event(platform: str, entry_id: str, event: dict[str, Any], result
             if kind == "location":
                 coords = _dict(_dict(first.get("payload")).get("coordinates"))
                 text = _location_text({"latitude": coords.get("lat"), "longitude": coords.get("long")})
-        images = [
-            _str(_dict(a.get("payload")).get("url")) for a in attachments if _str(a.get("type")) == "image"
-        ]
-        media_url = next((url for url in images if url), "")
+        # The first photo or voice message among the attachments (a customer sends one at a time).
+        media_kind, media_url = next(
+            (
+                (_str(a.get("type")), _str(_dict(a.get("payload")).get("url")))
+                for a in attachments
+                if _str(a.get("type")) in ("image", "audio") and _str(_dict(a.get("payload")).get("url"))
+            ),
+            ("", ""),
+        )
         if message.get("is_unsupported"):
-            kind, text, media_url = "unsupported", "", ""
+            kind, text, media_kind, media_url = "unsupported", "", "", ""
         supported = kind in SUPPORTED and (bool(text) or bool(media_url))
         # A tapped quick reply (our rating choices: messaging.meta.rating) carries its payload beside the title.
         quick_reply = _str(_dict(message.get("quick_reply")).get("payload"))
@@ -341,6 +360,7 @@ def _messaging_event(platform: str, entry_id: str, event: dict[str, Any], result
                 text,
                 supported,
                 payload=quick_reply,
+                media_kind=media_kind,
                 media_url=media_url,
             )
         )

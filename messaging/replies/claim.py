@@ -66,7 +66,7 @@ def claimer_gone(claimed_by: str) -> bool:
 
 
 # Why a claim was not made (``reply_claim``).
-Unclaimed = Literal["gone", "answered", "human", "busy"]
+Unclaimed = Literal["gone", "answered", "human", "busy", "waiting"]
 
 
 @dataclass
@@ -90,7 +90,8 @@ def reply_claim(
 ) -> ReplyClaim | Unclaimed:
     """Claim the reply to a customer message, exactly once. Returns the claim, or why not:
     ``gone``, ``answered`` (already done, or superseded by a newer message of a burst), ``human``,
-    ``busy`` (another live worker holds it: retry later).
+    ``busy`` (another live worker holds it: retry later), ``waiting`` (a photo or voice note of the conversation
+    is being read: its reading queues the reply once it is settled, so that the burst is answered once).
 
     On the hot path of every reply. With ``conversation_id`` (the reply task knows it), the usual case, a
     fresh claim of the conversation's newest question while the agent has it, is one round trip
@@ -127,6 +128,8 @@ def reply_claim(
     ):
         # A burst: the newest message's task answers them all.
         return "answered"
+    if any(m.role == Message.Role.CUSTOMER and m.status == Message.Status.PREPARING for m in window):
+        return "waiting"
     if not claim_is_stale(customer.claimed_at, customer.claimed_by, now):
         return "busy"
     if customer.claimed_at is None:
@@ -176,7 +179,7 @@ def _claim_in_one_trip(
     message_id: int, conversation_id: int, now: dt.datetime, worker: str
 ) -> ReplyClaim | None:
     """The fresh claim of a question the agent answers, in one round trip, or None (nothing written) for
-    anything else: a claimed or answered message, a newer question waiting (a burst), a conversation with
+    anything else: a claimed or answered message, a newer question waiting (a burst) or a message being read, a conversation with
     staff or closed, another conversation's message. Two statements go out together: the conditional
     update that claims the message, with the reply row it creates and the rows the reply needs (message,
     conversation, business, the agent's settings); then the conversation's window, read after them."""
@@ -198,7 +201,7 @@ def _claim_in_one_trip(
         "WHERE m.id = %s AND m.conversation_id = %s AND m.role = %s AND m.status = %s AND m.claimed_at IS NULL "
         "AND c.id = m.conversation_id AND c.state = %s AND b.id = m.business_id "
         f"AND NOT EXISTS (SELECT 1 FROM {table} n WHERE n.conversation_id = m.conversation_id "
-        "AND n.role = m.role AND n.status = m.status AND n.id > m.id) "
+        "AND n.role = m.role AND (n.status = m.status AND n.id > m.id OR n.status = %s)) "
         f"RETURNING {rows.returning(Message, 'm')}, {rows.returning(Conversation, 'c')}, {rows.returning(Business, 'b')}, "
         f"{rows.returning(Agent, 'a')}), "
         f"reply AS ({insert} FROM claimed RETURNING id) "
@@ -212,6 +215,7 @@ def _claim_in_one_trip(
         Message.Role.CUSTOMER,
         Message.Status.RECEIVED,
         Conversation.State.BOT,
+        Message.Status.PREPARING,
         *insert_params,
     ]
     # The cursors first: making one opens the thread's connection if it has none yet.

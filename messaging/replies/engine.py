@@ -63,9 +63,10 @@ logger = logging.getLogger(__name__)
 
 STOPPED = "stopped by the customer"
 
-# What became of a reply (``run_reply``): ``busy`` is retried by the task; the rest end it.
+# What became of a reply (``run_reply``): ``busy`` is retried by the task; the rest end it (``waiting``: a
+# message of the conversation is being read, and its reading queues the reply: messaging.media_reading).
 ReplyOutcome = Literal[
-    "done", "cut", "failed", "stopped", "handoff", "busy", "answered", "human", "gone", "lost"
+    "done", "cut", "failed", "stopped", "handoff", "busy", "answered", "human", "gone", "lost", "waiting"
 ]
 
 db = aio.database
@@ -95,7 +96,7 @@ async def run_reply(
     may_retry: bool = False,
 ) -> ReplyOutcome:
     """The whole reply, in the caller's event loop. Returns what happened: ``done``, ``cut``, ``failed``,
-    ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``.
+    ``stopped``, ``handoff``, ``busy`` (retry later), ``answered``, ``human``, ``gone``, ``lost``, ``waiting``.
 
     ``conversation_id``, ``business_id`` and ``text`` (the customer's message) come with the task: the lock
     is taken without a query, and retrieval for ``text`` starts while the reply is claimed, with the vector

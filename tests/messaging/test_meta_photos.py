@@ -1,7 +1,8 @@
-"""Photos customers send on WhatsApp, Messenger and Instagram (docs/channels.md, "Photos"): downloaded through
-the Graph stand-in within size and type limits, described by a pool endpoint that accepts images (the test
-inference server) and answered as the question they show; asked to be described when no endpoint can see them;
-refused politely (nothing kept) when too large or not an image; kept per business and purged after retention."""
+"""Photos customers send on WhatsApp, Messenger and Instagram (docs/channels.md, "Photos and voice notes"):
+stored as a message being read, then (the reading task) downloaded through the Graph stand-in within size and
+type limits, described by a pool endpoint that accepts images (the test inference server) and answered as the
+question they show; asked to be described when no endpoint can see them; refused politely (no file kept) when
+too large or not an image; kept per business and purged after retention."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from django.utils import timezone
 from inference.chat import complete_chat
 from inference.endpoints import parse_pool
 from inference.types import ChatRequest, PoolUnavailable
-from messaging.media import DESCRIBE_IT_REPLIES, REFUSED_REPLIES, media_purge
+from messaging.media import REFUSED_REPLIES, UNREAD_REPLIES, media_purge
+from messaging.media_reading import media_read
 from messaging.meta import intake
 from messaging.meta.tasks import process_delivery
 from messaging.models import Message, MessageMedia
@@ -55,10 +57,14 @@ def wa_image(wamid: str, media_id: str, caption: str = "") -> dict[str, Any]:
 
 
 def deliver(payload: Any, platform: str = "whatsapp") -> dict[str, Any] | None:
+    """Process a signed delivery, then read the media it brought (the read_media tasks it queued)."""
     body, header = signed(json.dumps(payload).encode())
     delivery_id = intake.webhook_delivery_store(platform=platform, body=body, signature=header)
     assert delivery_id is not None
-    return process_delivery(delivery_id)
+    summary = process_delivery(delivery_id)
+    for media_id in MessageMedia.objects.filter(state="pending").values_list("pk", flat=True):
+        media_read(media_id=media_id)
+    return summary
 
 
 @pytest.fixture
@@ -145,20 +151,26 @@ def test_without_an_image_endpoint_the_customer_is_asked_to_describe_the_photo(
     graph_api.add_media("MEDIA_1", JPEG, token=token_of(shop))
     graph_api.add_media("MEDIA_2", JPEG, token=token_of(shop))
     assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[wa_image("wamid.P1", "MEDIA_1")]))) == {
-        "photo_undescribed": 1
+        "photo": 1
     }
     assert pool_server.chat_requests == 0
     customer, note = Message.objects.order_by("pk")
     assert (customer.text, customer.status) == ("[image]", "answered")
-    assert (note.text, note.reply_to_id, note.delivery) == (DESCRIBE_IT_REPLIES["en"], customer.pk, "queued")
-    assert MessageMedia.objects.get().message_id == customer.pk  # kept for staff to see
+    assert (note.text, note.reply_to_id, note.delivery) == (
+        UNREAD_REPLIES["image"]["en"],
+        customer.pk,
+        "queued",
+    )
+    media = MessageMedia.objects.get()
+    assert (media.message_id, media.state) == (customer.pk, "unread")  # kept for staff to see
+    assert media.file.read() == JPEG
     # In the customer's language when their words tell it.
     deliver(
         wa_delivery(wa_change(PHONE_ID, messages=[wa_text("Haben Sie Zelte für den Winter?", wamid="w.2")]))
     )
     deliver(wa_delivery(wa_change(PHONE_ID, messages=[wa_image("wamid.P2", "MEDIA_2")])))
     note_de = Message.objects.get(role="agent", reply_to__channel_message_id="wamid.P2")
-    assert note_de.text == DESCRIBE_IT_REPLIES["de"]
+    assert note_de.text == UNREAD_REPLIES["image"]["de"]
     # A caption is a question the agent can answer without seeing the photo.
     graph_api.add_media("MEDIA_3", JPEG, token=token_of(shop))
     captioned = wa_image("wamid.P3", "MEDIA_3", caption="Do you have this tent?")
@@ -174,10 +186,11 @@ def test_a_photo_too_large_or_not_an_image_is_refused_politely_and_not_kept(
     settings.MESSAGE_MEDIA_MAX_BYTES = 4096
     graph_api.add_media("MEDIA_X", data, token=token_of(shop), mime=mime)
     message = wa_image("wamid.X", "MEDIA_X")
-    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[message]))) == {"photo_refused": 1}
+    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[message]))) == {"photo": 1}
     note = Message.objects.get(role="agent")
-    assert note.text == REFUSED_REPLIES["en"].format(mb="0.00390625")
-    assert MessageMedia.objects.count() == 0
+    assert note.text == REFUSED_REPLIES["image"]["en"].format(mb="0.00390625")
+    media = MessageMedia.objects.get()
+    assert (media.state, media.file.name, media.size) == ("refused", "", 0)
     assert not (catalog_media / "messages").exists()
     assert pool_server.chat_requests == 0
     # Too large by Graph's own count: not even downloaded.
@@ -194,8 +207,8 @@ def test_a_messenger_photo_over_the_limit_is_cut_off_and_refused(
     graph_api.add_media("CDN_BIG", JPEG * 10)
     attachment = [{"type": "image", "payload": {"url": graph_api.cdn_url("CDN_BIG")}}]
     event = page_event("PAGE_1", "PSID_1", mid="m_big", attachments=attachment)
-    assert deliver(page_delivery("page", [("PAGE_1", [event])]), platform="messenger") == {"photo_refused": 1}
-    assert MessageMedia.objects.count() == 0
+    assert deliver(page_delivery("page", [("PAGE_1", [event])]), platform="messenger") == {"photo": 1}
+    assert MessageMedia.objects.get().state == "refused"
 
 
 def test_tenant_isolation_media_of_a_is_never_reachable_by_b(
@@ -212,25 +225,27 @@ def test_tenant_isolation_media_of_a_is_never_reachable_by_b(
     # B's number names A's media id: Graph refuses B's token, nothing of A's reaches B.
     assert deliver(
         wa_delivery(wa_change("222", messages=[wa_image("wamid.B", "MEDIA_A")]), waba_id="WABA_B")
-    ) == {"photo_refused": 1}
-    (media,) = MessageMedia.objects.all()
-    assert (media.business_id, media.message.business_id) == (shop_a.pk, shop_a.pk)
+    ) == {"photo": 1}
+    media = MessageMedia.objects.get(business=shop_a)
+    assert media.message.business_id == shop_a.pk
     assert media.file.name.startswith(f"messages/{shop_a.pk}/")
-    assert not MessageMedia.objects.filter(business=shop_b).exists()
+    refused = MessageMedia.objects.get(business=shop_b)
+    assert (refused.state, refused.file.name) == ("refused", "")
     assert Message.objects.get(business=shop_b, role="customer").text == "[image]"
     assert [d.headers["Authorization"] for d in graph_api.downloads] == [f"Bearer {token_of(shop_a)}"]
 
 
-def test_photos_are_purged_after_the_retention(shop: Any, catalog_media: Path, settings: Any) -> None:
-    from messaging.media import Photo, media_store
-
+def test_photos_are_purged_after_the_retention(
+    shop: Any, graph_api: Any, pool_server: Any, catalog_media: Path, settings: Any
+) -> None:
     settings.MESSAGE_MEDIA_RETENTION_DAYS = 30
-    deliver(wa_delivery(wa_change(PHONE_ID, messages=[wa_text("hi", wamid="wamid.T")])))
-    message = Message.objects.get()
-    old, recent = (
-        media_store(message=message, photo=Photo(JPEG, "image/jpeg"), description="d") for _ in "ab"
+    for n in (1, 2):
+        graph_api.add_media(f"MEDIA_{n}", JPEG, token=token_of(shop))
+        deliver(wa_delivery(wa_change(PHONE_ID, messages=[wa_image(f"wamid.P{n}", f"MEDIA_{n}", "tent?")])))
+    old, recent = MessageMedia.objects.order_by("pk")
+    MessageMedia.objects.filter(pk=old.pk).update(
+        description="d", created_at=timezone.now() - dt.timedelta(days=31)
     )
-    MessageMedia.objects.filter(pk=old.pk).update(created_at=timezone.now() - dt.timedelta(days=31))
     old_path = Path(old.file.path)
     assert media_purge() == 1
     assert not old_path.exists() and Path(recent.file.path).exists()
