@@ -32,6 +32,7 @@ OBJECT_KINDS: dict[str, str] = {
     "item": "catalogs.Item",
     "conversation": "messaging.Conversation",
     "message": "messaging.Message",
+    "message_media": "messaging.MessageMedia",
     "channel_account": "messaging.ChannelAccount",
     "invitation": "businesses.Invitation",
     "curated_answer": "agents.CuratedAnswer",

@@ -16,7 +16,7 @@ from businesses.selectors import get_scoped_or_404
 from businesses.services import normalize_origin
 from catalogs.import_selectors import import_live_progress
 from catalogs.models import FeedSource, Import, ImportCountsJson, Item
-from messaging.models import ChannelAccount, Conversation, Message
+from messaging.models import ChannelAccount, Conversation, Message, MessageMedia
 
 
 @dataclass(frozen=True)
@@ -324,6 +324,7 @@ class ThreadMessage:
     message: Message
     cited_items: list[Item]
     grounding_flags: list[str]
+    media: list[MessageMedia]  # a customer's photo or voice note
 
 
 def conversation_thread(
@@ -331,9 +332,9 @@ def conversation_thread(
 ) -> list[ThreadMessage]:
     """The conversation's messages (after ``after_id``), each with the catalog items it cited."""
     messages = list(
-        Message.objects.filter(business=business, conversation=conversation, pk__gt=after_id).order_by(
-            "created_at", "pk"
-        )
+        Message.objects.filter(business=business, conversation=conversation, pk__gt=after_id)
+        .order_by("created_at", "pk")
+        .prefetch_related("media")
     )
     item_ids = {i for m in messages for i in citation_item_ids(m.citations)}
     items = {i.pk: i for i in Item.objects.filter(business=business, pk__in=item_ids).defer("embedding")}
@@ -342,6 +343,7 @@ def conversation_thread(
             message=m,
             cited_items=[items[i] for i in citation_item_ids(m.citations) if i in items],
             grounding_flags=grounding_flags(m.grounding),
+            media=list(m.media.all()),
         )
         for m in messages
     ]

@@ -99,6 +99,7 @@ urlpatterns = [
     path("app/<slug:slug>/inbox/<int:conversation_id>/reply/", inbox.inbox_reply, name="inbox_reply"),
     path("app/<slug:slug>/inbox/<int:conversation_id>/close/", inbox.inbox_close, name="inbox_close"),
     path("app/<slug:slug>/inbox/messages/<int:message_id>/mark/", inbox.inbox_mark, name="inbox_mark"),
+    path("app/<slug:slug>/inbox/media/<int:media_id>/", inbox.inbox_media, name="inbox_media"),
     # Owners only
     path("app/<slug:slug>/agent/", agent.agent, name="agent"),
     path("app/<slug:slug>/agent/draft/", agent.agent_draft_status, name="agent_draft_status"),

@@ -120,7 +120,7 @@ def question_of(kind: str, caption: str, reading: str) -> str:
 
 # The fixed replies, by the media's kind and what became of it: "unread" (no endpoint could read it) or
 # "refused" (too large, another type, not downloadable). Each in the customer's language (their words so far).
-UNREAD_REPLIES = {
+UNREAD_REPLIES: dict[str, dict[str, str]] = {
     IMAGE: {
         "en": "Thanks for the photo! I can't look at pictures here, so could you tell me in a few words what "
         "you are looking for (the product, its colour, its size)?",
@@ -146,7 +146,7 @@ UNREAD_REPLIES = {
         "nl": "Bedankt voor je spraakbericht! Ik kan hier geen audio beluisteren. Kun je je vraag typen?",
     },
 }
-REFUSED_REPLIES = {
+REFUSED_REPLIES: dict[str, dict[str, str]] = {
     IMAGE: {
         "en": "Sorry, I couldn't open that photo: I can take JPEG, PNG or WebP pictures up to {mb} MB. Could "
         "you describe in a few words what you are looking for?",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard import selectors
 from dashboard.forms import InboxFilterForm, StaffReplyForm
 from dashboard.permissions import BusinessRequest, member_view
-from messaging.models import Conversation
+from messaging.models import Conversation, MessageMedia
 from messaging.services import (
     conversation_close,
     conversation_hand_back,
@@ -215,3 +215,24 @@ def inbox_mark(request: BusinessRequest, message_id: int) -> HttpResponse:
             "Write the right answer to fix it.",
         )
     return redirect("dashboard:inbox_conversation", slug=business.slug, conversation_id=reply.conversation_id)
+
+
+@member_view(media_id="message_media")
+@require_GET
+def inbox_media(request: BusinessRequest, media_id: int) -> HttpResponse:
+    """A customer's photo or voice note, for the business's members only (customers' files are never public);
+    404 once purged (MESSAGE_MEDIA_RETENTION_DAYS) or when none was kept (refused)."""
+    media = MessageMedia.objects.filter(business=request.business, pk=media_id).exclude(file="").first()
+    if media is None:
+        raise Http404
+    try:
+        with media.file.open("rb") as handle:
+            data = handle.read()  # at most MESSAGE_AUDIO_MAX_BYTES
+    except FileNotFoundError as exc:
+        raise Http404 from exc
+    # The type was read from the bytes when it came (messaging.media): only images and recordings are served.
+    response = HttpResponse(data, content_type=media.content_type)
+    response["Content-Disposition"] = "inline"
+    response["Cache-Control"] = "private, max-age=3600"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

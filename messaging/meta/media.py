@@ -17,7 +17,7 @@ from messaging.media import AUDIO, MediaFile, MediaRefused, MediaUnavailable, ma
 from messaging.meta import graph
 from messaging.models import ChannelAccount
 
-_ACCEPT = {
+_ACCEPT: dict[str, str] = {
     AUDIO: "audio/ogg, audio/mp4, audio/mpeg, audio/aac, audio/wav, audio/flac, audio/webm",
 }
 _ACCEPT_IMAGES = "image/jpeg, image/png, image/webp"

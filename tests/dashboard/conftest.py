@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
@@ -18,9 +19,10 @@ from businesses.models import Business, Invitation, Membership
 from businesses.services import api_key_issue
 from catalogs.models import FeedSource, Import, Item
 from messaging.meta.accounts import channel_account_connect
-from messaging.models import Channel, ChannelAccount, Contact, Conversation, Message
+from messaging.models import Channel, ChannelAccount, Contact, Conversation, Message, MessageMedia
 from regressions.models import RegressionRun
 from tests.factories import BusinessFactory, MembershipFactory, UserFactory
+from tests.fixtures.media import JPEG
 from tests.fixtures.meta import grant
 from webhooks.services import endpoint_create
 
@@ -116,6 +118,16 @@ def make_agent_reply(business: Business) -> Message:
     )
 
 
+def make_message_media(business: Business) -> MessageMedia:
+    """A photo on the tenant's first message (the pages' tests count one conversation per tenant)."""
+    message = Message.objects.filter(business=business).order_by("pk").first() or make_agent_reply(business)
+    media = MessageMedia(business=business, message=message, kind="image", state="read", description="a tent")
+    media.content_type, media.size = "image/jpeg", len(JPEG)
+    media.file.save("photo.jpg", ContentFile(JPEG), save=False)
+    media.save()
+    return media
+
+
 def make_regression_run(business: Business) -> RegressionRun:
     return RegressionRun.objects.create(
         business=business, trigger=RegressionRun.Trigger.MANUAL, state=RegressionRun.State.SUCCEEDED
@@ -130,6 +142,7 @@ OBJECT_MAKERS: dict[str, Callable[[Business], int]] = {
     "feed": lambda b: make_feed(b).pk,
     "conversation": lambda b: make_conversation(b).pk,
     "message": lambda b: make_agent_reply(b).pk,
+    "message_media": lambda b: make_message_media(b).pk,
     "channel_account": lambda b: make_channel_account(b).pk,
     "invitation": lambda b: make_invitation(b).pk,
     "curated_answer": lambda b: make_curated_answer(b).pk,

@@ -6,13 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.core.files.base import ContentFile
 from django.test import Client
 
 from catalogs.models import Item
 from dashboard.views.inbox import TAKEOVER_REASON
-from messaging.models import Channel, Contact, Conversation, Message
+from messaging.models import Channel, Contact, Conversation, Message, MessageMedia
 from tests.dashboard.conftest import Tenant, make_conversation
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
+from tests.fixtures.media import OGG
 
 pytestmark = pytest.mark.django_db
 
@@ -201,3 +203,37 @@ def test_the_inbox_shows_what_the_visitor_said_of_itself_escaped(tenant_a: Tenan
     assert "&lt;b&gt;Ada&lt;/b&gt;" in html and "<b>Ada</b>" not in html
     other = _client(tenant_b.staff).get(f"/app/{tenant_a.business.slug}/inbox/{conversation.pk}/")
     assert other.status_code in (403, 404)
+
+
+def test_the_inbox_shows_a_customers_photo_and_voice_note_to_members_only(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    photo = MessageMedia.objects.get(pk=tenant_a.objects["message_media"])
+    message = photo.message
+    voice = MessageMedia(
+        business=tenant_a.business, message=message, kind="audio", state="read", description="a stove?"
+    )
+    voice.content_type, voice.size = "audio/ogg", len(OGG)
+    voice.file.save("voice.ogg", ContentFile(OGG), save=False)
+    voice.save()
+    refused = MessageMedia.objects.create(
+        business=tenant_a.business, message=message, kind="image", state="refused", error="not a JPEG"
+    )
+    staff = _client(tenant_a.staff)
+    html = staff.get(f"/app/{tenant_a.business.slug}/inbox/{message.conversation_id}/").content.decode()
+    base = f"/app/{tenant_a.business.slug}/inbox/media"
+    assert f'<img src="{base}/{photo.pk}/"' in html and "described: a tent" in html
+    assert f'<audio controls preload="none" src="{base}/{voice.pk}/">' in html and "transcribed" in html
+    assert "refused (not a JPEG)" in html and f"{base}/{refused.pk}/" not in html
+    served = staff.get(f"{base}/{voice.pk}/")
+    assert (served.status_code, served["Content-Type"], served.content) == (
+        200,
+        "audio/ogg",
+        OGG,
+    )
+    assert served["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert staff.get(f"{base}/{refused.pk}/").status_code == 404  # nothing kept
+    # Another business's member: 404 on the file, under either slug.
+    other = _client(tenant_b.staff)
+    assert other.get(f"{base}/{photo.pk}/").status_code == 404
+    assert other.get(f"/app/{tenant_b.business.slug}/inbox/media/{photo.pk}/").status_code == 404

@@ -29,12 +29,12 @@ from messaging.models import Message, MessageMedia
 from messaging.replies.engine import run_reply
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
+from tests.fixtures.media import JPEG
 from tests.fixtures.meta import connect, page_delivery, page_event, signed, wa_change, wa_delivery, wa_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PHONE_ID = "106540352242922"
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4
 GIF = b"GIF89a" + bytes(200)
 TENT = "A green two-person dome tent with two doors."
 

@@ -11,9 +11,10 @@ import pytest
 from django.utils import timezone
 
 from agents.disclosure import DEFAULT_DISCLOSURES
+from messaging.media_reading import media_read
 from messaging.meta import intake
 from messaging.meta.tasks import mark_read, process_delivery, send_message
-from messaging.models import Contact, Conversation, Message, OutboundPart, WebhookDelivery
+from messaging.models import Contact, Conversation, Message, MessageMedia, OutboundPart, WebhookDelivery
 from messaging.tasks import reply
 from tests.factories import BusinessFactory
 from tests.fixtures.meta import (
@@ -166,13 +167,13 @@ def test_supported_types_reach_the_agent_as_text(shop: Any, message: dict[str, A
         (
             {
                 "from": "16505551234",
-                "id": "wamid.AUD",
+                "id": "wamid.VID",
                 "timestamp": "1744344496",
-                "type": "audio",
-                "audio": {"id": "1"},
+                "type": "video",
+                "video": {"id": "1"},
             },
-            "[audio]",
-            "Sorry, I can't open voice messages here. I can read text messages, button and list choices, "
+            "[video]",
+            "Sorry, I can't open videos here. I can read text messages, button and list choices, "
             "shared locations and photos: please type your question.",
         ),
         (
@@ -551,6 +552,8 @@ def test_human_state_stores_but_the_agent_stays_silent(shop: Any, graph_api: Any
     Conversation.objects.update(state="human")
     deliver(wa_delivery(wa_change(PHONE_ID, messages=[wa_text("still there?", wamid="wamid.2")])))
     deliver(wa_delivery(wa_change(PHONE_ID, messages=[{**IMAGE, "id": "wamid.3", "image": {"id": "1"}}])))
+    # A photo is read first (staff see what it shows), then left to staff too.
+    assert media_read(media_id=MessageMedia.objects.get().pk) == "refused"  # Graph has no media "1"
     assert list(Message.objects.order_by("pk").values_list("role", "status")) == [
         ("customer", "received"),
         ("customer", "skipped"),

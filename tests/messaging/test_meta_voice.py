@@ -28,13 +28,13 @@ from messaging.replies.engine import run_reply
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 from tests.fixtures.inference import AUDIO_MODEL
+from tests.fixtures.media import OGG
 from tests.fixtures.meta import connect, page_delivery, page_event, signed, wa_change, wa_delivery, wa_text
 from tests.inference_server import InferenceServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PHONE_ID = "106540352242922"
-OGG = b"OggS\x00\x02" + bytes(range(256)) * 4  # an Ogg Opus voice note, as WhatsApp records them
 M4A = b"\x00\x00\x00\x20ftypM4A " + bytes(300)  # Messenger's and Instagram's voice messages
 QUESTION = "How much is the Ridgeline 2-person tent?"
 
@@ -133,9 +133,9 @@ def test_a_voice_note_is_transcribed_and_answered_from_the_catalog(
     assert "249.00 EUR" in reply.text
     assert "TENT-2P" in [card["external_id"] for card in reply.cards]
     # Redelivered: nothing stored, nothing downloaded again; read again: nothing to do.
-    assert store(wa_delivery(wa_change(PHONE_ID, messages=[wa_voice("wamid.V1", "VOICE_1")]), waba_id="x")) == {
-        "duplicate": 1
-    }
+    assert store(
+        wa_delivery(wa_change(PHONE_ID, messages=[wa_voice("wamid.V1", "VOICE_1")]), waba_id="x")
+    ) == {"duplicate": 1}
     assert media_read(media_id=media.pk) is None
     assert len(graph_api.downloads) == 1 and len(transcriber.transcriptions) == 1
 
@@ -162,7 +162,9 @@ def test_messenger_and_instagram_voice_messages_come_from_the_attachment_url(
         assert read_pending() == ["read"]
         assert Message.objects.get(business=shop, role="customer").text == QUESTION
         assert transcriber.transcriptions[-1][1:3] == ("audio.m4a", "audio/mp4")
-    assert all("Authorization" not in d.headers for d in graph_api.downloads)  # no token to a URL a webhook gave
+    assert all(
+        "Authorization" not in d.headers for d in graph_api.downloads
+    )  # no token to a URL a webhook gave
 
 
 def test_without_a_speech_to_text_endpoint_the_customer_is_asked_to_type(

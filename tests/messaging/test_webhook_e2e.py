@@ -15,6 +15,7 @@ from agents.disclosure import DEFAULT_DISCLOSURES
 from messaging.models import Conversation, Message, Order, WebhookDelivery
 from tests.factories import BusinessFactory, MembershipFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
+from tests.fixtures.media import OGG
 from tests.fixtures.meta import connect, signed, wa_change, wa_delivery, wa_status, wa_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -172,3 +173,54 @@ def test_a_signed_order_webhook_becomes_an_order_in_the_inbox_with_our_prices(
     assert "- 1 x STOVE-1 at 35.00 EUR" in page
     assert "Total: 537.90 EUR" in page
     assert Conversation.objects.get(pk=order.conversation_id).state == "human"
+
+
+def test_a_voice_note_is_transcribed_and_answered_through_the_real_worker(
+    stack: Any, stack_graph_api: Any, stack_transcriber: Any, import_catalog: Any
+) -> None:
+    """Signed webhook -> uvicorn -> worker: the delivery stores the voice note as being read, the read_media
+    task downloads it through Graph and has the pool's speech-to-text endpoint transcribe it, and the reply
+    to the transcript is sent on WhatsApp."""
+    shop = BusinessFactory()
+    import_catalog(shop, SMALL_CATALOG_CSV, embed=True)
+    account = connect(shop, phone_number_id="555000333", waba_id="WABA_VOICE", app_secret=SECRET)
+    stack_graph_api.add_media("VOICE_E2E", OGG, token=account.access_token, mime="audio/ogg")
+    stack_transcriber.reset_counters()
+    stack_transcriber.transcript = "How much is the Ridgeline 2-person tent?"
+    stack.inference.script("The Ridgeline 2-person tent costs 249.00 EUR.")
+    voice = {
+        "from": "16505550001",
+        "id": f"wamid.voice.{time.time_ns()}",
+        "timestamp": str(int(time.time())),
+        "type": "audio",
+        "audio": {"id": "VOICE_E2E", "mime_type": "audio/ogg; codecs=opus", "voice": True},
+    }
+    body, header = signed(
+        wa_delivery(wa_change("555000333", messages=[voice]), waba_id="WABA_VOICE"), secret=SECRET
+    )
+    with httpx.Client(timeout=10) as client:
+
+        def post() -> bool:
+            response = client.post(
+                f"{stack.asgi.url}/webhooks/whatsapp",
+                content=body,
+                headers={"Content-Type": "application/json", "X-Hub-Signature-256": header},
+            )
+            return (response.status_code, response.text) == (200, "EVENT_RECEIVED")
+
+        wait_for(post, timeout=45)  # until the server knows the new account's own secret (see the order test)
+    try:
+        reply = wait_for(lambda: Message.objects.filter(business=shop, role="agent", delivery="sent").first())
+    except AssertionError:
+        print(list(Message.objects.filter(business=shop).values_list("role", "status", "text", "error")))
+        print(stack.worker.log()[-6000:])
+        raise
+    customer = Message.objects.get(business=shop, role="customer")
+    assert (customer.text, customer.status) == ("How much is the Ridgeline 2-person tent?", "answered")
+    assert reply.reply_to_id == customer.pk and "249.00 EUR" in reply.text
+    (transcription,) = stack_transcriber.transcriptions
+    assert transcription == ("whisper-test", "audio.ogg", "audio/ogg", OGG)
+    media = customer.media.get()
+    assert (media.kind, media.state, media.description) == ("audio", "read", customer.text)
+    sent = [send.body for send in stack_graph_api.sends()]
+    assert any("249.00 EUR" in (part.get("text") or {}).get("body", "") for part in sent), sent
