@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.feeds",
     "tests.fixtures.stack",
     "tests.fixtures.meta",
+    "tests.fixtures.media",
     "tests.fixtures.browser",
     "tests.fixtures.api",
 ]

@@ -28,8 +28,7 @@ from messaging.meta.tasks import process_delivery
 from messaging.models import Message, MessageMedia
 from messaging.replies.engine import run_reply
 from tests.factories import BusinessFactory
-from tests.fixtures.catalogs import SMALL_CATALOG_CSV
-from tests.fixtures.media import JPEG
+from tests.fixtures.media import JPEG, token_of
 from tests.fixtures.meta import connect, page_delivery, page_event, signed, wa_change, wa_delivery, wa_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,10 +36,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PHONE_ID = "106540352242922"
 GIF = b"GIF89a" + bytes(200)
 TENT = "A green two-person dome tent with two doors."
-
-
-def token_of(business: Any) -> str:
-    return f"EAAG-token-for-{business.slug}-0123456789"
 
 
 def wa_image(wamid: str, media_id: str, caption: str = "") -> dict[str, Any]:
@@ -68,11 +63,8 @@ def deliver(payload: Any, platform: str = "whatsapp") -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def shop(graph_api: Any, import_catalog: Any) -> Any:
-    business = BusinessFactory()
-    import_catalog(business, SMALL_CATALOG_CSV, embed=True)
-    connect(business)
-    return business
+def shop(media_shop: Any) -> Any:
+    return media_shop
 
 
 def test_a_photo_is_downloaded_described_and_answered_with_cited_items(

@@ -26,9 +26,8 @@ from messaging.meta.tasks import process_delivery
 from messaging.models import Message, MessageMedia
 from messaging.replies.engine import run_reply
 from tests.factories import BusinessFactory
-from tests.fixtures.catalogs import SMALL_CATALOG_CSV
 from tests.fixtures.inference import AUDIO_MODEL
-from tests.fixtures.media import OGG
+from tests.fixtures.media import OGG, token_of
 from tests.fixtures.meta import connect, page_delivery, page_event, signed, wa_change, wa_delivery, wa_text
 from tests.inference_server import InferenceServer
 
@@ -37,10 +36,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PHONE_ID = "106540352242922"
 M4A = b"\x00\x00\x00\x20ftypM4A " + bytes(300)  # Messenger's and Instagram's voice messages
 QUESTION = "How much is the Ridgeline 2-person tent?"
-
-
-def token_of(business: Any) -> str:
-    return f"EAAG-token-for-{business.slug}-0123456789"
 
 
 def wa_voice(wamid: str, media_id: str, timestamp: int | None = None) -> dict[str, Any]:
@@ -76,11 +71,8 @@ def transcriber() -> Any:
 
 
 @pytest.fixture
-def shop(graph_api: Any, import_catalog: Any) -> Any:
-    business = BusinessFactory()
-    import_catalog(business, SMALL_CATALOG_CSV, embed=True)
-    connect(business)
-    return business
+def shop(media_shop: Any) -> Any:
+    return media_shop
 
 
 def test_a_voice_note_is_transcribed_and_answered_from_the_catalog(

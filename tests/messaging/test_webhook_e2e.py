@@ -34,6 +34,23 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
         time.sleep(0.1)
 
 
+def post_until_accepted(stack: Any, body: bytes, header: str) -> None:
+    """POST a signed WhatsApp delivery until the server accepts it. The server knows a newly connected
+    account's own secret within WEBHOOK_SECRET_CACHE_SECONDS (30): until then it refuses the delivery, and
+    Meta delivers it again, as this loop does."""
+    with httpx.Client(timeout=10) as client:
+
+        def post() -> bool:
+            response = client.post(
+                f"{stack.asgi.url}/webhooks/whatsapp",
+                content=body,
+                headers={"Content-Type": "application/json", "X-Hub-Signature-256": header},
+            )
+            return (response.status_code, response.text) == (200, "EVENT_RECEIVED")
+
+        wait_for(post, timeout=45)
+
+
 def test_whatsapp_message_is_answered_once_through_the_real_worker(stack: Any, stack_graph_api: Any) -> None:
     shop = BusinessFactory()
     # The business's own app secret: the server process verifies with it (no META_APP_SECRET there).
@@ -145,19 +162,7 @@ def test_a_signed_order_webhook_becomes_an_order_in_the_inbox_with_our_prices(
     body, header = signed(
         wa_delivery(wa_change("555000222", messages=[order_message]), waba_id="WABA_ORDER"), secret=SECRET
     )
-    with httpx.Client(timeout=10) as client:
-
-        def post() -> bool:
-            response = client.post(
-                f"{stack.asgi.url}/webhooks/whatsapp",
-                content=body,
-                headers={"Content-Type": "application/json", "X-Hub-Signature-256": header},
-            )
-            return (response.status_code, response.text) == (200, "EVENT_RECEIVED")
-
-        # The server knows a newly connected account's own secret within WEBHOOK_SECRET_CACHE_SECONDS (30):
-        # until then it refuses the delivery, and Meta delivers it again, as this loop does.
-        wait_for(post, timeout=45)
+    post_until_accepted(stack, body, header)
     order = wait_for(lambda: Order.objects.filter(business=shop).first())
     assert order.totals == {"EUR": "537.90"}
     ack = wait_for(lambda: Message.objects.filter(business=shop, role="agent", delivery="sent").first())
@@ -198,17 +203,7 @@ def test_a_voice_note_is_transcribed_and_answered_through_the_real_worker(
     body, header = signed(
         wa_delivery(wa_change("555000333", messages=[voice]), waba_id="WABA_VOICE"), secret=SECRET
     )
-    with httpx.Client(timeout=10) as client:
-
-        def post() -> bool:
-            response = client.post(
-                f"{stack.asgi.url}/webhooks/whatsapp",
-                content=body,
-                headers={"Content-Type": "application/json", "X-Hub-Signature-256": header},
-            )
-            return (response.status_code, response.text) == (200, "EVENT_RECEIVED")
-
-        wait_for(post, timeout=45)  # until the server knows the new account's own secret (see the order test)
+    post_until_accepted(stack, body, header)
     try:
         reply = wait_for(lambda: Message.objects.filter(business=shop, role="agent", delivery="sent").first())
     except AssertionError:
