@@ -36,7 +36,7 @@ from messaging.models import (
     conversation_group,
 )
 from messaging.replies import policy
-from messaging.selectors import message_payload
+from messaging.selectors import last_customer_text, message_payload
 from outbox.models import EventType
 
 logger = logging.getLogger(__name__)
@@ -377,7 +377,8 @@ def _rating_ask(conversation: Conversation) -> None:
         conversation=conversation,
         channel=conversation.channel,
         role=Message.Role.AGENT,
-        text=rating.QUESTION,
+        # In the language of the customer's last message in this conversation.
+        text=rating.question(last_customer_text(conversation.pk)),
         asks_rating=True,
         status=Message.Status.DONE,
         delivery=Message.Delivery.QUEUED,

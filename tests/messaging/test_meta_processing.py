@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from agents.disclosure import DEFAULT_DISCLOSURES
-from messaging.meta import intake
+from messaging.meta import intake, outbound
 from messaging.meta.tasks import mark_read, process_delivery, send_message
 from messaging.models import Contact, Conversation, Message, OutboundPart, WebhookDelivery
 from messaging.tasks import reply
@@ -214,6 +214,29 @@ def test_unsupported_types_get_a_polite_note_and_never_crash(
     # Redelivered: nothing new stored, nothing sent again.
     assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[message])), indent=1) == {"duplicate": 1}
     assert Message.objects.count() == 2
+
+
+def test_the_note_for_an_unsupported_type_is_in_the_customers_language() -> None:
+    # The intake passes the customer's words (``language_hint``); without any, English.
+    assert outbound.unsupported_reply("audio", "Habt ihr das Zelt auch in Grün?") == (
+        "Leider kann ich Sprachnachrichten hier nicht öffnen. Ich kann Textnachrichten, die Auswahl aus "
+        "Buttons und Listen, geteilte Standorte und Fotos lesen: Bitte schreiben Sie Ihre Frage."
+    )
+    assert outbound.unsupported_reply("hologram", "Bonjour, vous avez des tentes ?") == (
+        "Désolé, je ne peux pas ouvrir ce type de message ici. Je peux lire les messages texte, les choix dans "
+        "les boutons et les listes, les positions partagées et les photos : merci d'écrire votre question."
+    )
+    assert (
+        outbound.unsupported_reply("video")
+        == outbound.unsupported_reply("video", "ok")
+        == (
+            "Sorry, I can't open videos here. I can read text messages, button and list choices, shared locations "
+            "and photos: please type your question."
+        )
+    )
+    # Every kind has its name in every language.
+    for names in outbound.UNSUPPORTED_NAMES.values():
+        assert set(names) == {*outbound.UNSUPPORTED_KINDS.values(), ""}
 
 
 def test_reactions_are_ignored(shop: Any) -> None:
