@@ -44,9 +44,12 @@ def reply_disclosure(
     return disclosure_text(agent, question)
 
 
-def fixed_reply_disclosure(conversation: Conversation, customer: Message, agent: Agent | None = None) -> str:
+def fixed_reply_disclosure(
+    conversation: Conversation, customer: Message, agent: Agent | None = None, *, language_hint: str = ""
+) -> str:
     """The disclosure a reply our code writes (not the agent's answer: the note for a message it cannot read,
-    an order's acknowledgement) starts with, when one is due, as for the agent's replies."""
+    an order's acknowledgement) starts with, when one is due, as for the agent's replies: in the language of
+    ``language_hint`` (the customer's words the fixed reply follows), else of the customer's message."""
     previous_at = (
         Message.objects.filter(conversation=conversation, pk__lt=customer.pk)
         .order_by("-pk")
@@ -55,7 +58,7 @@ def fixed_reply_disclosure(conversation: Conversation, customer: Message, agent:
     )
     return reply_disclosure(
         agent=agent or agent_for(conversation.business),
-        question=customer.text,
+        question=language_hint or customer.text,
         disclosed_at=conversation.disclosed_at,
         previous_at=previous_at,
         question_at=customer.created_at,

@@ -243,40 +243,23 @@ def _settle(row: MessageMedia, state: str, *, reading: str = "", error: str = ""
         )
         if settled and bot and not answerable:
             message.text = text
-            note = media.fixed_reply(row.kind, state, _language_hint(message, caption))
-            fixed_reply_send(conversation=conversation, customer=message, text=note)
+            hint = _language_hint(message, caption)
+            note = media.fixed_reply(row.kind, state, hint)
+            fixed_reply_send(conversation=conversation, customer=message, text=note, language_hint=hint)
         if bot:
             _queue_waiting_reply(conversation)
     return state
 
 
 def _language_hint(message: Message, caption: str) -> str:
-    """The customer's own words, for the language of a fixed reply: the caption, else their last message."""
+    """The customer's own words, for the language of a fixed reply: the caption, else their last message that
+    is not media being read."""
     if caption:
         return caption
-    last = (
-        Message.objects.filter(conversation_id=message.conversation_id, role=Message.Role.CUSTOMER)
-        .exclude(pk=message.pk)
-        .exclude(status=Message.Status.PREPARING)
-        .order_by("-pk")
-        .values_list("text", flat=True)
-        .first()
-    )
-    if last is None:  # their first message in this conversation: their words in the one before
-        last = (
-            Message.objects.filter(
-                business_id=message.business_id,
-                channel=message.channel,
-                role=Message.Role.CUSTOMER,
-                conversation__contact_id=message.conversation.contact_id,
-            )
-            .exclude(pk=message.pk)
-            .exclude(status=Message.Status.PREPARING)
-            .order_by("-pk")
-            .values_list("text", flat=True)
-            .first()
-        )
-    return last or ""
+    earlier = Message.objects.filter(
+        conversation_id=message.conversation_id, role=Message.Role.CUSTOMER, pk__lt=message.pk
+    ).exclude(text__startswith="[")
+    return earlier.order_by("-pk").values_list("text", flat=True).first() or ""
 
 
 def _queue_waiting_reply(conversation: Conversation) -> None:

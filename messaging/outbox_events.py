@@ -1,6 +1,11 @@
 """The events messaging reports to webhooks (docs/webhooks.md), written into the outbox by the services in
 the transaction of each change (outbox.emit: nothing is stored for a business that no endpoint listens to).
-A conversation's events share its ordering key, so each endpoint gets them in order."""
+A conversation's events share its ordering key, so each endpoint gets them in order.
+
+The owner's playground (``Conversation.preview``) is no customer's conversation: nothing in it is reported.
+Each function here decides that itself, so that no caller can forget it, from what its callers already hold:
+the conversation, a message with its conversation loaded, or the flag read by the statement that stored the
+message."""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ def _iso(moment: dt.datetime | None) -> str:
 
 def conversation_event(conversation: Conversation, type: EventType) -> None:
     """conversation.created or conversation.closed."""
+    if conversation.preview:
+        return
     event_emit(
         business_id=conversation.business_id,
         type=type,
@@ -33,7 +40,12 @@ def conversation_event(conversation: Conversation, type: EventType) -> None:
     )
 
 
-def message_created(message: Message) -> None:
+def message_created(message: Message, *, preview: bool | None = None) -> None:
+    """message.created. ``preview``: whether the message's conversation is the playground's, from a caller
+    that knows without the conversation (the one-statement insert of ``services.message_receive``); by
+    default ``message.conversation``, which every other caller has loaded."""
+    if message.conversation.preview if preview is None else preview:
+        return
     event_emit(
         business_id=message.business_id,
         type=EventType.MESSAGE_CREATED,
@@ -50,19 +62,24 @@ def message_created(message: Message) -> None:
     )
 
 
-def handoff_requested(*, business_id: int, conversation_id: int, channel: str, reason: str) -> None:
+def handoff_requested(conversation: Conversation, reason: str) -> None:
+    if conversation.preview:
+        return
     event_emit(
-        business_id=business_id,
+        business_id=conversation.business_id,
         type=EventType.HANDOFF_REQUESTED,
-        data={"conversation_id": conversation_id, "channel": channel, "reason": reason},
-        ordering_key=conversation_key(conversation_id),
+        data={"conversation_id": conversation.pk, "channel": conversation.channel, "reason": reason},
+        ordering_key=conversation_key(conversation.pk),
     )
 
 
-def feedback_received(*, business_id: int, data: FeedbackData) -> None:
+def feedback_received(conversation: Conversation, data: FeedbackData) -> None:
+    """feedback.received; ``data`` names ``conversation``."""
+    if conversation.preview:
+        return
     event_emit(
-        business_id=business_id,
+        business_id=conversation.business_id,
         type=EventType.FEEDBACK_RECEIVED,
         data=data,
-        ordering_key=conversation_key(data["conversation_id"]),
+        ordering_key=conversation_key(conversation.pk),
     )

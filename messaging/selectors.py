@@ -115,6 +115,15 @@ def conversation_messages(business: Business, conversation_id: int) -> QuerySet[
     return Message.objects.filter(business=business, conversation_id=conversation_id).order_by("pk")
 
 
+def last_customer_text(conversation_id: int, *, before: int | None = None) -> str:
+    """The text of the customer's last message in the conversation (before message ``before``), "" when there
+    is none: the customer's own words, whose language a fixed reply follows."""
+    messages = Message.objects.filter(conversation_id=conversation_id, role=Message.Role.CUSTOMER)
+    if before is not None:
+        messages = messages.filter(pk__lt=before)
+    return messages.order_by("-pk").values_list("text", flat=True).first() or ""
+
+
 def contacts_list(business: Business, *, channel: str | None = None) -> QuerySet[Contact]:
     """The business's contacts (one per identity on a channel), newest first."""
     qs = Contact.objects.filter(business=business).order_by("-pk")

@@ -37,7 +37,7 @@ from messaging.models import (
     conversation_group,
 )
 from messaging.replies import policy
-from messaging.selectors import message_payload
+from messaging.selectors import last_customer_text, message_payload
 from outbox.models import EventType
 
 logger = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ def conversation_open(
             conversation = Conversation.objects.create(
                 business=business, contact=contact, channel=channel, preview=preview
             )
-            if not preview:  # the owner's playground is no customer's conversation
-                outbox_events.conversation_event(conversation, EventType.CONVERSATION_CREATED)
+            outbox_events.conversation_event(conversation, EventType.CONVERSATION_CREATED)
     return conversation
 
 
@@ -167,10 +166,10 @@ def message_receive(
         # A transaction only for the webhook event (outbox.emit: an exists-check when nobody listens),
         # which must commit with the message.
         with transaction.atomic():
-            inserted = _insert_into_open_conversation(message, contact_external_id, received_at)
-            if inserted:
-                outbox_events.message_created(message)
-        if inserted:
+            in_preview = _insert_into_open_conversation(message, contact_external_id, received_at)
+            if in_preview is not None:
+                outbox_events.message_created(message, preview=in_preview)
+        if in_preview is not None:
             _queue_reply(message, query_vector_token)
             return message
     with transaction.atomic(durable=True):
@@ -181,7 +180,7 @@ def message_receive(
             contact_name=contact_name,
             preview=preview,
         )
-        message.conversation_id = conversation.pk
+        message.conversation = conversation
         if conversation.state != Conversation.State.BOT:
             message.status = Message.Status.SKIPPED
         try:
@@ -195,10 +194,11 @@ def message_receive(
 
 def _insert_into_open_conversation(
     message: Message, contact_external_id: str, received_at: dt.datetime
-) -> bool:
+) -> bool | None:
     """Insert the unsaved customer ``message`` in one statement, without a transaction, if its conversation
     is this contact's, this business's and open; its status follows the conversation's state, and the same
-    statement notes when the customer last wrote. False when it is not, or for a duplicate: the caller takes
+    statement notes when the customer last wrote and reads whether the conversation is the playground's
+    (``Conversation.preview``), which is returned. None when it is not, or for a duplicate: the caller takes
     the long way, which tells the two apart."""
     insert, params = rows.insert_select(
         message,
@@ -213,11 +213,11 @@ def _insert_into_open_conversation(
         cursor.execute(
             f"WITH inserted AS ({insert} FROM {conversations} c JOIN {contacts} ct ON ct.id = c.contact_id "
             "WHERE c.id = %s AND c.business_id = %s AND c.channel = %s AND ct.external_id = %s "
-            "AND c.state <> %s ON CONFLICT DO NOTHING RETURNING id, status), "
+            "AND c.state <> %s ON CONFLICT DO NOTHING RETURNING id, status, conversation_id), "
             f"touched AS (UPDATE {conversations} SET last_customer_message_at = %s, updated_at = %s "
             "WHERE id = %s AND EXISTS (SELECT 1 FROM inserted) "
             "AND (last_customer_message_at IS NULL OR last_customer_message_at < %s)) "
-            "SELECT id, status FROM inserted",
+            f"SELECT i.id, i.status, c.preview FROM inserted i JOIN {conversations} c ON c.id = i.conversation_id",
             [
                 *params,
                 message.conversation_id,
@@ -233,10 +233,10 @@ def _insert_into_open_conversation(
         )
         row = cursor.fetchone()
     if row is None:
-        return False
-    message.pk, message.status = row
+        return None
+    message.pk, message.status, preview = row
     rows.stored(message)
-    return True
+    return bool(preview)
 
 
 def _burst_wait(channel: str) -> float:
@@ -288,17 +288,20 @@ def conversation_customer_wrote(*, conversation_id: int, at: dt.datetime) -> Non
     ).update(last_customer_message_at=at, updated_at=timezone.now())
 
 
-def fixed_reply_send(*, conversation: Conversation, customer: Message, text: str) -> Message:
+def fixed_reply_send(
+    *, conversation: Conversation, customer: Message, text: str, language_hint: str = ""
+) -> Message:
     """Answer ``customer`` with a note our code wrote (a message the agent cannot read, media it could not
-    open): stored as the agent's reply, with the AI disclosure when one is due, and sent on commit (a messaging
-    channel's send task; the widget's socket). Call inside the transaction that settles ``customer``."""
+    open): stored as the agent's reply, with the AI disclosure when one is due (in the language of
+    ``language_hint``, the customer's words the note follows), and sent on commit (a messaging channel's send
+    task; the widget's socket). Call inside the transaction that settles ``customer``."""
     note = Message.objects.create(
         business_id=conversation.business_id,
         conversation=conversation,
         channel=conversation.channel,
         role=Message.Role.AGENT,
         text=text,
-        disclosure=fixed_reply_disclosure(conversation, customer),
+        disclosure=fixed_reply_disclosure(conversation, customer, language_hint=language_hint),
         status=Message.Status.DONE,
         reply_to=customer,
         delivery=Message.Delivery.NONE if conversation.channel == Channel.WIDGET else Message.Delivery.QUEUED,
@@ -329,12 +332,7 @@ def conversation_handoff(*, business: Business, conversation_id: int, reason: st
         )
         conversation = Conversation.objects.filter(business=business, pk=conversation_id).first()
         if updated and conversation is not None:
-            outbox_events.handoff_requested(
-                business_id=business.pk,
-                conversation_id=conversation_id,
-                channel=conversation.channel,
-                reason=reason,
-            )
+            outbox_events.handoff_requested(conversation, reason)
             transaction.on_commit(
                 lambda: group_send(
                     conversation_group(conversation_id),
@@ -407,7 +405,8 @@ def _rating_ask(conversation: Conversation) -> None:
         conversation=conversation,
         channel=conversation.channel,
         role=Message.Role.AGENT,
-        text=rating.QUESTION,
+        # In the language of the customer's last message in this conversation.
+        text=rating.question(last_customer_text(conversation.pk)),
         asks_rating=True,
         status=Message.Status.DONE,
         delivery=Message.Delivery.QUEUED,
@@ -458,19 +457,21 @@ def conversation_csat(
             contact__external_id=visitor_id,
             state=Conversation.State.CLOSED,
         ).update(csat_score=score, csat_at=timezone.now())
-        if updated:
-            outbox_events.feedback_received(
-                business_id=business.pk,
-                data={
-                    "conversation_id": conversation_id,
-                    "kind": "csat",
-                    "message_id": None,
-                    "rating": None,
-                    "score": score,
-                    "comment": "",
-                },
-            )
-    return Conversation.objects.filter(business=business, pk=conversation_id).first() if updated else None
+        if not updated:
+            return None
+        conversation = Conversation.objects.get(pk=conversation_id)
+        outbox_events.feedback_received(
+            conversation,
+            {
+                "conversation_id": conversation_id,
+                "kind": "csat",
+                "message_id": None,
+                "rating": None,
+                "score": score,
+                "comment": "",
+            },
+        )
+    return conversation
 
 
 def staff_reply_send(
@@ -522,7 +523,9 @@ def message_rate(
         raise ValueError(f"rating must be 'up' or 'down', not {rating!r}")
     with transaction.atomic(durable=True):
         message = (
-            Message.objects.select_for_update()
+            # The conversation comes along (its events skip the playground's), locked is the message only.
+            Message.objects.select_related("conversation")
+            .select_for_update(of=("self",))
             .filter(
                 business=business,
                 pk=message_id,
@@ -540,8 +543,8 @@ def message_rate(
         message.rated_at = timezone.now()
         message.save(update_fields=["rating", "rating_comment", "rated_at", "updated_at"])
         outbox_events.feedback_received(
-            business_id=business.pk,
-            data={
+            message.conversation,
+            {
                 "conversation_id": message.conversation_id,
                 "kind": "rating",
                 "message_id": message.pk,

@@ -23,6 +23,7 @@ from common.tasks import enqueue, enqueue_on_commit
 from messaging.media_reading import media_message_receive
 from messaging.meta import outbound, parser, products, rating, statuses
 from messaging.meta import selectors as meta_selectors
+from messaging.selectors import last_customer_text
 from messaging.meta.orders import order_receive
 from messaging.models import ChannelAccount, Conversation, Message, Order, WebhookDelivery
 from messaging.services import (
@@ -296,8 +297,7 @@ def _question(account: ChannelAccount, event: parser.InboundMessage) -> str:
 
 def _inbound(account: ChannelAccount, event: parser.InboundMessage) -> InboundOutcome:
     if not event.supported:
-        note = outbound.unsupported_reply(event.kind)
-        return "unsupported" if _fixed_receive(account, event, note) else "duplicate"
+        return "unsupported" if _unsupported_receive(account, event) else "duplicate"
     if event.media_kind:
         return _media_receive(account, event)
     tapped = rating.rating_of(event.payload)
@@ -365,10 +365,11 @@ def _media_receive(account: ChannelAccount, event: parser.InboundMessage) -> Inb
     return "voice" if event.media_kind == "audio" else "photo"
 
 
-def _fixed_receive(account: ChannelAccount, event: parser.InboundMessage, note_text: str) -> Message | None:
-    """A message the agent cannot answer from the model: stored (for the inbox), answered with a fixed note
-    (there is nothing to ground a model's answer on). Silent when a person has the conversation. The stored
-    customer message, or None for a duplicate."""
+def _unsupported_receive(account: ChannelAccount, event: parser.InboundMessage) -> Message | None:
+    """A message the agent cannot read (a video, a sticker, a type Meta adds tomorrow): stored (for the inbox),
+    answered with a fixed note saying what works, in the language of the customer's words so far (there is
+    nothing to ground a model's answer on). Silent when a person has the conversation. The stored customer
+    message, or None for a duplicate."""
     with transaction.atomic(durable=True):
         conversation = conversation_open(
             business=account.business,
@@ -392,5 +393,11 @@ def _fixed_receive(account: ChannelAccount, event: parser.InboundMessage, note_t
             return None
         conversation_customer_wrote(conversation_id=conversation.pk, at=event.timestamp)
         if bot:
-            fixed_reply_send(conversation=conversation, customer=customer, text=note_text)
+            hint = event.text or last_customer_text(conversation.pk, before=customer.pk)
+            fixed_reply_send(
+                conversation=conversation,
+                customer=customer,
+                text=outbound.unsupported_reply(event.kind, hint),
+                language_hint=hint,
+            )
     return customer

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import quote
 
@@ -21,6 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Agent
+from agents.question import language_of
 from agents.selectors import agent_for
 from catalogs.models import Availability, Item
 from catalogs.selectors import items_by_external_ids
@@ -28,6 +30,7 @@ from common.tasks import enqueue_on_commit
 from messaging.disclosure import fixed_reply_disclosure
 from messaging.meta.parser import InboundOrder
 from messaging.models import ChannelAccount, Conversation, Message, Order, OrderLine
+from messaging.selectors import last_customer_text
 from messaging.services import conversation_handoff, conversation_open
 
 # Items a cart may not have: nothing to sell.
@@ -85,34 +88,132 @@ def order_totals(lines: list[OrderLine]) -> dict[str, str]:
     return {currency: f"{total:.2f}" for currency, total in sums.items()}
 
 
-def _described(line: OrderLine) -> str:
+@dataclass(frozen=True)
+class Wording:
+    """The acknowledgement's fixed words in one language; ``{...}`` are our data (names, amounts, the link)."""
+
+    thanks: str
+    not_in_catalog: str  # the line's quantity and name come before each problem
+    out_of_stock: str
+    no_price: str
+    price_changed: str  # {now}: our price, {was}: the cart's
+    each: str  # {price}: our price of one, after a line of several
+    total: str  # {amounts}
+    nothing_to_sell: str
+    checkout: str  # {url}
+    staff: str
+
+
+# The languages ``agents.question.language_of`` tells apart (the customer's; English when unknown).
+WORDINGS = {
+    "en": Wording(
+        thanks="Thank you for your order! Here it is with our current prices:",
+        not_in_catalog="not in our catalog, not included",
+        out_of_stock="out of stock, not included",
+        no_price="no price in our catalog, not included",
+        price_changed="(the price is now {now}, not {was})",
+        each="({price} each)",
+        total="Total: {amounts}",
+        nothing_to_sell="Nothing in this order can be sold as it is.",
+        checkout="Complete your order here: {url}",
+        staff="A member of our team will confirm your order here shortly.",
+    ),
+    "de": Wording(
+        thanks="Vielen Dank für Ihre Bestellung! Hier ist sie mit unseren aktuellen Preisen:",
+        not_in_catalog="nicht in unserem Katalog, nicht enthalten",
+        out_of_stock="nicht vorrätig, nicht enthalten",
+        no_price="kein Preis in unserem Katalog, nicht enthalten",
+        price_changed="(der Preis ist jetzt {now}, nicht {was})",
+        each="(je {price})",
+        total="Gesamt: {amounts}",
+        nothing_to_sell="In dieser Bestellung ist nichts, was wir so verkaufen können.",
+        checkout="Schließen Sie Ihre Bestellung hier ab: {url}",
+        staff="Ein Mitarbeiter unseres Teams bestätigt Ihre Bestellung in Kürze hier.",
+    ),
+    "fr": Wording(
+        thanks="Merci pour votre commande ! La voici avec nos prix actuels :",
+        not_in_catalog="absent de notre catalogue, non inclus",
+        out_of_stock="en rupture de stock, non inclus",
+        no_price="sans prix dans notre catalogue, non inclus",
+        price_changed="(le prix est maintenant de {now}, et non de {was})",
+        each="({price} l'unité)",
+        total="Total : {amounts}",
+        nothing_to_sell="Rien dans cette commande ne peut être vendu en l'état.",
+        checkout="Finalisez votre commande ici : {url}",
+        staff="Un membre de notre équipe va confirmer votre commande ici sous peu.",
+    ),
+    "es": Wording(
+        thanks="¡Gracias por tu pedido! Aquí lo tienes con nuestros precios actuales:",
+        not_in_catalog="no está en nuestro catálogo, no incluido",
+        out_of_stock="agotado, no incluido",
+        no_price="sin precio en nuestro catálogo, no incluido",
+        price_changed="(ahora el precio es {now}, no {was})",
+        each="({price} la unidad)",
+        total="Total: {amounts}",
+        nothing_to_sell="No podemos vender nada de este pedido tal como está.",
+        checkout="Completa tu pedido aquí: {url}",
+        staff="Una persona de nuestro equipo confirmará tu pedido aquí en breve.",
+    ),
+    "it": Wording(
+        thanks="Grazie per il tuo ordine! Eccolo con i nostri prezzi attuali:",
+        not_in_catalog="non presente nel nostro catalogo, non incluso",
+        out_of_stock="esaurito, non incluso",
+        no_price="senza prezzo nel nostro catalogo, non incluso",
+        price_changed="(ora il prezzo è {now}, non {was})",
+        each="({price} al pezzo)",
+        total="Totale: {amounts}",
+        nothing_to_sell="Nessun articolo di questo ordine può essere venduto così com'è.",
+        checkout="Completa il tuo ordine qui: {url}",
+        staff="Una persona del nostro team confermerà a breve il tuo ordine qui.",
+    ),
+    "nl": Wording(
+        thanks="Bedankt voor je bestelling! Hier is een overzicht met onze huidige prijzen:",
+        not_in_catalog="niet in onze catalogus, niet inbegrepen",
+        out_of_stock="niet op voorraad, niet inbegrepen",
+        no_price="geen prijs in onze catalogus, niet inbegrepen",
+        price_changed="(de prijs is nu {now}, niet {was})",
+        each="({price} per stuk)",
+        total="Totaal: {amounts}",
+        nothing_to_sell="Niets uit deze bestelling kunnen we zo verkopen.",
+        checkout="Rond je bestelling hier af: {url}",
+        staff="Een medewerker van ons team bevestigt je bestelling hier binnenkort.",
+    ),
+}
+
+
+def _described(line: OrderLine, words: Wording) -> str:
     name = line.title or line.product_retailer_id
     if line.problem == OrderLine.Problem.UNKNOWN_ITEM:
-        return f"- {line.quantity} x {name}: not in our catalog, not included"
+        return f"- {line.quantity} x {name}: {words.not_in_catalog}"
     if line.problem == OrderLine.Problem.OUT_OF_STOCK:
-        return f"- {line.quantity} x {name}: out of stock, not included"
+        return f"- {line.quantity} x {name}: {words.out_of_stock}"
     if line.problem == OrderLine.Problem.NO_PRICE or line.price is None:
-        return f"- {line.quantity} x {name}: no price in our catalog, not included"
+        return f"- {line.quantity} x {name}: {words.no_price}"
     text = f"- {line.quantity} x {name}: {_money(line.price * line.quantity, line.currency)}"
     if line.problem == OrderLine.Problem.PRICE_CHANGED and line.cart_price is not None:
         was = _money(line.cart_price, line.cart_currency or line.currency)
-        return f"{text} (the price is now {_money(line.price, line.currency)}, not {was})"
+        return f"{text} {words.price_changed.format(now=_money(line.price, line.currency), was=was)}"
     if line.quantity > 1:
-        return f"{text} ({_money(line.price, line.currency)} each)"
+        return f"{text} {words.each.format(price=_money(line.price, line.currency))}"
     return text
 
 
-def acknowledgement_text(lines: list[OrderLine], totals: dict[str, str], checkout_url: str) -> str:
-    """What the customer reads: each line at our price (or why it is not included), our total, what next."""
-    parts = ["Thank you for your order! Here it is with our current prices:", *map(_described, lines)]
+def acknowledgement_text(
+    lines: list[OrderLine], totals: dict[str, str], checkout_url: str, language_hint: str = ""
+) -> str:
+    """What the customer reads: each line at our price (or why it is not included), our total, what next; in
+    the language of ``language_hint`` (the customer's words: the cart's note or their last message)."""
+    words = WORDINGS[language_of(language_hint, "en")]
+    parts = [words.thanks, *(_described(line, words) for line in lines)]
     if totals:
-        parts.append("Total: " + " + ".join(_money(Decimal(v), c) for c, v in sorted(totals.items())))
+        amounts = " + ".join(_money(Decimal(v), c) for c, v in sorted(totals.items()))
+        parts.append(words.total.format(amounts=amounts))
     else:
-        parts.append("Nothing in this order can be sold as it is.")
+        parts.append(words.nothing_to_sell)
     if checkout_url and totals:
-        parts.append(f"Complete your order here: {checkout_url}")
+        parts.append(words.checkout.format(url=checkout_url))
     else:
-        parts.append("A member of our team will confirm your order here shortly.")
+        parts.append(words.staff)
     return "\n".join(parts)
 
 
@@ -193,12 +294,26 @@ def order_receive(
             order.checkout_url = checkout_url(template, order.pk, lines)
         if bot:
             order.acknowledgement = _acknowledge(
-                agent, conversation, customer, lines, totals, order.checkout_url
+                agent,
+                conversation,
+                customer,
+                lines,
+                totals,
+                order.checkout_url,
+                _language_hint(cart, customer),
             )
         order.save(update_fields=["checkout_url", "acknowledgement"])
     if order.next_step == Order.Next.STAFF:
         conversation_handoff(business=business, conversation_id=conversation.pk, reason=f"order #{order.pk}")
     return order
+
+
+def _language_hint(cart: InboundOrder, customer: Message) -> str:
+    """The customer's own words, for the acknowledgement's language: the cart's note, else their last message
+    before it in this conversation."""
+    if cart.text.strip():
+        return cart.text
+    return last_customer_text(customer.conversation_id, before=customer.pk)
 
 
 def _acknowledge(
@@ -208,16 +323,17 @@ def _acknowledge(
     lines: list[OrderLine],
     totals: dict[str, str],
     url: str,
+    language_hint: str,
 ) -> Message:
     """The acknowledgement, as the agent's reply to the cart (with the AI disclosure when one is due), queued
-    for sending on commit."""
-    disclosure = fixed_reply_disclosure(conversation, customer, agent)
+    for sending on commit; both in the language of ``language_hint``."""
+    disclosure = fixed_reply_disclosure(conversation, customer, agent, language_hint=language_hint)
     reply = Message.objects.create(
         business=conversation.business,
         conversation=conversation,
         channel=conversation.channel,
         role=Message.Role.AGENT,
-        text=acknowledgement_text(lines, totals, url),
+        text=acknowledgement_text(lines, totals, url, language_hint),
         disclosure=disclosure,
         status=Message.Status.DONE,
         reply_to=customer,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.cards import Card
+from agents.question import language_of
 from messaging.meta import products
 
 WHATSAPP = "whatsapp"
@@ -120,20 +121,28 @@ def short_text(text: str, limit: int = SHORT_TEXT_CHARS) -> str:
 
 
 def message_parts(
-    platform: str, text: str, cards: list[Card], *, disclosure: str = "", catalog_id: str = ""
+    platform: str,
+    text: str,
+    cards: list[Card],
+    *,
+    disclosure: str = "",
+    catalog_id: str = "",
+    language_hint: str = "",
 ) -> list[dict[str, Any]]:
     """The content of each send, in order: the AI disclosure (a message of its own, before the answer), the
     answer's text, then its products as the platform's product messages (``products``; the text is then
-    short, and on WhatsApp rides in their body where they have one). WhatsApp contents are message bodies
-    without ``to``; Messenger/Instagram contents are the ``message`` object."""
+    short, and on WhatsApp rides in their body where they have one; their buttons' words in the language of
+    ``language_hint``, the question the reply answers). WhatsApp contents are message bodies without ``to``;
+    Messenger/Instagram contents are the ``message`` object."""
     limit, measure = text_limit(platform)
     pieces = split_text(disclosure, limit, measure)
+    words = products.labels(language_hint)
     if platform == WHATSAPP:
-        native = products.whatsapp_products(cards, short_text(text), catalog_id)
+        native = products.whatsapp_products(cards, short_text(text), catalog_id, words)
         if not any(products.whatsapp_carries_text(m) for m in native):
             pieces += split_text(short_text(text) if native else text, limit, measure)
         return [{"type": "text", "text": {"preview_url": False, "body": p}} for p in pieces] + native
-    template = products.generic_template(cards)
+    template = products.generic_template(cards, words)
     pieces += split_text(short_text(text) if template else text, limit, measure)
     return [{"text": p} for p in pieces] + ([template] if template else [])
 
@@ -189,15 +198,38 @@ def mark_read_bodies(platform: str, contact_id: str, message_id: str) -> list[di
     ]
 
 
-UNSUPPORTED_REPLY = (
-    "Sorry, I can't open {what} here. I can read text messages, button and list choices, shared locations "
-    "and photos: please type your question."
-)
-
-
-def unsupported_reply(kind: str) -> str:
-    names = {
-        "audio": "voice messages",
+# The note for a message we cannot read, in each language ``agents.question.language_of`` tells apart:
+# ``{what}`` is the kind's name (``UNSUPPORTED_KINDS``) in that language, "" for any other kind.
+UNSUPPORTED_REPLIES = {
+    "en": "Sorry, I can't open {what} here. I can read text messages, button and list choices, shared "
+    "locations, photos and voice messages: please type your question.",
+    "de": "Leider kann ich {what} hier nicht öffnen. Ich kann Textnachrichten, die Auswahl aus Buttons und "
+    "Listen, geteilte Standorte, Fotos und Sprachnachrichten lesen: Bitte schreiben Sie Ihre Frage.",
+    "fr": "Désolé, je ne peux pas ouvrir {what} ici. Je peux lire les messages texte, les choix dans les "
+    "boutons et les listes, les positions partagées, les photos et les messages vocaux : merci d'écrire votre "
+    "question.",
+    "es": "Lo siento, aquí no puedo abrir {what}. Puedo leer mensajes de texto, opciones de botones y listas, "
+    "ubicaciones compartidas, fotos y mensajes de voz: escribe tu pregunta, por favor.",
+    "it": "Mi dispiace, qui non posso aprire {what}. Posso leggere messaggi di testo, scelte da pulsanti ed "
+    "elenchi, posizioni condivise, foto e messaggi vocali: scrivi la tua domanda, per favore.",
+    "nl": "Sorry, ik kan {what} hier niet openen. Ik kan tekstberichten, keuzes uit knoppen en lijsten, "
+    "gedeelde locaties, foto's en spraakberichten lezen: typ je vraag alsjeblieft.",
+}
+# What each platform's message kind is called (its key in UNSUPPORTED_NAMES). Photos and voice messages are
+# read (messaging.media_reading): "image" and "audio" here are ones that came without their media.
+UNSUPPORTED_KINDS = {
+    "audio": "voice",
+    "voice": "voice",
+    "video": "video",
+    "sticker": "sticker",
+    "document": "document",
+    "file": "file",
+    "contacts": "contacts",
+    "image": "image",
+    "order": "order",
+}
+UNSUPPORTED_NAMES = {
+    "en": {
         "voice": "voice messages",
         "video": "videos",
         "sticker": "stickers",
@@ -206,5 +238,69 @@ def unsupported_reply(kind: str) -> str:
         "contacts": "shared contacts",
         "image": "this photo",
         "order": "orders",
-    }
-    return UNSUPPORTED_REPLY.format(what=names.get(kind, "this kind of message"))
+        "": "this kind of message",
+    },
+    "de": {
+        "voice": "Sprachnachrichten",
+        "video": "Videos",
+        "sticker": "Sticker",
+        "document": "Dokumente",
+        "file": "Dateien",
+        "contacts": "geteilte Kontakte",
+        "image": "dieses Foto",
+        "order": "Bestellungen",
+        "": "diese Art von Nachricht",
+    },
+    "fr": {
+        "voice": "les messages vocaux",
+        "video": "les vidéos",
+        "sticker": "les stickers",
+        "document": "les documents",
+        "file": "les fichiers",
+        "contacts": "les contacts partagés",
+        "image": "cette photo",
+        "order": "les commandes",
+        "": "ce type de message",
+    },
+    "es": {
+        "voice": "mensajes de voz",
+        "video": "vídeos",
+        "sticker": "stickers",
+        "document": "documentos",
+        "file": "archivos",
+        "contacts": "contactos compartidos",
+        "image": "esta foto",
+        "order": "pedidos",
+        "": "este tipo de mensaje",
+    },
+    "it": {
+        "voice": "i messaggi vocali",
+        "video": "i video",
+        "sticker": "gli sticker",
+        "document": "i documenti",
+        "file": "i file",
+        "contacts": "i contatti condivisi",
+        "image": "questa foto",
+        "order": "gli ordini",
+        "": "questo tipo di messaggio",
+    },
+    "nl": {
+        "voice": "spraakberichten",
+        "video": "video's",
+        "sticker": "stickers",
+        "document": "documenten",
+        "file": "bestanden",
+        "contacts": "gedeelde contacten",
+        "image": "deze foto",
+        "order": "bestellingen",
+        "": "dit soort berichten",
+    },
+}
+
+
+def unsupported_reply(kind: str, language_hint: str = "") -> str:
+    """The note for a message of ``kind`` we cannot read, in the language of ``language_hint`` (the customer's
+    words so far; English when it has none)."""
+    language = language_of(language_hint, "en")
+    what = UNSUPPORTED_NAMES[language][UNSUPPORTED_KINDS.get(kind, "")]
+    return UNSUPPORTED_REPLIES[language].format(what=what)

@@ -12,13 +12,17 @@ availability, a "View" URL button and a "Details" postback whose payload is ``it
 
 Every text is clipped to the platform's documented limit (``LIMITS``). The answer's text travels with them,
 shortened to its first sentences (``outbound.short_text``): the products' facts are in the product messages.
+The buttons' words ("View", "Details", "Products") are in the language of the question the reply answers
+(``LABELS``, English when unknown).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from agents.cards import Card
+from agents.question import language_of
 
 # Meta's documented limits (WhatsApp "Interactive messages" and Messenger "Generic template" references).
 LIMITS = {
@@ -41,6 +45,30 @@ LIMITS = {
 }
 # The prefix of our buttons' payloads and list rows' ids: the catalog item they name.
 ITEM_PAYLOAD = "item:"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The words on our buttons, each within LIMITS["button"] (and "section_title" for ``products``)."""
+
+    view: str  # the link to the product's page (WhatsApp cta_url, Messenger/Instagram web_url)
+    details: str  # the postback that asks about the product (Messenger/Instagram)
+    products: str  # the WhatsApp list's button and its section's title
+
+
+LABELS = {
+    "en": Labels(view="View", details="Details", products="Products"),
+    "de": Labels(view="Ansehen", details="Details", products="Produkte"),
+    "fr": Labels(view="Voir", details="Détails", products="Produits"),
+    "es": Labels(view="Ver", details="Detalles", products="Productos"),
+    "it": Labels(view="Vedi", details="Dettagli", products="Prodotti"),
+    "nl": Labels(view="Bekijken", details="Details", products="Producten"),
+}
+
+
+def labels(language_hint: str) -> Labels:
+    """The buttons' words in the language of ``language_hint`` (the question the reply answers)."""
+    return LABELS[language_of(language_hint, "en")]
 
 
 def item_payload(card: Card) -> str:
@@ -84,10 +112,10 @@ def caption(card: Card) -> str:
 # --- WhatsApp ---------------------------------------------------------------------------------------------
 
 
-def whatsapp_products(cards: list[Card], text: str, catalog_id: str) -> list[dict[str, Any]]:
+def whatsapp_products(cards: list[Card], text: str, catalog_id: str, words: Labels) -> list[dict[str, Any]]:
     """The WhatsApp messages for a reply's ``cards``, ``text`` (already short) among them where a product
     message has a body for it; the caller sends ``text`` on its own when no returned message carries it
-    (``whatsapp_carries_text``)."""
+    (``whatsapp_carries_text``). ``words``: the buttons' (``labels``)."""
     if not cards:
         return []
     listed = [c for c in cards if str(c.get("external_id") or "").strip()]
@@ -97,8 +125,8 @@ def whatsapp_products(cards: list[Card], text: str, catalog_id: str) -> list[dic
         return [_product_list(listed, text, catalog_id)]
     titled = [c for c in cards if str(c.get("title") or "").strip()]
     if len(titled) > 1 and text:
-        return [_list(titled, text)]
-    message = _card_message(titled[0]) if titled else None
+        return [_list(titled, text, words)]
+    message = _card_message(titled[0], words) if titled else None
     return [message] if message is not None else []
 
 
@@ -132,7 +160,7 @@ def _product_list(cards: list[Card], text: str, catalog_id: str) -> dict[str, An
     }
 
 
-def _list(cards: list[Card], text: str) -> dict[str, Any]:
+def _list(cards: list[Card], text: str, words: Labels) -> dict[str, Any]:
     rows = []
     for card in cards[: LIMITS["list_rows"]]:
         row = {"id": item_payload(card), "title": clip(str(card["title"]), LIMITS["row_title"])}
@@ -145,12 +173,12 @@ def _list(cards: list[Card], text: str) -> dict[str, Any]:
         "interactive": {
             "type": "list",
             "body": {"text": clip(text, LIMITS["body"])},
-            "action": {"button": "Products", "sections": [{"title": "Products", "rows": rows}]},
+            "action": {"button": words.products, "sections": [{"title": words.products, "rows": rows}]},
         },
     }
 
 
-def _card_message(card: Card) -> dict[str, Any] | None:
+def _card_message(card: Card, words: Labels) -> dict[str, Any] | None:
     """One product without a catalog: interactive ``cta_url`` (image header, caption, a "View" button) when
     it has an https link, else an image with the caption, else nothing (its facts are in the text)."""
     text = caption(card)
@@ -159,7 +187,7 @@ def _card_message(card: Card) -> dict[str, Any] | None:
         interactive: dict[str, Any] = {
             "type": "cta_url",
             "body": {"text": clip(text, LIMITS["body"])},
-            "action": {"name": "cta_url", "parameters": {"display_text": "View", "url": url}},
+            "action": {"name": "cta_url", "parameters": {"display_text": words.view, "url": url}},
         }
         if image:
             interactive["header"] = {"type": "image", "image": {"link": image}}
@@ -172,8 +200,8 @@ def _card_message(card: Card) -> dict[str, Any] | None:
 # --- Messenger and Instagram -----------------------------------------------------------------------------------
 
 
-def generic_template(cards: list[Card]) -> dict[str, Any] | None:
-    """A generic template (a carousel) of up to 10 products."""
+def generic_template(cards: list[Card], words: Labels) -> dict[str, Any] | None:
+    """A generic template (a carousel) of up to 10 products; ``words``: the buttons' (``labels``)."""
     elements = []
     for card in cards[: LIMITS["generic_elements"]]:
         title = str(card.get("title") or "").strip()
@@ -187,8 +215,8 @@ def generic_template(cards: list[Card]) -> dict[str, Any] | None:
             element["image_url"] = card["image_url"]
         buttons: list[dict[str, str]] = []
         if str(card.get("url") or "").startswith("https://"):
-            buttons.append({"type": "web_url", "url": card["url"], "title": "View"})
-        buttons.append({"type": "postback", "title": "Details", "payload": item_payload(card)})
+            buttons.append({"type": "web_url", "url": card["url"], "title": words.view})
+        buttons.append({"type": "postback", "title": words.details, "payload": item_payload(card)})
         element["buttons"] = buttons
         elements.append(element)
     if not elements:

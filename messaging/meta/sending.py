@@ -82,6 +82,8 @@ def _plan(
             message.cards,
             disclosure=message.disclosure,
             catalog_id=account.commerce_catalog_id,
+            # The product buttons speak the language of the question the reply answers.
+            language_hint=message.reply_to.text if message.reply_to else "",
         )
         return [outbound.request_body(kind, contact_id, c) for c in contents], ""
     if kind == ChannelAccount.Kind.WHATSAPP:
@@ -155,7 +157,9 @@ def message_send(*, message_id: int) -> SendOutcome:
     sent parts are kept.
     """
     message = (
-        Message.objects.select_related("conversation__contact", "business").filter(pk=message_id).first()
+        Message.objects.select_related("conversation__contact", "business", "reply_to")
+        .filter(pk=message_id)
+        .first()
     )
     if message is None:
         return "gone"

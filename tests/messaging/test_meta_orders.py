@@ -21,15 +21,25 @@ from messaging.models import Conversation, Message, Order
 from messaging.replies.engine import run_reply
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
-from tests.fixtures.meta import connect, page_delivery, page_event, signed, wa_change, wa_delivery
+from tests.fixtures.meta import (
+    connect,
+    page_delivery,
+    page_event,
+    signed,
+    wa_change,
+    wa_delivery,
+    wa_text,
+)
 
 PHONE_ID = "106540352242922"
 
 
-def order_message(wamid: str, items: list[dict[str, Any]], text: str = "") -> dict[str, Any]:
+def order_message(
+    wamid: str, items: list[dict[str, Any]], text: str = "", sender: str = "16505551234"
+) -> dict[str, Any]:
     """A WhatsApp ``order`` message (a cart sent from a catalog), as the webhook reference shows it."""
     return {
-        "from": "16505551234",
+        "from": sender,
         "id": wamid,
         "timestamp": str(int(time.time())),
         "type": "order",
@@ -151,6 +161,46 @@ def test_a_checkout_template_sends_the_link_and_the_agent_keeps_the_conversation
     assert order.acknowledgement is not None
     assert order.acknowledgement.text == ACKNOWLEDGEMENT + f"Complete your order here: {url}"
     assert Conversation.objects.get(pk=order.conversation_id).state == "bot"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_acknowledgement_is_in_the_customers_language(shop: Any, graph_api: Any) -> None:
+    # German, from the cart's note; no checkout address: staff confirm it.
+    cart = order_message("wamid.DE", CART, "Bitte am Freitag liefern, danke!")
+    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[cart]))) == {"order": 1}
+    reply = Order.objects.get().acknowledgement
+    assert reply is not None
+    assert reply.text == (
+        "Vielen Dank für Ihre Bestellung! Hier ist sie mit unseren aktuellen Preisen:\n"
+        "- 2 x Ridgeline 2-person tent: 498.00 EUR (je 249.00 EUR)\n"
+        "- 1 x Pocket gas stove: 39.90 EUR (der Preis ist jetzt 39.90 EUR, nicht 35.00 EUR)\n"
+        "- 1 x Alpine down sleeping bag: nicht vorrätig, nicht enthalten\n"
+        "- 3 x LAMP-9: nicht in unserem Katalog, nicht enthalten\n"
+        "Gesamt: 537.90 EUR\n"
+        "Ein Mitarbeiter unseres Teams bestätigt Ihre Bestellung in Kürze hier."
+    )
+    # The disclosure before it speaks the same language.
+    assert reply.disclosure == DEFAULT_DISCLOSURES["de"]
+    assert send_message(reply.pk) == "sent"
+    assert [r.body["text"]["body"] for r in graph_api.sends()] == [reply.disclosure, reply.text]
+
+    # French, from the customer's last message before a cart without a note; with a checkout address.
+    agent_update(shop, checkout_url_template="https://shop.example/checkout?order={order_id}")
+    sender, now = "33612345678", int(time.time())
+    question = wa_text("Bonjour, avez-vous des tentes ?", wamid="wamid.FR1", sender=sender, timestamp=now)
+    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[question]))) == {"received": 1}
+    cart = order_message("wamid.FR2", CART[:2], sender=sender)
+    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[cart]))) == {"order": 1}
+    order = Order.objects.get(message__channel_message_id="wamid.FR2")
+    assert order.acknowledgement is not None
+    assert order.acknowledgement.text == (
+        "Merci pour votre commande ! La voici avec nos prix actuels :\n"
+        "- 2 x Ridgeline 2-person tent: 498.00 EUR (249.00 EUR l'unité)\n"
+        "- 1 x Pocket gas stove: 39.90 EUR (le prix est maintenant de 39.90 EUR, et non de 35.00 EUR)\n"
+        "Total : 537.90 EUR\n"
+        f"Finalisez votre commande ici : https://shop.example/checkout?order={order.pk}"
+    )
+    assert order.acknowledgement.disclosure == DEFAULT_DISCLOSURES["fr"]
 
 
 @pytest.mark.django_db(transaction=True)

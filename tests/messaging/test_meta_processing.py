@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from agents.disclosure import DEFAULT_DISCLOSURES
 from messaging.media_reading import media_read
-from messaging.meta import intake
+from messaging.meta import intake, outbound
 from messaging.meta.tasks import mark_read, process_delivery, send_message
 from messaging.models import Contact, Conversation, Message, MessageMedia, OutboundPart, WebhookDelivery
 from messaging.tasks import reply
@@ -174,7 +174,7 @@ def test_supported_types_reach_the_agent_as_text(shop: Any, message: dict[str, A
             },
             "[video]",
             "Sorry, I can't open videos here. I can read text messages, button and list choices, "
-            "shared locations and photos: please type your question.",
+            "shared locations, photos and voice messages: please type your question.",
         ),
         (
             {
@@ -186,7 +186,7 @@ def test_supported_types_reach_the_agent_as_text(shop: Any, message: dict[str, A
             },
             "[hologram]",
             "Sorry, I can't open this kind of message here. I can read text messages, button and list choices, "
-            "shared locations and photos: please type your question.",
+            "shared locations, photos and voice messages: please type your question.",
         ),
     ],
 )
@@ -215,6 +215,31 @@ def test_unsupported_types_get_a_polite_note_and_never_crash(
     # Redelivered: nothing new stored, nothing sent again.
     assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[message])), indent=1) == {"duplicate": 1}
     assert Message.objects.count() == 2
+
+
+def test_the_note_for_an_unsupported_type_is_in_the_customers_language() -> None:
+    # The intake passes the customer's words (``language_hint``); without any, English.
+    assert outbound.unsupported_reply("audio", "Habt ihr das Zelt auch in Grün?") == (
+        "Leider kann ich Sprachnachrichten hier nicht öffnen. Ich kann Textnachrichten, die Auswahl aus "
+        "Buttons und Listen, geteilte Standorte, Fotos und Sprachnachrichten lesen: Bitte schreiben Sie Ihre "
+        "Frage."
+    )
+    assert outbound.unsupported_reply("hologram", "Bonjour, vous avez des tentes ?") == (
+        "Désolé, je ne peux pas ouvrir ce type de message ici. Je peux lire les messages texte, les choix dans "
+        "les boutons et les listes, les positions partagées, les photos et les messages vocaux : merci d'écrire "
+        "votre question."
+    )
+    assert (
+        outbound.unsupported_reply("video")
+        == outbound.unsupported_reply("video", "ok")
+        == (
+            "Sorry, I can't open videos here. I can read text messages, button and list choices, shared locations, "
+            "photos and voice messages: please type your question."
+        )
+    )
+    # Every kind has its name in every language.
+    for names in outbound.UNSUPPORTED_NAMES.values():
+        assert set(names) == {*outbound.UNSUPPORTED_KINDS.values(), ""}
 
 
 def test_reactions_are_ignored(shop: Any) -> None:
@@ -630,3 +655,13 @@ def test_sweeper_requeues_old_pending_and_failed_deliveries(shop: Any) -> None:
     ]
     assert process_delivery(ids[1]) == {"received": 1}
     assert WebhookDelivery.objects.get(pk=ids[1]).state == "done"
+
+
+def test_the_intake_answers_an_unsupported_type_in_the_customers_language(shop: Any, graph_api: Any) -> None:
+    deliver(wa_delivery(wa_change(PHONE_ID, messages=[wa_text("Habt ihr Zelte?", wamid="wamid.1")])))
+    sticker = {"from": "16505551234", "id": "wamid.S", "timestamp": str(now_ts()), "type": "sticker"}
+    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=[sticker]))) == {"unsupported": 1}
+    note = Message.objects.get(role="agent")
+    assert note.text == outbound.unsupported_reply("sticker", "Habt ihr Zelte?")
+    assert note.text.startswith("Leider kann ich Sticker hier nicht öffnen.")
+    assert note.disclosure == DEFAULT_DISCLOSURES["de"]  # the note follows the customer's words, so does this

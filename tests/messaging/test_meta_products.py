@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from agents.cards import Card
-from messaging.meta import outbound, sending
+from messaging.meta import outbound, products, sending
 from messaging.meta.accounts import channel_account_set_catalog
 from messaging.models import ChannelAccount, Contact, Conversation, Message, OutboundPart
 from messaging.replies.engine import run_reply
@@ -99,6 +99,20 @@ def test_messenger_and_instagram_get_a_carousel_of_at_most_ten() -> None:
             {"type": "web_url", "url": "https://shop.example/p/0", "title": "View"},
             {"type": "postback", "title": "Details", "payload": "item:0"},
         ]
+        assert send_violation({"recipient": {"id": "1"}, "message": template}) is None
+
+
+def test_every_languages_button_words_keep_metas_limits() -> None:
+    for words in products.LABELS.values():
+        whatsapp = [
+            *products.whatsapp_products([card(n) for n in range(1, 4)], "Here.", "", words),  # a list
+            *products.whatsapp_products([card(1)], "Here.", "", words),  # cta_url
+        ]
+        assert [m["interactive"]["type"] for m in whatsapp] == ["list", "cta_url"]
+        for message in whatsapp:
+            assert send_violation({"messaging_product": "whatsapp", **message}) is None
+        template = products.generic_template([card(1)], words)
+        assert template is not None
         assert send_violation({"recipient": {"id": "1"}, "message": template}) is None
 
 
@@ -213,6 +227,29 @@ def test_a_reply_citing_items_goes_out_as_product_messages_on_each_channel(
     carousel = graph_api.sends()[-1].body["message"]["attachment"]["payload"]
     assert [(e["title"], e["subtitle"]) for e in carousel["elements"]] == [
         ("Ridgeline 2-person tent", "249.00 EUR · in stock")
+    ]
+    assert graph_api.rejected == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_buttons_speak_the_language_of_the_question(graph_api: Any, tents: Any) -> None:
+    connect(tents)  # no commerce catalog: a cta_url message with a link button
+    connect(tents, "messenger")
+    reply = _reply(tents, "whatsapp", "4915550001", "Wie viel kostet das Ridgeline 2-person tent?")
+    assert [c["external_id"] for c in reply.cards] == ["TENT-2P"]
+    assert sending.message_send(message_id=reply.pk) == "sent"
+    link = graph_api.sends()[-1].body["interactive"]
+    assert (link["type"], link["action"]["parameters"]) == (
+        "cta_url",
+        {"display_text": "Ansehen", "url": "https://shop.example/p/tent-2p"},
+    )
+    reply = _reply(tents, "messenger", "PSID_1", "Quanto costa il Ridgeline 2-person tent?")
+    assert sending.message_send(message_id=reply.pk) == "sent"
+    (element,) = graph_api.sends()[-1].body["message"]["attachment"]["payload"]["elements"]
+    item = reply.cards[0]["item_id"]
+    assert element["buttons"] == [
+        {"type": "web_url", "url": "https://shop.example/p/tent-2p", "title": "Vedi"},
+        {"type": "postback", "title": "Dettagli", "payload": f"item:{item}"},
     ]
     assert graph_api.rejected == []
 

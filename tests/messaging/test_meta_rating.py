@@ -17,7 +17,7 @@ from agents.selectors import agent_for
 from agents.services import agent_update
 from businesses.models import Business
 from dashboard.analytics_selectors import analytics
-from messaging.meta import intake
+from messaging.meta import intake, rating
 from messaging.meta.tasks import process_delivery, send_message
 from messaging.models import Conversation, Message
 from messaging.services import conversation_close
@@ -143,6 +143,73 @@ def test_messenger_quick_replies_and_taps_for_someone_elses_conversation_are_ref
     assert tap("PSID_1", "m_t4", f"csat:{c}:1") == {"rating": 1}
     assert Conversation.objects.get(pk=c).csat_score == 1
     assert Conversation.objects.get(pk=theirs.pk).csat_score is None
+
+
+def test_the_question_and_its_choices_are_in_the_customers_language(graph_api: Any) -> None:
+    shop = BusinessFactory()
+    connect(shop)
+    connect(shop, "messenger")
+    agent_update(shop, ask_channel_rating=True)
+    now = int(time.time())
+    # WhatsApp, German: the customer's last message in the conversation sets the language.
+    words = [
+        wa_text("Do you have a tent for two?", wamid="wamid.D1", timestamp=now),
+        wa_text("Danke, das war alles!", wamid="wamid.D2", timestamp=now),
+    ]
+    assert deliver(wa_delivery(wa_change(PHONE_ID, messages=words))) == {"received": 2}
+    conversation, question = _closed_with_question(shop)
+    assert question.text == "Wie zufrieden waren Sie mit uns? Bitte bewerten Sie dieses Gespräch."
+    assert send_message(question.pk) == "sent"
+    interactive = graph_api.sends()[-1].body["interactive"]
+    c = conversation.pk
+    assert interactive["body"]["text"] == question.text
+    assert [(b["reply"]["id"], b["reply"]["title"]) for b in interactive["action"]["buttons"]] == [
+        (f"csat:{c}:5", "Gut"),
+        (f"csat:{c}:3", "Geht so"),
+        (f"csat:{c}:1", "Schlecht"),
+    ]
+    # Messenger, Spanish: quick replies with the same payloads.
+    event = page_event("PAGE_1", "PSID_1", mid="m_es", text="Gracias, eso es todo", timestamp=now * 1000)
+    assert deliver(page_delivery("page", [("PAGE_1", [event])]), platform="messenger") == {"received": 1}
+    conversation = Conversation.objects.get(business=shop, channel="messenger")
+    conversation_close(business=shop, conversation_id=conversation.pk)
+    question = Message.objects.get(conversation=conversation, asks_rating=True)
+    assert send_message(question.pk) == "sent"
+    c = conversation.pk
+    assert graph_api.sends()[-1].body["message"] == {
+        "text": "¿Qué tal te hemos atendido? Valora esta conversación, por favor.",
+        "quick_replies": [
+            {"content_type": "text", "title": "Bien", "payload": f"csat:{c}:5"},
+            {"content_type": "text", "title": "Regular", "payload": f"csat:{c}:3"},
+            {"content_type": "text", "title": "Mal", "payload": f"csat:{c}:1"},
+        ],
+    }
+    # A tap scores the conversation as in English.
+    tap = page_event(
+        "PAGE_1",
+        "PSID_1",
+        mid="m_tap",
+        text="Bien",
+        timestamp=now * 1000,
+        quick_reply={"payload": f"csat:{c}:5"},
+    )
+    assert deliver(page_delivery("page", [("PAGE_1", [tap])]), platform="messenger") == {"rating": 1}
+    assert Conversation.objects.get(pk=c).csat_score == 5
+    assert graph_api.rejected == []
+
+
+def test_every_languages_choices_keep_metas_limits() -> None:
+    for wording in rating.WORDINGS.values():
+        for platform in ("whatsapp", "messenger", "instagram"):
+            content = rating.rating_content(platform, 1, wording.question)
+            if platform == "whatsapp":
+                body = {"messaging_product": "whatsapp", **content}
+                titles = [b["reply"]["title"] for b in content["interactive"]["action"]["buttons"]]
+            else:
+                body = {"recipient": {"id": "P"}, "message": content}
+                titles = [r["title"] for r in content["quick_replies"]]
+            assert send_violation(body) is None
+            assert titles == list(wording.choices)
 
 
 def test_without_the_setting_or_outside_the_window_nothing_is_asked(graph_api: Any) -> None:

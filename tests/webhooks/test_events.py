@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from businesses.models import Business
 from messaging.models import Channel, Message
@@ -193,3 +195,74 @@ def test_the_agents_reply_emits_message_created(pool_server: Any, import_catalog
         ("customer", message.pk, "stove?", "received"),
         ("agent", reply.pk, "Pocket gas stove: 39.90 EUR, in stock.", "done"),
     ]
+
+
+@pytest.mark.django_db
+def test_the_playground_emits_nothing_and_the_one_statement_path_reads_it_without_a_query() -> None:
+    business = listening()
+    first = message_receive(
+        business=business, channel=Channel.WIDGET, contact_external_id="owner", text="hi", preview=True
+    )
+    assert first is not None and first.conversation.preview
+    conversation_id = first.conversation_id
+    # The socket's known conversation: the one statement, and not even the listeners' exists-check after it.
+    with CaptureQueriesContext(connection) as queries:
+        second = message_receive(
+            business=business,
+            channel=Channel.WIDGET,
+            contact_external_id="owner",
+            text="more",
+            conversation_id=conversation_id,
+        )
+    assert second is not None and second.conversation_id == conversation_id
+    assert [q["sql"].split()[0] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]] == ["WITH"]
+    reply = Message.objects.create(
+        business=business,
+        conversation_id=conversation_id,
+        channel=Channel.WIDGET,
+        role=Message.Role.AGENT,
+        text="The stove is 39.90 EUR.",
+        status=Message.Status.DONE,
+    )
+    assert message_rate(business=business, visitor_id="owner", message_id=reply.pk, rating="up")
+    conversation_handoff(business=business, conversation_id=conversation_id, reason="asked for a person")
+    assert staff_reply_send(business=business, conversation_id=conversation_id, user=None, text="Hello")
+    conversation_close(business=business, conversation_id=conversation_id)
+    assert conversation_csat(business=business, visitor_id="owner", conversation_id=conversation_id, score=5)
+    assert events(business) == []
+    # A customer's conversation at the same business still reports each; on the one-statement path, the
+    # statement, the listeners' exists-check and the event: no query to tell it from the playground.
+    customer = message_receive(business=business, channel=Channel.WIDGET, contact_external_id="v1", text="hi")
+    assert customer is not None
+    with CaptureQueriesContext(connection) as queries:
+        message_receive(
+            business=business,
+            channel=Channel.WIDGET,
+            contact_external_id="v1",
+            text="more",
+            conversation_id=customer.conversation_id,
+        )
+    assert [q["sql"].split()[0] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]] == [
+        "WITH",
+        "SELECT",
+        "INSERT",
+    ]
+    assert [t for t, _, _ in events(business)] == [
+        "conversation.created",
+        "message.created",
+        "message.created",
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_agents_reply_in_the_playground_emits_nothing(pool_server: Any, import_catalog: Any) -> None:
+    business = listening(["message.created"])
+    import_catalog(business, SMALL_CATALOG_CSV, embed=True)
+    pool_server.script("The Pocket gas stove is 39.90 EUR.")
+    message = message_receive(
+        business=business, channel=Channel.WIDGET, contact_external_id="owner", text="stove?", preview=True
+    )
+    assert message is not None
+    assert async_to_sync(run_reply)(message.pk) == "done"
+    assert Message.objects.get(role="agent").status == "done"
+    assert events(business) == []
