@@ -23,9 +23,9 @@ from common.tasks import enqueue, enqueue_on_commit
 from messaging.media_reading import media_message_receive
 from messaging.meta import outbound, parser, products, rating, statuses
 from messaging.meta import selectors as meta_selectors
-from messaging.selectors import last_customer_text
 from messaging.meta.orders import order_receive
 from messaging.models import ChannelAccount, Conversation, Message, Order, WebhookDelivery
+from messaging.selectors import last_customer_text
 from messaging.services import (
     CSAT_SCORES,
     conversation_csat,
