@@ -20,7 +20,7 @@ from common.pagination import cursor_paginated
 from common.problems import Problem
 from messaging import selectors
 from messaging.meta.selectors import ChannelAccountSummary, channel_account_summary, channel_accounts_list
-from messaging.models import Channel, Contact, Conversation, Message
+from messaging.models import Channel, Contact, Conversation, Message, MessageMedia
 from messaging.services import (
     conversation_close,
     conversation_hand_back,
@@ -55,6 +55,18 @@ class ConversationOut(Schema):
     updated_at: datetime
 
 
+class MediaOut(Schema):
+    """A photo or voice note the customer sent (its file is not served through the API)."""
+
+    kind: str = Field(description="image or audio")
+    state: str = Field(
+        description="pending (being read), read, unread (kept, not read) or refused (not kept)"
+    )
+    content_type: str = Field(description="The type read from the file's bytes; empty until downloaded")
+    size: int = Field(description="Bytes; 0 until downloaded")
+    description: str = Field(description="What the agent read in it: a photo's description, a transcript")
+
+
 class MessageOut(Schema):
     id: int
     conversation_id: int
@@ -65,7 +77,14 @@ class MessageOut(Schema):
     cards: list[dict[str, Any]]
     citations: list[dict[str, Any]]
     rating: str
+    media: list[MediaOut] = Field(
+        description="A customer's photo or voice note, and what the agent read in it"
+    )
     created_at: datetime
+
+    @staticmethod
+    def resolve_media(message: Message) -> list[MessageMedia]:
+        return list(message.media.all())
 
 
 class ConversationFilters(Schema):

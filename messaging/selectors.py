@@ -111,8 +111,13 @@ def conversation_of(business: Business, conversation_id: int) -> Conversation | 
 
 
 def conversation_messages(business: Business, conversation_id: int) -> QuerySet[Message]:
-    """Every message of the conversation, oldest first (the customer's, the agent's, staff's)."""
-    return Message.objects.filter(business=business, conversation_id=conversation_id).order_by("pk")
+    """Every message of the conversation, oldest first (the customer's, the agent's, staff's), with the photos
+    and voice notes a customer's carries."""
+    return (
+        Message.objects.filter(business=business, conversation_id=conversation_id)
+        .order_by("pk")
+        .prefetch_related("media")
+    )
 
 
 def last_customer_text(conversation_id: int, *, before: int | None = None) -> str:

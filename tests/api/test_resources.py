@@ -13,7 +13,7 @@ from agents.models import CuratedAnswer
 from agents.selectors import curated_match
 from agents.services import agent_update
 from catalogs.models import Document, Item
-from messaging.models import Conversation, Message
+from messaging.models import Conversation, Message, MessageMedia
 from tests.fixtures.api import Tenant, call
 
 pytestmark = pytest.mark.django_db
@@ -139,7 +139,28 @@ def test_a_conversation_is_read_answered_handed_over_and_closed(tenant: Tenant) 
     assert [c["id"] for c in listed] == [conversation_id]
     assert listed[0]["contact"]["external_id"] == "visitor-Shop A"
     messages = call(client, "get", f"{base}/messages", tenant.key).json()["items"]
-    assert [(m["role"], m["text"]) for m in messages] == [("customer", "Do you have tents?")]
+    assert [(m["role"], m["text"], m["media"]) for m in messages] == [("customer", "Do you have tents?", [])]
+    # A voice note the customer sent, with what the agent read in it (the file itself is not served here).
+    asked = Message.objects.get(conversation_id=conversation_id)
+    MessageMedia.objects.create(
+        business=tenant.business,
+        message=asked,
+        kind="audio",
+        state="read",
+        content_type="audio/ogg",
+        size=1234,
+        description="Do you have tents?",
+    )
+    (listed_message,) = call(client, "get", f"{base}/messages", tenant.key).json()["items"]
+    assert listed_message["media"] == [
+        {
+            "kind": "audio",
+            "state": "read",
+            "content_type": "audio/ogg",
+            "size": 1234,
+            "description": "Do you have tents?",
+        }
+    ]
 
     sent = call(client, "post", f"{base}/messages", tenant.key, json={"text": "  Yes, three of them.  "})
     assert sent.status_code == 201

@@ -314,10 +314,23 @@ async def test_the_business_cap_queues_instead_of_refusing(
     shop = await sync_to_async(BusinessFactory.create)()
     inference_server.token_delay = 0.03
     llama_pool(inference_server, LLAMA_BUSINESS_MAX_CONCURRENCY=1, LLAMA_QUEUE_TIMEOUT=10)
+    refused_before = await sync_to_async(
+        refused_calls
+    )()  # the counters are the process's: earlier tests may have refused some
     results = await asyncio.gather(*(run(ask(shop.pk)) for _ in range(4)))
     assert [text for text, _ in results] == [DEFAULT_REPLY] * 4
     assert (inference_server.chat_requests, inference_server.peak_streams) == (4, 1)
-    assert 'outcome="refused"' not in metrics.render().decode()
+    assert await sync_to_async(refused_calls)() == refused_before
+
+
+def refused_calls() -> float:
+    """Chat calls refused by a business's cap or budget, as the metrics count them."""
+    samples = [
+        line
+        for line in metrics.render().decode().splitlines()
+        if 'outcome="refused"' in line and not line.startswith("#")
+    ]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in samples)
 
 
 async def test_the_business_cap_refuses_after_the_queue_timeout(
