@@ -3,8 +3,9 @@
 Scripts come from this origin only: no inline script, no inline event handlers, no ``eval``, so a catalog
 value or a chat message that slips past escaping cannot run. Styles may be inline (the templates and the
 widget's shadow root carry ``style`` attributes and ``<style>`` elements; CSS cannot run script). Images may
-come from any http(s) host (catalog pictures, theme avatars). Sockets go to this host (the dashboard's live
-views, the widget). Django 5.2 has no ``django.middleware.csp`` (it arrives in 6.0), hence this middleware.
+come from any http(s) host (catalog pictures, theme avatars), and from the page's own object URLs (a photo the
+visitor sends in the widget). Sockets go to this host (the dashboard's live views, the widget). Django 5.2 has
+no ``django.middleware.csp`` (it arrives in 6.0), hence this middleware.
 
 Only ``text/html`` responses get the header: ``/widget.js`` is served to other sites' pages, and their own
 policy is what governs it there (a CSP header on a script response has no effect on the page loading it).
@@ -29,7 +30,8 @@ def policy(request: HttpRequest) -> str:
             "default-src 'self'",
             "script-src 'self'",
             "style-src 'self' 'unsafe-inline'",
-            "img-src 'self' https: http: data:",
+            # blob: the widget shows a photo the visitor sends from its own file (an object URL).
+            "img-src 'self' https: http: data: blob:",
             # 'self' covers same-host sockets in current browsers; the explicit origin covers older ones.
             f"connect-src 'self' {socket}",
             "object-src 'none'",

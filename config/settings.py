@@ -392,6 +392,10 @@ CHAT_ADDRESS_MESSAGES_PER_MINUTE = env_int("CHAT_ADDRESS_MESSAGES_PER_MINUTE", 6
 CHAT_ADDRESS_BUSINESS_SHARE_PERCENT = env_int(
     "CHAT_ADDRESS_BUSINESS_SHARE_PERCENT", 10, minimum=1, maximum=99
 )
+# The widget's photo uploads per minute (docs/security.md, "Chat socket"), per visitor and per client address
+# at each business: each is also a message (the limits above), and keeps up to MESSAGE_MEDIA_MAX_BYTES stored.
+CHAT_VISITOR_UPLOADS_PER_MINUTE = env_int("CHAT_VISITOR_UPLOADS_PER_MINUTE", 5, minimum=1)
+CHAT_ADDRESS_UPLOADS_PER_MINUTE = env_int("CHAT_ADDRESS_UPLOADS_PER_MINUTE", 10, minimum=1)
 # The client's address comes from this header only when set (e.g. X-Forwarded-For behind our own proxy),
 # read TRUSTED_PROXY_HOPS entries from the right; unset, the TCP peer (a client can forge any header).
 TRUSTED_PROXY_HEADER = env_str("TRUSTED_PROXY_HEADER")

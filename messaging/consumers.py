@@ -41,6 +41,7 @@ from messaging.events import (
     ReplyDeltaEvent,
     ServerFrame,
     StopFrame,
+    VisitorMessageEvent,
 )
 from messaging.models import (
     RATING_COMMENT_MAX_CHARS,
@@ -48,6 +49,7 @@ from messaging.models import (
     Conversation,
     Message,
     conversation_group,
+    visitor_group,
 )
 from messaging.visitors import playground_token_valid, visitor_from_token, visitor_token_issue
 
@@ -56,13 +58,6 @@ logger = logging.getLogger(__name__)
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY = 4429
-
-
-_REFUSALS = {
-    "rate_limited": "Too many messages; wait a minute.",
-    "address_rate_limited": "Too many messages from your network; wait a minute.",
-    "business_rate_limited": "This chat is busy; try again in a minute.",
-}
 
 
 def _business(widget_key: str) -> Business | None:
@@ -93,14 +88,22 @@ def _ready_state(
         if closed is not None and services.conversation_csat_asked(business=business, conversation_id=closed):
             return ReadyState(agent_info, None, csat_conversation_id=closed)
         return ReadyState(agent_info, None)
-    streaming = [m.pk for m in selectors.streaming_replies(business, conversation.pk)]
+    history, streaming = _history(business, conversation.pk, visitor_id)
+    return ReadyState(agent_info, conversation, history, streaming)
+
+
+def _history(
+    business: Business, conversation_id: int, visitor_id: str
+) -> tuple[list[MessagePayload], list[int]]:
+    """The visitor's conversation as ``ready`` sends it, and the ids of its replies still streaming."""
+    streaming = [m.pk for m in selectors.streaming_replies(business, conversation_id)]
     history = []
-    for message in selectors.conversation_history(business, conversation.pk, visitor_id):
+    for message in selectors.conversation_history(business, conversation_id, visitor_id):
         payload = selectors.message_payload(message)
         if message.pk in streaming:
             payload["text"] = ""  # a reply still streaming: its text follows as deltas (from the log)
         history.append(payload)
-    return ReadyState(agent_info, conversation, history, streaming)
+    return history, streaming
 
 
 def _open_conversation(business: Business, visitor_id: str, preview: bool) -> Conversation:
@@ -160,6 +163,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     visitor_id: str | None = None
     conversation_id: int | None = None
     group: str | None = None
+    # The visitor's group (all its sockets), joined at hello: told of a photo uploaded over HTTP.
+    visitor_group: str | None = None
     # The admin's playground (a valid playground token in hello): its conversations answer with the draft.
     preview: bool = False
 
@@ -204,6 +209,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.visitor_group:
+            await self.channel_layer.group_discard(self.visitor_group, self.channel_name)
         if self.registered and self.business is not None and self.visitor_id:
             await ratelimits.connection_close(self.business.pk, self.visitor_id, self.channel_name)
         if self.address_registered and self.business is not None:
@@ -278,6 +285,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         self.registered = True
         self.visitor_id = visitor_id
+        # Before the conversation is read: a photo uploaded from now on is told to this socket too, one
+        # uploaded before is in what is read.
+        self.visitor_group = visitor_group(self.business.pk, visitor_id)
+        await self.channel_layer.group_add(self.visitor_group, self.channel_name)
         self.preview = playground_token_valid(self.business.pk, content.get("preview"))
         details = content.get("contact")
         if isinstance(details, dict) and details:
@@ -299,7 +310,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if conversation is not None:
             await self.join(conversation.pk)
         given_seq = content.get("last_seq")
-        last_seq = given_seq if isinstance(given_seq, dict) else {}
+        last_seq: dict[str, object] = given_seq if isinstance(given_seq, dict) else {}
         await self.send_frame(
             {
                 "type": "ready",
@@ -311,10 +322,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "csat_conversation_id": ready.csat_conversation_id,
             }
         )
-        # Resume: joined the group first, so live deltas queue behind this; the log fills the gap before
-        # them and ``sent_seq`` drops the ones the log already gave.
-        for message_id in ready.streaming:
-            seen = last_seq.get(str(message_id), 0) if last_seq else 0
+        await self.resume(ready.streaming, last_seq)
+
+    async def resume(self, streaming: list[int], last_seq: dict[str, object]) -> None:
+        """Send the replies still streaming from their logs, past the ``seq`` the client has of each. Joined
+        the group first, so live deltas queue behind this; the log fills the gap before them and ``sent_seq``
+        drops the ones the log already gave."""
+        for message_id in streaming:
+            seen = last_seq.get(str(message_id), 0)
             seen = seen if isinstance(seen, int) else 0
             self.sent_seq[message_id] = seen
             for entry in await streams.log_read(message_id, seen):
@@ -348,7 +363,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         refused = await ratelimits.message_allowed(self.business.pk, self.visitor_id, self.address)
         if refused:
-            await self.error(refused, _REFUSALS[refused], client_id=client_id)
+            await self.error(refused, ratelimits.REFUSALS[refused], client_id=client_id)
             return
         started = time.perf_counter()
         if self.conversation_id is None:
@@ -473,6 +488,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def message_created(self, event: MessageCreatedEvent) -> None:
         await self.send_frame({"type": "message.created", "message": event["message"]})
+
+    async def visitor_message(self, event: VisitorMessageEvent) -> None:
+        """A message of this visitor's stored outside its sockets (a photo uploaded over HTTP): relayed, and
+        when it opened a conversation this socket is not in (the visitor's first action was the upload), the
+        socket joins it, then catches up on what its group carried before the join (a reply started, a note
+        sent) the way a reconnect does."""
+        assert self.business is not None and self.visitor_id is not None
+        message = event["message"]
+        conversation_id = message["conversation_id"]
+        joined = self.conversation_id == conversation_id
+        if not joined:
+            await self.join(conversation_id)
+        await self.send_frame({"type": "message.created", "message": message})
+        if joined:
+            return
+        history, streaming = await aio.database(_history, self.business, conversation_id, self.visitor_id)
+        for payload in history:
+            if payload["id"] > message["id"]:
+                await self.send_frame({"type": "message.created", "message": payload})
+        await self.resume(streaming, {})
 
     async def message_done(self, event: MessageDoneEvent) -> None:
         await self.send_frame(

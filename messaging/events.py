@@ -72,6 +72,15 @@ class ClosedEvent(TypedDict):
 ConversationEvent = MessageCreatedEvent | ReplyDeltaEvent | MessageDoneEvent | HandoffEvent | ClosedEvent
 
 
+class VisitorMessageEvent(TypedDict):
+    """To a visitor's group (``models.visitor_group``): a message of theirs stored outside their sockets (the
+    widget's photo upload, ``widget_views.widget_upload``). Each socket joins its conversation if it is not in
+    it, then relays it as ``message.created``."""
+
+    type: Literal["visitor.message"]
+    message: MessagePayload
+
+
 # --- client -> server frames -------------------------------------------------------------------------
 # As received: nothing in them is checked yet (each field is, where the consumer reads it).
 

@@ -96,6 +96,13 @@ def conversation_group(conversation_id: int) -> str:
     return f"conv.{conversation_id}"
 
 
+def visitor_group(business_id: int, visitor_id: str) -> str:
+    """The Channels group of a widget visitor's open chat sockets (all its tabs): told of a message of theirs
+    stored outside a socket (a photo uploaded over HTTP), so that each joins its conversation. Visitor ids are
+    ours (``messaging.visitors``: hex), valid in a group name."""
+    return f"visitor.{business_id}.{visitor_id}"
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         CUSTOMER = "customer", "Customer"

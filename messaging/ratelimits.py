@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -49,7 +50,7 @@ async def hit_all(limits: list[tuple[str, int]], *, window: int = 60) -> int | N
 # --- Client addresses ---------------------------------------------------------------------------------------
 
 
-def client_address(scope: dict[str, Any]) -> str | None:
+def client_address(scope: Mapping[str, Any]) -> str | None:
     """The address a connection's limits are counted under, or None when there is none (a unix socket
     without a configured proxy header).
 
@@ -103,19 +104,48 @@ def address_message_limit() -> int:
 
 # --- Limits ----------------------------------------------------------------------------------------------------
 
+# What a refused message or upload is told, by error code (docs/websocket-protocol.md, docs/widget.md).
+REFUSALS = {
+    "rate_limited": "Too many messages; wait a minute.",
+    "address_rate_limited": "Too many messages from your network; wait a minute.",
+    "business_rate_limited": "This chat is busy; try again in a minute.",
+    "upload_rate_limited": "Too many photos; wait a minute.",
+}
+
 
 async def message_allowed(business_id: int, visitor_id: str, address: str | None = None) -> str | None:
     """None when a message may be stored, else the error code. Counted per visitor, per address (at this
     business) and per business, in that order: a refused message counts against none of them."""
-    limits = [(f"v:{business_id}:{visitor_id}", settings.CHAT_VISITOR_MESSAGES_PER_MINUTE)]
-    codes = ["rate_limited"]
+    return await _allowed(_message_limits(business_id, visitor_id, address))
+
+
+async def upload_allowed(business_id: int, visitor_id: str, address: str | None = None) -> str | None:
+    """None when a widget photo upload may be stored, else the error code: it is a message (the limits of
+    ``message_allowed``, counted with the visitor's typed messages) and an upload, counted per visitor and per
+    address by their own limits (a photo keeps up to MESSAGE_MEDIA_MAX_BYTES in storage). A refused upload
+    counts against none of them."""
+    limits = [
+        (f"up:v:{business_id}:{visitor_id}", settings.CHAT_VISITOR_UPLOADS_PER_MINUTE, "upload_rate_limited")
+    ]
     if address is not None:
-        limits.append((f"a:{business_id}:{address}", address_message_limit()))
-        codes.append("address_rate_limited")
-    limits.append((f"b:{business_id}", settings.CHAT_BUSINESS_MESSAGES_PER_MINUTE))
-    codes.append("business_rate_limited")
-    refused = await hit_all(limits)
-    return None if refused is None else codes[refused]
+        limits.append(
+            (f"up:a:{business_id}:{address}", settings.CHAT_ADDRESS_UPLOADS_PER_MINUTE, "upload_rate_limited")
+        )
+    return await _allowed(_message_limits(business_id, visitor_id, address) + limits)
+
+
+def _message_limits(business_id: int, visitor_id: str, address: str | None) -> list[tuple[str, int, str]]:
+    """A message's limits, in the order they are counted: (key, limit, the error code over it)."""
+    limits = [(f"v:{business_id}:{visitor_id}", settings.CHAT_VISITOR_MESSAGES_PER_MINUTE, "rate_limited")]
+    if address is not None:
+        limits.append((f"a:{business_id}:{address}", address_message_limit(), "address_rate_limited"))
+    limits.append((f"b:{business_id}", settings.CHAT_BUSINESS_MESSAGES_PER_MINUTE, "business_rate_limited"))
+    return limits
+
+
+async def _allowed(limits: list[tuple[str, int, str]]) -> str | None:
+    refused = await hit_all([(key, limit) for key, limit, _ in limits])
+    return None if refused is None else limits[refused][2]
 
 
 async def feedback_allowed(business_id: int, visitor_id: str) -> bool:

@@ -52,6 +52,18 @@ def visitor_conversation(
     return qs.exclude(state=Conversation.State.CLOSED).order_by("-created_at").first()
 
 
+def visitor_message(business: Business, visitor_id: str, client_message_id: str) -> Message:
+    """The widget visitor's latest message sent with this client id (a retried upload's stored one); raises
+    ``Message.DoesNotExist`` when there is none."""
+    return Message.objects.filter(
+        business=business,
+        channel=Channel.WIDGET,
+        role=Message.Role.CUSTOMER,
+        client_message_id=client_message_id,
+        conversation__contact__external_id=visitor_id,
+    ).latest("pk")
+
+
 def csat_unasked(business: Business, visitor_id: str, within: dt.timedelta) -> int | None:
     """The visitor's latest conversation closed within ``within`` whose "How did we do?" never reached them
     (no widget was open when it closed), if it is their latest conversation and had an agent's or staff's

@@ -1,7 +1,10 @@
-"""The widget's public HTTP surface: the script itself, its public config, and the demo storefront.
+"""The widget's public HTTP surface: the script itself, its public config, the demo storefront, and the
+visitor's photo upload.
 
 Everything here is readable by anyone who has the widget key (it sits in the page's source): nothing secret is
-served, and the config carries only what the widget shows (name, greeting, theme).
+served, and the config carries only what the widget shows (name, greeting, theme). The upload is a visitor's
+write: like the chat socket, it takes only a page of the business's allowed origins and the visitor's signed
+token.
 """
 
 from __future__ import annotations
@@ -11,16 +14,28 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Case, Value, When
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
 
 from businesses.models import Business
 from businesses.selectors import business_for_demo_page, business_for_widget_key, origin_allowed, scoped
 from catalogs.models import Availability, Item
-from messaging.events import AgentInfo
+from common import aio
+from messaging import media, ratelimits, selectors
+from messaging.events import AgentInfo, VisitorMessageEvent
+from messaging.media_reading import media_message_receive
+from messaging.models import Channel, Message, visitor_group
+from messaging.visitors import playground_token_valid, visitor_from_token
+from messaging.widget_asgi import TOO_LARGE
 
 WIDGET_PATH = Path(__file__).resolve().parent / "static" / "bizagent" / "widget.js"
 # The URL has no version in it (it is pasted into customers' sites once), so caches must come back soon; an
@@ -110,6 +125,8 @@ def widget_config(request: HttpRequest, widget_key: str) -> HttpResponse:
                 # URL in a reply is a link only to these, this server and the shop's catalog links
                 # (widget.js), never to a site a feed or a model slipped in.
                 "link_origins": [o for o in business.allowed_origins if "*" not in o] if allowed else [],
+                # The widget checks a photo's size before sending it (the upload refuses it with 413 anyway).
+                "upload_max_bytes": settings.MESSAGE_MEDIA_MAX_BYTES,
             }
         )
         response["Cache-Control"] = CONFIG_CACHE_CONTROL
@@ -159,3 +176,142 @@ def demo_shop(request: HttpRequest, slug: str) -> HttpResponse:
             "origin_ok": origin_allowed(business, _same_origin(request)),
         },
     )
+
+
+# --- The visitor's photo upload (docs/widget.md, "Photos") ---------------------------------------------------
+
+# The visitor's signed token (the chat socket's ``ready`` gave it) and the admin playground's token travel in
+# headers: the visitor is known, and refused, before the body is parsed.
+VISITOR_HEADER = "X-Bizagent-Visitor"
+PREVIEW_HEADER = "X-Bizagent-Preview"
+# How long a browser may keep a preflight's answer (Chrome keeps it 2 hours at most): one per visit, not one
+# per photo.
+PREFLIGHT_MAX_AGE = 3600
+# A refused upload is counted by none of the limits (ratelimits.upload_allowed); they are counted over the
+# last 60 seconds.
+RETRY_AFTER_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class _Photo:
+    """An upload's form, checked."""
+
+    file: media.MediaFile
+    caption: str
+    client_message_id: str
+
+
+def _refusal(status: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse({"code": code, "detail": detail}, status=status)
+
+
+def _too_large() -> JsonResponse:
+    mb = settings.MESSAGE_MEDIA_MAX_BYTES / (1024 * 1024)
+    return _refusal(413, "too_large", f"Photos are at most {mb:g} MB.")
+
+
+@csrf_exempt  # no cookie authorises anything here: the page's Origin and the visitor's token do
+@require_http_methods(["POST", "OPTIONS"])
+async def widget_upload(request: ASGIRequest, widget_key: str) -> HttpResponse:
+    """A photo the widget's visitor sends, with an optional caption: stored as their message being read, the
+    path a WhatsApp photo takes (messaging.media_reading), and told to their open chat sockets (the visitor's
+    group: each joins the conversation, whose reply then streams to it). 202 with the stored message; a retry
+    with the same ``client_message_id`` stores nothing new and answers the stored one. The page may read the
+    answer (CORS) only when its origin is one of the business's."""
+    business = await aio.database(business_for_widget_key, widget_key)
+    if business is None:
+        response: HttpResponse = _refusal(404, "unknown_widget", "No business has this widget key.")
+    else:
+        origin = request.headers.get("Origin", "")
+        if not origin_allowed(business, origin):
+            # No CORS header: the page cannot even read the refusal, as its socket is refused.
+            response = _refusal(
+                403, "origin_not_allowed", f"Origin {origin or '(none)'} may not use this chat."
+            )
+        else:
+            if request.method == "OPTIONS":
+                response = HttpResponse(status=204)
+                response["Access-Control-Allow-Methods"] = "POST"
+                response["Access-Control-Allow-Headers"] = f"{VISITOR_HEADER}, {PREVIEW_HEADER}"
+                response["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE)
+            else:
+                response = await _upload(request, business)
+            # This origin only, never "*"; no credentials: the tokens travel in headers, not cookies.
+            response["Access-Control-Allow-Origin"] = origin
+    response["Vary"] = "Origin"
+    return response
+
+
+async def _upload(request: ASGIRequest, business: Business) -> HttpResponse:
+    if request.scope.get(TOO_LARGE):
+        return _too_large()  # the body was cut off before Django read it (messaging.widget_asgi)
+    visitor_id = visitor_from_token(business.pk, request.headers.get(VISITOR_HEADER))
+    if visitor_id is None:
+        return _refusal(
+            401, "bad_visitor_token", f"{VISITOR_HEADER} must be the visitor token this chat's socket issued."
+        )
+    photo = await sync_to_async(_photo_of, thread_sensitive=False)(request)
+    if isinstance(photo, JsonResponse):
+        return photo
+    refused = await ratelimits.upload_allowed(
+        business.pk, visitor_id, ratelimits.client_address(request.scope)
+    )
+    if refused:
+        response = _refusal(429, refused, ratelimits.REFUSALS[refused])
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    preview = playground_token_valid(business.pk, request.headers.get(PREVIEW_HEADER))
+    message = await aio.database(_photo_store, business, visitor_id, photo, preview)
+    payload = selectors.message_payload(message)
+    layer = get_channel_layer()
+    if layer is not None:
+        event: VisitorMessageEvent = {"type": "visitor.message", "message": payload}
+        await layer.group_send(visitor_group(business.pk, visitor_id), event)
+    return JsonResponse({"message": payload}, status=202)
+
+
+def _photo_of(request: ASGIRequest) -> _Photo | JsonResponse:
+    """The upload's form, parsed (off the event loop: Django's multipart parser writes a file over
+    FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file) and checked: the photo's bytes, not what the client says
+    they are, decide its type (messaging.media)."""
+    try:
+        upload = request.FILES.get("file")
+        caption = request.POST.get("caption", "")
+        client_message_id = request.POST.get("client_message_id", "")
+    except (MultiPartParserError, SuspiciousOperation):
+        return _refusal(400, "bad_request", "The body must be a multipart form.")
+    if not 1 <= len(client_message_id) <= 64:
+        return _refusal(400, "bad_request", "client_message_id must be a string of 1 to 64 characters.")
+    if len(caption) > settings.CHAT_MAX_MESSAGE_CHARS:
+        return _refusal(
+            400, "too_long", f"Captions are at most {settings.CHAT_MAX_MESSAGE_CHARS} characters."
+        )
+    if "\x00" in caption + client_message_id:  # PostgreSQL text cannot hold it
+        return _refusal(
+            400, "bad_request", "The caption and client_message_id may not contain NUL characters."
+        )
+    if upload is None:
+        return _refusal(400, "no_file", 'The form has no photo (the field "file").')
+    data = upload.read(settings.MESSAGE_MEDIA_MAX_BYTES + 1)
+    if len(data) > settings.MESSAGE_MEDIA_MAX_BYTES:
+        return _too_large()
+    try:
+        file = media.media_of(media.IMAGE, data)
+    except media.MediaRefused:
+        return _refusal(415, "not_an_image", "Photos are JPEG, PNG or WebP images.")
+    return _Photo(file=file, caption=caption.strip(), client_message_id=client_message_id)
+
+
+def _photo_store(business: Business, visitor_id: str, photo: _Photo, preview: bool) -> Message:
+    message = media_message_receive(
+        business=business,
+        channel=Channel.WIDGET,
+        contact_external_id=visitor_id,
+        kind=media.IMAGE,
+        caption=photo.caption,
+        client_message_id=photo.client_message_id,
+        upload=photo.file,
+        preview=preview,
+    )
+    # None: a retry of an upload already stored (its answer was lost on the way): the stored one.
+    return message or selectors.visitor_message(business, visitor_id, photo.client_message_id)

@@ -7,15 +7,19 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from typing import Any
 
 import pytest
+from django.test.client import MULTIPART_CONTENT
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from messaging.models import Conversation, Message
+from messaging.models import Conversation, Message, MessageMedia
 from tests.factories import BusinessFactory
 from tests.fixtures.catalogs import SMALL_CATALOG_CSV
+from tests.fixtures.media import JPEG
+from tests.fixtures.uploads import photo_form, stack_media_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = "https://shop.example"
@@ -123,6 +127,71 @@ def test_full_streamed_conversation(stack: Any, shop: Any) -> None:
         ("agent", answer),
     ]
     again.close()
+
+
+def post_photo(stack: Any, business: Any, token: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    """The widget's photo upload over real HTTP to the stack's uvicorn (docs/widget.md, "Photos")."""
+    request = urllib.request.Request(
+        f"{stack.asgi.url}/api/widget/{business.widget_key}/uploads",
+        data=body,
+        method="POST",
+        headers={"Content-Type": MULTIPART_CONTENT, "Origin": ORIGIN, "X-Bizagent-Visitor": token},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_a_photo_uploaded_over_http_is_described_and_answered_on_the_socket(
+    stack: Any, shop: Any, stack_env: dict[str, str]
+) -> None:
+    # The stack's pool accepts images: the test server describes the photo, then the reply is streamed.
+    stack.inference.image_reply = "A green two-person dome tent with two doors."
+    chatty = "Great for a weekend in the hills."
+    stack.inference.script(chatty)
+    client = Client(stack.chat_url(shop))
+    ready = client.hello()
+    assert ready["conversation_id"] is None  # the photo is the visitor's first message
+    status, answer = post_photo(stack, shop, ready["visitor_token"], photo_form(client_message_id="ph-1"))
+    assert status == 202
+    photo = answer["message"]
+    assert (photo["role"], photo["status"], photo["text"], photo["client_id"]) == (
+        "customer",
+        "preparing",
+        "[image]",
+        "ph-1",
+    )
+    # The socket is told of it, joins its conversation, and gets the reply streamed.
+    assert client.until("message.created") == {"type": "message.created", "message": photo}
+    reply_created = client.until("message.created")
+    assert (reply_created["message"]["role"], reply_created["message"]["conversation_id"]) == (
+        "agent",
+        photo["conversation_id"],
+    )
+    reply_id = reply_created["message"]["id"]
+    done = client.until("message.done", message_id=reply_id)
+    deltas = client.deltas(reply_id)
+    assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+    assert done["status"] == "done"
+    # The answer cites the catalog's row (what the photo asks about: the item and its description), then the
+    # model's words.
+    answer = f"{TENT_FACTS} Freestanding three-season tent with two doors and vestibules. {chatty}"
+    assert done["text"] == "".join(d["text"] for d in deltas) == answer
+    assert [card["external_id"] for card in done["cards"]] == ["TENT-2P"]
+    client.close()
+
+    assert stack.inference.image_requests == 1
+    customer = Message.objects.get(pk=photo["id"])
+    assert (customer.status, customer.text) == (
+        "answered",
+        "Do you have this? My photo shows: A green two-person dome tent with two doors.",
+    )
+    media = MessageMedia.objects.get(message=customer)
+    assert (media.state, media.description) == ("read", "A green two-person dome tent with two doors.")
+    # Stored by the stack's server under the business's folder, read there by its worker.
+    stored = stack_media_path(stack_env, media.file.name)
+    assert media.file.name.startswith(f"messages/{shop.pk}/")
+    assert stored.read_bytes() == JPEG
+    stored.unlink()
 
 
 def test_a_wrong_price_from_the_model_is_never_shown(stack: Any, shop: Any) -> None:

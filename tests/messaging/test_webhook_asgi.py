@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
-from django.db import connections
 
-from common import aio
-from config.asgi import application
 from messaging.models import WebhookDelivery
+from tests.fixtures.asgi import asgi_call as call
+from tests.fixtures.asgi import close_async_connections
 from tests.fixtures.meta import VERIFY_TOKEN, signed, wa_change, wa_delivery, wa_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,54 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def _close_webhook_connections() -> Iterator[None]:
     yield
-    aio.close_database_connections()
-    # The async ORM calls of these tests ran on asgiref's shared thread: close its connection too.
-    asyncio.run(sync_to_async(connections.close_all, thread_sensitive=True)())
-
-
-async def call(
-    method: str,
-    path: str,
-    body: bytes = b"",
-    headers: list[tuple[bytes, bytes]] | None = None,
-    query: bytes = b"",
-) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One HTTP request through the ASGI interface; the body arrives in 1 KiB chunks, as servers send it."""
-    chunks = [body[i : i + 1024] for i in range(0, len(body), 1024)] or [b""]
-    events = [
-        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
-        for i, chunk in enumerate(chunks)
-    ]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if events:
-            return events.pop(0)
-        # The client stays connected: Django listens for a disconnect while it answers.
-        await asyncio.Event().wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), *(headers or [])],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    await application(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body_out = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), body_out
+    close_async_connections()
 
 
 async def count() -> int:

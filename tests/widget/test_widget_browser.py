@@ -7,6 +7,7 @@ shadow DOM, the page's own signals (dialogs, page errors) and the database.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
@@ -25,10 +26,11 @@ from agents.services import agent_update
 from businesses.demo import DEMO_SLUG
 from businesses.models import Business
 from businesses.services import business_set_allowed_origins
-from messaging.models import Contact, Conversation, Message
+from messaging.models import Contact, Conversation, Message, MessageMedia
 from messaging.services import conversation_close, conversation_handoff, staff_reply_send
 from tests.factories import BusinessFactory
 from tests.fixtures.browser import BrowserPage, publish_screenshot
+from tests.fixtures.uploads import stack_media_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -802,4 +804,121 @@ def test_a_closed_conversation_asks_how_we_did_and_the_score_is_stored(
     ask(bp, "And a 3-person tent?")
     wait_done(bp, count=2)
     assert Conversation.objects.filter(business=shop).count() == 2
+    assert_clean(bp)
+
+
+# A photo of a green tent in a meadow, drawn by the browser itself (a real JPEG the widget shows and the server
+# takes): base64.
+TENT_PHOTO_JS = """() => {
+  const c = document.createElement("canvas");
+  c.width = 640; c.height = 480;
+  const g = c.getContext("2d");
+  const sky = g.createLinearGradient(0, 0, 0, 340);
+  sky.addColorStop(0, "#7fb8f0"); sky.addColorStop(1, "#dcefff");
+  g.fillStyle = sky; g.fillRect(0, 0, 640, 480);
+  g.fillStyle = "#6a9f45"; g.fillRect(0, 340, 640, 140);
+  const tent = (points, colour) => {
+    g.fillStyle = colour; g.beginPath(); g.moveTo(...points[0]);
+    for (const p of points.slice(1)) g.lineTo(...p);
+    g.closePath(); g.fill();
+  };
+  tent([[110, 370], [320, 120], [530, 370]], "#2e7d32");
+  tent([[320, 120], [530, 370], [575, 350], [380, 125]], "#1f5f24");
+  tent([[275, 370], [320, 235], [365, 370]], "#173f1a");
+  return c.toDataURL("image/jpeg", 0.9).split(",")[1];
+}"""
+TENT_DESCRIPTION = "A green two-person dome tent with two doors."
+
+
+def attach_photo(bp: BrowserPage, name: str, mime: str, data: bytes) -> None:
+    """Choose a file as a keyboard user does: the photo button, Enter, the system's picker."""
+    bp.page.locator("bizagent-widget button.attach").focus()
+    with bp.page.expect_file_chooser() as chooser:
+        bp.page.keyboard.press("Enter")
+    chooser.value.set_files({"name": name, "mimeType": mime, "buffer": data})
+
+
+def test_a_photo_is_attached_from_the_keyboard_and_answered_with_the_product(
+    stack: Any,
+    demo_shop: Business,
+    new_page: Callable[..., BrowserPage],
+    artifacts_dir: Path,
+    stack_env: dict[str, str],
+) -> None:
+    shop = demo_shop
+    stack.inference.image_reply = TENT_DESCRIPTION
+    stack.inference.script("It is a great pick for two.")
+    bp = new_page()
+    # Playwright turns on its interception of file pickers when a listener is added, asynchronously: one added
+    # only by expect_file_chooser can come after the click (the picker then never shows).
+    bp.page.on("filechooser", lambda chooser: None)
+    open_widget(bp, demo_url(stack, shop))
+    photo = base64.b64decode(bp.page.evaluate(TENT_PHOTO_JS))
+    attach = bp.page.locator("bizagent-widget button.attach")
+    assert (attach.get_attribute("aria-label"), attach.get_attribute("aria-disabled")) == (
+        "Send a photo",
+        "false",
+    )
+
+    # What was typed is the photo's caption; the photo shows at once in the visitor's bubble, sending.
+    bp.page.locator("bizagent-widget textarea").fill("Do you have this?")
+    attach_photo(bp, "tent.jpg", "image/jpeg", photo)
+    shown = bp.shadow_eval(
+        "const m = root.querySelector('.msg.customer'); const img = m.querySelector('img.photo');"
+        " return [img.src.slice(0, 5), m.querySelector('.cap').textContent, root.querySelector('textarea').value,"
+        " root.activeElement && root.activeElement.id]"
+    )
+    assert shown == ["blob:", "Do you have this?", "", "bizagent-input"]
+    wait_done(bp)
+
+    # The photo was described by the pool, and the agent answered the question it shows, citing the row.
+    customer = Message.objects.get(business=shop, role=Message.Role.CUSTOMER)
+    assert (customer.status, customer.text) == (
+        "answered",
+        f"Do you have this?\n(My photo shows: {TENT_DESCRIPTION})",
+    )
+    media = MessageMedia.objects.get(message=customer)
+    assert (media.state, media.content_type, media.size, media.description) == (
+        "read",
+        "image/jpeg",
+        len(photo),
+        TENT_DESCRIPTION,
+    )
+    assert stack_media_path(stack_env, media.file.name).read_bytes() == photo
+    reply = Message.objects.get(business=shop, role=Message.Role.AGENT)
+    assert "TENT-2P" in [card["external_id"] for card in reply.cards]
+    assert agent_texts(bp)[-1].startswith(TENT_FACTS)
+    bubble = bp.shadow_eval(
+        "const m = root.querySelector('.msg.customer'); const img = m.querySelector('img.photo');"
+        " return [img.complete && img.naturalWidth, m.classList.contains('uploading'), !!m.querySelector('.meta')]"
+    )
+    assert bubble == [640, False, False]  # decoded (the page's CSP allows blob: images), no longer sending
+    assert bp.shadow_eval("return root.querySelector('.card .ct').textContent") == "Ridgeline 2-person tent"
+    assert_clean(bp)
+    # For the docs: the photo at the top of the conversation, the answer below it.
+    bp.shadow_eval(
+        "const log = root.querySelector('.log'), m = root.querySelector('.msg.customer');"
+        " log.scrollTop = m.offsetTop - log.offsetTop - 12"
+    )
+    bp.page.screenshot(path=str(artifacts_dir / "widget-image-upload.png"))
+    publish_screenshot(artifacts_dir / "widget-image-upload.png")
+
+    # Refused in the widget, before anything is sent: not a JPEG, PNG or WebP; over the server's limit.
+    attach_photo(bp, "notes.gif", "image/gif", b"GIF89a" + bytes(100))
+    attach_photo(bp, "huge.jpg", "image/jpeg", b"\xff\xd8\xff" + bytes(5 * 1024 * 1024))
+    notes = bp.shadow_eval("return [...root.querySelectorAll('.msg.note')].map(n => n.textContent)")
+    assert notes == [
+        "Please choose a JPEG, PNG or WebP photo.",
+        "That photo is too large. Please choose one under 5 MB.",
+    ]
+    # Bytes that only say they are a JPEG: the server's refusal (415) under the photo, with no "Try again".
+    attach_photo(bp, "fake.jpg", "image/jpeg", b"not a photo at all")
+    bp.page.locator("bizagent-widget .msg.customer .meta.err").wait_for()
+    refused = bp.shadow_eval(
+        "const m = [...root.querySelectorAll('.msg.customer')].pop();"
+        " return [m.querySelector('.meta.err').textContent, !!m.querySelector('.link-btn')]"
+    )
+    assert refused == ["Please choose a JPEG, PNG or WebP photo.", False]
+    assert MessageMedia.objects.count() == 1
+    stack_media_path(stack_env, media.file.name).unlink()
     assert_clean(bp)

@@ -72,7 +72,9 @@ def test_config_is_public_and_says_whether_the_origin_may_connect(client: Client
     assert response["Vary"] == "Origin"
     body = response.json()
     assert body["origin_allowed"] is True
-    assert set(body) == {"agent", "origin_allowed", "link_origins"}
+    assert set(body) == {"agent", "origin_allowed", "link_origins", "upload_max_bytes"}
+    # The largest photo the upload takes (MESSAGE_MEDIA_MAX_BYTES): the widget checks a file before sending it.
+    assert body["upload_max_bytes"] == 5 * 1024 * 1024
     assert body["agent"] == {
         "name": "Trail & Co assistant",
         "greeting": "Hi! How can I help you today?",
@@ -120,6 +122,7 @@ def test_config_carries_the_agent_settings_and_nothing_else(client: Client) -> N
             },
         },
         "origin_allowed": True,
+        "upload_max_bytes": 5 * 1024 * 1024,
     }
     assert "margin" not in response.content.decode()
 

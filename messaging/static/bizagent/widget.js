@@ -23,6 +23,11 @@
   // The admin's playground (data-preview: its signed token) is a visitor of its own, answered with the draft.
   const PREVIEW = opt.preview || null;
   const STORE_KEY = "bizagent:" + KEY + (PREVIEW ? ":playground" : "");
+  // Photos go over HTTP (a socket frame is at most 64 KiB): docs/widget.md, "Photos".
+  const UPLOAD_URL = BASE + "/api/widget/" + encodeURIComponent(KEY) + "/uploads";
+  const PHOTO_TYPES = ["image/jpeg", "image/png", "image/webp"];
+  // The server's text for a photo sent without a caption (messaging.media_reading), shown as a label.
+  const PHOTO_TEXT = "[image]";
   const OPEN_KEY = "bizagent-open:" + KEY;
 
   // ---- small helpers --------------------------------------------------------------------------------
@@ -47,6 +52,7 @@
     chat: "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z",
     close: "M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12l5.6 5.6-1.4 1.4-5.6-5.6L6.4 19 5 17.6 10.6 12 5 6.4z",
     send: "M3 20.5 21.5 12 3 3.5v6.6L15 12 3 13.9z",
+    attach: "M16.5 6v11.5a4 4 0 0 1-8 0V5a2.5 2.5 0 0 1 5 0v10.5a1 1 0 0 1-2 0V6H10v9.5a2.5 2.5 0 0 0 5 0V5a4 4 0 0 0-8 0v12.5a5.5 5.5 0 0 0 11 0V6h-1.5z",
     stop: "M7 7h10v10H7z",
     up: "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z",
     down: "M15 3H6c-.83 0-1.54.5-1.84 1.22l-3.02 7.05c-.09.23-.14.47-.14.73v2c0 1.1.9 2 2 2h6.31l-.95 4.57-.03.32c0 .41.17.79.44 1.06L9.83 23l6.59-6.59c.36-.36.58-.86.58-1.41V5c0-1.1-.9-2-2-2zm4 0v12h4V3h-4z",
@@ -261,6 +267,13 @@ textarea:focus-visible{outline-offset:0}
 textarea::placeholder{color:var(--mu);opacity:1}
 .send{background:var(--a);color:var(--ac);border-radius:12px;width:42px;height:42px}
 .send:disabled{opacity:.45;cursor:default}
+.attach{width:42px;height:42px;border-radius:12px;color:var(--mu)}
+.attach:hover{background:var(--ag);color:var(--fg)}
+.attach[aria-disabled="true"]{opacity:.45;cursor:default}
+.bubble .photo{display:block;width:220px;max-width:100%;max-height:260px;object-fit:cover;border-radius:calc(var(--r) - 6px);background:rgba(127,127,127,.18)}
+.bubble .cap{display:block;padding:6px 9px 4px}
+.customer .bubble.with-photo{padding:4px}
+.uploading .photo{opacity:.6}
 .foot{font-size:11.5px;color:var(--mu);text-align:center;padding:0 0 6px}
 @keyframes dot{0%,80%,100%{transform:translateY(0);opacity:.5}40%{transform:translateY(-4px);opacity:1}}
 @keyframes blink{50%{opacity:0}}
@@ -282,6 +295,16 @@ textarea::placeholder{color:var(--mu);opacity:1}
     origin_not_allowed: "This chat isn't available on this website.",
     unknown_widget: "This chat isn't set up correctly (unknown widget key).",
   };
+  // A refused photo upload (docs/widget.md, "Photos"); other codes are the socket's (ERRORS).
+  const UPLOAD_ERRORS = {
+    too_large: (mb) => "That photo is too large. Please choose one under " + mb + " MB.",
+    not_an_image: () => "Please choose a JPEG, PNG or WebP photo.",
+    upload_rate_limited: () => "You're sending photos quickly. Please wait a minute, then try again.",
+    bad_visitor_token: () => "This chat session has expired. Please reload the page.",
+    network: () => "The photo couldn't be sent. Check your connection and try again.",
+  };
+  // Sending the same photo again cannot help after these.
+  const FINAL_UPLOAD = new Set(["too_large", "not_an_image", "bad_visitor_token"]);
   // Close codes after which reconnecting cannot help (docs/websocket-protocol.md).
   const FINAL_CLOSE = { 4403: "origin_not_allowed", 4404: "unknown_widget" };
   const plainError = (code, detail) =>
@@ -306,6 +329,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.visitorToken = saved.visitor_token || null;
       this.conversationId = saved.conversation_id || null;
       this.contact = saved.contact || null;
+      this.uploadMaxBytes = 5 * 1024 * 1024; // the server's MESSAGE_MEDIA_MAX_BYTES (its config says)
       this.listeners = {};
       this.ws = null;
       this.attempt = 0;
@@ -395,6 +419,20 @@ textarea::placeholder{color:var(--mu);opacity:1}
         }
       });
       input.addEventListener("input", () => this.resizeInput());
+      // A photo ("do you have this?"): the button opens the system's picker; what was typed is its caption.
+      const attach = (this.attachBtn = h("button", "icon attach"));
+      attach.type = "button";
+      attach.setAttribute("aria-label", "Send a photo");
+      attach.title = "Send a photo";
+      attach.append(icon(ICONS.attach));
+      attach.addEventListener("click", () => this.pickPhoto());
+      const picker = (this.picker = h("input"));
+      picker.type = "file";
+      picker.accept = PHOTO_TYPES.join(",");
+      picker.hidden = true;
+      picker.tabIndex = -1;
+      picker.setAttribute("aria-hidden", "true");
+      picker.addEventListener("change", () => this.photoChosen());
       const send = (this.sendBtn = h("button", "icon send"));
       send.type = "submit";
       send.setAttribute("aria-label", "Send");
@@ -404,7 +442,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
         if (this.state.streamingId != null) this.stop();
         else this.submit();
       });
-      form.append(label, input, send);
+      form.append(label, attach, picker, input, send);
 
       panel.append(header, this.banner, log, form, this.live);
       panel.addEventListener("keydown", (e) => {
@@ -416,6 +454,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       box.append(launcher, panel);
       root.append(style, box);
       this.applyTheme({});
+      this.updateSend();
     }
 
     connectedCallback() {
@@ -552,6 +591,8 @@ textarea::placeholder{color:var(--mu);opacity:1}
         msg.el = mine ? mine.el : this.messageNode(m.role);
         if (mine) {
           this.state.pending.delete(m.client_id);
+          msg.photo = mine.photo;
+          msg.el.classList.remove("uploading");
           msg.el.querySelector(".meta")?.remove();
         }
         msg.el.dataset.id = id;
@@ -575,7 +616,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       const el = msg.el;
       const bubble = el.querySelector(".bubble");
       for (const c of msg.cards) if (c && typeof c === "object") trustOriginOf(c.url || c.link);
-      if (msg.role === "customer") bubble.textContent = msg.text;
+      if (msg.role === "customer") this.customerBubble(bubble, msg.text, msg.photo);
       else markdown(msg.text, bubble);
       bubble.hidden = !msg.text && msg.status === "streaming";
       // The AI disclosure (an agent reply's first in a while) stands above the answer, as a note of its own.
@@ -600,6 +641,26 @@ textarea::placeholder{color:var(--mu);opacity:1}
       if (msg.role === "agent" && msg.text && (msg.status === "done" || msg.status === "cut")) {
         el.append(this.ratingNode(msg));
       }
+    }
+
+    /** A customer's bubble: their words, or the photo they sent from this page (its own file, shown at once)
+     * with its caption. The server's text for a photo read since ("Do you have this? My photo shows: …") is
+     * what a reload shows. */
+    customerBubble(bubble, text, photo) {
+      bubble.classList.toggle("with-photo", !!photo);
+      if (!photo) {
+        bubble.textContent = text === PHOTO_TEXT ? "\u{1F4F7} Photo" : text;
+        return;
+      }
+      if (!photo.img) {
+        const img = (photo.img = h("img", "photo"));
+        img.alt = "Your photo";
+        // A page whose Content-Security-Policy has no blob: in img-src: a label instead of a broken image.
+        img.addEventListener("error", () => img.replaceWith(h("span", "cap", "\u{1F4F7} Photo")));
+        img.src = photo.url;
+      }
+      bubble.replaceChildren(photo.img);
+      if (photo.caption) bubble.append(h("span", "cap", photo.caption));
     }
 
     /** Thumbs up and down under a finished agent reply; the pressed one is the rating the server stored. */
@@ -720,13 +781,19 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.updateSend();
     }
 
+    busy() {
+      return this.state.streamingId != null || this.state.awaiting;
+    }
+
     setStreaming(id) {
       this.state.streamingId = id;
       this.updateSend();
     }
 
     updateSend() {
-      const streaming = this.state.streamingId != null || this.state.awaiting;
+      const streaming = this.busy();
+      // Not disabled: a disabled button drops the keyboard focus it has. A click while it cannot send is ignored.
+      this.attachBtn.setAttribute("aria-disabled", String(streaming || !this.visitorToken || this.connection === "refused"));
       const btn = this.sendBtn;
       btn.classList.toggle("stop", streaming);
       btn.setAttribute("aria-label", streaming ? "Stop the reply" : "Send");
@@ -735,7 +802,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
 
     // -- sending ---------------------------------------------------------------------------------------------
     submit() {
-      if (this.state.streamingId != null || this.state.awaiting) return;
+      if (this.busy()) return;
       const text = this.input.value.trim();
       if (!text) return;
       this.input.value = "";
@@ -760,6 +827,78 @@ textarea::placeholder{color:var(--mu);opacity:1}
       this.emit("message", { role: "customer", text });
       this.frame({ type: "message", client_id: id, text });
       if (!this.isOpen()) this.connect();
+    }
+
+    pickPhoto() {
+      if (this.attachBtn.getAttribute("aria-disabled") !== "true") this.picker.click();
+    }
+
+    photoChosen() {
+      const file = this.picker.files && this.picker.files[0];
+      this.picker.value = ""; // the same file may be chosen again
+      if (!file) return;
+      const mb = Math.round((this.uploadMaxBytes / (1024 * 1024)) * 10) / 10;
+      if (!PHOTO_TYPES.includes(file.type)) return this.note(UPLOAD_ERRORS.not_an_image());
+      if (file.size > this.uploadMaxBytes) return this.note(UPLOAD_ERRORS.too_large(mb));
+      const caption = this.input.value.trim();
+      this.input.value = "";
+      this.resizeInput();
+      this.input.focus({ preventScroll: true });
+      this.upload(file, caption);
+    }
+
+    /** Send a photo over HTTP; the server tells this visitor's sockets (message.created), and the reply streams
+     * on the socket as any reply. A retry sends the same client_message_id: stored once. */
+    upload(file, caption, clientId) {
+      const id = clientId || randomId();
+      let entry = this.state.pending.get(id);
+      if (!entry) {
+        const el = this.messageNode("customer");
+        entry = { text: caption, el, photo: { url: URL.createObjectURL(file), file, caption } };
+        this.customerBubble(el.querySelector(".bubble"), caption, entry.photo);
+        this.state.pending.set(id, entry);
+        this.stick = true;
+        this.insert(el);
+      }
+      entry.failed = false;
+      entry.el.querySelectorAll(".meta").forEach((n) => n.remove());
+      entry.el.classList.add("uploading");
+      const sending = h("div", "meta", "Sending photo\u2026");
+      sending.setAttribute("role", "status");
+      entry.el.append(sending);
+      this.setAwaiting(true);
+      this.emit("message", { role: "customer", text: caption, photo: true });
+      const body = new FormData();
+      body.append("file", file, file.name || "photo");
+      body.append("caption", caption);
+      body.append("client_message_id", id);
+      const headers = { "X-Bizagent-Visitor": this.visitorToken };
+      if (PREVIEW) headers["X-Bizagent-Preview"] = PREVIEW;
+      fetch(UPLOAD_URL, { method: "POST", mode: "cors", credentials: "omit", headers, body })
+        .then((r) => r.json().then((data) => [r.status, data], () => [r.status, {}]))
+        .then(([status, data]) => {
+          if (status === 202 && data.message) this.on_message_created({ message: data.message });
+          else this.uploadFailed(id, data.code || (status === 413 ? "too_large" : ""), data.detail);
+        })
+        .catch(() => this.uploadFailed(id, "network"));
+      // The reply comes on the socket: open it if it is not (the visitor's sockets are told of the photo).
+      if (!this.isOpen()) this.connect();
+    }
+
+    uploadFailed(id, code, detail) {
+      const p = this.state.pending.get(id);
+      if (!p) return;
+      const mb = Math.round((this.uploadMaxBytes / (1024 * 1024)) * 10) / 10;
+      const words = UPLOAD_ERRORS[code] ? UPLOAD_ERRORS[code](mb) : plainError(code, detail);
+      p.failed = true;
+      p.el.classList.remove("uploading");
+      p.el.querySelectorAll(".meta").forEach((n) => n.remove());
+      const meta = h("div", "meta err", words);
+      if (!FINAL_UPLOAD.has(code)) meta.append(this.retryButton(() => this.upload(p.photo.file, p.photo.caption, id)));
+      p.el.append(meta);
+      this.setAwaiting(false);
+      this.announce(words);
+      this.emit("error", { code, detail: words });
     }
 
     stop() {
@@ -834,7 +973,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       // origin_allowed covers that case.
       this.connection = "refused";
       this.setStatus("");
-      this.setAwaiting(false);
+      this.setAwaiting(false); // also marks the photo button as unusable
       this.showBanner(ERRORS[code]);
     }
 
@@ -885,12 +1024,13 @@ textarea::placeholder{color:var(--mu);opacity:1}
         const msg = this.upsert(m);
         if (msg.status === "streaming") streaming = msg.id;
         // Only a customer message still waiting for its answer at the end of the history means "typing".
-        awaiting = m.role === "customer" && (m.status === "received" || m.status === "pending");
+        awaiting = m.role === "customer" && ["received", "pending", "preparing"].includes(m.status);
       }
       this.setStreaming(streaming);
       // Messages typed while disconnected: send them now (the client_id makes a repeat harmless).
       for (const [id, p] of this.state.pending) {
-        if (!p.failed) this.ws.send(JSON.stringify({ type: "message", client_id: id, text: p.text }));
+        // A photo being uploaded goes over HTTP, not as a frame.
+        if (!p.failed && !p.photo) this.ws.send(JSON.stringify({ type: "message", client_id: id, text: p.text }));
       }
       this.setAwaiting(
         [...this.state.pending.values()].some((p) => !p.failed) || (streaming != null && !this.state.messages.get(streaming).text) || awaiting
@@ -922,7 +1062,9 @@ textarea::placeholder{color:var(--mu);opacity:1}
       if (msg.status === "streaming") {
         this.setStreaming(msg.id);
         this.setAwaiting(!msg.text);
-      } else if (!known && msg.role === "staff") {
+      } else if (!known && (msg.role === "staff" || msg.status === "done")) {
+        // A staff reply, or a note the server wrote whole (about a photo it could not look at): no delta follows.
+        if (msg.role === "agent") this.setAwaiting(false);
         this.arrived(msg);
       }
     }
@@ -981,6 +1123,9 @@ textarea::placeholder{color:var(--mu);opacity:1}
     }
 
     arrived(msg) {
+      // Once per message: a note the server wrote whole may come with its message.done as well.
+      if (msg.arrived) return;
+      msg.arrived = true;
       this.stick = this.nearBottom() || this.stick;
       this.scrollDown();
       if (msg.text) this.announce((msg.role === "staff" ? "Staff: " : "Assistant: ") + msg.text);
@@ -1164,6 +1309,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       .then((cfg) => {
         if (!cfg) return;
         widget.state.originAllowed = cfg.origin_allowed !== false;
+        if (Number.isFinite(cfg.upload_max_bytes) && cfg.upload_max_bytes > 0) widget.uploadMaxBytes = cfg.upload_max_bytes;
         if (Array.isArray(cfg.link_origins)) cfg.link_origins.forEach(trustOriginOf);
         widget.setAgent(cfg.agent);
       })
