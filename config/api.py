@@ -29,6 +29,7 @@ from ninja.types import DictStrAny
 from agents.api import router as agents_router
 from catalogs.api import router as catalogs_router
 from common.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem, problem_response
+from common.text import holds_nul
 from dashboard.api import router as dashboard_router
 from messaging.api import router as messaging_router
 from regressions.api import router as regressions_router
@@ -64,16 +65,6 @@ PROBLEM_RESPONSE = {
 }
 
 
-def _nul_in(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_nul_in(k) or _nul_in(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_nul_in(v) for v in value)
-    return False
-
-
 def _nul_refused() -> Problem:
     return Problem(400, "text may not contain NUL characters (\\u0000)", code="validation_failed")
 
@@ -85,7 +76,7 @@ class TextParser(Parser):
 
     def parse_body(self, request: HttpRequest) -> DictStrAny:
         data = super().parse_body(request)
-        if _nul_in(data):
+        if holds_nul(data):
             raise _nul_refused()
         return data
 
@@ -93,7 +84,7 @@ class TextParser(Parser):
         self, data: MultiValueDict[str, Any], list_fields: list[str], request: HttpRequest
     ) -> DictStrAny:
         parsed = super().parse_querydict(data, list_fields, request)
-        if _nul_in(parsed):
+        if holds_nul(parsed):
             raise _nul_refused()
         return parsed
 

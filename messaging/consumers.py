@@ -23,6 +23,7 @@ from agents.selectors import agent_for
 from businesses.models import Business
 from businesses.selectors import business_for_widget_key, origin_allowed
 from common import aio, tracing
+from common.text import holds_nul
 from messaging import query_vectors, ratelimits, selectors, services, streams
 from messaging.events import (
     AgentInfo,
@@ -99,7 +100,7 @@ def _history(
     streaming = [m.pk for m in selectors.streaming_replies(business, conversation_id)]
     history = []
     for message in selectors.conversation_history(business, conversation_id, visitor_id):
-        payload = selectors.message_payload(message)
+        payload = selectors.message_payload(message, message.media.all())
         if message.pk in streaming:
             payload["text"] = ""  # a reply still streaming: its text follows as deltas (from the log)
         history.append(payload)
@@ -231,7 +232,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.business is None:
             return
         kind = content.get("type") if isinstance(content, dict) else None
-        if kind == "hello":
+        if holds_nul(content):
+            await self.error("bad_frame", "Frames may not contain NUL characters (\\u0000).")
+        elif kind == "hello":
             await self.on_hello(content)
         elif self.visitor_id is None:
             await self.error("hello_required", "Send hello first.")

@@ -10,6 +10,13 @@ from agents.cards import Card
 from agents.models import Theme
 
 
+class MediaPayload(TypedDict):
+    """A photo or voice note a customer's message carried: its kind (image, audio) and the words sent with it."""
+
+    kind: str
+    caption: str
+
+
 class MessagePayload(TypedDict):
     """A message as the protocol sends it (``selectors.message_payload``)."""
 
@@ -24,6 +31,7 @@ class MessagePayload(TypedDict):
     stored_ms: NotRequired[float]  # a customer message just stored: the server's time to store it
     rating: NotRequired[str]  # an agent reply the visitor rated: "up" or "down"
     disclosure: NotRequired[str]  # an agent reply that says first it is an automated assistant
+    media: NotRequired[list[MediaPayload]]  # a customer's photo or voice note (history, an upload)
 
 
 class DeltaEntry(TypedDict):

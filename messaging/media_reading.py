@@ -115,6 +115,7 @@ def media_message_receive(
             state=MessageMedia.State.PENDING,
             source=source,
             account=account,
+            caption=caption,
         )
         if upload is not None:
             _keep(row, upload)

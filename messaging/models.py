@@ -242,6 +242,9 @@ class MessageMedia(models.Model):
     file = models.FileField(upload_to=media_upload_path, max_length=500, blank=True)
     content_type = models.CharField(max_length=50, blank=True)
     size = models.PositiveIntegerField(default=0)
+    # The words the customer sent with it (a photo's caption): the message's text becomes the question the
+    # agent reads, the widget shows these beside the photo.
+    caption = models.TextField(blank=True)
     # What the pool saw in it: a photo's description, a voice note's transcript ("" when unread).
     description = models.TextField(blank=True)
     # Why it was refused or left unread, for staff and logs.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,14 +12,15 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from businesses.models import Business
-from messaging.events import MessagePayload
-from messaging.models import Channel, Contact, Conversation, Message
+from messaging.events import MediaPayload, MessagePayload
+from messaging.models import Channel, Contact, Conversation, Message, MessageMedia
 
 HISTORY_LIMIT = 50
 
 
-def message_payload(message: Message) -> MessagePayload:
-    """A message as the websocket protocol sends it (docs/websocket-protocol.md)."""
+def message_payload(message: Message, media: Iterable[MessageMedia] = ()) -> MessagePayload:
+    """A message as the websocket protocol sends it (docs/websocket-protocol.md); ``media``: the photos or voice
+    notes it carried, when the caller has them (history prefetches them; a reply never carries any)."""
     payload: MessagePayload = {
         "id": message.pk,
         "conversation_id": message.conversation_id,
@@ -33,6 +35,9 @@ def message_payload(message: Message) -> MessagePayload:
         payload["disclosure"] = message.disclosure
     if message.rating:
         payload["rating"] = message.rating
+    carried: list[MediaPayload] = [{"kind": row.kind, "caption": row.caption} for row in media]
+    if carried:
+        payload["media"] = carried
     return payload
 
 
@@ -101,7 +106,7 @@ def conversation_history(
         qs = qs.filter(conversation__channel=Channel.WIDGET, conversation__contact__external_id=visitor)
     # Failed replies with nothing said are invisible to the customer.
     qs = qs.exclude(role=Message.Role.AGENT, status=Message.Status.FAILED, text="")
-    return list(reversed(qs.order_by("-created_at", "-pk")[:limit]))
+    return list(reversed(qs.order_by("-created_at", "-pk").prefetch_related("media")[:limit]))
 
 
 def conversations_list(

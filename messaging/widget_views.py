@@ -30,10 +30,11 @@ from businesses.models import Business
 from businesses.selectors import business_for_demo_page, business_for_widget_key, origin_allowed, scoped
 from catalogs.models import Availability, Item
 from common import aio
+from common.text import holds_nul
 from messaging import media, ratelimits, selectors
-from messaging.events import AgentInfo, VisitorMessageEvent
+from messaging.events import AgentInfo, MessagePayload, VisitorMessageEvent
 from messaging.media_reading import media_message_receive
-from messaging.models import Channel, Message, visitor_group
+from messaging.models import Channel, visitor_group
 from messaging.visitors import playground_token_valid, visitor_from_token
 from messaging.widget_asgi import TOO_LARGE
 
@@ -261,8 +262,7 @@ async def _upload(request: ASGIRequest, business: Business) -> HttpResponse:
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     preview = playground_token_valid(business.pk, request.headers.get(PREVIEW_HEADER))
-    message = await aio.database(_photo_store, business, visitor_id, photo, preview)
-    payload = selectors.message_payload(message)
+    payload = await aio.database(_photo_store, business, visitor_id, photo, preview)
     layer = get_channel_layer()
     if layer is not None:
         event: VisitorMessageEvent = {"type": "visitor.message", "message": payload}
@@ -286,7 +286,7 @@ def _photo_of(request: ASGIRequest) -> _Photo | JsonResponse:
         return _refusal(
             400, "too_long", f"Captions are at most {settings.CHAT_MAX_MESSAGE_CHARS} characters."
         )
-    if "\x00" in caption + client_message_id:  # PostgreSQL text cannot hold it
+    if holds_nul(caption + client_message_id):
         return _refusal(
             400, "bad_request", "The caption and client_message_id may not contain NUL characters."
         )
@@ -302,7 +302,8 @@ def _photo_of(request: ASGIRequest) -> _Photo | JsonResponse:
     return _Photo(file=file, caption=caption.strip(), client_message_id=client_message_id)
 
 
-def _photo_store(business: Business, visitor_id: str, photo: _Photo, preview: bool) -> Message:
+def _photo_store(business: Business, visitor_id: str, photo: _Photo, preview: bool) -> MessagePayload:
+    """The visitor's photo stored (or the one stored by an earlier try), as the protocol sends it."""
     message = media_message_receive(
         business=business,
         channel=Channel.WIDGET,
@@ -314,4 +315,5 @@ def _photo_store(business: Business, visitor_id: str, photo: _Photo, preview: bo
         preview=preview,
     )
     # None: a retry of an upload already stored (its answer was lost on the way): the stored one.
-    return message or selectors.visitor_message(business, visitor_id, photo.client_message_id)
+    stored = message or selectors.visitor_message(business, visitor_id, photo.client_message_id)
+    return selectors.message_payload(stored, stored.media.all())

@@ -106,6 +106,24 @@ async def test_message_before_hello_and_bad_frames(business: Any) -> None:
     await ws.disconnect()
 
 
+async def test_a_nul_character_in_any_frame_is_refused_and_the_socket_stays_open(business: Any) -> None:
+    """PostgreSQL stores no NUL in text: a message, a contact detail or a comment holding one used to fail the
+    write and close the socket. It is refused at the door, and the socket goes on."""
+    ws = await connect(business)
+    await ws.send_json_to(
+        {"type": "hello", "visitor_token": None, "conversation_id": None, "contact": {"name": "Ada\x00"}}
+    )
+    assert (await ws.receive_json_from())["code"] == "bad_frame"
+    await hello(ws)
+    await ws.send_json_to({"type": "message", "client_id": "c1", "text": "tents?\x00"})
+    refused = await ws.receive_json_from()
+    assert (refused["type"], refused["code"]) == ("error", "bad_frame")
+    await ws.send_json_to({"type": "ping"})
+    assert (await ws.receive_json_from())["type"] == "pong"
+    assert await counts() == (0, 0)
+    await ws.disconnect()
+
+
 async def test_message_size_limit(business: Any, settings: Any) -> None:
     settings.CHAT_MAX_MESSAGE_CHARS = 10
     ws = await connect(business)

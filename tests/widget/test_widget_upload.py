@@ -19,6 +19,7 @@ from django.test.client import MULTIPART_CONTENT
 
 from config.asgi import application
 from messaging import streams
+from messaging.media_reading import media_read
 from messaging.models import Channel, Conversation, Message, MessageMedia, conversation_group, visitor_group
 from messaging.services import conversation_handoff, conversation_open
 from messaging.visitors import playground_token_issue, visitor_token_issue
@@ -97,6 +98,7 @@ async def test_a_photo_is_stored_being_read_queued_and_told_to_the_visitors_sock
             "client_id": "p-1",
             "cards": [],
             "created_at": message.created_at.isoformat(),
+            "media": [{"kind": "image", "caption": "Do you have this in blue?"}],
         }
     }
     assert (message.business_id, message.channel, message.status) == (shop.pk, Channel.WIDGET, "preparing")
@@ -121,6 +123,18 @@ async def test_a_photo_is_stored_being_read_queued_and_told_to_the_visitors_sock
         conversation_group(message.conversation_id), {"type": "message.created", "message": note}
     )
     assert await ws.receive_json_from(timeout=5) == {"type": "message.created", "message": note}
+    await ws.disconnect()
+
+    # Read (no endpoint sees images here: the caption is the question); after a reload the history says the
+    # message carried a photo, with the visitor's own words, whatever question the agent read.
+    assert await database_sync_to_async(media_read)(media_id=media.pk) == "unread"
+    ws, ready = await socket(shop, token)
+    (first,) = ready["history"]
+    assert (first["id"], first["status"], first["media"]) == (
+        message.pk,
+        "received",
+        [{"kind": "image", "caption": "Do you have this in blue?"}],
+    )
     await ws.disconnect()
 
 

@@ -608,6 +608,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       if (Array.isArray(m.cards)) msg.cards = m.cards;
       if (typeof m.disclosure === "string") msg.disclosure = m.disclosure;
       if (m.rating === "up" || m.rating === "down") msg.rating = m.rating;
+      if (Array.isArray(m.media) && m.media[0] && typeof m.media[0] === "object") msg.media = m.media[0];
       this.render(msg);
       return msg;
     }
@@ -616,7 +617,7 @@ textarea::placeholder{color:var(--mu);opacity:1}
       const el = msg.el;
       const bubble = el.querySelector(".bubble");
       for (const c of msg.cards) if (c && typeof c === "object") trustOriginOf(c.url || c.link);
-      if (msg.role === "customer") this.customerBubble(bubble, msg.text, msg.photo);
+      if (msg.role === "customer") this.customerBubble(bubble, msg.text, msg.photo, msg.media);
       else markdown(msg.text, bubble);
       bubble.hidden = !msg.text && msg.status === "streaming";
       // The AI disclosure (an agent reply's first in a while) stands above the answer, as a note of its own.
@@ -644,10 +645,16 @@ textarea::placeholder{color:var(--mu);opacity:1}
     }
 
     /** A customer's bubble: their words, or the photo they sent from this page (its own file, shown at once)
-     * with its caption. The server's text for a photo read since ("Do you have this? My photo shows: …") is
-     * what a reload shows. */
-    customerBubble(bubble, text, photo) {
+     * with its caption. After a reload the file is gone: the server says the message carried a photo or a
+     * voice note (``media``), shown as a label with the words sent with it, not the question the agent read. */
+    customerBubble(bubble, text, photo, media) {
       bubble.classList.toggle("with-photo", !!photo);
+      if (!photo && media) {
+        const label = media.kind === "audio" ? "\u{1F3A4} Voice message" : "\u{1F4F7} Photo";
+        bubble.replaceChildren(h("span", "cap", label));
+        if (media.caption) bubble.append(h("span", "cap", str(media.caption)));
+        return;
+      }
       if (!photo) {
         bubble.textContent = text === PHOTO_TEXT ? "\u{1F4F7} Photo" : text;
         return;
