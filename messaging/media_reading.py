@@ -39,6 +39,7 @@ from messaging import media, outbox_events
 from messaging.meta.media import inbound_media
 from messaging.models import ChannelAccount, Conversation, Message, MessageMedia
 from messaging.replies import policy
+from messaging.selectors import last_customer_text
 from messaging.services import (
     conversation_customer_wrote,
     conversation_open,
@@ -157,8 +158,7 @@ def media_read(*, media_id: int) -> str | None:
         raise
     if not row.file:
         _keep(row, file)
-    caption = "" if row.message.text == f"[{row.kind}]" else row.message.text
-    reading, error = aio.run(_read(row.business_id, file, caption))
+    reading, error = aio.run(_read(row.business_id, file, row.caption))
     state = MessageMedia.State.READ if reading else MessageMedia.State.UNREAD
     return _settle(row, state, reading=reading, error=error)
 
@@ -231,7 +231,7 @@ def _settle(row: MessageMedia, state: str, *, reading: str = "", error: str = ""
             size=row.size,
         ):
             return None  # settled by another (the sweeper gave up on it)
-        caption = "" if message.text == f"[{row.kind}]" else message.text
+        caption = row.caption
         answerable = state == MessageMedia.State.READ or (caption and state == MessageMedia.State.UNREAD)
         bot = conversation.state == Conversation.State.BOT
         if answerable:
@@ -244,23 +244,13 @@ def _settle(row: MessageMedia, state: str, *, reading: str = "", error: str = ""
         )
         if settled and bot and not answerable:
             message.text = text
-            hint = _language_hint(message, caption)
+            # The customer's own words: the caption, else their last message before it.
+            hint = caption or last_customer_text(message.conversation_id, before=message.pk)
             note = media.fixed_reply(row.kind, state, hint)
             fixed_reply_send(conversation=conversation, customer=message, text=note, language_hint=hint)
         if bot:
             _queue_waiting_reply(conversation)
     return state
-
-
-def _language_hint(message: Message, caption: str) -> str:
-    """The customer's own words, for the language of a fixed reply: the caption, else their last message that
-    is not media being read."""
-    if caption:
-        return caption
-    earlier = Message.objects.filter(
-        conversation_id=message.conversation_id, role=Message.Role.CUSTOMER, pk__lt=message.pk
-    ).exclude(text__startswith="[")
-    return earlier.order_by("-pk").values_list("text", flat=True).first() or ""
 
 
 def _queue_waiting_reply(conversation: Conversation) -> None:

@@ -16,6 +16,9 @@ from messaging.events import MediaPayload, MessagePayload
 from messaging.models import Channel, Contact, Conversation, Message, MessageMedia
 
 HISTORY_LIMIT = 50
+# The text a customer message stands as when it holds no words: a photo or voice note without a caption, a type
+# we cannot read ("[image]", "[audio]", "[sticker]").
+PLACEHOLDER_TEXT = r"^\[[a-z_]+\]$"
 
 
 def message_payload(message: Message, media: Iterable[MessageMedia] = ()) -> MessagePayload:
@@ -139,8 +142,11 @@ def conversation_messages(business: Business, conversation_id: int) -> QuerySet[
 
 def last_customer_text(conversation_id: int, *, before: int | None = None) -> str:
     """The text of the customer's last message in the conversation (before message ``before``), "" when there
-    is none: the customer's own words, whose language a fixed reply follows."""
-    messages = Message.objects.filter(conversation_id=conversation_id, role=Message.Role.CUSTOMER)
+    is none: the customer's own words, whose language a fixed reply follows. A placeholder for media or a type
+    we cannot read (``[image]``, ``[sticker]``) holds no words and is passed over."""
+    messages = Message.objects.filter(conversation_id=conversation_id, role=Message.Role.CUSTOMER).exclude(
+        text__regex=PLACEHOLDER_TEXT
+    )
     if before is not None:
         messages = messages.filter(pk__lt=before)
     return messages.order_by("-pk").values_list("text", flat=True).first() or ""

@@ -21,6 +21,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.models import Agent
 from agents.selectors import agent_for
 from businesses.models import Business
 from common.tasks import enqueue_on_commit
@@ -289,19 +290,25 @@ def conversation_customer_wrote(*, conversation_id: int, at: dt.datetime) -> Non
 
 
 def fixed_reply_send(
-    *, conversation: Conversation, customer: Message, text: str, language_hint: str = ""
+    *,
+    conversation: Conversation,
+    customer: Message,
+    text: str,
+    language_hint: str = "",
+    agent: Agent | None = None,
 ) -> Message:
     """Answer ``customer`` with a note our code wrote (a message the agent cannot read, media it could not
-    open): stored as the agent's reply, with the AI disclosure when one is due (in the language of
-    ``language_hint``, the customer's words the note follows), and sent on commit (a messaging channel's send
-    task; the widget's socket). Call inside the transaction that settles ``customer``."""
+    open, an order's acknowledgement): stored as the agent's reply, with the AI disclosure when one is due (in
+    the language of ``language_hint``, the customer's words the note follows; ``agent``: its settings, when the
+    caller has them), and sent on commit (a messaging channel's send task; the widget's socket). Call inside the
+    transaction that settles ``customer``."""
     note = Message.objects.create(
         business_id=conversation.business_id,
         conversation=conversation,
         channel=conversation.channel,
         role=Message.Role.AGENT,
         text=text,
-        disclosure=fixed_reply_disclosure(conversation, customer, language_hint=language_hint),
+        disclosure=fixed_reply_disclosure(conversation, customer, agent, language_hint=language_hint),
         status=Message.Status.DONE,
         reply_to=customer,
         delivery=Message.Delivery.NONE if conversation.channel == Channel.WIDGET else Message.Delivery.QUEUED,

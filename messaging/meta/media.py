@@ -13,14 +13,15 @@ from __future__ import annotations
 import io
 
 from common.safe_fetch import FetchRefused, fetch
-from messaging.media import AUDIO, MediaFile, MediaRefused, MediaUnavailable, max_bytes, media_of
+from messaging.media import AUDIO, IMAGE, MediaFile, MediaRefused, MediaUnavailable, max_bytes, media_of
 from messaging.meta import graph
 from messaging.models import ChannelAccount
 
+# The Accept header of a CDN download, by kind: what messaging.media takes (it still reads the type from the bytes).
 _ACCEPT: dict[str, str] = {
+    IMAGE: "image/jpeg, image/png, image/webp",
     AUDIO: "audio/ogg, audio/mp4, audio/mpeg, audio/aac, audio/wav, audio/flac, audio/webm",
 }
-_ACCEPT_IMAGES = "image/jpeg, image/png, image/webp"
 
 
 def inbound_media(account: ChannelAccount, kind: str, source: str) -> MediaFile:
@@ -35,7 +36,7 @@ def inbound_media(account: ChannelAccount, kind: str, source: str) -> MediaFile:
             raise MediaUnavailable(str(exc)) from exc
     out = io.BytesIO()
     try:
-        fetch(source, out, max_bytes=limit, accept=_ACCEPT.get(kind, _ACCEPT_IMAGES))
+        fetch(source, out, max_bytes=limit, accept=_ACCEPT[kind])
     except FetchRefused as exc:
         raise MediaRefused(str(exc)) from exc
     return media_of(kind, out.getvalue())

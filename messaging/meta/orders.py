@@ -21,17 +21,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agents.models import Agent
 from agents.question import language_of
 from agents.selectors import agent_for
 from catalogs.models import Availability, Item
 from catalogs.selectors import items_by_external_ids
-from common.tasks import enqueue_on_commit
-from messaging.disclosure import fixed_reply_disclosure
 from messaging.meta.parser import InboundOrder
 from messaging.models import ChannelAccount, Conversation, Message, Order, OrderLine
 from messaging.selectors import last_customer_text
-from messaging.services import conversation_handoff, conversation_open
+from messaging.services import conversation_handoff, conversation_open, fixed_reply_send
 
 # Items a cart may not have: nothing to sell.
 _NOT_SOLD = (Availability.OUT_OF_STOCK, Availability.DISCONTINUED)
@@ -293,14 +290,13 @@ def order_receive(
         if order.next_step == Order.Next.CHECKOUT:
             order.checkout_url = checkout_url(template, order.pk, lines)
         if bot:
-            order.acknowledgement = _acknowledge(
-                agent,
-                conversation,
-                customer,
-                lines,
-                totals,
-                order.checkout_url,
-                _language_hint(cart, customer),
+            hint = _language_hint(cart, customer)
+            order.acknowledgement = fixed_reply_send(
+                conversation=conversation,
+                customer=customer,
+                text=acknowledgement_text(lines, totals, order.checkout_url, hint),
+                language_hint=hint,
+                agent=agent,
             )
         order.save(update_fields=["checkout_url", "acknowledgement"])
     if order.next_step == Order.Next.STAFF:
@@ -314,32 +310,3 @@ def _language_hint(cart: InboundOrder, customer: Message) -> str:
     if cart.text.strip():
         return cart.text
     return last_customer_text(customer.conversation_id, before=customer.pk)
-
-
-def _acknowledge(
-    agent: Agent,
-    conversation: Conversation,
-    customer: Message,
-    lines: list[OrderLine],
-    totals: dict[str, str],
-    url: str,
-    language_hint: str,
-) -> Message:
-    """The acknowledgement, as the agent's reply to the cart (with the AI disclosure when one is due), queued
-    for sending on commit; both in the language of ``language_hint``."""
-    disclosure = fixed_reply_disclosure(conversation, customer, agent, language_hint=language_hint)
-    reply = Message.objects.create(
-        business=conversation.business,
-        conversation=conversation,
-        channel=conversation.channel,
-        role=Message.Role.AGENT,
-        text=acknowledgement_text(lines, totals, url, language_hint),
-        disclosure=disclosure,
-        status=Message.Status.DONE,
-        reply_to=customer,
-        delivery=Message.Delivery.QUEUED,
-    )
-    if disclosure:
-        Conversation.objects.filter(pk=conversation.pk).update(disclosed_at=reply.created_at)
-    enqueue_on_commit("messaging.meta.tasks.send_message", reply.pk)
-    return reply

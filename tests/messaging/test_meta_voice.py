@@ -176,6 +176,12 @@ def test_without_a_speech_to_text_endpoint_the_customer_is_asked_to_type(
     assert (media.state, media.error) == ("unread", "no endpoint transcribes voice notes (kind=audio)")
     assert media.file.read() == OGG  # kept for staff
     assert pool_server.chat_requests == 0
+    # A second voice note: the first stands as "[audio]", which holds no words; the German ones still count.
+    graph_api.add_media("VOICE_2", OGG, token=token_of(shop), mime="audio/ogg")
+    store(wa_delivery(wa_change(PHONE_ID, messages=[wa_voice("wamid.V2", "VOICE_2")])))
+    assert read_pending() == ["unread"]
+    second = Message.objects.get(reply_to__channel_message_id="wamid.V2")
+    assert second.text == UNREAD_REPLIES["audio"]["de"]
 
 
 def test_a_failing_transcriber_is_tried_then_the_customer_is_asked_to_type(
